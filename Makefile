@@ -1,0 +1,74 @@
+# opstate — the primary build. `make test` installs its Debian dependencies
+# (scripts/deps.sh), builds and runs every suite, and ends with one line
+# "N passed, N failed".
+
+CC      ?= cc
+CLANG   ?= clang
+BUILD   ?= build
+WARN     = -Wall -Wextra -Wpedantic -Werror
+LIBWARN  = $(WARN) -Wconversion -Wsign-conversion -Wcast-qual -Wundef -Wstrict-prototypes
+CFLAGS  ?= -O2 -g
+STD     ?= -std=c99
+
+HEADERS    = opstate.h
+TEST_SRCS  = $(filter-out tests/impl.c tests/main.c,$(wildcard tests/*.c))
+FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_TIME ?= 60
+
+.PHONY: all test unit demo fuzz bench clean deps
+
+all: $(BUILD)/unit
+
+deps:
+	@bash scripts/deps.sh
+
+# One unit-test binary per build flavour: impl.c carries the library with the
+# strict library warnings; the tests use the normal strict set.
+$(BUILD)/%/impl.o: tests/impl.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(CFLAGS) $(LIBWARN) $(XFLAGS) -c $< -o $@
+
+$(BUILD)/unit: $(TEST_SRCS) tests/main.c tests/runner.h $(BUILD)/plain/impl.o
+	$(CC) $(STD) $(CFLAGS) $(WARN) $(TEST_SRCS) tests/main.c $(BUILD)/plain/impl.o -o $@
+
+$(BUILD)/nohw/impl.o: XFLAGS = -DOPSTATE_NO_HW_CRC
+$(BUILD)/unit-nohw: $(TEST_SRCS) tests/main.c tests/runner.h $(BUILD)/nohw/impl.o
+	$(CC) $(STD) $(CFLAGS) $(WARN) $(TEST_SRCS) tests/main.c $(BUILD)/nohw/impl.o -o $@
+
+$(BUILD)/unit-asan: $(TEST_SRCS) tests/main.c tests/runner.h tests/impl.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer $(WARN) $(TEST_SRCS) tests/main.c tests/impl.c -o $@
+
+unit: $(BUILD)/unit
+	./$(BUILD)/unit $(FILTER)
+
+# Fuzz targets: the same source builds a seed-replay program (plain main) and
+# a libFuzzer binary (clang).
+$(BUILD)/fuzz-replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c tests/impl.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    $(WARN) $< tests/fuzz/replay_main.c tests/impl.c -o $@
+
+$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c tests/impl.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CLANG) $(STD) -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) $< tests/impl.c -o $@
+
+fuzz: $(addprefix $(BUILD)/fuzz-,$(FUZZ_NAMES))
+	@for n in $(FUZZ_NAMES); do \
+	    mkdir -p $(BUILD)/corpus/$$n; \
+	    ./$(BUILD)/fuzz-$$n -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(BUILD)/crash-$$n- \
+	        $(BUILD)/corpus/$$n tests/fuzz/seeds/$$n || exit 1; \
+	done
+
+test: deps
+	@bash scripts/test.sh
+
+demo:
+	@echo "make demo: coming soon — the demo lands with the CLI issue (see README)."
+
+bench:
+	@echo "make bench: no benchmarks yet — they land with the core runtime issue."
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,2433 @@
+/* opstate.h — durable, replayable operational state over an event log. v0.1.0
+
+   A process keeps state derived from an append-only event log. opstate makes
+   that state survive restarts, crashes and log retention without losing or
+   double-applying an event, and rebuilds it as of any point in time.
+
+   DO THIS in exactly one C or C++ file, before the include:
+
+       #define OPSTATE_IMPLEMENTATION
+       #include "opstate.h"
+
+   Everywhere else just `#include "opstate.h"` for the declarations.
+
+   CONTENTS (grep the tag to jump to a part of the implementation)
+       >>results   result codes, error detail, version
+       >>bytes     little-endian helpers, mem* fallbacks
+       >>crc       CRC32C (hardware on SSE4.2 / ARMv8-CRC, slice-by-8 otherwise)
+       >>ids       event ids: time-ordered and deterministic, text form
+       >>subjects  subject tokens, key escape, builders and parser
+       >>codec     binary event encoding, decode, JSON rendering
+       >>hwm       high-water mark over out-of-order acks
+       >>resume    resume-window check and live gap classifier
+       >>decide    restore-or-clear decision, timestamp fallback
+       >>dedup     bounded window of recent event ids, its serialisation
+
+   USAGE, step by step (the pure layer; nothing here allocates, reads a clock,
+   draws randomness or does I/O — the caller passes time and entropy in)
+       1. Build an event: opstate_event ev = {0}; set scope, kind, key, op,
+          data; give it an id with opstate_id_time_ordered() (unique) or
+          opstate_id_from_content() (re-emitting the same mutation dedups).
+       2. Name it: opstate_subject_build() -> "<prefix>.<scope>.<kind>.<key>".
+       3. Encode it: opstate_event_encode(&ev, NULL, 0, &n) gives the size,
+          a second call with a buffer writes it. Decode with
+          opstate_event_decode(); fields point into the buffer (zero-copy).
+       4. Consume: before reading, opstate_decide_restore() says whether the
+          stored snapshot may be restored; opstate_resume_check() says where
+          to read from and whether the cursor expired or the stream was
+          recreated; opstate_gap_classify() checks every delivered sequence.
+       5. Track progress with opstate_hwm_*: the mark is the position up to
+          which EVERY delivered event was applied, whatever the ack order.
+       6. Skip redeliveries with opstate_dedup_*; persist its bytes with the
+          snapshot.
+
+   MEMORY: the pure layer takes caller buffers only. Encoders accept a NULL
+   buffer and return the size needed. The dedup window runs over storage the
+   caller owns (see opstate_dedup_storage_size).
+
+   ERRORS: every fallible call returns an opstate_result (OPSTATE_OK == 0) and,
+   where detail helps, fills an optional opstate_error (byte offset, field).
+   A failing call leaves its outputs and the caller's state untouched.
+   There is no global "last error".
+
+   COMPILE-TIME OPTIONS (define before the include that has the implementation)
+       OPSTATE_API               linkage of public functions (default: extern)
+       OPSTATE_STATIC            make every function static (one-TU builds)
+       OPSTATE_ASSERT(c)         contract checks (default: assert.h, or none
+                                 under OPSTATE_NO_STDLIB)
+       OPSTATE_NO_STDLIB         no libc: built-in memcpy/memset/memcmp
+       OPSTATE_MEMCPY/MEMSET/MEMCMP   your own mem* functions
+       OPSTATE_NO_ERROR_STRINGS  opstate_result_str() returns "" (saves flash)
+       OPSTATE_NO_HW_CRC         never use CRC32C instructions
+       OPSTATE_HWM_CAPACITY      events in flight in the ack tracker (256)
+       OPSTATE_MAX_TOKEN_LEN     longest scope / kind token (255)
+       OPSTATE_MAX_KEY_LEN       longest key (1024)
+       OPSTATE_MAX_DATA_LEN      largest event payload (16 MiB)
+
+   See the end of the file for the license. */
+
+#ifndef OPSTATE_H_INCLUDED
+#define OPSTATE_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <limits.h>
+
+/* >>results ------------------------------------------------------------- */
+
+#define OPSTATE_VERSION_MAJOR 0
+#define OPSTATE_VERSION_MINOR 1
+#define OPSTATE_VERSION_PATCH 0
+#define OPSTATE_VERSION_STRING "0.1.0"
+#define OPSTATE_VERSION_NUMBER \
+    (OPSTATE_VERSION_MAJOR * 10000 + OPSTATE_VERSION_MINOR * 100 + OPSTATE_VERSION_PATCH)
+/* Wire format of one encoded event (opstate_event_encode). */
+#define OPSTATE_CODEC_VERSION 1
+/* Wire format of a serialised dedup window (opstate_dedup_encode). */
+#define OPSTATE_DEDUP_FORMAT_VERSION 1
+
+#ifndef OPSTATE_API
+#if defined(OPSTATE_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#define OPSTATE_API static __attribute__((unused))
+#elif defined(OPSTATE_STATIC)
+#define OPSTATE_API static
+#else
+#define OPSTATE_API extern
+#endif
+#endif
+
+#ifndef OPSTATE_HWM_CAPACITY
+#define OPSTATE_HWM_CAPACITY 256
+#endif
+#ifndef OPSTATE_MAX_TOKEN_LEN
+#define OPSTATE_MAX_TOKEN_LEN 255
+#endif
+#ifndef OPSTATE_MAX_KEY_LEN
+#define OPSTATE_MAX_KEY_LEN 1024
+#endif
+#ifndef OPSTATE_MAX_DATA_LEN
+#define OPSTATE_MAX_DATA_LEN (16u * 1024u * 1024u)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Result codes, written once: X(NAME, value, message). Codes are only ever
+   appended, never renumbered. */
+#define OPSTATE_RESULT_LIST(X)                                                   \
+    X(OK, 0, "ok")                                                               \
+    X(INVALID_ARGUMENT, 1, "invalid argument")                                   \
+    X(BUFFER_TOO_SMALL, 2, "output buffer too small")                            \
+    X(TRUNCATED, 3, "input truncated: a length runs past the end")               \
+    X(CORRUPT, 4, "checksum mismatch: data is corrupt")                          \
+    X(UNKNOWN_VERSION, 5, "unknown format version")                              \
+    X(OVERSIZED, 6, "a field is larger than its limit")                          \
+    X(MALFORMED, 7, "malformed input: bad structure or reserved bits set")      \
+    X(INVALID_TOKEN, 8, "invalid subject token")                                 \
+    X(INVALID_ID, 9, "invalid event id text")                                    \
+    X(SEQ_OVERFLOW, 10, "sequence would wrap past UINT64_MAX")                   \
+    X(WINDOW_FULL, 11, "ack tracker window is full")                             \
+    X(NOT_FOUND, 12, "not found")                                                \
+    X(OUT_OF_ORDER, 13, "sequence is not above the last one")                    \
+    X(NO_MEMORY, 14, "out of memory")                                            \
+    X(CONFLICT, 15, "expected last sequence does not match")                     \
+    X(EXPIRED, 16, "cursor expired: events were evicted by retention")           \
+    X(IO, 17, "I/O error")                                                       \
+    X(TIMEOUT, 18, "timed out")
+
+typedef enum opstate_result {
+#define OPSTATE__RESULT_ENUM(name, value, msg) OPSTATE_##name = value,
+    OPSTATE_RESULT_LIST(OPSTATE__RESULT_ENUM)
+#undef OPSTATE__RESULT_ENUM
+    OPSTATE_RESULT_COUNT
+} opstate_result;
+
+/* Optional detail for a failure. Pass NULL when you do not need it. */
+typedef struct opstate_error {
+    opstate_result result; /* same code the call returned */
+    size_t offset;         /* byte offset in the input where it went wrong */
+    const char *field;     /* name of the field, a static string, or NULL */
+    long dep_status;       /* a dependency's raw status (MDB_*, natsStatus) */
+} opstate_error;
+
+/* One-line English text for a result code; "" under OPSTATE_NO_ERROR_STRINGS,
+   "unknown result" for a value outside the list. */
+OPSTATE_API const char *opstate_result_str(opstate_result r);
+/* OPSTATE_VERSION_NUMBER of the compiled implementation (MAJOR*10000 + ...). */
+OPSTATE_API int opstate_version_number(void);
+
+/* >>crc ------------------------------------------------------------------ */
+
+/* CRC32C (Castagnoli) of n bytes, continuing from `crc` (start with 0). */
+OPSTATE_API uint32_t opstate_crc32c(uint32_t crc, const void *data, size_t n);
+
+/* >>ids ------------------------------------------------------------------ */
+
+/* A byte string that is not owned: ptr may be NULL only when len == 0. */
+typedef struct opstate_bytes {
+    const uint8_t *ptr;
+    size_t len;
+} opstate_bytes;
+
+/* 16-byte event id, laid out as an RFC 9562 UUID (version 7 or 8). */
+typedef struct opstate_id {
+    uint8_t bytes[16];
+} opstate_id;
+
+/* Length of an id's text form: canonical lowercase UUID, 8-4-4-4-12. */
+#define OPSTATE_ID_TEXT_LEN 36
+
+/* Position of an event in a log. seq == 0 means "no position". */
+typedef struct opstate_position {
+    uint64_t seq;   /* stream sequence, 1-based */
+    int64_t time;   /* publish time, ns since the Unix epoch */
+    uint64_t epoch; /* incarnation of the stream; changes on recreate */
+} opstate_position;
+
+/* Event ops; values from OPSTATE_OP_APP upward are the application's own. */
+#define OPSTATE_OP_PUT 1u
+#define OPSTATE_OP_DELETE 2u
+#define OPSTATE_OP_APP 16u
+
+/* One immutable mutation. scope and kind are subject tokens; key is any bytes
+   (len 0 = no key); data is the payload. `time` is the event time in ns since
+   the Unix epoch, meaningful only when has_time is true. `position` is filled
+   by the log that delivered the event. */
+typedef struct opstate_event {
+    opstate_id id;
+    opstate_bytes scope;
+    opstate_bytes kind;
+    opstate_bytes key;
+    uint32_t op;
+    opstate_bytes data;
+    bool has_time;
+    int64_t time;
+    opstate_position position;
+} opstate_event;
+
+/* Time-ordered id (UUIDv7): 48 bits of Unix milliseconds, 12 bits of
+   sub-millisecond fraction, 62 random bits from `entropy` (8 bytes from a
+   real random source; the top 2 bits of entropy[0] are not used). Ids made
+   at later times (1/4096 ms apart or more) sort later as bytes and as text.
+   INVALID_ARGUMENT for a time before 1970; *out is then untouched. */
+OPSTATE_API opstate_result opstate_id_time_ordered(int64_t unix_ns, const uint8_t entropy[8],
+                                                   opstate_id *out);
+/* Deterministic id (UUIDv8 over SHA-256) of the event's content: scope, kind,
+   key, op, data, and the event time when has_time is set. Emitting the same
+   mutation twice yields the same id, so the log and the consumer drop the
+   repeat. Caution: a legitimate repeat (x=1, x=2, x=1 again) is also a
+   repeat unless the events carry times; use time-ordered ids then. */
+OPSTATE_API opstate_id opstate_id_from_content(const opstate_event *ev);
+/* Writes exactly OPSTATE_ID_TEXT_LEN characters (no terminator) to out. */
+OPSTATE_API void opstate_id_to_text(const opstate_id *id, char out[OPSTATE_ID_TEXT_LEN]);
+/* Strict parse: exactly 36 characters, lowercase hex, dashes at 8,13,18,23.
+   Only the form opstate_id_to_text writes is accepted, so an id has exactly
+   one text (a second spelling would slip past Nats-Msg-Id dedup).
+   INVALID_ID otherwise, with err->offset at the first bad character. */
+OPSTATE_API opstate_result opstate_id_from_text(const char *text, size_t len, opstate_id *out,
+                                                opstate_error *err);
+/* true when both ids are the same 16 bytes. */
+OPSTATE_API bool opstate_id_equal(const opstate_id *a, const opstate_id *b);
+
+/* >>subjects ------------------------------------------------------------- */
+
+/* Checks one subject token: 1..OPSTATE_MAX_TOKEN_LEN bytes, none of them
+   '.', '*', '>', whitespace, control bytes (< 0x20, 0x7f) or bytes >= 0x80
+   (non-ASCII is refused so that no byte can be read two ways).
+   Returns OK, INVALID_TOKEN (err->offset at the bad byte) or OVERSIZED. */
+OPSTATE_API opstate_result opstate_token_validate(const char *tok, size_t len, opstate_error *err);
+/* Checks a prefix: one or more valid tokens joined by single dots. */
+OPSTATE_API opstate_result opstate_prefix_validate(const char *prefix, size_t len, opstate_error *err);
+/* Escapes any key (1..OPSTATE_MAX_KEY_LEN bytes, dots and binary included)
+   into ONE safe token: bytes in [A-Za-z0-9_-] pass unchanged, every other
+   byte becomes "%XX" (uppercase hex). The result never contains '.', '*' or
+   '>', so a key cannot widen into a wildcard or another scope.
+   out == NULL: *out_len = size needed, returns OK. An empty key is
+   INVALID_ARGUMENT (an event without a key has no key token). */
+OPSTATE_API opstate_result opstate_key_escape(const uint8_t *key, size_t key_len, char *out,
+                                              size_t cap, size_t *out_len);
+/* Reverses opstate_key_escape. Strict: only the canonical escape is
+   accepted (uppercase hex, no escaped safe byte), so each key has one token.
+   INVALID_TOKEN with err->offset otherwise. out == NULL: size needed. */
+OPSTATE_API opstate_result opstate_key_unescape(const char *tok, size_t len, uint8_t *out,
+                                                size_t cap, size_t *out_len, opstate_error *err);
+/* Writes "<prefix>.<scope>.<kind>" or, when key_len > 0,
+   "<prefix>.<scope>.<kind>.<escaped key>". No terminator is written.
+   out == NULL: *out_len = size needed. Validates every part first. */
+OPSTATE_API opstate_result opstate_subject_build(const char *prefix, size_t prefix_len,
+                                                 opstate_bytes scope, opstate_bytes kind,
+                                                 opstate_bytes key, char *out, size_t cap,
+                                                 size_t *out_len, opstate_error *err);
+/* Writes the filter for one scope: "<prefix>.<scope>.>". out == NULL: size. */
+OPSTATE_API opstate_result opstate_subject_filter(const char *prefix, size_t prefix_len,
+                                                  opstate_bytes scope, char *out, size_t cap,
+                                                  size_t *out_len, opstate_error *err);
+/* The parts of a subject under a known prefix; pointers into the subject. */
+typedef struct opstate_subject_parts {
+    opstate_bytes scope, kind;
+    opstate_bytes key_token; /* escaped; len 0 when the subject has no key */
+} opstate_subject_parts;
+/* Splits "<prefix>.<scope>.<kind>[.<key token>]". Each token is validated
+   and the key token must unescape. NOT_FOUND when the subject is not under
+   `prefix`; INVALID_TOKEN when a part is bad. */
+OPSTATE_API opstate_result opstate_subject_parse(const char *subject, size_t len,
+                                                 const char *prefix, size_t prefix_len,
+                                                 opstate_subject_parts *out, opstate_error *err);
+
+/* >>codec ---------------------------------------------------------------- */
+
+/* Encodes an event (position excluded). Layout, all little-endian:
+     u8 version | u8 flags (bit 0: has_time) | u32 total length | id[16] |
+     u32 op | i64 time | u16 scope len | u16 kind len | u16 key len |
+     u32 data len | scope | kind | key | data | u32 CRC32C of all before.
+   scope and kind must be valid tokens, op non-zero, lengths within the
+   OPSTATE_MAX_* limits. out == NULL: *out_len = size needed. */
+OPSTATE_API opstate_result opstate_event_encode(const opstate_event *ev, uint8_t *out, size_t cap,
+                                                size_t *out_len, opstate_error *err);
+/* Decodes exactly one encoded event from buf[0..len). Fields point into buf
+   (zero-copy); the position is set to zero for the log to fill. Structure
+   is checked before the checksum, the checksum before the content:
+     TRUNCATED        buf is empty, shorter than the 48-byte minimum, or
+                      shorter than its declared total length
+     UNKNOWN_VERSION  byte 0 is not OPSTATE_CODEC_VERSION (checked first
+                      after emptiness: a later version may differ in shape)
+     MALFORMED        trailing bytes after the declared length, reserved
+                      flag bits, field lengths that do not add up
+     OVERSIZED        a field length above its OPSTATE_MAX_* limit
+     CORRUPT          CRC32C mismatch
+     MALFORMED        op 0, or a non-zero time without the has_time flag
+     INVALID_TOKEN    scope or kind is not a valid subject token
+   err->offset / err->field say where. *out untouched on failure. */
+OPSTATE_API opstate_result opstate_event_decode(const uint8_t *buf, size_t len, opstate_event *out,
+                                                opstate_error *err);
+/* Renders an event as one JSON object (RFC 8259; no terminator written):
+     {"id":"…","scope":"…","kind":"…","key":"…","op":"put"|"delete"|N,
+      "time":N|null,"position":{"seq":N,"time":N,"epoch":N},"data":…}
+   Strings are escaped (\" \\ \b \f \n \r \t, \u00XX for other controls).
+   A scope, kind or key that is not valid UTF-8 is written as "scope_b64" /
+   "kind_b64" / "key_b64" (base64) instead; an event without a key has
+   "key":null. The data is embedded as JSON ("data": value, whitespace
+   outside strings removed so one event stays one line) when it is valid
+   JSON text, otherwise written as "data_b64":"<base64>"; empty data is
+   "data":null. Numbers are decimal integers (ns for times).
+   out == NULL: *out_len = size needed. */
+OPSTATE_API opstate_result opstate_event_to_json(const opstate_event *ev, char *out, size_t cap,
+                                                 size_t *out_len);
+/* true when bytes[0..n) is one complete JSON value (RFC 8259, UTF-8,
+   nesting at most 64 deep), optionally surrounded by whitespace. */
+OPSTATE_API bool opstate_json_valid(const uint8_t *bytes, size_t n);
+
+/* >>hwm ------------------------------------------------------------------ */
+
+/* High-water mark. Events are registered in delivery order with
+   opstate_hwm_deliver (sequences increase; gaps are fine, e.g. subjects
+   outside a filter) and acked in any order with opstate_hwm_ack. The mark
+   is the position of the last event of the longest fully-acked prefix of
+   the deliveries: every event at or below it was applied. Up to
+   OPSTATE_HWM_CAPACITY events may be delivered and not yet passed by the
+   mark. Plain data: copy it, zero-init it, or use opstate_hwm_init. */
+typedef struct opstate_hwm {
+    opstate_position mark;
+    uint64_t last_delivered;           /* seq of the newest delivery (>= mark) */
+    uint32_t head, count;              /* ring of in-flight deliveries */
+    uint64_t seq[OPSTATE_HWM_CAPACITY];
+    int64_t time[OPSTATE_HWM_CAPACITY];
+    uint64_t acked[(OPSTATE_HWM_CAPACITY + 63) / 64];
+} opstate_hwm;
+
+/* Starts from a mark (e.g. the position restored from a snapshot). */
+OPSTATE_API void opstate_hwm_init(opstate_hwm *h, opstate_position mark);
+/* Registers a delivered event. OUT_OF_ORDER when seq is not above the last
+   delivered sequence (a redelivery: skip it, do not apply it twice),
+   WINDOW_FULL when OPSTATE_HWM_CAPACITY events are in flight. */
+OPSTATE_API opstate_result opstate_hwm_deliver(opstate_hwm *h, uint64_t seq, int64_t time);
+/* Marks a delivered event applied and advances the mark over the acked
+   prefix. Acking a sequence at or below the mark, or twice, is OK and
+   changes nothing. NOT_FOUND when seq is above the mark but was never
+   delivered. */
+OPSTATE_API opstate_result opstate_hwm_ack(opstate_hwm *h, uint64_t seq);
+/* Number of delivered events not yet passed by the mark. */
+OPSTATE_API uint32_t opstate_hwm_in_flight(const opstate_hwm *h);
+
+/* >>resume --------------------------------------------------------------- */
+
+/* What a log reports about itself. An empty stream has last_seq <
+   first_seq, or first_seq == 0 (never written). */
+typedef struct opstate_stream_info {
+    uint64_t first_seq, last_seq;
+    int64_t first_time, last_time; /* ns since the Unix epoch */
+    uint64_t epoch;                /* incarnation; differs after recreate */
+    uint64_t messages;
+} opstate_stream_info;
+
+typedef enum opstate_resume_state {
+    OPSTATE_RESUME_OK = 0,    /* read from next_seq, nothing missed */
+    OPSTATE_RESUME_CAUGHT_UP, /* cursor is at the end; wait at next_seq */
+    OPSTATE_RESUME_EXPIRED,   /* events after the cursor were evicted */
+    OPSTATE_RESUME_RESET      /* the stream was recreated (epoch or seq) */
+} opstate_resume_state;
+
+typedef struct opstate_resume {
+    opstate_resume_state state;
+    uint64_t next_seq; /* where to read from; first_seq when EXPIRED */
+    uint64_t missed;   /* EXPIRED: events evicted between cursor and first */
+} opstate_resume;
+
+/* Where to resume after `cursor` (the LAST APPLIED position; reading starts
+   at cursor.seq + 1 — note nats.c's ResumeFromRevision is inclusive).
+   cursor.seq == 0 (no position) reads from the first retained event. RESET
+   when the epochs differ or cursor.seq > last_seq. SEQ_OVERFLOW when
+   cursor.seq == UINT64_MAX; *out untouched then. */
+OPSTATE_API opstate_result opstate_resume_check(opstate_position cursor,
+                                                const opstate_stream_info *stream,
+                                                opstate_resume *out);
+OPSTATE_API const char *opstate_resume_state_str(opstate_resume_state s);
+
+typedef enum opstate_gap_kind {
+    OPSTATE_GAP_NONE = 0,    /* delivered == expected */
+    OPSTATE_GAP_REDELIVERY,  /* delivered < expected: already applied, skip */
+    OPSTATE_GAP_SKIPPED,     /* delivered > expected, the missing sequences
+                                are retained (other subjects / deleted) */
+    OPSTATE_GAP_EVICTED,     /* delivered > expected and expected < first_seq:
+                                events were lost to retention -> resync */
+    OPSTATE_GAP_RESET        /* the stream is another incarnation */
+} opstate_gap_kind;
+
+typedef struct opstate_gap {
+    opstate_gap_kind kind;
+    uint64_t missing; /* sequences between expected and delivered */
+    uint64_t evicted; /* of those, below first_seq (EVICTED only) */
+} opstate_gap;
+
+/* Classifies a delivery while live (or the first delivery after attaching,
+   against the requested start). `expected` is the sequence that should come
+   next, `delivered` what came, `epoch` the epoch of the cursor, and `fresh`
+   the stream info re-read when delivered > expected (may be NULL when
+   delivered <= expected). A gap is RESET when fresh->epoch != epoch or
+   delivered > fresh->last_seq, EVICTED when expected < fresh->first_seq,
+   SKIPPED otherwise. INVALID_ARGUMENT when a gap is seen and fresh is NULL,
+   or expected is 0; *out untouched then. */
+OPSTATE_API opstate_result opstate_gap_classify(uint64_t expected, uint64_t delivered,
+                                                uint64_t epoch, const opstate_stream_info *fresh,
+                                                opstate_gap *out);
+OPSTATE_API const char *opstate_gap_kind_str(opstate_gap_kind k);
+
+/* >>decide --------------------------------------------------------------- */
+
+typedef enum opstate_restore_mode {
+    OPSTATE_MODE_AUTO = 0, /* the matrix decides */
+    OPSTATE_MODE_CLEAR,    /* always start from an empty state */
+    OPSTATE_MODE_KEEP      /* always restore what is stored */
+} opstate_restore_mode;
+
+typedef enum opstate_start_kind {
+    OPSTATE_START_RESUME = 0,    /* continue after the stored position */
+    OPSTATE_START_FROM_SEQUENCE, /* replay from start.seq */
+    OPSTATE_START_FROM_TIME,     /* replay from start.time (ns) */
+    OPSTATE_START_LATEST,        /* only new events */
+    OPSTATE_START_FIRST          /* the whole retained stream */
+} opstate_start_kind;
+
+typedef struct opstate_start {
+    opstate_start_kind kind;
+    uint64_t seq; /* FROM_SEQUENCE: first sequence to read, >= 1 */
+    int64_t time; /* FROM_TIME: ns since the Unix epoch */
+} opstate_start;
+
+#define OPSTATE_REASON_LIST(X)                                                              \
+    X(FORCED_CLEAR, "mode is clear: state cleared")                                         \
+    X(FORCED_KEEP, "mode is keep: stored state restored")                                   \
+    X(STREAM_RECREATED, "stream recreated (epoch differs): state cleared")                  \
+    X(CURSOR_AHEAD, "stored position is past the end of the stream: state cleared")        \
+    X(FULL_REBUILD, "replay from first: state cleared for a full rebuild")                  \
+    X(LATEST, "start from latest: state cleared")                                           \
+    X(NOTHING_STORED, "resume with no stored position: nothing to restore")                 \
+    X(NO_POSITION, "replay requested and no stored position to compare: state cleared")    \
+    X(RESUME, "resume after the stored position")                                           \
+    X(CURSOR_EXPIRED, "resume: stored cursor expired, restore then resync evicted keys")    \
+    X(FORWARD_SEQUENCE, "replay starts after the stored sequence: forward catch-up")        \
+    X(FORWARD_SEQUENCE_GAP, "replay starts past the stored sequence: events in between skipped") \
+    X(BACKWARD_SEQUENCE, "replay starts at or before the stored sequence: would double-count, cleared") \
+    X(FORWARD_TIME, "replay starts after the stored time: forward catch-up")                \
+    X(BACKWARD_TIME, "replay starts at or before the stored time: would double-count, cleared")
+
+typedef enum opstate_reason {
+#define OPSTATE__REASON_ENUM(name, msg) OPSTATE_REASON_##name,
+    OPSTATE_REASON_LIST(OPSTATE__REASON_ENUM)
+#undef OPSTATE__REASON_ENUM
+    OPSTATE_REASON_COUNT
+} opstate_reason;
+
+typedef struct opstate_restore_decision {
+    bool restore;          /* true: load the snapshot; false: start empty */
+    bool resync;           /* restore, then reconcile keys evicted in the gap */
+    opstate_reason reason; /* why; opstate_reason_str() explains in one line */
+    uint64_t gap;          /* events skipped (FORWARD_SEQUENCE_GAP) or
+                              evicted (CURSOR_EXPIRED) */
+} opstate_restore_decision;
+
+/* Restore-or-clear, per the matrix in DESIGN.md, checked in this order:
+   mode clear; mode keep; stored epoch != stream epoch; stored seq > stream
+   last_seq; start first; start latest; no stored position; resume (RESYNC
+   when the cursor expired); from sequence (N > stored restores, the gap is
+   N - stored - 1); from time (T > stored.time restores, compared in ns).
+   stored == NULL or stored->seq == 0: no stored position. stream == NULL:
+   stream unknown (no epoch / expiry checks). INVALID_ARGUMENT for an unknown
+   mode or start kind, or FROM_SEQUENCE with seq 0; *out untouched then. */
+OPSTATE_API opstate_result opstate_decide_restore(opstate_restore_mode mode, opstate_start start,
+                                                  const opstate_position *stored,
+                                                  const opstate_stream_info *stream,
+                                                  opstate_restore_decision *out);
+OPSTATE_API const char *opstate_reason_str(opstate_reason r);
+/* Short name of a reason code, e.g. "BACKWARD_SEQUENCE". */
+OPSTATE_API const char *opstate_reason_name(opstate_reason r);
+
+typedef enum opstate_time_fallback {
+    OPSTATE_TIME_FALLBACK_WALLCLOCK = 0, /* no event time: use the wall clock */
+    OPSTATE_TIME_FALLBACK_SKIP           /* no event time: contribute no time */
+} opstate_time_fallback;
+
+/* The time an event contributes to time-windowed state. Returns true and
+   sets *out to the event time, or (without one) to wallclock_ns under
+   WALLCLOCK. Returns false under SKIP: apply the event, but let it add
+   nothing time-windowed. */
+OPSTATE_API bool opstate_event_time(const opstate_event *ev, opstate_time_fallback fallback,
+                                    int64_t wallclock_ns, int64_t *out);
+
+/* >>dedup ---------------------------------------------------------------- */
+
+/* A bounded set of the most recent event ids, oldest evicted first, over
+   storage the caller owns (opstate_dedup_storage_size bytes). */
+typedef struct opstate_dedup {
+    opstate_id *ids;    /* ring, insertion order */
+    uint32_t *table;    /* open addressing: ring index + 1, 0 = empty */
+    uint32_t capacity;  /* ids kept */
+    uint32_t table_mask;
+    uint32_t head;      /* index of the oldest id */
+    uint32_t count;
+} opstate_dedup;
+
+/* Bytes of storage for a window of `capacity` ids (0 when capacity is 0 or
+   above 1<<24). */
+OPSTATE_API size_t opstate_dedup_storage_size(uint32_t capacity);
+/* Sets up an empty window over `storage` (aligned for uint32_t, at least
+   opstate_dedup_storage_size(capacity) bytes). INVALID_ARGUMENT otherwise. */
+OPSTATE_API opstate_result opstate_dedup_init(opstate_dedup *d, void *storage, size_t storage_size,
+                                              uint32_t capacity);
+/* true when id is in the window. */
+OPSTATE_API bool opstate_dedup_contains(const opstate_dedup *d, const opstate_id *id);
+/* Adds id unless present; returns true when it was new. When full, the
+   oldest id is evicted first. */
+OPSTATE_API bool opstate_dedup_insert(opstate_dedup *d, const opstate_id *id);
+/* Empties the window. */
+OPSTATE_API void opstate_dedup_clear(opstate_dedup *d);
+/* Serialises the window, oldest first:
+     u8 version | u8 0 | u32 count | count x id[16] | u32 CRC32C.
+   out == NULL: *out_len = size needed. */
+OPSTATE_API opstate_result opstate_dedup_encode(const opstate_dedup *d, uint8_t *out, size_t cap,
+                                                size_t *out_len);
+/* Replaces the window's content with decoded ids (an id repeated in the
+   bytes is kept once). Errors, in the order checked: TRUNCATED (empty),
+   UNKNOWN_VERSION, TRUNCATED (shorter than header or declared count),
+   MALFORMED (trailing bytes, reserved byte set), OVERSIZED (more ids than
+   d's capacity: never a silent drop), CORRUPT (CRC mismatch).
+   *d and its storage untouched on failure. */
+OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t *buf, size_t len,
+                                                opstate_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPSTATE_H_INCLUDED */
+
+/* ======================================================================
+   API ends here; implementation below.
+   ====================================================================== */
+
+#if defined(OPSTATE_IMPLEMENTATION) && !defined(OPSTATE_IMPLEMENTATION_INCLUDED)
+#define OPSTATE_IMPLEMENTATION_INCLUDED
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OPSTATE__UNUSED __attribute__((unused))
+#else
+#define OPSTATE__UNUSED
+#endif
+#define OPSTATE__PRIVATE static OPSTATE__UNUSED
+
+#ifndef OPSTATE_ASSERT
+#ifdef OPSTATE_NO_STDLIB
+#define OPSTATE_ASSERT(c) ((void)0)
+#else
+#include <assert.h>
+#define OPSTATE_ASSERT(c) assert(c)
+#endif
+#endif
+
+/* >>bytes ---------------------------------------------------------------- */
+
+#if !defined(OPSTATE_MEMCPY) || !defined(OPSTATE_MEMSET) || !defined(OPSTATE_MEMCMP)
+#ifdef OPSTATE_NO_STDLIB
+OPSTATE__PRIVATE void *opstate__memcpy(void *dst, const void *src, size_t n)
+{
+    uint8_t *d = (uint8_t *)dst;
+    const uint8_t *s = (const uint8_t *)src;
+    while (n--) *d++ = *s++;
+    return dst;
+}
+OPSTATE__PRIVATE void *opstate__memset(void *dst, int c, size_t n)
+{
+    uint8_t *d = (uint8_t *)dst;
+    while (n--) *d++ = (uint8_t)c;
+    return dst;
+}
+OPSTATE__PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
+{
+    const uint8_t *x = (const uint8_t *)a, *y = (const uint8_t *)b;
+    for (; n; n--, x++, y++)
+        if (*x != *y) return *x < *y ? -1 : 1;
+    return 0;
+}
+#ifndef OPSTATE_MEMCPY
+#define OPSTATE_MEMCPY opstate__memcpy
+#endif
+#ifndef OPSTATE_MEMSET
+#define OPSTATE_MEMSET opstate__memset
+#endif
+#ifndef OPSTATE_MEMCMP
+#define OPSTATE_MEMCMP opstate__memcmp
+#endif
+#else
+#include <string.h>
+#ifndef OPSTATE_MEMCPY
+#define OPSTATE_MEMCPY memcpy
+#endif
+#ifndef OPSTATE_MEMSET
+#define OPSTATE_MEMSET memset
+#endif
+#ifndef OPSTATE_MEMCMP
+#define OPSTATE_MEMCMP memcmp
+#endif
+#endif
+#endif
+
+OPSTATE__PRIVATE void opstate__put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+OPSTATE__PRIVATE void opstate__put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+OPSTATE__PRIVATE void opstate__put_u64(uint8_t *p, uint64_t v)
+{
+    opstate__put_u32(p, (uint32_t)v);
+    opstate__put_u32(p + 4, (uint32_t)(v >> 32));
+}
+OPSTATE__PRIVATE uint16_t opstate__get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+OPSTATE__PRIVATE uint32_t opstate__get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+OPSTATE__PRIVATE uint64_t opstate__get_u64(const uint8_t *p)
+{
+    return (uint64_t)opstate__get_u32(p) | ((uint64_t)opstate__get_u32(p + 4) << 32);
+}
+
+/* Records a failure in the optional error detail and returns its code. */
+OPSTATE__PRIVATE opstate_result opstate__fail(opstate_error *err, opstate_result r, size_t offset,
+                                              const char *field)
+{
+    if (err) {
+        err->result = r;
+        err->offset = offset;
+        err->field = field;
+        err->dep_status = 0;
+    }
+    return r;
+}
+
+/* >>results -------------------------------------------------------------- */
+
+OPSTATE_API const char *opstate_result_str(opstate_result r)
+{
+#ifdef OPSTATE_NO_ERROR_STRINGS
+    (void)r;
+    return "";
+#else
+    switch (r) {
+#define OPSTATE__RESULT_CASE(name, value, msg) case OPSTATE_##name: return msg;
+        OPSTATE_RESULT_LIST(OPSTATE__RESULT_CASE)
+#undef OPSTATE__RESULT_CASE
+    default: return "unknown result";
+    }
+#endif
+}
+
+OPSTATE_API int opstate_version_number(void) { return OPSTATE_VERSION_NUMBER; }
+
+/* >>crc ------------------------------------------------------------------ */
+
+static const uint32_t opstate__crc_table[8][256] = {
+    {
+        0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
+        0x26a1e7e8u, 0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu,
+        0x4d43cfd0u, 0xbf284cd3u, 0xac78bf27u, 0x5e133c24u, 0x105ec76fu, 0xe235446cu,
+        0xf165b798u, 0x030e349bu, 0xd7c45070u, 0x25afd373u, 0x36ff2087u, 0xc494a384u,
+        0x9a879fa0u, 0x68ec1ca3u, 0x7bbcef57u, 0x89d76c54u, 0x5d1d08bfu, 0xaf768bbcu,
+        0xbc267848u, 0x4e4dfb4bu, 0x20bd8edeu, 0xd2d60dddu, 0xc186fe29u, 0x33ed7d2au,
+        0xe72719c1u, 0x154c9ac2u, 0x061c6936u, 0xf477ea35u, 0xaa64d611u, 0x580f5512u,
+        0x4b5fa6e6u, 0xb93425e5u, 0x6dfe410eu, 0x9f95c20du, 0x8cc531f9u, 0x7eaeb2fau,
+        0x30e349b1u, 0xc288cab2u, 0xd1d83946u, 0x23b3ba45u, 0xf779deaeu, 0x05125dadu,
+        0x1642ae59u, 0xe4292d5au, 0xba3a117eu, 0x4851927du, 0x5b016189u, 0xa96ae28au,
+        0x7da08661u, 0x8fcb0562u, 0x9c9bf696u, 0x6ef07595u, 0x417b1dbcu, 0xb3109ebfu,
+        0xa0406d4bu, 0x522bee48u, 0x86e18aa3u, 0x748a09a0u, 0x67dafa54u, 0x95b17957u,
+        0xcba24573u, 0x39c9c670u, 0x2a993584u, 0xd8f2b687u, 0x0c38d26cu, 0xfe53516fu,
+        0xed03a29bu, 0x1f682198u, 0x5125dad3u, 0xa34e59d0u, 0xb01eaa24u, 0x42752927u,
+        0x96bf4dccu, 0x64d4cecfu, 0x77843d3bu, 0x85efbe38u, 0xdbfc821cu, 0x2997011fu,
+        0x3ac7f2ebu, 0xc8ac71e8u, 0x1c661503u, 0xee0d9600u, 0xfd5d65f4u, 0x0f36e6f7u,
+        0x61c69362u, 0x93ad1061u, 0x80fde395u, 0x72966096u, 0xa65c047du, 0x5437877eu,
+        0x4767748au, 0xb50cf789u, 0xeb1fcbadu, 0x197448aeu, 0x0a24bb5au, 0xf84f3859u,
+        0x2c855cb2u, 0xdeeedfb1u, 0xcdbe2c45u, 0x3fd5af46u, 0x7198540du, 0x83f3d70eu,
+        0x90a324fau, 0x62c8a7f9u, 0xb602c312u, 0x44694011u, 0x5739b3e5u, 0xa55230e6u,
+        0xfb410cc2u, 0x092a8fc1u, 0x1a7a7c35u, 0xe811ff36u, 0x3cdb9bddu, 0xceb018deu,
+        0xdde0eb2au, 0x2f8b6829u, 0x82f63b78u, 0x709db87bu, 0x63cd4b8fu, 0x91a6c88cu,
+        0x456cac67u, 0xb7072f64u, 0xa457dc90u, 0x563c5f93u, 0x082f63b7u, 0xfa44e0b4u,
+        0xe9141340u, 0x1b7f9043u, 0xcfb5f4a8u, 0x3dde77abu, 0x2e8e845fu, 0xdce5075cu,
+        0x92a8fc17u, 0x60c37f14u, 0x73938ce0u, 0x81f80fe3u, 0x55326b08u, 0xa759e80bu,
+        0xb4091bffu, 0x466298fcu, 0x1871a4d8u, 0xea1a27dbu, 0xf94ad42fu, 0x0b21572cu,
+        0xdfeb33c7u, 0x2d80b0c4u, 0x3ed04330u, 0xccbbc033u, 0xa24bb5a6u, 0x502036a5u,
+        0x4370c551u, 0xb11b4652u, 0x65d122b9u, 0x97baa1bau, 0x84ea524eu, 0x7681d14du,
+        0x2892ed69u, 0xdaf96e6au, 0xc9a99d9eu, 0x3bc21e9du, 0xef087a76u, 0x1d63f975u,
+        0x0e330a81u, 0xfc588982u, 0xb21572c9u, 0x407ef1cau, 0x532e023eu, 0xa145813du,
+        0x758fe5d6u, 0x87e466d5u, 0x94b49521u, 0x66df1622u, 0x38cc2a06u, 0xcaa7a905u,
+        0xd9f75af1u, 0x2b9cd9f2u, 0xff56bd19u, 0x0d3d3e1au, 0x1e6dcdeeu, 0xec064eedu,
+        0xc38d26c4u, 0x31e6a5c7u, 0x22b65633u, 0xd0ddd530u, 0x0417b1dbu, 0xf67c32d8u,
+        0xe52cc12cu, 0x1747422fu, 0x49547e0bu, 0xbb3ffd08u, 0xa86f0efcu, 0x5a048dffu,
+        0x8ecee914u, 0x7ca56a17u, 0x6ff599e3u, 0x9d9e1ae0u, 0xd3d3e1abu, 0x21b862a8u,
+        0x32e8915cu, 0xc083125fu, 0x144976b4u, 0xe622f5b7u, 0xf5720643u, 0x07198540u,
+        0x590ab964u, 0xab613a67u, 0xb831c993u, 0x4a5a4a90u, 0x9e902e7bu, 0x6cfbad78u,
+        0x7fab5e8cu, 0x8dc0dd8fu, 0xe330a81au, 0x115b2b19u, 0x020bd8edu, 0xf0605beeu,
+        0x24aa3f05u, 0xd6c1bc06u, 0xc5914ff2u, 0x37faccf1u, 0x69e9f0d5u, 0x9b8273d6u,
+        0x88d28022u, 0x7ab90321u, 0xae7367cau, 0x5c18e4c9u, 0x4f48173du, 0xbd23943eu,
+        0xf36e6f75u, 0x0105ec76u, 0x12551f82u, 0xe03e9c81u, 0x34f4f86au, 0xc69f7b69u,
+        0xd5cf889du, 0x27a40b9eu, 0x79b737bau, 0x8bdcb4b9u, 0x988c474du, 0x6ae7c44eu,
+        0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
+    },
+    {
+        0x00000000u, 0x13a29877u, 0x274530eeu, 0x34e7a899u, 0x4e8a61dcu, 0x5d28f9abu,
+        0x69cf5132u, 0x7a6dc945u, 0x9d14c3b8u, 0x8eb65bcfu, 0xba51f356u, 0xa9f36b21u,
+        0xd39ea264u, 0xc03c3a13u, 0xf4db928au, 0xe7790afdu, 0x3fc5f181u, 0x2c6769f6u,
+        0x1880c16fu, 0x0b225918u, 0x714f905du, 0x62ed082au, 0x560aa0b3u, 0x45a838c4u,
+        0xa2d13239u, 0xb173aa4eu, 0x859402d7u, 0x96369aa0u, 0xec5b53e5u, 0xfff9cb92u,
+        0xcb1e630bu, 0xd8bcfb7cu, 0x7f8be302u, 0x6c297b75u, 0x58ced3ecu, 0x4b6c4b9bu,
+        0x310182deu, 0x22a31aa9u, 0x1644b230u, 0x05e62a47u, 0xe29f20bau, 0xf13db8cdu,
+        0xc5da1054u, 0xd6788823u, 0xac154166u, 0xbfb7d911u, 0x8b507188u, 0x98f2e9ffu,
+        0x404e1283u, 0x53ec8af4u, 0x670b226du, 0x74a9ba1au, 0x0ec4735fu, 0x1d66eb28u,
+        0x298143b1u, 0x3a23dbc6u, 0xdd5ad13bu, 0xcef8494cu, 0xfa1fe1d5u, 0xe9bd79a2u,
+        0x93d0b0e7u, 0x80722890u, 0xb4958009u, 0xa737187eu, 0xff17c604u, 0xecb55e73u,
+        0xd852f6eau, 0xcbf06e9du, 0xb19da7d8u, 0xa23f3fafu, 0x96d89736u, 0x857a0f41u,
+        0x620305bcu, 0x71a19dcbu, 0x45463552u, 0x56e4ad25u, 0x2c896460u, 0x3f2bfc17u,
+        0x0bcc548eu, 0x186eccf9u, 0xc0d23785u, 0xd370aff2u, 0xe797076bu, 0xf4359f1cu,
+        0x8e585659u, 0x9dface2eu, 0xa91d66b7u, 0xbabffec0u, 0x5dc6f43du, 0x4e646c4au,
+        0x7a83c4d3u, 0x69215ca4u, 0x134c95e1u, 0x00ee0d96u, 0x3409a50fu, 0x27ab3d78u,
+        0x809c2506u, 0x933ebd71u, 0xa7d915e8u, 0xb47b8d9fu, 0xce1644dau, 0xddb4dcadu,
+        0xe9537434u, 0xfaf1ec43u, 0x1d88e6beu, 0x0e2a7ec9u, 0x3acdd650u, 0x296f4e27u,
+        0x53028762u, 0x40a01f15u, 0x7447b78cu, 0x67e52ffbu, 0xbf59d487u, 0xacfb4cf0u,
+        0x981ce469u, 0x8bbe7c1eu, 0xf1d3b55bu, 0xe2712d2cu, 0xd69685b5u, 0xc5341dc2u,
+        0x224d173fu, 0x31ef8f48u, 0x050827d1u, 0x16aabfa6u, 0x6cc776e3u, 0x7f65ee94u,
+        0x4b82460du, 0x5820de7au, 0xfbc3faf9u, 0xe861628eu, 0xdc86ca17u, 0xcf245260u,
+        0xb5499b25u, 0xa6eb0352u, 0x920cabcbu, 0x81ae33bcu, 0x66d73941u, 0x7575a136u,
+        0x419209afu, 0x523091d8u, 0x285d589du, 0x3bffc0eau, 0x0f186873u, 0x1cbaf004u,
+        0xc4060b78u, 0xd7a4930fu, 0xe3433b96u, 0xf0e1a3e1u, 0x8a8c6aa4u, 0x992ef2d3u,
+        0xadc95a4au, 0xbe6bc23du, 0x5912c8c0u, 0x4ab050b7u, 0x7e57f82eu, 0x6df56059u,
+        0x1798a91cu, 0x043a316bu, 0x30dd99f2u, 0x237f0185u, 0x844819fbu, 0x97ea818cu,
+        0xa30d2915u, 0xb0afb162u, 0xcac27827u, 0xd960e050u, 0xed8748c9u, 0xfe25d0beu,
+        0x195cda43u, 0x0afe4234u, 0x3e19eaadu, 0x2dbb72dau, 0x57d6bb9fu, 0x447423e8u,
+        0x70938b71u, 0x63311306u, 0xbb8de87au, 0xa82f700du, 0x9cc8d894u, 0x8f6a40e3u,
+        0xf50789a6u, 0xe6a511d1u, 0xd242b948u, 0xc1e0213fu, 0x26992bc2u, 0x353bb3b5u,
+        0x01dc1b2cu, 0x127e835bu, 0x68134a1eu, 0x7bb1d269u, 0x4f567af0u, 0x5cf4e287u,
+        0x04d43cfdu, 0x1776a48au, 0x23910c13u, 0x30339464u, 0x4a5e5d21u, 0x59fcc556u,
+        0x6d1b6dcfu, 0x7eb9f5b8u, 0x99c0ff45u, 0x8a626732u, 0xbe85cfabu, 0xad2757dcu,
+        0xd74a9e99u, 0xc4e806eeu, 0xf00fae77u, 0xe3ad3600u, 0x3b11cd7cu, 0x28b3550bu,
+        0x1c54fd92u, 0x0ff665e5u, 0x759baca0u, 0x663934d7u, 0x52de9c4eu, 0x417c0439u,
+        0xa6050ec4u, 0xb5a796b3u, 0x81403e2au, 0x92e2a65du, 0xe88f6f18u, 0xfb2df76fu,
+        0xcfca5ff6u, 0xdc68c781u, 0x7b5fdfffu, 0x68fd4788u, 0x5c1aef11u, 0x4fb87766u,
+        0x35d5be23u, 0x26772654u, 0x12908ecdu, 0x013216bau, 0xe64b1c47u, 0xf5e98430u,
+        0xc10e2ca9u, 0xd2acb4deu, 0xa8c17d9bu, 0xbb63e5ecu, 0x8f844d75u, 0x9c26d502u,
+        0x449a2e7eu, 0x5738b609u, 0x63df1e90u, 0x707d86e7u, 0x0a104fa2u, 0x19b2d7d5u,
+        0x2d557f4cu, 0x3ef7e73bu, 0xd98eedc6u, 0xca2c75b1u, 0xfecbdd28u, 0xed69455fu,
+        0x97048c1au, 0x84a6146du, 0xb041bcf4u, 0xa3e32483u,
+    },
+    {
+        0x00000000u, 0xa541927eu, 0x4f6f520du, 0xea2ec073u, 0x9edea41au, 0x3b9f3664u,
+        0xd1b1f617u, 0x74f06469u, 0x38513ec5u, 0x9d10acbbu, 0x773e6cc8u, 0xd27ffeb6u,
+        0xa68f9adfu, 0x03ce08a1u, 0xe9e0c8d2u, 0x4ca15aacu, 0x70a27d8au, 0xd5e3eff4u,
+        0x3fcd2f87u, 0x9a8cbdf9u, 0xee7cd990u, 0x4b3d4beeu, 0xa1138b9du, 0x045219e3u,
+        0x48f3434fu, 0xedb2d131u, 0x079c1142u, 0xa2dd833cu, 0xd62de755u, 0x736c752bu,
+        0x9942b558u, 0x3c032726u, 0xe144fb14u, 0x4405696au, 0xae2ba919u, 0x0b6a3b67u,
+        0x7f9a5f0eu, 0xdadbcd70u, 0x30f50d03u, 0x95b49f7du, 0xd915c5d1u, 0x7c5457afu,
+        0x967a97dcu, 0x333b05a2u, 0x47cb61cbu, 0xe28af3b5u, 0x08a433c6u, 0xade5a1b8u,
+        0x91e6869eu, 0x34a714e0u, 0xde89d493u, 0x7bc846edu, 0x0f382284u, 0xaa79b0fau,
+        0x40577089u, 0xe516e2f7u, 0xa9b7b85bu, 0x0cf62a25u, 0xe6d8ea56u, 0x43997828u,
+        0x37691c41u, 0x92288e3fu, 0x78064e4cu, 0xdd47dc32u, 0xc76580d9u, 0x622412a7u,
+        0x880ad2d4u, 0x2d4b40aau, 0x59bb24c3u, 0xfcfab6bdu, 0x16d476ceu, 0xb395e4b0u,
+        0xff34be1cu, 0x5a752c62u, 0xb05bec11u, 0x151a7e6fu, 0x61ea1a06u, 0xc4ab8878u,
+        0x2e85480bu, 0x8bc4da75u, 0xb7c7fd53u, 0x12866f2du, 0xf8a8af5eu, 0x5de93d20u,
+        0x29195949u, 0x8c58cb37u, 0x66760b44u, 0xc337993au, 0x8f96c396u, 0x2ad751e8u,
+        0xc0f9919bu, 0x65b803e5u, 0x1148678cu, 0xb409f5f2u, 0x5e273581u, 0xfb66a7ffu,
+        0x26217bcdu, 0x8360e9b3u, 0x694e29c0u, 0xcc0fbbbeu, 0xb8ffdfd7u, 0x1dbe4da9u,
+        0xf7908ddau, 0x52d11fa4u, 0x1e704508u, 0xbb31d776u, 0x511f1705u, 0xf45e857bu,
+        0x80aee112u, 0x25ef736cu, 0xcfc1b31fu, 0x6a802161u, 0x56830647u, 0xf3c29439u,
+        0x19ec544au, 0xbcadc634u, 0xc85da25du, 0x6d1c3023u, 0x8732f050u, 0x2273622eu,
+        0x6ed23882u, 0xcb93aafcu, 0x21bd6a8fu, 0x84fcf8f1u, 0xf00c9c98u, 0x554d0ee6u,
+        0xbf63ce95u, 0x1a225cebu, 0x8b277743u, 0x2e66e53du, 0xc448254eu, 0x6109b730u,
+        0x15f9d359u, 0xb0b84127u, 0x5a968154u, 0xffd7132au, 0xb3764986u, 0x1637dbf8u,
+        0xfc191b8bu, 0x595889f5u, 0x2da8ed9cu, 0x88e97fe2u, 0x62c7bf91u, 0xc7862defu,
+        0xfb850ac9u, 0x5ec498b7u, 0xb4ea58c4u, 0x11abcabau, 0x655baed3u, 0xc01a3cadu,
+        0x2a34fcdeu, 0x8f756ea0u, 0xc3d4340cu, 0x6695a672u, 0x8cbb6601u, 0x29faf47fu,
+        0x5d0a9016u, 0xf84b0268u, 0x1265c21bu, 0xb7245065u, 0x6a638c57u, 0xcf221e29u,
+        0x250cde5au, 0x804d4c24u, 0xf4bd284du, 0x51fcba33u, 0xbbd27a40u, 0x1e93e83eu,
+        0x5232b292u, 0xf77320ecu, 0x1d5de09fu, 0xb81c72e1u, 0xccec1688u, 0x69ad84f6u,
+        0x83834485u, 0x26c2d6fbu, 0x1ac1f1ddu, 0xbf8063a3u, 0x55aea3d0u, 0xf0ef31aeu,
+        0x841f55c7u, 0x215ec7b9u, 0xcb7007cau, 0x6e3195b4u, 0x2290cf18u, 0x87d15d66u,
+        0x6dff9d15u, 0xc8be0f6bu, 0xbc4e6b02u, 0x190ff97cu, 0xf321390fu, 0x5660ab71u,
+        0x4c42f79au, 0xe90365e4u, 0x032da597u, 0xa66c37e9u, 0xd29c5380u, 0x77ddc1feu,
+        0x9df3018du, 0x38b293f3u, 0x7413c95fu, 0xd1525b21u, 0x3b7c9b52u, 0x9e3d092cu,
+        0xeacd6d45u, 0x4f8cff3bu, 0xa5a23f48u, 0x00e3ad36u, 0x3ce08a10u, 0x99a1186eu,
+        0x738fd81du, 0xd6ce4a63u, 0xa23e2e0au, 0x077fbc74u, 0xed517c07u, 0x4810ee79u,
+        0x04b1b4d5u, 0xa1f026abu, 0x4bdee6d8u, 0xee9f74a6u, 0x9a6f10cfu, 0x3f2e82b1u,
+        0xd50042c2u, 0x7041d0bcu, 0xad060c8eu, 0x08479ef0u, 0xe2695e83u, 0x4728ccfdu,
+        0x33d8a894u, 0x96993aeau, 0x7cb7fa99u, 0xd9f668e7u, 0x9557324bu, 0x3016a035u,
+        0xda386046u, 0x7f79f238u, 0x0b899651u, 0xaec8042fu, 0x44e6c45cu, 0xe1a75622u,
+        0xdda47104u, 0x78e5e37au, 0x92cb2309u, 0x378ab177u, 0x437ad51eu, 0xe63b4760u,
+        0x0c158713u, 0xa954156du, 0xe5f54fc1u, 0x40b4ddbfu, 0xaa9a1dccu, 0x0fdb8fb2u,
+        0x7b2bebdbu, 0xde6a79a5u, 0x3444b9d6u, 0x91052ba8u,
+    },
+    {
+        0x00000000u, 0xdd45aab8u, 0xbf672381u, 0x62228939u, 0x7b2231f3u, 0xa6679b4bu,
+        0xc4451272u, 0x1900b8cau, 0xf64463e6u, 0x2b01c95eu, 0x49234067u, 0x9466eadfu,
+        0x8d665215u, 0x5023f8adu, 0x32017194u, 0xef44db2cu, 0xe964b13du, 0x34211b85u,
+        0x560392bcu, 0x8b463804u, 0x924680ceu, 0x4f032a76u, 0x2d21a34fu, 0xf06409f7u,
+        0x1f20d2dbu, 0xc2657863u, 0xa047f15au, 0x7d025be2u, 0x6402e328u, 0xb9474990u,
+        0xdb65c0a9u, 0x06206a11u, 0xd725148bu, 0x0a60be33u, 0x6842370au, 0xb5079db2u,
+        0xac072578u, 0x71428fc0u, 0x136006f9u, 0xce25ac41u, 0x2161776du, 0xfc24ddd5u,
+        0x9e0654ecu, 0x4343fe54u, 0x5a43469eu, 0x8706ec26u, 0xe524651fu, 0x3861cfa7u,
+        0x3e41a5b6u, 0xe3040f0eu, 0x81268637u, 0x5c632c8fu, 0x45639445u, 0x98263efdu,
+        0xfa04b7c4u, 0x27411d7cu, 0xc805c650u, 0x15406ce8u, 0x7762e5d1u, 0xaa274f69u,
+        0xb327f7a3u, 0x6e625d1bu, 0x0c40d422u, 0xd1057e9au, 0xaba65fe7u, 0x76e3f55fu,
+        0x14c17c66u, 0xc984d6deu, 0xd0846e14u, 0x0dc1c4acu, 0x6fe34d95u, 0xb2a6e72du,
+        0x5de23c01u, 0x80a796b9u, 0xe2851f80u, 0x3fc0b538u, 0x26c00df2u, 0xfb85a74au,
+        0x99a72e73u, 0x44e284cbu, 0x42c2eedau, 0x9f874462u, 0xfda5cd5bu, 0x20e067e3u,
+        0x39e0df29u, 0xe4a57591u, 0x8687fca8u, 0x5bc25610u, 0xb4868d3cu, 0x69c32784u,
+        0x0be1aebdu, 0xd6a40405u, 0xcfa4bccfu, 0x12e11677u, 0x70c39f4eu, 0xad8635f6u,
+        0x7c834b6cu, 0xa1c6e1d4u, 0xc3e468edu, 0x1ea1c255u, 0x07a17a9fu, 0xdae4d027u,
+        0xb8c6591eu, 0x6583f3a6u, 0x8ac7288au, 0x57828232u, 0x35a00b0bu, 0xe8e5a1b3u,
+        0xf1e51979u, 0x2ca0b3c1u, 0x4e823af8u, 0x93c79040u, 0x95e7fa51u, 0x48a250e9u,
+        0x2a80d9d0u, 0xf7c57368u, 0xeec5cba2u, 0x3380611au, 0x51a2e823u, 0x8ce7429bu,
+        0x63a399b7u, 0xbee6330fu, 0xdcc4ba36u, 0x0181108eu, 0x1881a844u, 0xc5c402fcu,
+        0xa7e68bc5u, 0x7aa3217du, 0x52a0c93fu, 0x8fe56387u, 0xedc7eabeu, 0x30824006u,
+        0x2982f8ccu, 0xf4c75274u, 0x96e5db4du, 0x4ba071f5u, 0xa4e4aad9u, 0x79a10061u,
+        0x1b838958u, 0xc6c623e0u, 0xdfc69b2au, 0x02833192u, 0x60a1b8abu, 0xbde41213u,
+        0xbbc47802u, 0x6681d2bau, 0x04a35b83u, 0xd9e6f13bu, 0xc0e649f1u, 0x1da3e349u,
+        0x7f816a70u, 0xa2c4c0c8u, 0x4d801be4u, 0x90c5b15cu, 0xf2e73865u, 0x2fa292ddu,
+        0x36a22a17u, 0xebe780afu, 0x89c50996u, 0x5480a32eu, 0x8585ddb4u, 0x58c0770cu,
+        0x3ae2fe35u, 0xe7a7548du, 0xfea7ec47u, 0x23e246ffu, 0x41c0cfc6u, 0x9c85657eu,
+        0x73c1be52u, 0xae8414eau, 0xcca69dd3u, 0x11e3376bu, 0x08e38fa1u, 0xd5a62519u,
+        0xb784ac20u, 0x6ac10698u, 0x6ce16c89u, 0xb1a4c631u, 0xd3864f08u, 0x0ec3e5b0u,
+        0x17c35d7au, 0xca86f7c2u, 0xa8a47efbu, 0x75e1d443u, 0x9aa50f6fu, 0x47e0a5d7u,
+        0x25c22ceeu, 0xf8878656u, 0xe1873e9cu, 0x3cc29424u, 0x5ee01d1du, 0x83a5b7a5u,
+        0xf90696d8u, 0x24433c60u, 0x4661b559u, 0x9b241fe1u, 0x8224a72bu, 0x5f610d93u,
+        0x3d4384aau, 0xe0062e12u, 0x0f42f53eu, 0xd2075f86u, 0xb025d6bfu, 0x6d607c07u,
+        0x7460c4cdu, 0xa9256e75u, 0xcb07e74cu, 0x16424df4u, 0x106227e5u, 0xcd278d5du,
+        0xaf050464u, 0x7240aedcu, 0x6b401616u, 0xb605bcaeu, 0xd4273597u, 0x09629f2fu,
+        0xe6264403u, 0x3b63eebbu, 0x59416782u, 0x8404cd3au, 0x9d0475f0u, 0x4041df48u,
+        0x22635671u, 0xff26fcc9u, 0x2e238253u, 0xf36628ebu, 0x9144a1d2u, 0x4c010b6au,
+        0x5501b3a0u, 0x88441918u, 0xea669021u, 0x37233a99u, 0xd867e1b5u, 0x05224b0du,
+        0x6700c234u, 0xba45688cu, 0xa345d046u, 0x7e007afeu, 0x1c22f3c7u, 0xc167597fu,
+        0xc747336eu, 0x1a0299d6u, 0x782010efu, 0xa565ba57u, 0xbc65029du, 0x6120a825u,
+        0x0302211cu, 0xde478ba4u, 0x31035088u, 0xec46fa30u, 0x8e647309u, 0x5321d9b1u,
+        0x4a21617bu, 0x9764cbc3u, 0xf54642fau, 0x2803e842u,
+    },
+    {
+        0x00000000u, 0x38116facu, 0x7022df58u, 0x4833b0f4u, 0xe045beb0u, 0xd854d11cu,
+        0x906761e8u, 0xa8760e44u, 0xc5670b91u, 0xfd76643du, 0xb545d4c9u, 0x8d54bb65u,
+        0x2522b521u, 0x1d33da8du, 0x55006a79u, 0x6d1105d5u, 0x8f2261d3u, 0xb7330e7fu,
+        0xff00be8bu, 0xc711d127u, 0x6f67df63u, 0x5776b0cfu, 0x1f45003bu, 0x27546f97u,
+        0x4a456a42u, 0x725405eeu, 0x3a67b51au, 0x0276dab6u, 0xaa00d4f2u, 0x9211bb5eu,
+        0xda220baau, 0xe2336406u, 0x1ba8b557u, 0x23b9dafbu, 0x6b8a6a0fu, 0x539b05a3u,
+        0xfbed0be7u, 0xc3fc644bu, 0x8bcfd4bfu, 0xb3debb13u, 0xdecfbec6u, 0xe6ded16au,
+        0xaeed619eu, 0x96fc0e32u, 0x3e8a0076u, 0x069b6fdau, 0x4ea8df2eu, 0x76b9b082u,
+        0x948ad484u, 0xac9bbb28u, 0xe4a80bdcu, 0xdcb96470u, 0x74cf6a34u, 0x4cde0598u,
+        0x04edb56cu, 0x3cfcdac0u, 0x51eddf15u, 0x69fcb0b9u, 0x21cf004du, 0x19de6fe1u,
+        0xb1a861a5u, 0x89b90e09u, 0xc18abefdu, 0xf99bd151u, 0x37516aaeu, 0x0f400502u,
+        0x4773b5f6u, 0x7f62da5au, 0xd714d41eu, 0xef05bbb2u, 0xa7360b46u, 0x9f2764eau,
+        0xf236613fu, 0xca270e93u, 0x8214be67u, 0xba05d1cbu, 0x1273df8fu, 0x2a62b023u,
+        0x625100d7u, 0x5a406f7bu, 0xb8730b7du, 0x806264d1u, 0xc851d425u, 0xf040bb89u,
+        0x5836b5cdu, 0x6027da61u, 0x28146a95u, 0x10050539u, 0x7d1400ecu, 0x45056f40u,
+        0x0d36dfb4u, 0x3527b018u, 0x9d51be5cu, 0xa540d1f0u, 0xed736104u, 0xd5620ea8u,
+        0x2cf9dff9u, 0x14e8b055u, 0x5cdb00a1u, 0x64ca6f0du, 0xccbc6149u, 0xf4ad0ee5u,
+        0xbc9ebe11u, 0x848fd1bdu, 0xe99ed468u, 0xd18fbbc4u, 0x99bc0b30u, 0xa1ad649cu,
+        0x09db6ad8u, 0x31ca0574u, 0x79f9b580u, 0x41e8da2cu, 0xa3dbbe2au, 0x9bcad186u,
+        0xd3f96172u, 0xebe80edeu, 0x439e009au, 0x7b8f6f36u, 0x33bcdfc2u, 0x0badb06eu,
+        0x66bcb5bbu, 0x5eadda17u, 0x169e6ae3u, 0x2e8f054fu, 0x86f90b0bu, 0xbee864a7u,
+        0xf6dbd453u, 0xcecabbffu, 0x6ea2d55cu, 0x56b3baf0u, 0x1e800a04u, 0x269165a8u,
+        0x8ee76becu, 0xb6f60440u, 0xfec5b4b4u, 0xc6d4db18u, 0xabc5decdu, 0x93d4b161u,
+        0xdbe70195u, 0xe3f66e39u, 0x4b80607du, 0x73910fd1u, 0x3ba2bf25u, 0x03b3d089u,
+        0xe180b48fu, 0xd991db23u, 0x91a26bd7u, 0xa9b3047bu, 0x01c50a3fu, 0x39d46593u,
+        0x71e7d567u, 0x49f6bacbu, 0x24e7bf1eu, 0x1cf6d0b2u, 0x54c56046u, 0x6cd40feau,
+        0xc4a201aeu, 0xfcb36e02u, 0xb480def6u, 0x8c91b15au, 0x750a600bu, 0x4d1b0fa7u,
+        0x0528bf53u, 0x3d39d0ffu, 0x954fdebbu, 0xad5eb117u, 0xe56d01e3u, 0xdd7c6e4fu,
+        0xb06d6b9au, 0x887c0436u, 0xc04fb4c2u, 0xf85edb6eu, 0x5028d52au, 0x6839ba86u,
+        0x200a0a72u, 0x181b65deu, 0xfa2801d8u, 0xc2396e74u, 0x8a0ade80u, 0xb21bb12cu,
+        0x1a6dbf68u, 0x227cd0c4u, 0x6a4f6030u, 0x525e0f9cu, 0x3f4f0a49u, 0x075e65e5u,
+        0x4f6dd511u, 0x777cbabdu, 0xdf0ab4f9u, 0xe71bdb55u, 0xaf286ba1u, 0x9739040du,
+        0x59f3bff2u, 0x61e2d05eu, 0x29d160aau, 0x11c00f06u, 0xb9b60142u, 0x81a76eeeu,
+        0xc994de1au, 0xf185b1b6u, 0x9c94b463u, 0xa485dbcfu, 0xecb66b3bu, 0xd4a70497u,
+        0x7cd10ad3u, 0x44c0657fu, 0x0cf3d58bu, 0x34e2ba27u, 0xd6d1de21u, 0xeec0b18du,
+        0xa6f30179u, 0x9ee26ed5u, 0x36946091u, 0x0e850f3du, 0x46b6bfc9u, 0x7ea7d065u,
+        0x13b6d5b0u, 0x2ba7ba1cu, 0x63940ae8u, 0x5b856544u, 0xf3f36b00u, 0xcbe204acu,
+        0x83d1b458u, 0xbbc0dbf4u, 0x425b0aa5u, 0x7a4a6509u, 0x3279d5fdu, 0x0a68ba51u,
+        0xa21eb415u, 0x9a0fdbb9u, 0xd23c6b4du, 0xea2d04e1u, 0x873c0134u, 0xbf2d6e98u,
+        0xf71ede6cu, 0xcf0fb1c0u, 0x6779bf84u, 0x5f68d028u, 0x175b60dcu, 0x2f4a0f70u,
+        0xcd796b76u, 0xf56804dau, 0xbd5bb42eu, 0x854adb82u, 0x2d3cd5c6u, 0x152dba6au,
+        0x5d1e0a9eu, 0x650f6532u, 0x081e60e7u, 0x300f0f4bu, 0x783cbfbfu, 0x402dd013u,
+        0xe85bde57u, 0xd04ab1fbu, 0x9879010fu, 0xa0686ea3u,
+    },
+    {
+        0x00000000u, 0xef306b19u, 0xdb8ca0c3u, 0x34bccbdau, 0xb2f53777u, 0x5dc55c6eu,
+        0x697997b4u, 0x8649fcadu, 0x6006181fu, 0x8f367306u, 0xbb8ab8dcu, 0x54bad3c5u,
+        0xd2f32f68u, 0x3dc34471u, 0x097f8fabu, 0xe64fe4b2u, 0xc00c303eu, 0x2f3c5b27u,
+        0x1b8090fdu, 0xf4b0fbe4u, 0x72f90749u, 0x9dc96c50u, 0xa975a78au, 0x4645cc93u,
+        0xa00a2821u, 0x4f3a4338u, 0x7b8688e2u, 0x94b6e3fbu, 0x12ff1f56u, 0xfdcf744fu,
+        0xc973bf95u, 0x2643d48cu, 0x85f4168du, 0x6ac47d94u, 0x5e78b64eu, 0xb148dd57u,
+        0x370121fau, 0xd8314ae3u, 0xec8d8139u, 0x03bdea20u, 0xe5f20e92u, 0x0ac2658bu,
+        0x3e7eae51u, 0xd14ec548u, 0x570739e5u, 0xb83752fcu, 0x8c8b9926u, 0x63bbf23fu,
+        0x45f826b3u, 0xaac84daau, 0x9e748670u, 0x7144ed69u, 0xf70d11c4u, 0x183d7addu,
+        0x2c81b107u, 0xc3b1da1eu, 0x25fe3eacu, 0xcace55b5u, 0xfe729e6fu, 0x1142f576u,
+        0x970b09dbu, 0x783b62c2u, 0x4c87a918u, 0xa3b7c201u, 0x0e045bebu, 0xe13430f2u,
+        0xd588fb28u, 0x3ab89031u, 0xbcf16c9cu, 0x53c10785u, 0x677dcc5fu, 0x884da746u,
+        0x6e0243f4u, 0x813228edu, 0xb58ee337u, 0x5abe882eu, 0xdcf77483u, 0x33c71f9au,
+        0x077bd440u, 0xe84bbf59u, 0xce086bd5u, 0x213800ccu, 0x1584cb16u, 0xfab4a00fu,
+        0x7cfd5ca2u, 0x93cd37bbu, 0xa771fc61u, 0x48419778u, 0xae0e73cau, 0x413e18d3u,
+        0x7582d309u, 0x9ab2b810u, 0x1cfb44bdu, 0xf3cb2fa4u, 0xc777e47eu, 0x28478f67u,
+        0x8bf04d66u, 0x64c0267fu, 0x507ceda5u, 0xbf4c86bcu, 0x39057a11u, 0xd6351108u,
+        0xe289dad2u, 0x0db9b1cbu, 0xebf65579u, 0x04c63e60u, 0x307af5bau, 0xdf4a9ea3u,
+        0x5903620eu, 0xb6330917u, 0x828fc2cdu, 0x6dbfa9d4u, 0x4bfc7d58u, 0xa4cc1641u,
+        0x9070dd9bu, 0x7f40b682u, 0xf9094a2fu, 0x16392136u, 0x2285eaecu, 0xcdb581f5u,
+        0x2bfa6547u, 0xc4ca0e5eu, 0xf076c584u, 0x1f46ae9du, 0x990f5230u, 0x763f3929u,
+        0x4283f2f3u, 0xadb399eau, 0x1c08b7d6u, 0xf338dccfu, 0xc7841715u, 0x28b47c0cu,
+        0xaefd80a1u, 0x41cdebb8u, 0x75712062u, 0x9a414b7bu, 0x7c0eafc9u, 0x933ec4d0u,
+        0xa7820f0au, 0x48b26413u, 0xcefb98beu, 0x21cbf3a7u, 0x1577387du, 0xfa475364u,
+        0xdc0487e8u, 0x3334ecf1u, 0x0788272bu, 0xe8b84c32u, 0x6ef1b09fu, 0x81c1db86u,
+        0xb57d105cu, 0x5a4d7b45u, 0xbc029ff7u, 0x5332f4eeu, 0x678e3f34u, 0x88be542du,
+        0x0ef7a880u, 0xe1c7c399u, 0xd57b0843u, 0x3a4b635au, 0x99fca15bu, 0x76ccca42u,
+        0x42700198u, 0xad406a81u, 0x2b09962cu, 0xc439fd35u, 0xf08536efu, 0x1fb55df6u,
+        0xf9fab944u, 0x16cad25du, 0x22761987u, 0xcd46729eu, 0x4b0f8e33u, 0xa43fe52au,
+        0x90832ef0u, 0x7fb345e9u, 0x59f09165u, 0xb6c0fa7cu, 0x827c31a6u, 0x6d4c5abfu,
+        0xeb05a612u, 0x0435cd0bu, 0x308906d1u, 0xdfb96dc8u, 0x39f6897au, 0xd6c6e263u,
+        0xe27a29b9u, 0x0d4a42a0u, 0x8b03be0du, 0x6433d514u, 0x508f1eceu, 0xbfbf75d7u,
+        0x120cec3du, 0xfd3c8724u, 0xc9804cfeu, 0x26b027e7u, 0xa0f9db4au, 0x4fc9b053u,
+        0x7b757b89u, 0x94451090u, 0x720af422u, 0x9d3a9f3bu, 0xa98654e1u, 0x46b63ff8u,
+        0xc0ffc355u, 0x2fcfa84cu, 0x1b736396u, 0xf443088fu, 0xd200dc03u, 0x3d30b71au,
+        0x098c7cc0u, 0xe6bc17d9u, 0x60f5eb74u, 0x8fc5806du, 0xbb794bb7u, 0x544920aeu,
+        0xb206c41cu, 0x5d36af05u, 0x698a64dfu, 0x86ba0fc6u, 0x00f3f36bu, 0xefc39872u,
+        0xdb7f53a8u, 0x344f38b1u, 0x97f8fab0u, 0x78c891a9u, 0x4c745a73u, 0xa344316au,
+        0x250dcdc7u, 0xca3da6deu, 0xfe816d04u, 0x11b1061du, 0xf7fee2afu, 0x18ce89b6u,
+        0x2c72426cu, 0xc3422975u, 0x450bd5d8u, 0xaa3bbec1u, 0x9e87751bu, 0x71b71e02u,
+        0x57f4ca8eu, 0xb8c4a197u, 0x8c786a4du, 0x63480154u, 0xe501fdf9u, 0x0a3196e0u,
+        0x3e8d5d3au, 0xd1bd3623u, 0x37f2d291u, 0xd8c2b988u, 0xec7e7252u, 0x034e194bu,
+        0x8507e5e6u, 0x6a378effu, 0x5e8b4525u, 0xb1bb2e3cu,
+    },
+    {
+        0x00000000u, 0x68032cc8u, 0xd0065990u, 0xb8057558u, 0xa5e0c5d1u, 0xcde3e919u,
+        0x75e69c41u, 0x1de5b089u, 0x4e2dfd53u, 0x262ed19bu, 0x9e2ba4c3u, 0xf628880bu,
+        0xebcd3882u, 0x83ce144au, 0x3bcb6112u, 0x53c84ddau, 0x9c5bfaa6u, 0xf458d66eu,
+        0x4c5da336u, 0x245e8ffeu, 0x39bb3f77u, 0x51b813bfu, 0xe9bd66e7u, 0x81be4a2fu,
+        0xd27607f5u, 0xba752b3du, 0x02705e65u, 0x6a7372adu, 0x7796c224u, 0x1f95eeecu,
+        0xa7909bb4u, 0xcf93b77cu, 0x3d5b83bdu, 0x5558af75u, 0xed5dda2du, 0x855ef6e5u,
+        0x98bb466cu, 0xf0b86aa4u, 0x48bd1ffcu, 0x20be3334u, 0x73767eeeu, 0x1b755226u,
+        0xa370277eu, 0xcb730bb6u, 0xd696bb3fu, 0xbe9597f7u, 0x0690e2afu, 0x6e93ce67u,
+        0xa100791bu, 0xc90355d3u, 0x7106208bu, 0x19050c43u, 0x04e0bccau, 0x6ce39002u,
+        0xd4e6e55au, 0xbce5c992u, 0xef2d8448u, 0x872ea880u, 0x3f2bddd8u, 0x5728f110u,
+        0x4acd4199u, 0x22ce6d51u, 0x9acb1809u, 0xf2c834c1u, 0x7ab7077au, 0x12b42bb2u,
+        0xaab15eeau, 0xc2b27222u, 0xdf57c2abu, 0xb754ee63u, 0x0f519b3bu, 0x6752b7f3u,
+        0x349afa29u, 0x5c99d6e1u, 0xe49ca3b9u, 0x8c9f8f71u, 0x917a3ff8u, 0xf9791330u,
+        0x417c6668u, 0x297f4aa0u, 0xe6ecfddcu, 0x8eefd114u, 0x36eaa44cu, 0x5ee98884u,
+        0x430c380du, 0x2b0f14c5u, 0x930a619du, 0xfb094d55u, 0xa8c1008fu, 0xc0c22c47u,
+        0x78c7591fu, 0x10c475d7u, 0x0d21c55eu, 0x6522e996u, 0xdd279cceu, 0xb524b006u,
+        0x47ec84c7u, 0x2fefa80fu, 0x97eadd57u, 0xffe9f19fu, 0xe20c4116u, 0x8a0f6ddeu,
+        0x320a1886u, 0x5a09344eu, 0x09c17994u, 0x61c2555cu, 0xd9c72004u, 0xb1c40cccu,
+        0xac21bc45u, 0xc422908du, 0x7c27e5d5u, 0x1424c91du, 0xdbb77e61u, 0xb3b452a9u,
+        0x0bb127f1u, 0x63b20b39u, 0x7e57bbb0u, 0x16549778u, 0xae51e220u, 0xc652cee8u,
+        0x959a8332u, 0xfd99affau, 0x459cdaa2u, 0x2d9ff66au, 0x307a46e3u, 0x58796a2bu,
+        0xe07c1f73u, 0x887f33bbu, 0xf56e0ef4u, 0x9d6d223cu, 0x25685764u, 0x4d6b7bacu,
+        0x508ecb25u, 0x388de7edu, 0x808892b5u, 0xe88bbe7du, 0xbb43f3a7u, 0xd340df6fu,
+        0x6b45aa37u, 0x034686ffu, 0x1ea33676u, 0x76a01abeu, 0xcea56fe6u, 0xa6a6432eu,
+        0x6935f452u, 0x0136d89au, 0xb933adc2u, 0xd130810au, 0xccd53183u, 0xa4d61d4bu,
+        0x1cd36813u, 0x74d044dbu, 0x27180901u, 0x4f1b25c9u, 0xf71e5091u, 0x9f1d7c59u,
+        0x82f8ccd0u, 0xeafbe018u, 0x52fe9540u, 0x3afdb988u, 0xc8358d49u, 0xa036a181u,
+        0x1833d4d9u, 0x7030f811u, 0x6dd54898u, 0x05d66450u, 0xbdd31108u, 0xd5d03dc0u,
+        0x8618701au, 0xee1b5cd2u, 0x561e298au, 0x3e1d0542u, 0x23f8b5cbu, 0x4bfb9903u,
+        0xf3feec5bu, 0x9bfdc093u, 0x546e77efu, 0x3c6d5b27u, 0x84682e7fu, 0xec6b02b7u,
+        0xf18eb23eu, 0x998d9ef6u, 0x2188ebaeu, 0x498bc766u, 0x1a438abcu, 0x7240a674u,
+        0xca45d32cu, 0xa246ffe4u, 0xbfa34f6du, 0xd7a063a5u, 0x6fa516fdu, 0x07a63a35u,
+        0x8fd9098eu, 0xe7da2546u, 0x5fdf501eu, 0x37dc7cd6u, 0x2a39cc5fu, 0x423ae097u,
+        0xfa3f95cfu, 0x923cb907u, 0xc1f4f4ddu, 0xa9f7d815u, 0x11f2ad4du, 0x79f18185u,
+        0x6414310cu, 0x0c171dc4u, 0xb412689cu, 0xdc114454u, 0x1382f328u, 0x7b81dfe0u,
+        0xc384aab8u, 0xab878670u, 0xb66236f9u, 0xde611a31u, 0x66646f69u, 0x0e6743a1u,
+        0x5daf0e7bu, 0x35ac22b3u, 0x8da957ebu, 0xe5aa7b23u, 0xf84fcbaau, 0x904ce762u,
+        0x2849923au, 0x404abef2u, 0xb2828a33u, 0xda81a6fbu, 0x6284d3a3u, 0x0a87ff6bu,
+        0x17624fe2u, 0x7f61632au, 0xc7641672u, 0xaf673abau, 0xfcaf7760u, 0x94ac5ba8u,
+        0x2ca92ef0u, 0x44aa0238u, 0x594fb2b1u, 0x314c9e79u, 0x8949eb21u, 0xe14ac7e9u,
+        0x2ed97095u, 0x46da5c5du, 0xfedf2905u, 0x96dc05cdu, 0x8b39b544u, 0xe33a998cu,
+        0x5b3fecd4u, 0x333cc01cu, 0x60f48dc6u, 0x08f7a10eu, 0xb0f2d456u, 0xd8f1f89eu,
+        0xc5144817u, 0xad1764dfu, 0x15121187u, 0x7d113d4fu,
+    },
+    {
+        0x00000000u, 0x493c7d27u, 0x9278fa4eu, 0xdb448769u, 0x211d826du, 0x6821ff4au,
+        0xb3657823u, 0xfa590504u, 0x423b04dau, 0x0b0779fdu, 0xd043fe94u, 0x997f83b3u,
+        0x632686b7u, 0x2a1afb90u, 0xf15e7cf9u, 0xb86201deu, 0x847609b4u, 0xcd4a7493u,
+        0x160ef3fau, 0x5f328eddu, 0xa56b8bd9u, 0xec57f6feu, 0x37137197u, 0x7e2f0cb0u,
+        0xc64d0d6eu, 0x8f717049u, 0x5435f720u, 0x1d098a07u, 0xe7508f03u, 0xae6cf224u,
+        0x7528754du, 0x3c14086au, 0x0d006599u, 0x443c18beu, 0x9f789fd7u, 0xd644e2f0u,
+        0x2c1de7f4u, 0x65219ad3u, 0xbe651dbau, 0xf759609du, 0x4f3b6143u, 0x06071c64u,
+        0xdd439b0du, 0x947fe62au, 0x6e26e32eu, 0x271a9e09u, 0xfc5e1960u, 0xb5626447u,
+        0x89766c2du, 0xc04a110au, 0x1b0e9663u, 0x5232eb44u, 0xa86bee40u, 0xe1579367u,
+        0x3a13140eu, 0x732f6929u, 0xcb4d68f7u, 0x827115d0u, 0x593592b9u, 0x1009ef9eu,
+        0xea50ea9au, 0xa36c97bdu, 0x782810d4u, 0x31146df3u, 0x1a00cb32u, 0x533cb615u,
+        0x8878317cu, 0xc1444c5bu, 0x3b1d495fu, 0x72213478u, 0xa965b311u, 0xe059ce36u,
+        0x583bcfe8u, 0x1107b2cfu, 0xca4335a6u, 0x837f4881u, 0x79264d85u, 0x301a30a2u,
+        0xeb5eb7cbu, 0xa262caecu, 0x9e76c286u, 0xd74abfa1u, 0x0c0e38c8u, 0x453245efu,
+        0xbf6b40ebu, 0xf6573dccu, 0x2d13baa5u, 0x642fc782u, 0xdc4dc65cu, 0x9571bb7bu,
+        0x4e353c12u, 0x07094135u, 0xfd504431u, 0xb46c3916u, 0x6f28be7fu, 0x2614c358u,
+        0x1700aeabu, 0x5e3cd38cu, 0x857854e5u, 0xcc4429c2u, 0x361d2cc6u, 0x7f2151e1u,
+        0xa465d688u, 0xed59abafu, 0x553baa71u, 0x1c07d756u, 0xc743503fu, 0x8e7f2d18u,
+        0x7426281cu, 0x3d1a553bu, 0xe65ed252u, 0xaf62af75u, 0x9376a71fu, 0xda4ada38u,
+        0x010e5d51u, 0x48322076u, 0xb26b2572u, 0xfb575855u, 0x2013df3cu, 0x692fa21bu,
+        0xd14da3c5u, 0x9871dee2u, 0x4335598bu, 0x0a0924acu, 0xf05021a8u, 0xb96c5c8fu,
+        0x6228dbe6u, 0x2b14a6c1u, 0x34019664u, 0x7d3deb43u, 0xa6796c2au, 0xef45110du,
+        0x151c1409u, 0x5c20692eu, 0x8764ee47u, 0xce589360u, 0x763a92beu, 0x3f06ef99u,
+        0xe44268f0u, 0xad7e15d7u, 0x572710d3u, 0x1e1b6df4u, 0xc55fea9du, 0x8c6397bau,
+        0xb0779fd0u, 0xf94be2f7u, 0x220f659eu, 0x6b3318b9u, 0x916a1dbdu, 0xd856609au,
+        0x0312e7f3u, 0x4a2e9ad4u, 0xf24c9b0au, 0xbb70e62du, 0x60346144u, 0x29081c63u,
+        0xd3511967u, 0x9a6d6440u, 0x4129e329u, 0x08159e0eu, 0x3901f3fdu, 0x703d8edau,
+        0xab7909b3u, 0xe2457494u, 0x181c7190u, 0x51200cb7u, 0x8a648bdeu, 0xc358f6f9u,
+        0x7b3af727u, 0x32068a00u, 0xe9420d69u, 0xa07e704eu, 0x5a27754au, 0x131b086du,
+        0xc85f8f04u, 0x8163f223u, 0xbd77fa49u, 0xf44b876eu, 0x2f0f0007u, 0x66337d20u,
+        0x9c6a7824u, 0xd5560503u, 0x0e12826au, 0x472eff4du, 0xff4cfe93u, 0xb67083b4u,
+        0x6d3404ddu, 0x240879fau, 0xde517cfeu, 0x976d01d9u, 0x4c2986b0u, 0x0515fb97u,
+        0x2e015d56u, 0x673d2071u, 0xbc79a718u, 0xf545da3fu, 0x0f1cdf3bu, 0x4620a21cu,
+        0x9d642575u, 0xd4585852u, 0x6c3a598cu, 0x250624abu, 0xfe42a3c2u, 0xb77edee5u,
+        0x4d27dbe1u, 0x041ba6c6u, 0xdf5f21afu, 0x96635c88u, 0xaa7754e2u, 0xe34b29c5u,
+        0x380faeacu, 0x7133d38bu, 0x8b6ad68fu, 0xc256aba8u, 0x19122cc1u, 0x502e51e6u,
+        0xe84c5038u, 0xa1702d1fu, 0x7a34aa76u, 0x3308d751u, 0xc951d255u, 0x806daf72u,
+        0x5b29281bu, 0x1215553cu, 0x230138cfu, 0x6a3d45e8u, 0xb179c281u, 0xf845bfa6u,
+        0x021cbaa2u, 0x4b20c785u, 0x906440ecu, 0xd9583dcbu, 0x613a3c15u, 0x28064132u,
+        0xf342c65bu, 0xba7ebb7cu, 0x4027be78u, 0x091bc35fu, 0xd25f4436u, 0x9b633911u,
+        0xa777317bu, 0xee4b4c5cu, 0x350fcb35u, 0x7c33b612u, 0x866ab316u, 0xcf56ce31u,
+        0x14124958u, 0x5d2e347fu, 0xe54c35a1u, 0xac704886u, 0x7734cfefu, 0x3e08b2c8u,
+        0xc451b7ccu, 0x8d6dcaebu, 0x56294d82u, 0x1f1530a5u,
+    },
+};
+
+/* Portable slice-by-8: eight bytes per step, bytes read one by one so it is
+   endian- and alignment-neutral. `crc` is the raw (already inverted) state. */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    const uint32_t(*t)[256] = opstate__crc_table;
+    while (n >= 8) {
+        uint32_t lo = crc ^ opstate__get_u32(p), hi = opstate__get_u32(p + 4);
+        crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
+              t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = t[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+#if !defined(OPSTATE_NO_HW_CRC) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define OPSTATE__CRC_X86 1
+/* SSE4.2 crc32 instruction; x86 is little-endian so a u64 load feeds the
+   bytes in stream order. */
+__attribute__((target("sse4.2"))) OPSTATE__PRIVATE uint32_t
+opstate__crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    unsigned long long c = crc;
+    while (n >= 8) {
+        unsigned long long v;
+        OPSTATE_MEMCPY(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        n -= 8;
+    }
+    crc = (uint32_t)c;
+    while (n--) crc = __builtin_ia32_crc32qi(crc, *p++);
+    return crc;
+}
+#elif !defined(OPSTATE_NO_HW_CRC) && defined(__ARM_FEATURE_CRC32)
+#define OPSTATE__CRC_ARM 1
+#include <arm_acle.h>
+OPSTATE__PRIVATE uint32_t opstate__crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    while (n >= 8) {
+        crc = __crc32cd(crc, opstate__get_u64(p));
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = __crc32cb(crc, *p++);
+    return crc;
+}
+#endif
+
+OPSTATE_API uint32_t opstate_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    crc = ~crc;
+#if defined(OPSTATE__CRC_X86) && defined(__SSE4_2__)
+    crc = opstate__crc32c_hw(crc, p, n);
+#elif defined(OPSTATE__CRC_X86) && !defined(OPSTATE_NO_STDLIB)
+    if (__builtin_cpu_supports("sse4.2"))
+        crc = opstate__crc32c_hw(crc, p, n);
+    else
+        crc = opstate__crc32c_sw(crc, p, n);
+#elif defined(OPSTATE__CRC_ARM)
+    crc = opstate__crc32c_hw(crc, p, n);
+#else
+    crc = opstate__crc32c_sw(crc, p, n);
+#endif
+    return ~crc;
+}
+
+/* >>ids ------------------------------------------------------------------ */
+
+/* SHA-256 (FIPS 180-4), just enough for content ids. */
+typedef struct opstate__sha256 {
+    uint32_t h[8];
+    uint8_t block[64];
+    uint64_t total;
+    size_t fill;
+} opstate__sha256;
+
+static const uint32_t opstate__sha256_k[64] = {
+    0x428a2f98u, 0x71374491u, 0xb5c0fbcfu, 0xe9b5dba5u, 0x3956c25bu, 0x59f111f1u, 0x923f82a4u,
+    0xab1c5ed5u, 0xd807aa98u, 0x12835b01u, 0x243185beu, 0x550c7dc3u, 0x72be5d74u, 0x80deb1feu,
+    0x9bdc06a7u, 0xc19bf174u, 0xe49b69c1u, 0xefbe4786u, 0x0fc19dc6u, 0x240ca1ccu, 0x2de92c6fu,
+    0x4a7484aau, 0x5cb0a9dcu, 0x76f988dau, 0x983e5152u, 0xa831c66du, 0xb00327c8u, 0xbf597fc7u,
+    0xc6e00bf3u, 0xd5a79147u, 0x06ca6351u, 0x14292967u, 0x27b70a85u, 0x2e1b2138u, 0x4d2c6dfcu,
+    0x53380d13u, 0x650a7354u, 0x766a0abbu, 0x81c2c92eu, 0x92722c85u, 0xa2bfe8a1u, 0xa81a664bu,
+    0xc24b8b70u, 0xc76c51a3u, 0xd192e819u, 0xd6990624u, 0xf40e3585u, 0x106aa070u, 0x19a4c116u,
+    0x1e376c08u, 0x2748774cu, 0x34b0bcb5u, 0x391c0cb3u, 0x4ed8aa4au, 0x5b9cca4fu, 0x682e6ff3u,
+    0x748f82eeu, 0x78a5636fu, 0x84c87814u, 0x8cc70208u, 0x90befffau, 0xa4506cebu, 0xbef9a3f7u,
+    0xc67178f2u};
+
+OPSTATE__PRIVATE uint32_t opstate__rotr(uint32_t x, unsigned n) { return (x >> n) | (x << (32 - n)); }
+
+OPSTATE__PRIVATE void opstate__sha256_block(opstate__sha256 *s, const uint8_t *b)
+{
+    uint32_t w[64], v[8], t1, t2;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = ((uint32_t)b[4 * i] << 24) | ((uint32_t)b[4 * i + 1] << 16) |
+               ((uint32_t)b[4 * i + 2] << 8) | (uint32_t)b[4 * i + 3];
+    for (i = 16; i < 64; i++) {
+        uint32_t s0 = opstate__rotr(w[i - 15], 7) ^ opstate__rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = opstate__rotr(w[i - 2], 17) ^ opstate__rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    for (i = 0; i < 8; i++) v[i] = s->h[i];
+    for (i = 0; i < 64; i++) {
+        t1 = v[7] + (opstate__rotr(v[4], 6) ^ opstate__rotr(v[4], 11) ^ opstate__rotr(v[4], 25)) +
+             ((v[4] & v[5]) ^ (~v[4] & v[6])) + opstate__sha256_k[i] + w[i];
+        t2 = (opstate__rotr(v[0], 2) ^ opstate__rotr(v[0], 13) ^ opstate__rotr(v[0], 22)) +
+             ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+        v[7] = v[6]; v[6] = v[5]; v[5] = v[4]; v[4] = v[3] + t1;
+        v[3] = v[2]; v[2] = v[1]; v[1] = v[0]; v[0] = t1 + t2;
+    }
+    for (i = 0; i < 8; i++) s->h[i] += v[i];
+}
+
+OPSTATE__PRIVATE void opstate__sha256_init(opstate__sha256 *s)
+{
+    static const uint32_t iv[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                   0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
+    OPSTATE_MEMCPY(s->h, iv, sizeof iv);
+    s->total = 0;
+    s->fill = 0;
+}
+
+OPSTATE__PRIVATE void opstate__sha256_update(opstate__sha256 *s, const void *data, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    s->total += n;
+    while (n) {
+        size_t take = 64 - s->fill < n ? 64 - s->fill : n;
+        OPSTATE_MEMCPY(s->block + s->fill, p, take);
+        s->fill += take;
+        p += take;
+        n -= take;
+        if (s->fill == 64) {
+            opstate__sha256_block(s, s->block);
+            s->fill = 0;
+        }
+    }
+}
+
+OPSTATE__PRIVATE void opstate__sha256_final(opstate__sha256 *s, uint8_t out[32])
+{
+    uint8_t pad[72];
+    uint64_t bits = s->total * 8;
+    size_t padlen = (s->fill < 56 ? 56 : 120) - s->fill, i;
+    pad[0] = 0x80;
+    OPSTATE_MEMSET(pad + 1, 0, padlen - 1);
+    for (i = 0; i < 8; i++) pad[padlen + i] = (uint8_t)(bits >> (56 - 8 * i));
+    opstate__sha256_update(s, pad, padlen + 8);
+    for (i = 0; i < 32; i++) out[i] = (uint8_t)(s->h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+OPSTATE_API opstate_result opstate_id_time_ordered(int64_t unix_ns, const uint8_t entropy[8],
+                                                   opstate_id *out)
+{
+    uint64_t ms, frac;
+    int i;
+    if (unix_ns < 0) return OPSTATE_INVALID_ARGUMENT;
+    ms = (uint64_t)unix_ns / 1000000u; /* INT64_MAX ns is ~2^43 ms: fits 48 bits */
+    frac = ((uint64_t)unix_ns % 1000000u) * 4096u / 1000000u;
+    for (i = 0; i < 6; i++) out->bytes[i] = (uint8_t)(ms >> (40 - 8 * i));
+    out->bytes[6] = (uint8_t)(0x70u | (frac >> 8));
+    out->bytes[7] = (uint8_t)frac;
+    out->bytes[8] = (uint8_t)(0x80u | (entropy[0] & 0x3fu));
+    for (i = 1; i < 8; i++) out->bytes[8 + i] = entropy[i];
+    return OPSTATE_OK;
+}
+
+/* Feeds a length-prefixed field, so ("ab","c") and ("a","bc") differ. */
+OPSTATE__PRIVATE void opstate__sha256_field(opstate__sha256 *s, opstate_bytes b)
+{
+    uint8_t len[8];
+    opstate__put_u64(len, (uint64_t)b.len);
+    opstate__sha256_update(s, len, 8);
+    if (b.len) opstate__sha256_update(s, b.ptr, b.len);
+}
+
+OPSTATE_API opstate_id opstate_id_from_content(const opstate_event *ev)
+{
+    static const char tag[] = "opstate.id.v1";
+    opstate__sha256 s;
+    uint8_t digest[32], tail[13];
+    opstate_id id;
+    opstate__sha256_init(&s);
+    opstate__sha256_update(&s, tag, sizeof tag - 1);
+    opstate__sha256_field(&s, ev->scope);
+    opstate__sha256_field(&s, ev->kind);
+    opstate__sha256_field(&s, ev->key);
+    opstate__sha256_field(&s, ev->data);
+    opstate__put_u32(tail, ev->op);
+    tail[4] = ev->has_time ? 1 : 0;
+    opstate__put_u64(tail + 5, ev->has_time ? (uint64_t)ev->time : 0u);
+    opstate__sha256_update(&s, tail, sizeof tail);
+    opstate__sha256_final(&s, digest);
+    OPSTATE_MEMCPY(id.bytes, digest, 16);
+    id.bytes[6] = (uint8_t)(0x80u | (id.bytes[6] & 0x0fu));
+    id.bytes[8] = (uint8_t)(0x80u | (id.bytes[8] & 0x3fu));
+    return id;
+}
+
+static const char opstate__hex_lower[] = "0123456789abcdef";
+
+/* True at the text offsets of an id where a dash goes. */
+OPSTATE__PRIVATE bool opstate__id_dash_at(size_t i) { return i == 8 || i == 13 || i == 18 || i == 23; }
+
+OPSTATE_API void opstate_id_to_text(const opstate_id *id, char out[OPSTATE_ID_TEXT_LEN])
+{
+    size_t i, b = 0;
+    for (i = 0; i < OPSTATE_ID_TEXT_LEN; i++) {
+        if (opstate__id_dash_at(i)) {
+            out[i] = '-';
+            continue;
+        }
+        out[i] = opstate__hex_lower[(id->bytes[b / 2] >> ((b % 2) ? 0 : 4)) & 0xf];
+        b++;
+    }
+}
+
+/* Value of a hex digit in the given alphabet ("0-9a-f" or "0-9A-F"), -1 if none. */
+OPSTATE__PRIVATE int opstate__hex_value(char c, char ten)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= ten && c <= ten + 5) return c - ten + 10;
+    return -1;
+}
+
+OPSTATE_API opstate_result opstate_id_from_text(const char *text, size_t len, opstate_id *out,
+                                                opstate_error *err)
+{
+    opstate_id id;
+    size_t i, b = 0;
+    if (len != OPSTATE_ID_TEXT_LEN)
+        return opstate__fail(err, OPSTATE_INVALID_ID, len < OPSTATE_ID_TEXT_LEN ? len : OPSTATE_ID_TEXT_LEN, "id");
+    for (i = 0; i < OPSTATE_ID_TEXT_LEN; i++) {
+        int v;
+        if (opstate__id_dash_at(i)) {
+            if (text[i] != '-') return opstate__fail(err, OPSTATE_INVALID_ID, i, "id");
+            continue;
+        }
+        v = opstate__hex_value(text[i], 'a');
+        if (v < 0) return opstate__fail(err, OPSTATE_INVALID_ID, i, "id");
+        if (b % 2 == 0) id.bytes[b / 2] = (uint8_t)(v << 4);
+        else id.bytes[b / 2] = (uint8_t)(id.bytes[b / 2] | v);
+        b++;
+    }
+    *out = id;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API bool opstate_id_equal(const opstate_id *a, const opstate_id *b)
+{
+    return OPSTATE_MEMCMP(a->bytes, b->bytes, 16) == 0;
+}
+
+/* >>subjects ------------------------------------------------------------- */
+
+/* A byte that may appear in a subject token. */
+OPSTATE__PRIVATE bool opstate__token_byte(uint8_t c)
+{
+    return c > 0x20 && c < 0x7f && c != '.' && c != '*' && c != '>';
+}
+
+/* A byte that a key escape passes through unchanged. */
+OPSTATE__PRIVATE bool opstate__key_safe_byte(uint8_t c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+}
+
+OPSTATE__PRIVATE opstate_result opstate__token_check(const uint8_t *tok, size_t len, size_t base,
+                                                     const char *field, opstate_error *err)
+{
+    size_t i;
+    if (len == 0) return opstate__fail(err, OPSTATE_INVALID_TOKEN, base, field);
+    if (len > OPSTATE_MAX_TOKEN_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, base, field);
+    for (i = 0; i < len; i++)
+        if (!opstate__token_byte(tok[i])) return opstate__fail(err, OPSTATE_INVALID_TOKEN, base + i, field);
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_token_validate(const char *tok, size_t len, opstate_error *err)
+{
+    return opstate__token_check((const uint8_t *)tok, len, 0, "token", err);
+}
+
+OPSTATE_API opstate_result opstate_prefix_validate(const char *prefix, size_t len, opstate_error *err)
+{
+    const uint8_t *p = (const uint8_t *)prefix;
+    size_t start = 0, i;
+    for (i = 0; i <= len; i++) {
+        if (i < len && p[i] != '.') continue;
+        {
+            opstate_result r = opstate__token_check(p + start, i - start, start, "prefix", err);
+            if (r != OPSTATE_OK) return r;
+        }
+        start = i + 1;
+    }
+    return OPSTATE_OK;
+}
+
+/* Escaped size of a key; 0 when the key is empty or too long. */
+OPSTATE__PRIVATE size_t opstate__key_escaped_len(const uint8_t *key, size_t len)
+{
+    size_t i, n = 0;
+    for (i = 0; i < len; i++) n += opstate__key_safe_byte(key[i]) ? 1u : 3u;
+    return n;
+}
+
+OPSTATE__PRIVATE void opstate__key_escape_write(const uint8_t *key, size_t len, char *out)
+{
+    static const char hex_upper[] = "0123456789ABCDEF";
+    size_t i;
+    for (i = 0; i < len; i++) {
+        if (opstate__key_safe_byte(key[i])) {
+            *out++ = (char)key[i];
+            continue;
+        }
+        *out++ = '%';
+        *out++ = hex_upper[key[i] >> 4];
+        *out++ = hex_upper[key[i] & 0xf];
+    }
+}
+
+OPSTATE__PRIVATE opstate_result opstate__key_check(size_t key_len, opstate_error *err)
+{
+    if (key_len == 0) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "key");
+    if (key_len > OPSTATE_MAX_KEY_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, 0, "key");
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_key_escape(const uint8_t *key, size_t key_len, char *out,
+                                              size_t cap, size_t *out_len)
+{
+    size_t need;
+    opstate_result r = opstate__key_check(key_len, NULL);
+    if (r != OPSTATE_OK) return r;
+    need = opstate__key_escaped_len(key, key_len);
+    if (out && cap < need) return OPSTATE_BUFFER_TOO_SMALL;
+    if (out) opstate__key_escape_write(key, key_len, out);
+    *out_len = need;
+    return OPSTATE_OK;
+}
+
+/* Walks an escaped key token; writes the bytes when out != NULL. */
+OPSTATE__PRIVATE opstate_result opstate__key_unescape_walk(const uint8_t *t, size_t len, uint8_t *out,
+                                                           size_t *n, opstate_error *err)
+{
+    size_t i = 0, k = 0;
+    if (len == 0) return opstate__fail(err, OPSTATE_INVALID_TOKEN, 0, "key");
+    while (i < len) {
+        uint8_t c = t[i];
+        if (c == '%') {
+            int hi = i + 2 < len ? opstate__hex_value((char)t[i + 1], 'A') : -1;
+            int lo = i + 2 < len ? opstate__hex_value((char)t[i + 2], 'A') : -1;
+            if (hi < 0 || lo < 0 || opstate__key_safe_byte((uint8_t)(hi << 4 | lo)))
+                return opstate__fail(err, OPSTATE_INVALID_TOKEN, i, "key");
+            c = (uint8_t)(hi << 4 | lo);
+            i += 3;
+        } else if (opstate__key_safe_byte(c)) {
+            i++;
+        } else {
+            return opstate__fail(err, OPSTATE_INVALID_TOKEN, i, "key");
+        }
+        if (k == OPSTATE_MAX_KEY_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, i, "key");
+        if (out) out[k] = c;
+        k++;
+    }
+    *n = k;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_key_unescape(const char *tok, size_t len, uint8_t *out,
+                                                size_t cap, size_t *out_len, opstate_error *err)
+{
+    size_t need;
+    opstate_result r = opstate__key_unescape_walk((const uint8_t *)tok, len, NULL, &need, err);
+    if (r != OPSTATE_OK) return r;
+    if (out && cap < need) return opstate__fail(err, OPSTATE_BUFFER_TOO_SMALL, 0, "key");
+    if (out) opstate__key_unescape_walk((const uint8_t *)tok, len, out, &need, NULL);
+    *out_len = need;
+    return OPSTATE_OK;
+}
+
+/* Validates prefix, scope, kind; *key_esc = escaped key size (0: no key). */
+OPSTATE__PRIVATE opstate_result opstate__subject_parts_check(const char *prefix, size_t prefix_len,
+                                                             opstate_bytes scope, opstate_bytes kind,
+                                                             opstate_bytes key, size_t *key_esc,
+                                                             opstate_error *err)
+{
+    opstate_result r = opstate_prefix_validate(prefix, prefix_len, err);
+    if (r == OPSTATE_OK) r = opstate__token_check(scope.ptr, scope.len, 0, "scope", err);
+    if (r == OPSTATE_OK && kind.ptr) r = opstate__token_check(kind.ptr, kind.len, 0, "kind", err);
+    if (r == OPSTATE_OK && key.len) r = opstate__key_check(key.len, err);
+    if (r != OPSTATE_OK) return r;
+    *key_esc = key.len ? opstate__key_escaped_len(key.ptr, key.len) : 0;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE char *opstate__put_token(char *out, const void *tok, size_t len, bool dot)
+{
+    OPSTATE_MEMCPY(out, tok, len);
+    out += len;
+    if (dot) *out++ = '.';
+    return out;
+}
+
+OPSTATE_API opstate_result opstate_subject_build(const char *prefix, size_t prefix_len,
+                                                 opstate_bytes scope, opstate_bytes kind,
+                                                 opstate_bytes key, char *out, size_t cap,
+                                                 size_t *out_len, opstate_error *err)
+{
+    size_t esc = 0, need;
+    opstate_result r;
+    if (!kind.ptr) return opstate__fail(err, OPSTATE_INVALID_TOKEN, 0, "kind");
+    r = opstate__subject_parts_check(prefix, prefix_len, scope, kind, key, &esc, err);
+    if (r != OPSTATE_OK) return r;
+    need = prefix_len + 1 + scope.len + 1 + kind.len + (esc ? 1 + esc : 0);
+    if (out && cap < need) return opstate__fail(err, OPSTATE_BUFFER_TOO_SMALL, cap, "subject");
+    if (out) {
+        char *p = opstate__put_token(out, prefix, prefix_len, true);
+        p = opstate__put_token(p, scope.ptr, scope.len, true);
+        p = opstate__put_token(p, kind.ptr, kind.len, esc != 0);
+        if (esc) opstate__key_escape_write(key.ptr, key.len, p);
+    }
+    *out_len = need;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_subject_filter(const char *prefix, size_t prefix_len,
+                                                  opstate_bytes scope, char *out, size_t cap,
+                                                  size_t *out_len, opstate_error *err)
+{
+    size_t esc = 0, need;
+    opstate_bytes none = {NULL, 0};
+    opstate_result r = opstate__subject_parts_check(prefix, prefix_len, scope, none, none, &esc, err);
+    if (r != OPSTATE_OK) return r;
+    need = prefix_len + 1 + scope.len + 2;
+    if (out && cap < need) return opstate__fail(err, OPSTATE_BUFFER_TOO_SMALL, cap, "subject");
+    if (out) {
+        char *p = opstate__put_token(out, prefix, prefix_len, true);
+        p = opstate__put_token(p, scope.ptr, scope.len, true);
+        *p = '>';
+    }
+    *out_len = need;
+    return OPSTATE_OK;
+}
+
+/* Next token of s[*at..len) up to a dot; moves *at past the dot. */
+OPSTATE__PRIVATE opstate_bytes opstate__next_token(const uint8_t *s, size_t len, size_t *at)
+{
+    opstate_bytes t;
+    size_t i = *at;
+    while (i < len && s[i] != '.') i++;
+    t.ptr = s + *at;
+    t.len = i - *at;
+    *at = i < len ? i + 1 : len + 1;
+    return t;
+}
+
+OPSTATE_API opstate_result opstate_subject_parse(const char *subject, size_t len,
+                                                 const char *prefix, size_t prefix_len,
+                                                 opstate_subject_parts *out, opstate_error *err)
+{
+    const uint8_t *s = (const uint8_t *)subject;
+    opstate_subject_parts parts;
+    size_t at = prefix_len + 1, n;
+    opstate_result r;
+    if (len <= prefix_len || OPSTATE_MEMCMP(subject, prefix, prefix_len) != 0 || s[prefix_len] != '.')
+        return opstate__fail(err, OPSTATE_NOT_FOUND, 0, "prefix");
+    parts.scope = opstate__next_token(s, len, &at);
+    r = opstate__token_check(parts.scope.ptr, parts.scope.len, prefix_len + 1, "scope", err);
+    if (r != OPSTATE_OK) return r;
+    n = at;
+    parts.kind = opstate__next_token(s, len, &at);
+    r = opstate__token_check(parts.kind.ptr, parts.kind.len, n > len ? len : n, "kind", err);
+    if (r != OPSTATE_OK) return r;
+    parts.key_token.ptr = NULL;
+    parts.key_token.len = 0;
+    if (at <= len) {
+        size_t key_at = at;
+        parts.key_token = opstate__next_token(s, len, &at);
+        if (at <= len) return opstate__fail(err, OPSTATE_INVALID_TOKEN, at - 1, "subject");
+        r = opstate__key_unescape_walk(parts.key_token.ptr, parts.key_token.len, NULL, &n, err);
+        if (r != OPSTATE_OK) {
+            if (err) err->offset += key_at;
+            return r;
+        }
+    }
+    *out = parts;
+    return OPSTATE_OK;
+}
+
+/* >>codec ---------------------------------------------------------------- */
+
+#define OPSTATE__EV_HEADER 44u /* bytes before the variable fields */
+#define OPSTATE__EV_MIN (OPSTATE__EV_HEADER + 4u)
+
+/* Checks what encode needs; *size = encoded size. */
+OPSTATE__PRIVATE opstate_result opstate__event_check(const opstate_event *ev, size_t *size,
+                                                     opstate_error *err)
+{
+    opstate_result r = opstate__token_check(ev->scope.ptr, ev->scope.len, 0, "scope", err);
+    if (r == OPSTATE_OK) r = opstate__token_check(ev->kind.ptr, ev->kind.len, 0, "kind", err);
+    if (r != OPSTATE_OK) return r;
+    if (ev->op == 0) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "op");
+    if (ev->key.len > OPSTATE_MAX_KEY_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, 0, "key");
+    if (ev->data.len > OPSTATE_MAX_DATA_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, 0, "data");
+    *size = OPSTATE__EV_MIN + ev->scope.len + ev->kind.len + ev->key.len + ev->data.len;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE uint8_t *opstate__put_bytes(uint8_t *p, opstate_bytes b)
+{
+    if (b.len) OPSTATE_MEMCPY(p, b.ptr, b.len);
+    return p + b.len;
+}
+
+OPSTATE_API opstate_result opstate_event_encode(const opstate_event *ev, uint8_t *out, size_t cap,
+                                                size_t *out_len, opstate_error *err)
+{
+    size_t size;
+    uint8_t *p;
+    opstate_result r = opstate__event_check(ev, &size, err);
+    if (r != OPSTATE_OK) return r;
+    if (out && cap < size) return opstate__fail(err, OPSTATE_BUFFER_TOO_SMALL, cap, "event");
+    if (out) {
+        out[0] = OPSTATE_CODEC_VERSION;
+        out[1] = ev->has_time ? 1u : 0u;
+        opstate__put_u32(out + 2, (uint32_t)size);
+        OPSTATE_MEMCPY(out + 6, ev->id.bytes, 16);
+        opstate__put_u32(out + 22, ev->op);
+        opstate__put_u64(out + 26, ev->has_time ? (uint64_t)ev->time : 0u);
+        opstate__put_u16(out + 34, (uint16_t)ev->scope.len);
+        opstate__put_u16(out + 36, (uint16_t)ev->kind.len);
+        opstate__put_u16(out + 38, (uint16_t)ev->key.len);
+        opstate__put_u32(out + 40, (uint32_t)ev->data.len);
+        p = opstate__put_bytes(out + OPSTATE__EV_HEADER, ev->scope);
+        p = opstate__put_bytes(p, ev->kind);
+        p = opstate__put_bytes(p, ev->key);
+        p = opstate__put_bytes(p, ev->data);
+        opstate__put_u32(p, opstate_crc32c(0, out, size - 4));
+    }
+    *out_len = size;
+    return OPSTATE_OK;
+}
+
+/* Framing checks of an encoded event: everything before the checksum. */
+OPSTATE__PRIVATE opstate_result opstate__event_frame(const uint8_t *b, size_t len, opstate_error *err)
+{
+    static const char *const names[4] = {"scope", "kind", "key", "data"};
+    const uint64_t limit[4] = {OPSTATE_MAX_TOKEN_LEN, OPSTATE_MAX_TOKEN_LEN, OPSTATE_MAX_KEY_LEN,
+                               OPSTATE_MAX_DATA_LEN};
+    uint64_t field[4], total, sum = OPSTATE__EV_MIN;
+    int i;
+    if (len == 0) return opstate__fail(err, OPSTATE_TRUNCATED, 0, "version");
+    if (b[0] != OPSTATE_CODEC_VERSION) return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 0, "version");
+    if (len < OPSTATE__EV_MIN) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
+    total = opstate__get_u32(b + 2);
+    if (total > len) return opstate__fail(err, OPSTATE_TRUNCATED, len, "length");
+    if (total < len) return opstate__fail(err, OPSTATE_MALFORMED, (size_t)total, "length");
+    if (b[1] & ~1u) return opstate__fail(err, OPSTATE_MALFORMED, 1, "flags");
+    field[0] = opstate__get_u16(b + 34);
+    field[1] = opstate__get_u16(b + 36);
+    field[2] = opstate__get_u16(b + 38);
+    field[3] = opstate__get_u32(b + 40);
+    for (i = 0; i < 4; i++) {
+        if (field[i] > limit[i]) return opstate__fail(err, OPSTATE_OVERSIZED, 34u + 2u * (unsigned)i, names[i]);
+        sum += field[i];
+    }
+    if (sum != total) return opstate__fail(err, OPSTATE_MALFORMED, 2, "length");
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_event_decode(const uint8_t *buf, size_t len, opstate_event *out,
+                                                opstate_error *err)
+{
+    opstate_event ev;
+    const uint8_t *p = buf + OPSTATE__EV_HEADER;
+    opstate_result r = opstate__event_frame(buf, len, err);
+    if (r != OPSTATE_OK) return r;
+    if (opstate_crc32c(0, buf, len - 4) != opstate__get_u32(buf + len - 4))
+        return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
+    OPSTATE_MEMSET(&ev, 0, sizeof ev);
+    OPSTATE_MEMCPY(ev.id.bytes, buf + 6, 16);
+    ev.op = opstate__get_u32(buf + 22);
+    ev.has_time = (buf[1] & 1u) != 0;
+    ev.time = (int64_t)opstate__get_u64(buf + 26);
+    if (ev.op == 0) return opstate__fail(err, OPSTATE_MALFORMED, 22, "op");
+    if (!ev.has_time && ev.time != 0) return opstate__fail(err, OPSTATE_MALFORMED, 26, "time");
+    ev.scope.len = opstate__get_u16(buf + 34);
+    ev.kind.len = opstate__get_u16(buf + 36);
+    ev.key.len = opstate__get_u16(buf + 38);
+    ev.data.len = opstate__get_u32(buf + 40);
+    ev.scope.ptr = p;
+    ev.kind.ptr = p += ev.scope.len;
+    ev.key.ptr = p += ev.kind.len;
+    ev.data.ptr = p += ev.key.len;
+    r = opstate__token_check(ev.scope.ptr, ev.scope.len, OPSTATE__EV_HEADER, "scope", err);
+    if (r == OPSTATE_OK)
+        r = opstate__token_check(ev.kind.ptr, ev.kind.len, OPSTATE__EV_HEADER + ev.scope.len, "kind", err);
+    if (r != OPSTATE_OK) return r;
+    *out = ev;
+    return OPSTATE_OK;
+}
+
+/* JSON writer: counts when out is NULL, otherwise writes (the caller sized
+   the buffer with a counting pass first). */
+typedef struct opstate__jw {
+    char *out;
+    size_t len;
+} opstate__jw;
+
+OPSTATE__PRIVATE void opstate__jw_raw(opstate__jw *w, const void *s, size_t n)
+{
+    if (w->out && n) OPSTATE_MEMCPY(w->out + w->len, s, n);
+    w->len += n;
+}
+
+OPSTATE__PRIVATE void opstate__jw_cstr(opstate__jw *w, const char *s)
+{
+    size_t n = 0;
+    while (s[n]) n++;
+    opstate__jw_raw(w, s, n);
+}
+
+OPSTATE__PRIVATE void opstate__jw_u64(opstate__jw *w, uint64_t v)
+{
+    char buf[20];
+    size_t n = 0;
+    do {
+        buf[sizeof buf - 1 - n++] = (char)('0' + (int)(v % 10u));
+        v /= 10u;
+    } while (v);
+    opstate__jw_raw(w, buf + sizeof buf - n, n);
+}
+
+OPSTATE__PRIVATE void opstate__jw_i64(opstate__jw *w, int64_t v)
+{
+    if (v < 0) {
+        opstate__jw_raw(w, "-", 1);
+        opstate__jw_u64(w, (uint64_t)0 - (uint64_t)v);
+    } else {
+        opstate__jw_u64(w, (uint64_t)v);
+    }
+}
+
+OPSTATE__PRIVATE void opstate__jw_base64(opstate__jw *w, opstate_bytes b)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i;
+    opstate__jw_raw(w, "\"", 1);
+    for (i = 0; i < b.len; i += 3) {
+        uint32_t v = (uint32_t)b.ptr[i] << 16;
+        char q[4];
+        if (i + 1 < b.len) v |= (uint32_t)b.ptr[i + 1] << 8;
+        if (i + 2 < b.len) v |= b.ptr[i + 2];
+        q[0] = alphabet[v >> 18];
+        q[1] = alphabet[(v >> 12) & 63];
+        q[2] = i + 1 < b.len ? alphabet[(v >> 6) & 63] : '=';
+        q[3] = i + 2 < b.len ? alphabet[v & 63] : '=';
+        opstate__jw_raw(w, q, 4);
+    }
+    opstate__jw_raw(w, "\"", 1);
+}
+
+/* Writes bytes (valid UTF-8) as a JSON string with RFC 8259 escapes. */
+OPSTATE__PRIVATE void opstate__jw_string(opstate__jw *w, opstate_bytes b)
+{
+    static const char short_esc[] = "\"\\\b\f\n\r\t", short_chr[] = "\"\\bfnrt";
+    size_t i, k;
+    opstate__jw_raw(w, "\"", 1);
+    for (i = 0; i < b.len; i++) {
+        uint8_t c = b.ptr[i];
+        for (k = 0; k < 7 && (uint8_t)short_esc[k] != c; k++) continue;
+        if (k < 7) {
+            char e[2];
+            e[0] = '\\';
+            e[1] = short_chr[k];
+            opstate__jw_raw(w, e, 2);
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', 0, 0};
+            e[4] = opstate__hex_lower[c >> 4];
+            e[5] = opstate__hex_lower[c & 0xf];
+            opstate__jw_raw(w, e, 6);
+        } else {
+            opstate__jw_raw(w, &c, 1);
+        }
+    }
+    opstate__jw_raw(w, "\"", 1);
+}
+
+/* Length of the valid UTF-8 sequence at p[0..n), 0 when invalid. */
+OPSTATE__PRIVATE size_t opstate__utf8_seq(const uint8_t *p, size_t n)
+{
+    uint8_t c = p[0], lo = 0x80, hi = 0xbf;
+    size_t len, i;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) len = 2;
+    else if (c >= 0xe0 && c <= 0xef) len = 3;
+    else if (c >= 0xf0 && c <= 0xf4) len = 4;
+    else return 0;
+    if (c == 0xe0) lo = 0xa0;
+    if (c == 0xed) hi = 0x9f;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;
+    if (n < len || p[1] < lo || p[1] > hi) return 0;
+    for (i = 2; i < len; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf) return 0;
+    return len;
+}
+
+OPSTATE__PRIVATE bool opstate__utf8_valid(opstate_bytes b)
+{
+    size_t i = 0;
+    while (i < b.len) {
+        size_t n = opstate__utf8_seq(b.ptr + i, b.len - i);
+        if (!n) return false;
+        i += n;
+    }
+    return true;
+}
+
+/* "name":"text" for UTF-8, "name_b64":"base64" otherwise. */
+OPSTATE__PRIVATE void opstate__jw_field(opstate__jw *w, const char *name, opstate_bytes b)
+{
+    bool text = opstate__utf8_valid(b);
+    opstate__jw_raw(w, ",\"", 2);
+    opstate__jw_cstr(w, name);
+    opstate__jw_cstr(w, text ? "\":" : "_b64\":");
+    if (text) opstate__jw_string(w, b);
+    else opstate__jw_base64(w, b);
+}
+
+/* JSON text with the whitespace outside strings removed. */
+OPSTATE__PRIVATE void opstate__jw_compact(opstate__jw *w, opstate_bytes b)
+{
+    bool in_string = false, escaped = false;
+    size_t i;
+    for (i = 0; i < b.len; i++) {
+        uint8_t c = b.ptr[i];
+        if (in_string) {
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            continue;
+        } else if (c == '"') {
+            in_string = true;
+        }
+        opstate__jw_raw(w, &c, 1);
+    }
+}
+
+OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
+{
+    char id[OPSTATE_ID_TEXT_LEN];
+    opstate_id_to_text(&ev->id, id);
+    opstate__jw_cstr(w, "{\"id\":\"");
+    opstate__jw_raw(w, id, sizeof id);
+    opstate__jw_raw(w, "\"", 1);
+    opstate__jw_field(w, "scope", ev->scope);
+    opstate__jw_field(w, "kind", ev->kind);
+    if (ev->key.len) opstate__jw_field(w, "key", ev->key);
+    else opstate__jw_cstr(w, ",\"key\":null");
+    opstate__jw_cstr(w, ",\"op\":");
+    if (ev->op == OPSTATE_OP_PUT) opstate__jw_cstr(w, "\"put\"");
+    else if (ev->op == OPSTATE_OP_DELETE) opstate__jw_cstr(w, "\"delete\"");
+    else opstate__jw_u64(w, ev->op);
+    opstate__jw_cstr(w, ",\"time\":");
+    if (ev->has_time) opstate__jw_i64(w, ev->time);
+    else opstate__jw_cstr(w, "null");
+    opstate__jw_cstr(w, ",\"position\":{\"seq\":");
+    opstate__jw_u64(w, ev->position.seq);
+    opstate__jw_cstr(w, ",\"time\":");
+    opstate__jw_i64(w, ev->position.time);
+    opstate__jw_cstr(w, ",\"epoch\":");
+    opstate__jw_u64(w, ev->position.epoch);
+    if (ev->data.len == 0) {
+        opstate__jw_cstr(w, "},\"data\":null}");
+    } else if (opstate_json_valid(ev->data.ptr, ev->data.len)) {
+        opstate__jw_cstr(w, "},\"data\":");
+        opstate__jw_compact(w, ev->data);
+        opstate__jw_raw(w, "}", 1);
+    } else {
+        opstate__jw_cstr(w, "},\"data_b64\":");
+        opstate__jw_base64(w, ev->data);
+        opstate__jw_raw(w, "}", 1);
+    }
+}
+
+OPSTATE_API opstate_result opstate_event_to_json(const opstate_event *ev, char *out, size_t cap,
+                                                 size_t *out_len)
+{
+    opstate__jw w = {NULL, 0};
+    opstate__jw_event(&w, ev);
+    if (out && cap < w.len) return OPSTATE_BUFFER_TOO_SMALL;
+    if (out) {
+        opstate__jw fill;
+        fill.out = out;
+        fill.len = 0;
+        opstate__jw_event(&fill, ev);
+    }
+    *out_len = w.len;
+    return OPSTATE_OK;
+}
+
+/* JSON validation (RFC 8259). Each scanner takes the index of its first
+   byte and returns the index after it, or 0 on failure (a value never ends
+   at index 0). */
+OPSTATE__PRIVATE size_t opstate__json_ws(const uint8_t *p, size_t n, size_t i)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r')) i++;
+    return i;
+}
+
+OPSTATE__PRIVATE size_t opstate__json_digits(const uint8_t *p, size_t n, size_t i)
+{
+    size_t start = i;
+    while (i < n && p[i] >= '0' && p[i] <= '9') i++;
+    return i > start ? i : 0;
+}
+
+OPSTATE__PRIVATE size_t opstate__json_number(const uint8_t *p, size_t n, size_t i)
+{
+    if (i < n && p[i] == '-') i++;
+    if (i < n && p[i] == '0') i++;
+    else if (!(i = opstate__json_digits(p, n, i))) return 0;
+    if (i < n && p[i] == '.' && !(i = opstate__json_digits(p, n, i + 1))) return 0;
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-')) i++;
+        if (!(i = opstate__json_digits(p, n, i))) return 0;
+    }
+    return i;
+}
+
+/* Value of \uXXXX at p[i..], or -1. */
+OPSTATE__PRIVATE long opstate__json_u4(const uint8_t *p, size_t n, size_t i)
+{
+    long v = 0;
+    size_t k;
+    if (i + 4 > n) return -1;
+    for (k = 0; k < 4; k++) {
+        int d = opstate__hex_value((char)p[i + k], 'a');
+        if (d < 0) d = opstate__hex_value((char)p[i + k], 'A');
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* After a backslash at p[i]: index after the escape, 0 when invalid. */
+OPSTATE__PRIVATE size_t opstate__json_escape(const uint8_t *p, size_t n, size_t i)
+{
+    long u, low;
+    if (i + 1 >= n) return 0;
+    if (p[i + 1] != 'u') {
+        uint8_t c = p[i + 1];
+        return (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' ||
+                c == 't') ? i + 2 : 0;
+    }
+    u = opstate__json_u4(p, n, i + 2);
+    if (u < 0 || (u >= 0xdc00 && u <= 0xdfff)) return 0;
+    if (u < 0xd800 || u > 0xdbff) return i + 6;
+    if (i + 7 >= n || p[i + 6] != '\\' || p[i + 7] != 'u') return 0;
+    low = opstate__json_u4(p, n, i + 8);
+    return (low >= 0xdc00 && low <= 0xdfff) ? i + 12 : 0;
+}
+
+OPSTATE__PRIVATE size_t opstate__json_string(const uint8_t *p, size_t n, size_t i)
+{
+    i++; /* opening quote */
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t step;
+        if (c == '"') return i + 1;
+        if (c < 0x20) return 0;
+        if (c == '\\') {
+            if (!(i = opstate__json_escape(p, n, i))) return 0;
+            continue;
+        }
+        if (!(step = opstate__utf8_seq(p + i, n - i))) return 0;
+        i += step;
+    }
+    return 0;
+}
+
+/* A scalar (string, number, literal) at p[i]; 0 when none. */
+OPSTATE__PRIVATE size_t opstate__json_scalar(const uint8_t *p, size_t n, size_t i)
+{
+    static const char *const literals[3] = {"true", "false", "null"};
+    size_t k, len;
+    if (p[i] == '"') return opstate__json_string(p, n, i);
+    if (p[i] == '-' || (p[i] >= '0' && p[i] <= '9')) return opstate__json_number(p, n, i);
+    for (k = 0; k < 3; k++) {
+        for (len = 0; literals[k][len]; len++) continue;
+        if (n - i >= len && OPSTATE_MEMCMP(p + i, literals[k], len) == 0) return i + len;
+    }
+    return 0;
+}
+
+#define OPSTATE__JSON_MAX_DEPTH 64
+
+OPSTATE_API bool opstate_json_valid(const uint8_t *p, size_t n)
+{
+    uint64_t is_object = 0; /* bit d: container at depth d+1 is an object */
+    int depth = 0;
+    bool want_key = false;
+    size_t i = opstate__json_ws(p, n, 0);
+    for (;;) { /* expecting a value (or a key, inside an object) */
+        if (i >= n) return false;
+        if (want_key && p[i] != '"') return false;
+        if (!want_key && (p[i] == '{' || p[i] == '[')) {
+            uint8_t close = p[i] == '{' ? '}' : ']';
+            if (depth == OPSTATE__JSON_MAX_DEPTH) return false;
+            is_object = (is_object & ~((uint64_t)1 << depth)) | ((uint64_t)(close == '}') << depth);
+            depth++;
+            i = opstate__json_ws(p, n, i + 1);
+            if (i < n && p[i] == close) {
+                depth--;
+                i++;
+            } else {
+                want_key = ((is_object >> (depth - 1)) & 1) != 0;
+                continue;
+            }
+        } else if (!(i = opstate__json_scalar(p, n, i))) {
+            return false;
+        } else if (want_key) {
+            i = opstate__json_ws(p, n, i);
+            if (i >= n || p[i] != ':') return false;
+            i = opstate__json_ws(p, n, i + 1);
+            want_key = false;
+            continue;
+        }
+        for (;;) { /* after a value: close containers or move to the next item */
+            bool obj;
+            i = opstate__json_ws(p, n, i);
+            if (depth == 0) return i == n;
+            if (i >= n) return false;
+            obj = ((is_object >> (depth - 1)) & 1) != 0;
+            if (p[i] == ',') break;
+            if (p[i] != (obj ? '}' : ']')) return false;
+            depth--;
+            i++;
+        }
+        want_key = ((is_object >> (depth - 1)) & 1) != 0;
+        i = opstate__json_ws(p, n, i + 1);
+    }
+}
+
+/* >>hwm ------------------------------------------------------------------ */
+
+OPSTATE_API void opstate_hwm_init(opstate_hwm *h, opstate_position mark)
+{
+    OPSTATE_MEMSET(h, 0, sizeof *h);
+    h->mark = mark;
+    h->last_delivered = mark.seq;
+}
+
+OPSTATE__PRIVATE uint32_t opstate__hwm_slot(const opstate_hwm *h, uint32_t i)
+{
+    return (h->head + i) % OPSTATE_HWM_CAPACITY;
+}
+
+OPSTATE__PRIVATE bool opstate__hwm_acked(const opstate_hwm *h, uint32_t slot)
+{
+    return ((h->acked[slot / 64] >> (slot % 64)) & 1u) != 0;
+}
+
+OPSTATE__PRIVATE void opstate__hwm_set_acked(opstate_hwm *h, uint32_t slot, bool on)
+{
+    uint64_t bit = (uint64_t)1 << (slot % 64);
+    if (on) h->acked[slot / 64] |= bit;
+    else h->acked[slot / 64] &= ~bit;
+}
+
+OPSTATE_API opstate_result opstate_hwm_deliver(opstate_hwm *h, uint64_t seq, int64_t time)
+{
+    uint32_t slot;
+    if (seq <= h->last_delivered) return OPSTATE_OUT_OF_ORDER;
+    if (h->count == OPSTATE_HWM_CAPACITY) return OPSTATE_WINDOW_FULL;
+    slot = opstate__hwm_slot(h, h->count);
+    h->seq[slot] = seq;
+    h->time[slot] = time;
+    opstate__hwm_set_acked(h, slot, false);
+    h->count++;
+    h->last_delivered = seq;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_hwm_ack(opstate_hwm *h, uint64_t seq)
+{
+    uint32_t lo = 0, hi = h->count;
+    if (seq <= h->mark.seq) return OPSTATE_OK;
+    while (lo < hi) { /* in-flight sequences increase along the ring */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (h->seq[opstate__hwm_slot(h, mid)] < seq) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == h->count || h->seq[opstate__hwm_slot(h, lo)] != seq) return OPSTATE_NOT_FOUND;
+    opstate__hwm_set_acked(h, opstate__hwm_slot(h, lo), true);
+    while (h->count && opstate__hwm_acked(h, h->head)) {
+        h->mark.seq = h->seq[h->head];
+        h->mark.time = h->time[h->head];
+        opstate__hwm_set_acked(h, h->head, false);
+        h->head = (h->head + 1) % OPSTATE_HWM_CAPACITY;
+        h->count--;
+    }
+    return OPSTATE_OK;
+}
+
+OPSTATE_API uint32_t opstate_hwm_in_flight(const opstate_hwm *h) { return h->count; }
+
+/* >>resume --------------------------------------------------------------- */
+
+/* Where a reader starts that has no position: the first retained event, or
+   1 on a never-written stream. */
+OPSTATE__PRIVATE uint64_t opstate__stream_start(const opstate_stream_info *s)
+{
+    return s->first_seq ? s->first_seq : 1u;
+}
+
+OPSTATE__PRIVATE bool opstate__stream_empty(const opstate_stream_info *s)
+{
+    return s->first_seq == 0 || s->last_seq < s->first_seq;
+}
+
+OPSTATE_API opstate_result opstate_resume_check(opstate_position cursor,
+                                                const opstate_stream_info *stream,
+                                                opstate_resume *out)
+{
+    opstate_resume r;
+    if (cursor.seq == UINT64_MAX) return OPSTATE_SEQ_OVERFLOW;
+    r.missed = 0;
+    r.next_seq = opstate__stream_start(stream);
+    if (cursor.seq == 0) {
+        r.state = opstate__stream_empty(stream) ? OPSTATE_RESUME_CAUGHT_UP : OPSTATE_RESUME_OK;
+    } else if (cursor.epoch != stream->epoch || cursor.seq > stream->last_seq) {
+        r.state = OPSTATE_RESUME_RESET;
+    } else if (stream->first_seq && cursor.seq + 1 < stream->first_seq) {
+        r.state = OPSTATE_RESUME_EXPIRED;
+        r.missed = stream->first_seq - (cursor.seq + 1);
+    } else {
+        r.state = cursor.seq == stream->last_seq ? OPSTATE_RESUME_CAUGHT_UP : OPSTATE_RESUME_OK;
+        r.next_seq = cursor.seq + 1;
+    }
+    *out = r;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API const char *opstate_resume_state_str(opstate_resume_state s)
+{
+    switch (s) {
+    case OPSTATE_RESUME_OK: return "ok";
+    case OPSTATE_RESUME_CAUGHT_UP: return "caught up";
+    case OPSTATE_RESUME_EXPIRED: return "expired: events after the cursor were evicted";
+    case OPSTATE_RESUME_RESET: return "reset: the stream was recreated";
+    }
+    return "unknown resume state";
+}
+
+OPSTATE_API opstate_result opstate_gap_classify(uint64_t expected, uint64_t delivered,
+                                                uint64_t epoch, const opstate_stream_info *fresh,
+                                                opstate_gap *out)
+{
+    opstate_gap g;
+    if (expected == 0) return OPSTATE_INVALID_ARGUMENT;
+    g.missing = g.evicted = 0;
+    if (delivered == expected) {
+        g.kind = OPSTATE_GAP_NONE;
+    } else if (delivered < expected) {
+        g.kind = OPSTATE_GAP_REDELIVERY;
+    } else if (!fresh) {
+        return OPSTATE_INVALID_ARGUMENT;
+    } else {
+        g.missing = delivered - expected;
+        if (fresh->epoch != epoch || delivered > fresh->last_seq) {
+            g.kind = OPSTATE_GAP_RESET;
+        } else if (expected < fresh->first_seq) {
+            g.kind = OPSTATE_GAP_EVICTED;
+            g.evicted = (fresh->first_seq < delivered ? fresh->first_seq : delivered) - expected;
+        } else {
+            g.kind = OPSTATE_GAP_SKIPPED;
+        }
+    }
+    *out = g;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API const char *opstate_gap_kind_str(opstate_gap_kind k)
+{
+    switch (k) {
+    case OPSTATE_GAP_NONE: return "none";
+    case OPSTATE_GAP_REDELIVERY: return "redelivery of an applied event";
+    case OPSTATE_GAP_SKIPPED: return "skipped sequences are retained (other subjects)";
+    case OPSTATE_GAP_EVICTED: return "events evicted by retention";
+    case OPSTATE_GAP_RESET: return "stream recreated";
+    }
+    return "unknown gap kind";
+}
+
+/* >>decide --------------------------------------------------------------- */
+
+OPSTATE__PRIVATE bool opstate__cursor_expired(const opstate_position *stored,
+                                              const opstate_stream_info *stream)
+{
+    return stream && stream->first_seq && stored->seq < UINT64_MAX &&
+           stored->seq + 1 < stream->first_seq;
+}
+
+OPSTATE__PRIVATE opstate_restore_decision opstate__decision(bool restore, opstate_reason reason)
+{
+    opstate_restore_decision d;
+    d.restore = restore;
+    d.resync = false;
+    d.reason = reason;
+    d.gap = 0;
+    return d;
+}
+
+/* The matrix once the mode is AUTO and a position is stored. */
+OPSTATE__PRIVATE opstate_restore_decision opstate__decide_auto(opstate_start start,
+                                                               const opstate_position *stored,
+                                                               const opstate_stream_info *stream)
+{
+    opstate_restore_decision d;
+    if (stream && stored->epoch != stream->epoch) return opstate__decision(false, OPSTATE_REASON_STREAM_RECREATED);
+    if (stream && stored->seq > stream->last_seq) return opstate__decision(false, OPSTATE_REASON_CURSOR_AHEAD);
+    switch (start.kind) {
+    case OPSTATE_START_FIRST: return opstate__decision(false, OPSTATE_REASON_FULL_REBUILD);
+    case OPSTATE_START_LATEST: return opstate__decision(false, OPSTATE_REASON_LATEST);
+    case OPSTATE_START_RESUME:
+        d = opstate__decision(true, OPSTATE_REASON_RESUME);
+        if (opstate__cursor_expired(stored, stream)) {
+            d.reason = OPSTATE_REASON_CURSOR_EXPIRED;
+            d.resync = true;
+            d.gap = stream->first_seq - (stored->seq + 1);
+        }
+        return d;
+    case OPSTATE_START_FROM_SEQUENCE:
+        if (start.seq <= stored->seq) return opstate__decision(false, OPSTATE_REASON_BACKWARD_SEQUENCE);
+        d = opstate__decision(true, OPSTATE_REASON_FORWARD_SEQUENCE);
+        d.gap = start.seq - stored->seq - 1;
+        if (d.gap) d.reason = OPSTATE_REASON_FORWARD_SEQUENCE_GAP;
+        return d;
+    case OPSTATE_START_FROM_TIME:
+    default:
+        return opstate__decision(start.time > stored->time, start.time > stored->time
+                                                                ? OPSTATE_REASON_FORWARD_TIME
+                                                                : OPSTATE_REASON_BACKWARD_TIME);
+    }
+}
+
+OPSTATE_API opstate_result opstate_decide_restore(opstate_restore_mode mode, opstate_start start,
+                                                  const opstate_position *stored,
+                                                  const opstate_stream_info *stream,
+                                                  opstate_restore_decision *out)
+{
+    bool has_stored = stored && stored->seq != 0;
+    opstate_restore_decision d;
+    if ((unsigned)mode > OPSTATE_MODE_KEEP || (unsigned)start.kind > OPSTATE_START_FIRST ||
+        (start.kind == OPSTATE_START_FROM_SEQUENCE && start.seq == 0))
+        return OPSTATE_INVALID_ARGUMENT;
+    if (mode == OPSTATE_MODE_CLEAR) {
+        d = opstate__decision(false, OPSTATE_REASON_FORCED_CLEAR);
+    } else if (mode == OPSTATE_MODE_KEEP) {
+        d = opstate__decision(true, OPSTATE_REASON_FORCED_KEEP);
+        if (has_stored && start.kind == OPSTATE_START_RESUME && opstate__cursor_expired(stored, stream)) {
+            d.resync = true;
+            d.gap = stream->first_seq - (stored->seq + 1);
+        }
+    } else if (has_stored) {
+        d = opstate__decide_auto(start, stored, stream);
+    } else if (start.kind == OPSTATE_START_RESUME) {
+        d = opstate__decision(true, OPSTATE_REASON_NOTHING_STORED);
+    } else {
+        d = opstate__decision(false, start.kind == OPSTATE_START_FIRST    ? OPSTATE_REASON_FULL_REBUILD
+                                     : start.kind == OPSTATE_START_LATEST ? OPSTATE_REASON_LATEST
+                                                                          : OPSTATE_REASON_NO_POSITION);
+    }
+    *out = d;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API const char *opstate_reason_str(opstate_reason r)
+{
+    switch (r) {
+#define OPSTATE__REASON_CASE(name, msg) case OPSTATE_REASON_##name: return msg;
+        OPSTATE_REASON_LIST(OPSTATE__REASON_CASE)
+#undef OPSTATE__REASON_CASE
+    default: return "unknown reason";
+    }
+}
+
+OPSTATE_API const char *opstate_reason_name(opstate_reason r)
+{
+    switch (r) {
+#define OPSTATE__REASON_NAME(name, msg) case OPSTATE_REASON_##name: return #name;
+        OPSTATE_REASON_LIST(OPSTATE__REASON_NAME)
+#undef OPSTATE__REASON_NAME
+    default: return "UNKNOWN";
+    }
+}
+
+OPSTATE_API bool opstate_event_time(const opstate_event *ev, opstate_time_fallback fallback,
+                                    int64_t wallclock_ns, int64_t *out)
+{
+    if (ev->has_time) {
+        *out = ev->time;
+        return true;
+    }
+    if (fallback == OPSTATE_TIME_FALLBACK_SKIP) return false;
+    *out = wallclock_ns;
+    return true;
+}
+
+/* >>dedup ---------------------------------------------------------------- */
+
+#define OPSTATE__DEDUP_MAX (1u << 24)
+#define OPSTATE__DEDUP_HEADER 6u
+
+OPSTATE__PRIVATE uint32_t opstate__dedup_table_size(uint32_t capacity)
+{
+    uint32_t t = 1;
+    while (t < 2 * capacity) t <<= 1;
+    return t;
+}
+
+OPSTATE_API size_t opstate_dedup_storage_size(uint32_t capacity)
+{
+    if (capacity == 0 || capacity > OPSTATE__DEDUP_MAX) return 0;
+    return (size_t)opstate__dedup_table_size(capacity) * sizeof(uint32_t) +
+           (size_t)capacity * sizeof(opstate_id);
+}
+
+OPSTATE_API opstate_result opstate_dedup_init(opstate_dedup *d, void *storage, size_t storage_size,
+                                              uint32_t capacity)
+{
+    size_t need = opstate_dedup_storage_size(capacity);
+    uint32_t tsize;
+    if (need == 0 || !storage || storage_size < need || ((uintptr_t)storage % sizeof(uint32_t)) != 0)
+        return OPSTATE_INVALID_ARGUMENT;
+    tsize = opstate__dedup_table_size(capacity);
+    d->table = (uint32_t *)storage;
+    d->ids = (opstate_id *)(void *)(d->table + tsize);
+    d->capacity = capacity;
+    d->table_mask = tsize - 1;
+    opstate_dedup_clear(d);
+    return OPSTATE_OK;
+}
+
+/* Home slot of an id: ids often share their first bytes (UUIDv7 time), so
+   both halves are mixed. */
+OPSTATE__PRIVATE uint32_t opstate__dedup_home(const opstate_dedup *d, const opstate_id *id)
+{
+    uint64_t x = opstate__get_u64(id->bytes) * 0x9e3779b97f4a7c15u ^ opstate__get_u64(id->bytes + 8);
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93u;
+    x ^= x >> 32;
+    return (uint32_t)x & d->table_mask;
+}
+
+/* Table slot holding id, or the empty slot where it would go. */
+OPSTATE__PRIVATE uint32_t opstate__dedup_find(const opstate_dedup *d, const opstate_id *id)
+{
+    uint32_t i = opstate__dedup_home(d, id);
+    while (d->table[i] && !opstate_id_equal(&d->ids[d->table[i] - 1], id)) i = (i + 1) & d->table_mask;
+    return i;
+}
+
+OPSTATE_API bool opstate_dedup_contains(const opstate_dedup *d, const opstate_id *id)
+{
+    return d->table[opstate__dedup_find(d, id)] != 0;
+}
+
+/* Removes the table entry at slot i by shifting later entries of its probe
+   run back (linear probing needs no tombstones then). */
+OPSTATE__PRIVATE void opstate__dedup_unlink(opstate_dedup *d, uint32_t i)
+{
+    uint32_t j = i;
+    d->table[i] = 0;
+    for (;;) {
+        uint32_t home;
+        j = (j + 1) & d->table_mask;
+        if (!d->table[j]) return;
+        home = opstate__dedup_home(d, &d->ids[d->table[j] - 1]);
+        /* move j back to i unless its home lies cyclically in (i, j] */
+        if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
+            d->table[i] = d->table[j];
+            d->table[j] = 0;
+            i = j;
+        }
+    }
+}
+
+OPSTATE_API bool opstate_dedup_insert(opstate_dedup *d, const opstate_id *id)
+{
+    uint32_t slot = opstate__dedup_find(d, id), idx;
+    if (d->table[slot]) return false;
+    if (d->count == d->capacity) {
+        opstate__dedup_unlink(d, opstate__dedup_find(d, &d->ids[d->head]));
+        d->head = (d->head + 1) % d->capacity;
+        d->count--;
+        slot = opstate__dedup_find(d, id); /* the unlink may have moved slots */
+    }
+    idx = (d->head + d->count) % d->capacity;
+    d->ids[idx] = *id;
+    d->table[slot] = idx + 1;
+    d->count++;
+    return true;
+}
+
+OPSTATE_API void opstate_dedup_clear(opstate_dedup *d)
+{
+    OPSTATE_MEMSET(d->table, 0, ((size_t)d->table_mask + 1) * sizeof(uint32_t));
+    d->head = 0;
+    d->count = 0;
+}
+
+OPSTATE_API opstate_result opstate_dedup_encode(const opstate_dedup *d, uint8_t *out, size_t cap,
+                                                size_t *out_len)
+{
+    size_t need = OPSTATE__DEDUP_HEADER + (size_t)d->count * 16u + 4u, i;
+    if (out && cap < need) return OPSTATE_BUFFER_TOO_SMALL;
+    if (out) {
+        out[0] = OPSTATE_DEDUP_FORMAT_VERSION;
+        out[1] = 0;
+        opstate__put_u32(out + 2, d->count);
+        for (i = 0; i < d->count; i++)
+            OPSTATE_MEMCPY(out + OPSTATE__DEDUP_HEADER + 16 * i, d->ids[(d->head + i) % d->capacity].bytes, 16);
+        opstate__put_u32(out + need - 4, opstate_crc32c(0, out, need - 4));
+    }
+    *out_len = need;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t *buf, size_t len,
+                                                opstate_error *err)
+{
+    uint64_t count, need;
+    size_t i;
+    if (len == 0) return opstate__fail(err, OPSTATE_TRUNCATED, 0, "version");
+    if (buf[0] != OPSTATE_DEDUP_FORMAT_VERSION) return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 0, "version");
+    if (len < OPSTATE__DEDUP_HEADER + 4) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
+    count = opstate__get_u32(buf + 2);
+    need = OPSTATE__DEDUP_HEADER + count * 16u + 4u;
+    if (need > len) return opstate__fail(err, OPSTATE_TRUNCATED, len, "count");
+    if (need < len) return opstate__fail(err, OPSTATE_MALFORMED, (size_t)need, "length");
+    if (buf[1] != 0) return opstate__fail(err, OPSTATE_MALFORMED, 1, "reserved");
+    if (count > d->capacity) return opstate__fail(err, OPSTATE_OVERSIZED, 2, "count");
+    if (opstate_crc32c(0, buf, len - 4) != opstate__get_u32(buf + len - 4))
+        return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
+    opstate_dedup_clear(d);
+    for (i = 0; i < count; i++) {
+        opstate_id id;
+        OPSTATE_MEMCPY(id.bytes, buf + OPSTATE__DEDUP_HEADER + 16 * i, 16);
+        opstate_dedup_insert(d, &id);
+    }
+    return OPSTATE_OK;
+}
+
+#endif /* OPSTATE_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+This software is available under the MIT License.
+------------------------------------------------------------------------------
+Copyright (c) 2026 the opstate authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+*/

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs every suite: unit tests (plain, ASan+UBSan, valgrind), the compile
+# matrix, and the fuzz seed replays. Each unit-test case counts once per run;
+# each compile-matrix entry, sanitizer run and seed replay counts as one test.
+# Ends with one line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+mkdir -p "$BUILD"
+passed=0 failed=0
+LIBWARN="-Wall -Wextra -Wpedantic -Werror -Wconversion -Wsign-conversion -Wcast-qual -Wundef"
+
+ok()   { passed=$((passed + 1)); }
+bad()  { failed=$((failed + 1)); echo "FAILED: $*"; }
+# check NAME CMD...: one test; output shown only on failure
+check() {
+  local name=$1; shift
+  local log="$BUILD/log.$(echo "$name" | tr -c 'a-zA-Z0-9._-' '_')"
+  if "$@" >"$log" 2>&1; then ok; else bad "$name"; tail -n 30 "$log"; fi
+}
+# unit NAME CMD...: a runner binary; adds its own counts
+unit() {
+  local name=$1; shift
+  local out line p f
+  out=$("$@" 2>&1); local rc=$?
+  line=$(printf '%s\n' "$out" | tail -n 1)
+  if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]}
+  else
+    p=0 f=1
+  fi
+  passed=$((passed + p)); failed=$((failed + f))
+  if [[ $rc -ne 0 || $f -ne 0 ]]; then
+    [[ $f -eq 0 ]] && failed=$((failed + 1))
+    echo "FAILED: $name"; printf '%s\n' "$out" | grep -v '^ok ' | tail -n 40
+  else
+    echo "$name: $line"
+  fi
+}
+
+echo "== build"
+check "build unit" make -s "$BUILD/unit" || true
+echo "== unit tests"
+if [[ -x $BUILD/unit ]]; then unit "unit" "./$BUILD/unit"; fi
+
+echo "== compile matrix"
+for cc in gcc clang; do
+  for std in c99 c11; do
+    check "$cc $std declarations" $cc -std=$std $LIBWARN -Wstrict-prototypes -c tests/compile/decl_only.c -o "$BUILD/m.o"
+    check "$cc $std implementation" $cc -std=$std $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
+  done
+done
+for std in c++11 c++17; do
+  check "g++ $std declarations" g++ -x c++ -std=$std $LIBWARN -c tests/compile/decl_only.c -o "$BUILD/m.o"
+  check "g++ $std implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl.c -o "$BUILD/m.o"
+done
+check "clang++ c++17 implementation" clang++ -x c++ -std=c++17 $LIBWARN -c tests/impl.c -o "$BUILD/m.o"
+check "freestanding OPSTATE_NO_STDLIB" gcc -std=c99 -ffreestanding -DOPSTATE_NO_STDLIB $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
+check "portable CRC (OPSTATE_NO_HW_CRC)" gcc -std=c99 -DOPSTATE_NO_HW_CRC $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
+check "OPSTATE_STATIC unit" sh -c "gcc -std=c99 $LIBWARN -Wstrict-prototypes tests/compile/static_unit.c -o $BUILD/static_unit && ./$BUILD/static_unit"
+
+echo "== unit tests, portable CRC"
+if check "build unit-nohw" make -s "$BUILD/unit-nohw"; then unit "unit (OPSTATE_NO_HW_CRC)" "./$BUILD/unit-nohw"; fi
+echo "== unit tests under ASan+UBSan"
+if check "build unit-asan" make -s "$BUILD/unit-asan"; then unit "unit (asan+ubsan)" "./$BUILD/unit-asan"; fi
+echo "== unit tests under valgrind"
+if [[ -x $BUILD/unit ]]; then
+  unit "unit (valgrind)" valgrind -q --error-exitcode=99 --leak-check=full "./$BUILD/unit"
+fi
+
+echo "== fuzz seed replay"
+for src in tests/fuzz/fuzz_*.c; do
+  [[ -e $src ]] || continue
+  name=$(basename "$src" .c); name=${name#fuzz_}
+  seeds=(tests/fuzz/seeds/$name/*)
+  check "fuzz replay $name" sh -c "make -s $BUILD/fuzz-replay-$name && ./$BUILD/fuzz-replay-$name ${seeds[*]}"
+done
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
