@@ -135,7 +135,10 @@ extern "C" {
     X(CONFLICT, 15, "expected last sequence does not match")                     \
     X(EXPIRED, 16, "cursor expired: events were evicted by retention")           \
     X(IO, 17, "I/O error")                                                       \
-    X(TIMEOUT, 18, "timed out")
+    X(TIMEOUT, 18, "timed out")                                                  \
+    X(SCHEMA_TOO_NEW, 19, "stored state has a newer schema version than this program") \
+    X(SCHEMA_OLD, 20, "stored state has an older schema version and no upgrade") \
+    X(POISON, 21, "stopped at a poison event")
 
 typedef enum opstate_result {
 #define OPSTATE__RESULT_ENUM(name, value, msg) OPSTATE_##name = value,
@@ -536,6 +539,438 @@ OPSTATE_API opstate_result opstate_dedup_encode(const opstate_dedup *d, uint8_t 
    *d and its storage untouched on failure. */
 OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t *buf, size_t len,
                                                 opstate_error *err);
+
+/* >>alloc ---------------------------------------------------------------- */
+
+/* Everything below this line allocates through an opstate_allocator and is
+   compiled out by OPSTATE_NO_MALLOC. */
+#ifndef OPSTATE_NO_MALLOC
+
+/* Memory for the parts that allocate. All zero = malloc/free (not
+   available under OPSTATE_NO_STDLIB: give your own, e.g. a static arena). */
+typedef struct opstate_allocator {
+    void *(*alloc)(void *user, size_t size); /* NULL on failure */
+    void (*free)(void *user, void *ptr);     /* ptr may be NULL */
+    void *user;
+} opstate_allocator;
+
+typedef enum opstate_log_level {
+    OPSTATE_LOG_ERROR = 0,
+    OPSTATE_LOG_WARN,
+    OPSTATE_LOG_INFO,
+    OPSTATE_LOG_DEBUG
+} opstate_log_level;
+
+/* Where the library reports what it did and what went wrong (one line per
+   call, no trailing newline). All zero = no logging. */
+typedef struct opstate_logger {
+    void (*fn)(void *user, opstate_log_level level, const char *message);
+    void *user;
+} opstate_logger;
+
+/* >>kv ------------------------------------------------------------------- */
+
+typedef struct opstate_kv opstate_kv;
+
+/* One entry as seen by iteration: value and position of its last change. */
+typedef struct opstate_kv_item {
+    opstate_bytes key;
+    opstate_bytes value;       /* for a dirty delete: ptr NULL, len 0 */
+    bool deleted;              /* only in opstate_kv_dirty_iterate */
+    opstate_position position; /* epoch is 0: the consumer knows it */
+} opstate_kv_item;
+
+/* Iteration callback; return false to stop. */
+typedef bool (*opstate_kv_iter_fn)(void *user, const opstate_kv_item *item);
+
+/* A read-only lower layer under the memory part of a KV fold (state larger
+   than memory: the LMDB companion supplies one over its table). The fold
+   consults it for keys it does not hold; deletes stay in memory as
+   tombstones until compaction folds them into the base. */
+typedef struct opstate_kv_base {
+    void *user;
+    /* OK with *value valid until the next call on the base, NOT_FOUND, or
+       an error. */
+    opstate_result (*get)(void *user, opstate_bytes key, opstate_bytes *value,
+                          opstate_position *position);
+    /* Every key in ascending byte order (shorter first on a common prefix). */
+    opstate_result (*iterate)(void *user, opstate_kv_iter_fn fn, void *fn_user);
+    /* Number of keys. */
+    uint64_t (*count)(void *user);
+} opstate_kv_base;
+
+typedef struct opstate_kv_config {
+    opstate_allocator allocator;
+    const opstate_kv_base *base; /* NULL: memory only */
+} opstate_kv_config;
+
+/* Creates an empty fold. cfg may be NULL (defaults). */
+OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opstate_kv **out);
+/* Frees the fold and everything it holds. NULL is fine. */
+OPSTATE_API void opstate_kv_destroy(opstate_kv *kv);
+/* Sets key to value (copied) and marks it dirty. NO_MEMORY or OVERSIZED
+   (key above OPSTATE_MAX_KEY_LEN, value above OPSTATE_MAX_DATA_LEN) leave the
+   fold unchanged; INVALID_ARGUMENT for an empty key. */
+OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, opstate_bytes value,
+                                          opstate_position position);
+/* Removes key and marks the delete dirty; deleting an absent key is OK and
+   changes nothing. */
+OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key,
+                                             opstate_position position);
+/* Looks key up: OK and *item (pointers valid until the next change or
+   base call), NOT_FOUND, or a base error. */
+OPSTATE_API opstate_result opstate_kv_get(const opstate_kv *kv, opstate_bytes key,
+                                          opstate_kv_item *item);
+/* Number of live keys (memory and base). */
+OPSTATE_API uint64_t opstate_kv_count(const opstate_kv *kv);
+/* Bytes held in memory for entries (keys, values, bookkeeping). */
+OPSTATE_API size_t opstate_kv_memory(const opstate_kv *kv);
+/* Calls fn for every live key in ascending key order. NO_MEMORY (it sorts
+   the memory part in a temporary array) or a base error. */
+OPSTATE_API opstate_result opstate_kv_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user);
+/* Calls fn for every dirty key (puts and deletes since the last
+   opstate_kv_mark_clean), in no particular order, with current values. */
+OPSTATE_API void opstate_kv_dirty_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user);
+/* Number of dirty keys. */
+OPSTATE_API uint32_t opstate_kv_dirty_count(const opstate_kv *kv);
+/* After a successful flush: nothing is dirty; tombstones of a memory-only
+   fold are freed. */
+OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv);
+/* After the base absorbed every clean entry (a compaction): frees the clean
+   memory entries. Dirty ones stay. */
+OPSTATE_API void opstate_kv_forget_clean(opstate_kv *kv);
+/* Removes every key from memory (the base is the store's to drop). */
+OPSTATE_API void opstate_kv_clear(opstate_kv *kv);
+/* Key the default apply uses for an event: scope 0x00 kind 0x00 key (tokens
+   cannot hold 0x00, so the split is unambiguous). out == NULL: size. */
+OPSTATE_API opstate_result opstate_kv_event_key(const opstate_event *ev, uint8_t *out, size_t cap,
+                                                size_t *out_len);
+/* Writes the fold as JSON: {"count":N,"items":[{"key":…,"value":…,"seq":N,
+   "time":N},…]} in key order; keys and values follow the event rules
+   (UTF-8 text or "_b64", values embedded when valid JSON). out == NULL:
+   size. NO_MEMORY as for iteration. */
+OPSTATE_API opstate_result opstate_kv_to_json(const opstate_kv *kv, char *out, size_t cap,
+                                              size_t *out_len);
+
+/* >>snapshot ------------------------------------------------------------- */
+
+#define OPSTATE_SNAPSHOT_FORMAT_VERSION 1
+
+/* What a snapshot says besides the state. */
+typedef struct opstate_snapshot_meta {
+    uint32_t schema_version;   /* the application's state schema */
+    opstate_position position; /* high-water mark the state includes */
+} opstate_snapshot_meta;
+
+/* Converts a fold loaded with an older user schema in place (use put /
+   delete so the changes are flushed). */
+typedef opstate_result (*opstate_upgrade_fn)(void *user, uint32_t from_version, opstate_kv *kv);
+
+typedef struct opstate_schema {
+    uint32_t version;           /* what the application writes now */
+    opstate_upgrade_fn upgrade; /* NULL: older state is cleared and replayed */
+    void *user;
+} opstate_schema;
+
+/* Compares a loaded state's schema version with `schema`: OK when equal or
+   after a successful upgrade; SCHEMA_TOO_NEW for a newer one; SCHEMA_OLD
+   for an older one without an upgrade callback; or the callback's error. */
+OPSTATE_API opstate_result opstate_schema_check(const opstate_schema *schema, uint32_t stored_version,
+                                                opstate_kv *kv);
+/* Encodes meta, the dedup window (may be NULL) and every live key:
+     "OPSN" | u16 format | u16 0 | u32 schema | u64 seq | i64 time |
+     u64 epoch | u32 dedup len | dedup bytes | u64 body len | body | u32 CRC
+   body = u64 count, then per key in order: u32 key len | key | u32 value
+   len | value | u64 seq | i64 time. out == NULL: *out_len = size. */
+OPSTATE_API opstate_result opstate_snapshot_encode(const opstate_kv *kv, const opstate_snapshot_meta *meta,
+                                                   const opstate_dedup *dedup, uint8_t *out, size_t cap,
+                                                   size_t *out_len, opstate_error *err);
+/* Decodes a snapshot into `into` (which must be empty), *meta and `dedup`
+   (may be NULL: the window is skipped). Checks magic, format version
+   (UNKNOWN_VERSION), lengths (TRUNCATED / MALFORMED / OVERSIZED) and the
+   CRC (CORRUPT) before touching anything; on any failure `into`, *meta and
+   dedup are left as they were. Decoded keys are clean (not dirty). */
+OPSTATE_API opstate_result opstate_snapshot_decode(const uint8_t *buf, size_t len, opstate_kv *into,
+                                                   opstate_snapshot_meta *meta, opstate_dedup *dedup,
+                                                   opstate_error *err);
+
+/* >>log ------------------------------------------------------------------ */
+
+/* true when `subject` matches the NATS-style `filter`: tokens split on '.',
+   '*' matches one token, '>' (last token only) matches one or more. */
+OPSTATE_API bool opstate_subject_matches(opstate_bytes filter, opstate_bytes subject);
+
+/* One message as a log delivers it; pointers valid until the next call on
+   the log. */
+typedef struct opstate_log_message {
+    opstate_position position;
+    opstate_bytes subject;
+    opstate_bytes data; /* an encoded event (opstate_event_encode) */
+} opstate_log_message;
+
+typedef struct opstate_append_options {
+    const opstate_id *msg_id;    /* NULL: no duplicate check */
+    bool expect_last_subject_seq; /* optimistic concurrency on the subject */
+    uint64_t last_subject_seq;    /* 0: the subject must have no message */
+} opstate_append_options;
+
+typedef struct opstate_append_result {
+    uint64_t seq;   /* the message's sequence (the original's for a duplicate) */
+    bool duplicate; /* msg_id seen within the log's duplicate window */
+} opstate_append_result;
+
+typedef void (*opstate_log_visit_fn)(void *user, const opstate_log_message *msg);
+
+/* An append-only log (memory, LMDB, JetStream). Reads never clamp silently
+   on their own behalf: they return what is retained from `from_seq` on,
+   and the consumer checks what it got against what it asked for. */
+typedef struct opstate_log {
+    void *user;
+    /* Appends one message. CONFLICT when expect_last_subject_seq does not
+       hold; a duplicate id is OK with out->duplicate set. */
+    opstate_result (*append)(void *user, opstate_bytes subject, opstate_bytes data,
+                             const opstate_append_options *opts, opstate_append_result *out,
+                             opstate_error *err);
+    /* Up to `max` retained messages with seq >= from_seq whose subject
+       matches `filter`, in sequence order; may wait up to wait_ns for the
+       first one. *count 0 means none (yet). */
+    opstate_result (*read)(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
+                           opstate_log_message *msgs, size_t max, size_t *count, opstate_error *err);
+    /* First / last sequence and time, epoch, message count. */
+    opstate_result (*info)(void *user, opstate_stream_info *out, opstate_error *err);
+    /* Calls fn with the last retained message of every subject matching
+       `filter` (the view resync reconciles against). */
+    opstate_result (*last_per_subject)(void *user, opstate_bytes filter, opstate_log_visit_fn fn,
+                                       void *fn_user, opstate_error *err);
+} opstate_log;
+
+/* Encodes an event and appends it under "<prefix>.<scope>.<kind>[.<key>]"
+   with its id as the duplicate-check id. `a` may be NULL (default
+   allocator). opts->msg_id is ignored (the event's id is used). */
+OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes prefix,
+                                           const opstate_event *ev, const opstate_append_options *opts,
+                                           const opstate_allocator *a, opstate_append_result *out,
+                                           opstate_error *err);
+
+typedef struct opstate_memlog opstate_memlog;
+
+typedef struct opstate_memlog_config {
+    opstate_allocator allocator;
+    uint64_t max_messages;    /* retention: 0 = unlimited */
+    int64_t max_age_ns;       /* retention by publish time: 0 = unlimited */
+    uint64_t max_per_subject; /* retention per subject: 0 = unlimited */
+    uint32_t duplicate_window; /* ids remembered for append dedup (0: 1024) */
+    uint64_t epoch;           /* incarnation (0: 1) */
+    /* Publish time in ns. NULL: a logical clock (1, 2, 3, ...). */
+    int64_t (*clock)(void *user);
+    void *clock_user;
+} opstate_memlog_config;
+
+/* An in-memory log with JetStream's semantics: sequences from 1, retention
+   that really advances first_seq, a duplicate window, expected last subject
+   sequence, an epoch. cfg may be NULL. */
+OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cfg, opstate_memlog **out);
+OPSTATE_API void opstate_memlog_destroy(opstate_memlog *m);
+/* The log interface over m (valid while m lives). */
+OPSTATE_API opstate_log opstate_memlog_log(opstate_memlog *m);
+/* Deletes and recreates the stream: empty, sequences restart at 1, new
+   epoch. */
+OPSTATE_API void opstate_memlog_recreate(opstate_memlog *m, uint64_t new_epoch);
+/* Removes every message below `below_seq` (a purge), like retention does. */
+OPSTATE_API void opstate_memlog_purge(opstate_memlog *m, uint64_t below_seq);
+/* Applies max age now (it also runs on every append). */
+OPSTATE_API void opstate_memlog_enforce_retention(opstate_memlog *m);
+
+/* >>store ---------------------------------------------------------------- */
+
+/* Where a consumer's snapshot lives. flush commits the fold's dirty keys,
+   the meta and the dedup window in ONE atomic step: after a crash the store
+   holds the old triple or the new one, never a mix. */
+typedef struct opstate_store {
+    void *user;
+    /* The stored meta without loading the state; NOT_FOUND when empty. */
+    opstate_result (*read_meta)(void *user, opstate_snapshot_meta *meta, opstate_error *err);
+    /* Loads state (into an empty fold), meta and dedup window (dedup may
+       be NULL). NOT_FOUND when nothing is stored. */
+    opstate_result (*load)(void *user, opstate_kv *kv, opstate_snapshot_meta *meta, opstate_dedup *dedup,
+                           opstate_error *err);
+    /* Commits kv's dirty entries + meta + dedup atomically. On OK the caller
+       marks the fold clean. The store may compact and then call
+       opstate_kv_forget_clean. */
+    opstate_result (*flush)(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+                            const opstate_dedup *dedup, opstate_error *err);
+    /* Removes everything stored. */
+    opstate_result (*drop)(void *user, opstate_error *err);
+    /* Optional: a read-through base for the fold (state larger than
+       memory). NULL or returning NULL: load-all mode. */
+    const opstate_kv_base *(*base)(void *user);
+} opstate_store;
+
+typedef struct opstate_memstore opstate_memstore;
+
+/* A store that keeps the last committed snapshot as bytes in memory
+   (flush re-encodes the whole fold: O(state), for tests and small state). */
+OPSTATE_API opstate_result opstate_memstore_create(const opstate_allocator *a, opstate_memstore **out);
+OPSTATE_API void opstate_memstore_destroy(opstate_memstore *m);
+OPSTATE_API opstate_store opstate_memstore_store(opstate_memstore *m);
+/* The committed snapshot bytes (NULL/0 when empty), e.g. to corrupt them
+   in a test or export them. */
+OPSTATE_API opstate_bytes opstate_memstore_bytes(const opstate_memstore *m);
+
+#define OPSTATE_FAULT_LOAD 1u  /* read_meta and load */
+#define OPSTATE_FAULT_FLUSH 2u
+#define OPSTATE_FAULT_DROP 4u
+
+/* Fault injection around any store: operations in `ops` fail with `error`
+   (0: OPSTATE_IO) once `after` of them have succeeded, `count` times (0:
+   for ever). Fill inner/ops/after/count, then use opstate_faulty_store(). */
+typedef struct opstate_faulty {
+    opstate_store inner;
+    unsigned ops;
+    uint64_t after, count;
+    opstate_result error;
+    uint64_t calls, failures; /* counters, read them in tests */
+} opstate_faulty;
+
+OPSTATE_API opstate_store opstate_faulty_store(opstate_faulty *f);
+
+/* >>consumer ------------------------------------------------------------- */
+
+typedef enum opstate_apply_outcome {
+    OPSTATE_APPLY_DONE = 0, /* applied: acked now */
+    OPSTATE_APPLY_DEFER,    /* finished later: call opstate_consumer_ack */
+    OPSTATE_APPLY_REJECT,   /* poison: recorded, then stop or skip */
+    OPSTATE_APPLY_RETRY     /* a resource ran out: poll stops, returns
+                               NO_MEMORY, and offers the event again */
+} opstate_apply_outcome;
+
+/* Folds one event into the state. Must be deterministic (replay and
+   restart re-run it). */
+typedef opstate_apply_outcome (*opstate_apply_fn)(void *user, opstate_kv *kv, const opstate_event *ev);
+
+/* The default apply: PUT sets opstate_kv_event_key(ev) to the data, DELETE
+   removes it, any other op is rejected; NO_MEMORY asks for a retry. */
+OPSTATE_API opstate_apply_outcome opstate_apply_default(void *user, opstate_kv *kv, const opstate_event *ev);
+
+/* Progress of a long restore or replay: from `start` to `end` sequence,
+   `count` events so far, now at `current`. */
+typedef void (*opstate_progress_fn)(void *user, uint64_t start, uint64_t end, uint64_t count,
+                                    uint64_t current);
+
+typedef enum opstate_poison_policy {
+    OPSTATE_POISON_STOP = 0, /* poll returns POISON and stays at the event */
+    OPSTATE_POISON_SKIP      /* record, count, move on */
+} opstate_poison_policy;
+
+typedef struct opstate_poison {
+    opstate_position position;
+    opstate_id id;         /* zero when the event did not decode */
+    opstate_result reason; /* decode error, or POISON for an apply reject */
+} opstate_poison;
+
+typedef struct opstate_consumer_config {
+    opstate_allocator allocator;
+    opstate_logger logger;
+    opstate_log log;
+    opstate_store store;
+    opstate_bytes filter;      /* subjects this consumer owns; empty: ">" */
+    opstate_restore_mode mode;
+    opstate_start start;
+    opstate_schema schema;
+    opstate_apply_fn apply;    /* NULL: opstate_apply_default */
+    void *apply_user;
+    opstate_time_fallback time_fallback; /* events without a time */
+    uint32_t dedup_capacity;   /* recent ids kept (0: 1024; at least 2 x OPSTATE_HWM_CAPACITY) */
+    uint32_t batch;            /* messages per read (0: 256) */
+    uint64_t flush_every;      /* flush after this many events (0: never by count) */
+    int64_t flush_interval_ns; /* and/or this often (0: never by time; needs clock) */
+    int64_t (*clock)(void *user); /* ns since the Unix epoch; NULL: no time budget/interval */
+    void *clock_user;
+    bool no_resync;            /* EXPIRED: keep stale keys instead of reconciling */
+    opstate_poison_policy poison;
+    opstate_progress_fn progress;
+    void *progress_user;
+} opstate_consumer_config;
+
+typedef struct opstate_consumer opstate_consumer;
+
+/* What opening did and what polling has done so far. */
+typedef struct opstate_consumer_status {
+    opstate_restore_decision decision;
+    opstate_resume resume;     /* the resume check at open */
+    bool resynced;             /* keys reconciled after an expired cursor */
+    uint64_t resync_removed;   /* keys removed by resyncs */
+    uint64_t resets;           /* stream recreations seen while live */
+    uint64_t applied, skipped; /* events applied; redeliveries and duplicates skipped */
+    uint64_t flushes, flush_failures;
+    uint64_t poison_count;
+    opstate_poison last_poison;
+} opstate_consumer_status;
+
+typedef struct opstate_poll_result {
+    uint32_t applied, skipped, poison;
+    bool caught_up; /* the log had nothing more */
+} opstate_poll_result;
+
+/* Opens a consumer: restore decision -> load or clear -> resume check ->
+   resync when the cursor expired -> ready to poll. Errors from the store's
+   load or drop, SCHEMA_TOO_NEW, and log errors are returned; nothing is
+   left allocated then. */
+OPSTATE_API opstate_result opstate_consumer_open(const opstate_consumer_config *cfg, opstate_consumer **out,
+                                                 opstate_error *err);
+/* Reads and applies up to max_events (0: one batch) within budget_ns (0:
+   no limit; needs a clock), flushing when due. A failed periodic flush is
+   logged and retried later (the keys stay dirty); it is not returned.
+   Returns POISON under the stop policy, or a log error. */
+OPSTATE_API opstate_result opstate_consumer_poll(opstate_consumer *c, uint32_t max_events, int64_t budget_ns,
+                                                 opstate_poll_result *out, opstate_error *err);
+/* Acknowledges a DEFERred event: the high-water mark can pass it. */
+OPSTATE_API opstate_result opstate_consumer_ack(opstate_consumer *c, uint64_t seq);
+/* Flushes now and returns the store's error, if any. */
+OPSTATE_API opstate_result opstate_consumer_flush(opstate_consumer *c, opstate_error *err);
+/* Final flush, then frees the consumer (always). Returns the flush error. */
+OPSTATE_API opstate_result opstate_consumer_close(opstate_consumer *c, opstate_error *err);
+/* The state being folded (owned by the consumer). */
+OPSTATE_API opstate_kv *opstate_consumer_state(opstate_consumer *c);
+/* The high-water mark: every event at or below it was applied. */
+OPSTATE_API opstate_position opstate_consumer_position(const opstate_consumer *c);
+OPSTATE_API const opstate_consumer_status *opstate_consumer_get_status(const opstate_consumer *c);
+
+/* >>replay --------------------------------------------------------------- */
+
+typedef struct opstate_replay_config {
+    opstate_allocator allocator;
+    opstate_log log;
+    opstate_bytes filter;  /* empty: every subject; opstate_subject_filter for one scope */
+    uint64_t from_seq;     /* first sequence (0: the first retained), e.g. after a snapshot */
+    uint64_t until_seq;    /* cutoff: last sequence to apply (0: none) */
+    bool has_until_time;
+    int64_t until_time;    /* cutoff: skip events published after it (a filter,
+                              not a stop: later sequences may be earlier) */
+    uint64_t max_events;   /* cutoff: stop after this many applied (0: none) */
+    opstate_apply_fn apply; /* NULL: opstate_apply_default */
+    void *apply_user;
+    opstate_time_fallback time_fallback;
+    uint32_t batch;        /* messages per read (0: 256) */
+    opstate_progress_fn progress;
+    void *progress_user;
+} opstate_replay_config;
+
+typedef struct opstate_replay_result {
+    opstate_position position; /* last applied event */
+    uint64_t end_seq;          /* where the replay stopped reading: the last
+                                  sequence read from info at the start, or the
+                                  until_seq cutoff when lower */
+    uint64_t applied, filtered, poison;
+} opstate_replay_result;
+
+/* Folds the log into `into` up to the cutoffs. The end is fixed when the
+   replay starts (last_seq then), so events appended meanwhile are not
+   included and it never waits. Poison events are skipped and counted. */
+OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opstate_kv *into,
+                                          opstate_replay_result *out, opstate_error *err);
+
+#endif /* OPSTATE_NO_MALLOC */
 
 #ifdef __cplusplus
 }
@@ -1765,11 +2200,11 @@ OPSTATE__PRIVATE bool opstate__utf8_valid(opstate_bytes b)
     return true;
 }
 
-/* "name":"text" for UTF-8, "name_b64":"base64" otherwise. */
-OPSTATE__PRIVATE void opstate__jw_field(opstate__jw *w, const char *name, opstate_bytes b)
+/* ,"name":"text" for UTF-8, ,"name_b64":"base64" otherwise (no comma when !comma). */
+OPSTATE__PRIVATE void opstate__jw_field(opstate__jw *w, bool comma, const char *name, opstate_bytes b)
 {
     bool text = opstate__utf8_valid(b);
-    opstate__jw_raw(w, ",\"", 2);
+    opstate__jw_cstr(w, comma ? ",\"" : "\"");
     opstate__jw_cstr(w, name);
     opstate__jw_cstr(w, text ? "\":" : "_b64\":");
     if (text) opstate__jw_string(w, b);
@@ -1796,6 +2231,19 @@ OPSTATE__PRIVATE void opstate__jw_compact(opstate__jw *w, opstate_bytes b)
     }
 }
 
+/* ,"name":<JSON> when bytes are valid JSON (compacted), ,"name_b64":"…"
+   otherwise, ,"name":null when empty; no leading comma when !comma. */
+OPSTATE__PRIVATE void opstate__jw_payload(opstate__jw *w, bool comma, const char *name, opstate_bytes b)
+{
+    bool json = b.len == 0 || opstate_json_valid(b.ptr, b.len);
+    opstate__jw_cstr(w, comma ? ",\"" : "\"");
+    opstate__jw_cstr(w, name);
+    opstate__jw_cstr(w, json ? "\":" : "_b64\":");
+    if (b.len == 0) opstate__jw_cstr(w, "null");
+    else if (json) opstate__jw_compact(w, b);
+    else opstate__jw_base64(w, b);
+}
+
 OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
 {
     char id[OPSTATE_ID_TEXT_LEN];
@@ -1803,9 +2251,9 @@ OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
     opstate__jw_cstr(w, "{\"id\":\"");
     opstate__jw_raw(w, id, sizeof id);
     opstate__jw_raw(w, "\"", 1);
-    opstate__jw_field(w, "scope", ev->scope);
-    opstate__jw_field(w, "kind", ev->kind);
-    if (ev->key.len) opstate__jw_field(w, "key", ev->key);
+    opstate__jw_field(w, true, "scope", ev->scope);
+    opstate__jw_field(w, true, "kind", ev->kind);
+    if (ev->key.len) opstate__jw_field(w, true, "key", ev->key);
     else opstate__jw_cstr(w, ",\"key\":null");
     opstate__jw_cstr(w, ",\"op\":");
     if (ev->op == OPSTATE_OP_PUT) opstate__jw_cstr(w, "\"put\"");
@@ -1820,17 +2268,9 @@ OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
     opstate__jw_i64(w, ev->position.time);
     opstate__jw_cstr(w, ",\"epoch\":");
     opstate__jw_u64(w, ev->position.epoch);
-    if (ev->data.len == 0) {
-        opstate__jw_cstr(w, "},\"data\":null}");
-    } else if (opstate_json_valid(ev->data.ptr, ev->data.len)) {
-        opstate__jw_cstr(w, "},\"data\":");
-        opstate__jw_compact(w, ev->data);
-        opstate__jw_raw(w, "}", 1);
-    } else {
-        opstate__jw_cstr(w, "},\"data_b64\":");
-        opstate__jw_base64(w, ev->data);
-        opstate__jw_raw(w, "}", 1);
-    }
+    opstate__jw_raw(w, "}", 1);
+    opstate__jw_payload(w, true, "data", ev->data);
+    opstate__jw_raw(w, "}", 1);
 }
 
 OPSTATE_API opstate_result opstate_event_to_json(const opstate_event *ev, char *out, size_t cap,
@@ -2379,11 +2819,11 @@ OPSTATE_API opstate_result opstate_dedup_encode(const opstate_dedup *d, uint8_t 
     return OPSTATE_OK;
 }
 
-OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t *buf, size_t len,
-                                                opstate_error *err)
+/* Every check of opstate_dedup_decode, without touching d. */
+OPSTATE__PRIVATE opstate_result opstate__dedup_check(const opstate_dedup *d, const uint8_t *buf, size_t len,
+                                                     opstate_error *err)
 {
     uint64_t count, need;
-    size_t i;
     if (len == 0) return opstate__fail(err, OPSTATE_TRUNCATED, 0, "version");
     if (buf[0] != OPSTATE_DEDUP_FORMAT_VERSION) return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 0, "version");
     if (len < OPSTATE__DEDUP_HEADER + 4) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
@@ -2395,6 +2835,16 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
     if (count > d->capacity) return opstate__fail(err, OPSTATE_OVERSIZED, 2, "count");
     if (opstate_crc32c(0, buf, len - 4) != opstate__get_u32(buf + len - 4))
         return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t *buf, size_t len,
+                                                opstate_error *err)
+{
+    size_t i, count;
+    opstate_result r = opstate__dedup_check(d, buf, len, err);
+    if (r != OPSTATE_OK) return r;
+    count = opstate__get_u32(buf + 2);
     opstate_dedup_clear(d);
     for (i = 0; i < count; i++) {
         opstate_id id;
@@ -2403,6 +2853,2045 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
     }
     return OPSTATE_OK;
 }
+
+
+/* >>alloc ---------------------------------------------------------------- */
+
+#ifndef OPSTATE_NO_MALLOC
+#ifndef OPSTATE_NO_STDLIB
+#include <stdlib.h>
+#endif
+
+OPSTATE__PRIVATE void *opstate__alloc(const opstate_allocator *a, size_t n)
+{
+    if (a->alloc) return a->alloc(a->user, n);
+#ifndef OPSTATE_NO_STDLIB
+    return malloc(n);
+#else
+    return NULL;
+#endif
+}
+
+/* n * size in *out; false when it overflows size_t. */
+OPSTATE__PRIVATE bool opstate__array_bytes(size_t n, size_t size, size_t *out)
+{
+    if (size && n > SIZE_MAX / size) return false;
+    *out = n * size;
+    return true;
+}
+
+OPSTATE__PRIVATE void opstate__free(const opstate_allocator *a, void *p)
+{
+    if (!p) return;
+    if (a->free) {
+        a->free(a->user, p);
+        return;
+    }
+#ifndef OPSTATE_NO_STDLIB
+    free(p);
+#endif
+}
+
+/* A log line built without printf: text and numbers appended to a fixed
+   buffer, cut (with "...") when it would overflow. */
+typedef struct opstate__msg {
+    char text[256];
+    size_t len;
+} opstate__msg;
+
+OPSTATE__PRIVATE opstate__msg *opstate__msg_str(opstate__msg *m, const char *s)
+{
+    while (*s && m->len < sizeof m->text - 4) m->text[m->len++] = *s++;
+    if (*s) {
+        OPSTATE_MEMCPY(m->text + m->len, "...", 3);
+        m->len += 3;
+    }
+    m->text[m->len] = '\0';
+    return m;
+}
+
+OPSTATE__PRIVATE opstate__msg *opstate__msg_u64(opstate__msg *m, uint64_t v)
+{
+    char digits[21];
+    size_t n = 20;
+    digits[20] = '\0';
+    do {
+        digits[--n] = (char)('0' + (int)(v % 10u));
+        v /= 10u;
+    } while (v);
+    return opstate__msg_str(m, digits + n);
+}
+
+OPSTATE__PRIVATE void opstate__log(const opstate_logger *lg, opstate_log_level level, const opstate__msg *m)
+{
+    if (lg->fn) lg->fn(lg->user, level, m->text);
+}
+
+/* >>kv ------------------------------------------------------------------- */
+
+#define OPSTATE__KV_DIRTY 1u
+#define OPSTATE__KV_TOMB 2u    /* deleted; kept while dirty or hiding a base key */
+#define OPSTATE__KV_IN_BASE 4u /* the base held the key when the entry was made */
+#define OPSTATE__KV_SEEN 8u    /* resync mark */
+#define OPSTATE__KV_MIN_SLOTS 16u
+
+typedef struct opstate__kv_entry {
+    struct opstate__kv_entry *dirty_next;
+    uint8_t *value;
+    uint64_t hash;
+    uint64_t seq;
+    int64_t time;
+    uint32_t key_len, value_len;
+    uint32_t flags;
+} opstate__kv_entry; /* the key bytes follow the struct */
+
+struct opstate_kv {
+    opstate_allocator a;
+    const opstate_kv_base *base;
+    opstate__kv_entry **slots;
+    uint32_t mask, used;
+    opstate__kv_entry *dirty;
+    uint32_t dirty_count;
+    int64_t live_delta; /* sum over entries of live - in_base */
+    size_t memory;
+};
+
+OPSTATE__PRIVATE uint8_t *opstate__kv_key(const opstate__kv_entry *e)
+{
+    return (uint8_t *)(uintptr_t)(e + 1);
+}
+
+OPSTATE__PRIVATE uint64_t opstate__mix64(uint64_t x)
+{
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93u;
+    x ^= x >> 32;
+    return x;
+}
+
+/* 64-bit hash of a byte string, eight bytes per step. */
+OPSTATE__PRIVATE uint64_t opstate__hash_bytes(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n, tail = 0;
+    size_t i;
+    for (; n >= 8; p += 8, n -= 8) h = (h ^ opstate__mix64(opstate__get_u64(p))) * 0xff51afd7ed558ccdu;
+    for (i = 0; i < n; i++) tail |= (uint64_t)p[i] << (8 * i);
+    return opstate__mix64((h ^ opstate__mix64(tail ^ n)) * 0xc4ceb9fe1a85ec53u);
+}
+
+OPSTATE__PRIVATE int opstate__key_compare(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+    int c = (an && bn) ? OPSTATE_MEMCMP(a, b, an < bn ? an : bn) : 0;
+    if (c) return c;
+    return an < bn ? -1 : an > bn ? 1 : 0;
+}
+
+/* Slot holding key, or the empty slot where it would go. */
+OPSTATE__PRIVATE uint32_t opstate__kv_find(const opstate_kv *kv, const uint8_t *key, size_t len, uint64_t h)
+{
+    uint32_t i = (uint32_t)h & kv->mask;
+    for (;; i = (i + 1) & kv->mask) {
+        const opstate__kv_entry *e = kv->slots[i];
+        if (!e || (e->hash == h && e->key_len == len && OPSTATE_MEMCMP(opstate__kv_key(e), key, len) == 0))
+            return i;
+    }
+}
+
+OPSTATE__PRIVATE opstate_result opstate__kv_resize(opstate_kv *kv, uint32_t nslots)
+{
+    opstate__kv_entry **old = kv->slots, **fresh;
+    uint32_t old_n = kv->slots ? kv->mask + 1 : 0, i;
+    size_t bytes;
+    if (nslots > (UINT32_MAX / 2u) || !opstate__array_bytes(nslots, sizeof *fresh, &bytes)) return OPSTATE_NO_MEMORY;
+    fresh = (opstate__kv_entry **)opstate__alloc(&kv->a, bytes);
+    if (!fresh) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(fresh, 0, (size_t)nslots * sizeof *fresh);
+    kv->slots = fresh;
+    kv->mask = nslots - 1;
+    for (i = 0; i < old_n; i++)
+        if (old[i]) fresh[opstate__kv_find(kv, opstate__kv_key(old[i]), old[i]->key_len, old[i]->hash)] = old[i];
+    opstate__free(&kv->a, old);
+    kv->memory = kv->memory - (size_t)old_n * sizeof *fresh + (size_t)nslots * sizeof *fresh;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opstate_kv **out)
+{
+    opstate_kv_config defaults;
+    opstate_kv *kv;
+    if (!cfg) {
+        OPSTATE_MEMSET(&defaults, 0, sizeof defaults);
+        cfg = &defaults;
+    }
+    kv = (opstate_kv *)opstate__alloc(&cfg->allocator, sizeof *kv);
+    if (!kv) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(kv, 0, sizeof *kv);
+    kv->a = cfg->allocator;
+    kv->base = cfg->base;
+    kv->memory = sizeof *kv;
+    if (opstate__kv_resize(kv, OPSTATE__KV_MIN_SLOTS) != OPSTATE_OK) {
+        opstate__free(&cfg->allocator, kv);
+        return OPSTATE_NO_MEMORY;
+    }
+    *out = kv;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE void opstate__kv_free_entry(opstate_kv *kv, opstate__kv_entry *e)
+{
+    kv->memory -= sizeof *e + e->key_len + e->value_len;
+    opstate__free(&kv->a, e->value);
+    opstate__free(&kv->a, e);
+}
+
+OPSTATE_API void opstate_kv_clear(opstate_kv *kv)
+{
+    uint32_t i;
+    for (i = 0; i <= kv->mask; i++) {
+        if (kv->slots[i]) opstate__kv_free_entry(kv, kv->slots[i]);
+        kv->slots[i] = NULL;
+    }
+    kv->used = 0;
+    kv->dirty = NULL;
+    kv->dirty_count = 0;
+    kv->live_delta = 0;
+}
+
+OPSTATE_API void opstate_kv_destroy(opstate_kv *kv)
+{
+    opstate_allocator a;
+    if (!kv) return;
+    a = kv->a;
+    opstate_kv_clear(kv);
+    opstate__free(&a, kv->slots);
+    opstate__free(&a, kv);
+}
+
+/* live - in_base: what an entry adds to the base's key count. */
+OPSTATE__PRIVATE int opstate__kv_contribution(const opstate__kv_entry *e)
+{
+    return ((e->flags & OPSTATE__KV_TOMB) ? 0 : 1) - ((e->flags & OPSTATE__KV_IN_BASE) ? 1 : 0);
+}
+
+OPSTATE__PRIVATE void opstate__kv_touch(opstate_kv *kv, opstate__kv_entry *e, opstate_position pos)
+{
+    e->seq = pos.seq;
+    e->time = pos.time;
+    if (e->flags & OPSTATE__KV_DIRTY) return;
+    e->flags |= OPSTATE__KV_DIRTY;
+    e->dirty_next = kv->dirty;
+    kv->dirty = e;
+    kv->dirty_count++;
+}
+
+/* Makes a new entry for key at slot *slot (growing the table first when
+   needed). The entry starts as a tombstone ("absent"), or as present when
+   the base holds the key. */
+OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes key, uint64_t h,
+                                                   uint32_t *slot, opstate__kv_entry **out)
+{
+    opstate__kv_entry *e;
+    opstate_result r = OPSTATE_NOT_FOUND;
+    if ((kv->used + 1u) * 4u > (kv->mask + 1u) * 3u) {
+        r = opstate__kv_resize(kv, (kv->mask + 1u) * 2u);
+        if (r != OPSTATE_OK) return r;
+        *slot = opstate__kv_find(kv, key.ptr, key.len, h);
+        r = OPSTATE_NOT_FOUND;
+    }
+    if (kv->base) {
+        opstate_bytes v;
+        opstate_position p;
+        r = kv->base->get(kv->base->user, key, &v, &p);
+        if (r != OPSTATE_OK && r != OPSTATE_NOT_FOUND) return r;
+    }
+    e = (opstate__kv_entry *)opstate__alloc(&kv->a, sizeof *e + key.len);
+    if (!e) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(e, 0, sizeof *e);
+    OPSTATE_MEMCPY(opstate__kv_key(e), key.ptr, key.len);
+    e->hash = h;
+    e->key_len = (uint32_t)key.len;
+    e->flags = r == OPSTATE_OK ? OPSTATE__KV_IN_BASE : OPSTATE__KV_TOMB;
+    kv->slots[*slot] = e;
+    kv->used++;
+    kv->memory += sizeof *e + key.len;
+    *out = e;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE void opstate__kv_remove(opstate_kv *kv, opstate__kv_entry *e);
+
+OPSTATE__PRIVATE opstate_result opstate__kv_key_check(opstate_bytes key)
+{
+    if (key.len == 0) return OPSTATE_INVALID_ARGUMENT;
+    return key.len > OPSTATE_MAX_KEY_LEN ? OPSTATE_OVERSIZED : OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, opstate_bytes value,
+                                          opstate_position position)
+{
+    uint64_t h;
+    uint32_t slot;
+    opstate__kv_entry *e;
+    uint8_t *copy = NULL;
+    int before;
+    opstate_result r = opstate__kv_key_check(key);
+    if (r != OPSTATE_OK) return r;
+    if (value.len > OPSTATE_MAX_DATA_LEN) return OPSTATE_OVERSIZED;
+    h = opstate__hash_bytes(key.ptr, key.len);
+    slot = opstate__kv_find(kv, key.ptr, key.len, h);
+    e = kv->slots[slot];
+    if (e && value.len && e->value_len == value.len) { /* live, same size: overwrite in place */
+        OPSTATE_MEMCPY(e->value, value.ptr, value.len);
+        opstate__kv_touch(kv, e, position);
+        return OPSTATE_OK;
+    }
+    if (value.len && !(copy = (uint8_t *)opstate__alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
+    if (!e && (r = opstate__kv_insert(kv, key, h, &slot, &e)) != OPSTATE_OK) {
+        opstate__free(&kv->a, copy);
+        return r;
+    }
+    before = opstate__kv_contribution(e);
+    if (value.len) OPSTATE_MEMCPY(copy, value.ptr, value.len);
+    opstate__free(&kv->a, e->value);
+    kv->memory = kv->memory - e->value_len + value.len;
+    e->value = copy;
+    e->value_len = (uint32_t)value.len;
+    e->flags &= ~OPSTATE__KV_TOMB;
+    kv->live_delta += opstate__kv_contribution(e) - before;
+    opstate__kv_touch(kv, e, position);
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, opstate_position position)
+{
+    uint64_t h;
+    uint32_t slot;
+    opstate__kv_entry *e;
+    int before;
+    opstate_result r = opstate__kv_key_check(key);
+    if (r != OPSTATE_OK) return r;
+    h = opstate__hash_bytes(key.ptr, key.len);
+    slot = opstate__kv_find(kv, key.ptr, key.len, h);
+    e = kv->slots[slot];
+    if (!e) {
+        if (!kv->base) return OPSTATE_OK;
+        if ((r = opstate__kv_insert(kv, key, h, &slot, &e)) != OPSTATE_OK) return r;
+        if (e->flags & OPSTATE__KV_TOMB) { /* not in the base either */
+            opstate__kv_remove(kv, e);
+            return OPSTATE_OK;
+        }
+    }
+    if (e->flags & OPSTATE__KV_TOMB) return OPSTATE_OK;
+    before = opstate__kv_contribution(e);
+    opstate__free(&kv->a, e->value);
+    kv->memory -= e->value_len;
+    e->value = NULL;
+    e->value_len = 0;
+    e->flags |= OPSTATE__KV_TOMB;
+    kv->live_delta += opstate__kv_contribution(e) - before;
+    opstate__kv_touch(kv, e, position);
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE void opstate__kv_item(const opstate__kv_entry *e, opstate_kv_item *item)
+{
+    item->key.ptr = opstate__kv_key(e);
+    item->key.len = e->key_len;
+    item->value.ptr = e->value;
+    item->value.len = e->value_len;
+    item->deleted = (e->flags & OPSTATE__KV_TOMB) != 0;
+    item->position.seq = e->seq;
+    item->position.time = e->time;
+    item->position.epoch = 0;
+}
+
+OPSTATE_API opstate_result opstate_kv_get(const opstate_kv *kv, opstate_bytes key, opstate_kv_item *item)
+{
+    const opstate__kv_entry *e;
+    if (opstate__kv_key_check(key) != OPSTATE_OK) return OPSTATE_NOT_FOUND;
+    e = kv->slots[opstate__kv_find(kv, key.ptr, key.len, opstate__hash_bytes(key.ptr, key.len))];
+    if (e) {
+        if (e->flags & OPSTATE__KV_TOMB) return OPSTATE_NOT_FOUND;
+        opstate__kv_item(e, item);
+        return OPSTATE_OK;
+    }
+    if (kv->base) {
+        opstate_kv_item found;
+        opstate_result r = kv->base->get(kv->base->user, key, &found.value, &found.position);
+        if (r != OPSTATE_OK) return r;
+        found.key = key;
+        found.deleted = false;
+        *item = found;
+        return OPSTATE_OK;
+    }
+    return OPSTATE_NOT_FOUND;
+}
+
+OPSTATE_API uint64_t opstate_kv_count(const opstate_kv *kv)
+{
+    int64_t base = kv->base ? (int64_t)kv->base->count(kv->base->user) : 0;
+    return (uint64_t)(base + kv->live_delta);
+}
+
+OPSTATE_API size_t opstate_kv_memory(const opstate_kv *kv) { return kv->memory; }
+
+OPSTATE_API void opstate_kv_dirty_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user)
+{
+    const opstate__kv_entry *e;
+    for (e = kv->dirty; e; e = e->dirty_next) {
+        opstate_kv_item item;
+        opstate__kv_item(e, &item);
+        if (!fn(user, &item)) return;
+    }
+}
+
+OPSTATE_API uint32_t opstate_kv_dirty_count(const opstate_kv *kv) { return kv->dirty_count; }
+
+/* Takes the entry at slot i out of the table (backward-shift deletion). */
+OPSTATE__PRIVATE void opstate__kv_unlink(opstate_kv *kv, uint32_t i)
+{
+    uint32_t j = i;
+    kv->slots[i] = NULL;
+    kv->used--;
+    for (;;) {
+        uint32_t home;
+        j = (j + 1) & kv->mask;
+        if (!kv->slots[j]) return;
+        home = (uint32_t)kv->slots[j]->hash & kv->mask;
+        if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
+            kv->slots[i] = kv->slots[j];
+            kv->slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+OPSTATE__PRIVATE void opstate__kv_remove(opstate_kv *kv, opstate__kv_entry *e)
+{
+    opstate__kv_unlink(kv, opstate__kv_find(kv, opstate__kv_key(e), e->key_len, e->hash));
+    kv->live_delta -= opstate__kv_contribution(e);
+    opstate__kv_free_entry(kv, e);
+}
+
+OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv)
+{
+    opstate__kv_entry *e = kv->dirty, *next;
+    for (; e; e = next) {
+        next = e->dirty_next;
+        e->dirty_next = NULL;
+        e->flags &= ~OPSTATE__KV_DIRTY;
+        if (!kv->base && (e->flags & OPSTATE__KV_TOMB)) opstate__kv_remove(kv, e);
+    }
+    kv->dirty = NULL;
+    kv->dirty_count = 0;
+}
+
+OPSTATE_API void opstate_kv_forget_clean(opstate_kv *kv)
+{
+    uint32_t i = 0;
+    while (i <= kv->mask) { /* a removal may shift a later entry into slot i: look again */
+        opstate__kv_entry *e = kv->slots[i];
+        if (e && !(e->flags & OPSTATE__KV_DIRTY)) {
+            kv->live_delta -= opstate__kv_contribution(e);
+            opstate__kv_unlink(kv, i);
+            opstate__kv_free_entry(kv, e);
+            continue;
+        }
+        i++;
+    }
+}
+
+OPSTATE__PRIVATE bool opstate__kv_less(const opstate__kv_entry *a, const opstate__kv_entry *b)
+{
+    return opstate__key_compare(opstate__kv_key(a), a->key_len, opstate__kv_key(b), b->key_len) < 0;
+}
+
+/* Heap sort by key: no recursion, no extra memory, no libc. */
+OPSTATE__PRIVATE void opstate__kv_sift(opstate__kv_entry **v, size_t root, size_t n)
+{
+    for (;;) {
+        size_t child = 2 * root + 1;
+        opstate__kv_entry *t;
+        if (child >= n) return;
+        if (child + 1 < n && opstate__kv_less(v[child], v[child + 1])) child++;
+        if (!opstate__kv_less(v[root], v[child])) return;
+        t = v[root];
+        v[root] = v[child];
+        v[child] = t;
+        root = child;
+    }
+}
+
+OPSTATE__PRIVATE void opstate__kv_sort(opstate__kv_entry **v, size_t n)
+{
+    size_t i;
+    for (i = n / 2; i-- > 0;) opstate__kv_sift(v, i, n);
+    for (i = n; i-- > 1;) {
+        opstate__kv_entry *t = v[0];
+        v[0] = v[i];
+        v[i] = t;
+        opstate__kv_sift(v, 0, i);
+    }
+}
+
+/* The memory entries in key order (tombstones included: they hide base
+   keys). *out is freed with opstate__free by the caller. */
+OPSTATE__PRIVATE opstate_result opstate__kv_sorted(const opstate_kv *kv, opstate__kv_entry ***out, size_t *n)
+{
+    opstate__kv_entry **v = NULL;
+    size_t k = 0;
+    uint32_t i;
+    if (kv->used) {
+        v = (opstate__kv_entry **)opstate__alloc(&kv->a, (size_t)kv->used * sizeof *v);
+        if (!v) return OPSTATE_NO_MEMORY;
+        for (i = 0; i <= kv->mask; i++)
+            if (kv->slots[i]) v[k++] = kv->slots[i];
+        opstate__kv_sort(v, k);
+    }
+    *out = v;
+    *n = k;
+    return OPSTATE_OK;
+}
+
+/* Merge of the sorted memory entries with the base's ordered iteration. */
+typedef struct opstate__kv_merge {
+    opstate__kv_entry **v;
+    size_t n, at;
+    opstate_kv_iter_fn fn;
+    void *user;
+    bool stopped;
+} opstate__kv_merge;
+
+/* Emits one memory entry (tombstones emit nothing); false once stopped. */
+OPSTATE__PRIVATE bool opstate__kv_merge_emit(opstate__kv_merge *m, const opstate__kv_entry *e)
+{
+    opstate_kv_item item;
+    m->at++;
+    if (e->flags & OPSTATE__KV_TOMB) return true;
+    opstate__kv_item(e, &item);
+    m->stopped = !m->fn(m->user, &item);
+    return !m->stopped;
+}
+
+/* Emits memory entries whose key is below `key` (all when key is NULL). */
+OPSTATE__PRIVATE bool opstate__kv_merge_until(opstate__kv_merge *m, const opstate_bytes *key)
+{
+    while (m->at < m->n) {
+        const opstate__kv_entry *e = m->v[m->at];
+        if (key && opstate__key_compare(opstate__kv_key(e), e->key_len, key->ptr, key->len) >= 0) break;
+        if (!opstate__kv_merge_emit(m, e)) return false;
+    }
+    return true;
+}
+
+/* Base callback: memory entries before the base key, then the memory
+   version of the key if there is one (it overrides the base), else the
+   base's. */
+OPSTATE__PRIVATE bool opstate__kv_merge_base(void *user, const opstate_kv_item *base_item)
+{
+    opstate__kv_merge *m = (opstate__kv_merge *)user;
+    const opstate__kv_entry *e;
+    if (!opstate__kv_merge_until(m, &base_item->key)) return false;
+    e = m->at < m->n ? m->v[m->at] : NULL;
+    if (e && opstate__key_compare(opstate__kv_key(e), e->key_len, base_item->key.ptr, base_item->key.len) == 0)
+        return opstate__kv_merge_emit(m, e);
+    m->stopped = !m->fn(m->user, base_item);
+    return !m->stopped;
+}
+
+/* Ordered walk over a sorted memory array and the base. */
+OPSTATE__PRIVATE opstate_result opstate__kv_walk(const opstate_kv *kv, opstate__kv_entry **v, size_t n,
+                                                 opstate_kv_iter_fn fn, void *user)
+{
+    opstate__kv_merge m;
+    m.v = v;
+    m.n = n;
+    m.at = 0;
+    m.fn = fn;
+    m.user = user;
+    m.stopped = false;
+    if (kv->base) {
+        opstate_result r = kv->base->iterate(kv->base->user, opstate__kv_merge_base, &m);
+        if (r != OPSTATE_OK) return r;
+        if (m.stopped) return OPSTATE_OK;
+    }
+    opstate__kv_merge_until(&m, NULL);
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_kv_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user)
+{
+    opstate__kv_entry **v;
+    size_t n;
+    opstate_result r = opstate__kv_sorted(kv, &v, &n);
+    if (r != OPSTATE_OK) return r;
+    r = opstate__kv_walk(kv, v, n, fn, user);
+    opstate__free(&kv->a, v);
+    return r;
+}
+
+OPSTATE_API opstate_result opstate_kv_event_key(const opstate_event *ev, uint8_t *out, size_t cap,
+                                                size_t *out_len)
+{
+    size_t need = ev->scope.len + 1 + ev->kind.len + 1 + ev->key.len;
+    uint8_t *p = out;
+    if (out && cap < need) return OPSTATE_BUFFER_TOO_SMALL;
+    if (out) {
+        p = opstate__put_bytes(p, ev->scope);
+        *p++ = 0;
+        p = opstate__put_bytes(p, ev->kind);
+        *p++ = 0;
+        opstate__put_bytes(p, ev->key);
+    }
+    *out_len = need;
+    return OPSTATE_OK;
+}
+
+/* Two passes over one sorted array: count, then write. */
+typedef struct opstate__kv_json {
+    opstate__jw w;
+    bool first;
+} opstate__kv_json;
+
+OPSTATE__PRIVATE bool opstate__kv_json_item(void *user, const opstate_kv_item *item)
+{
+    opstate__kv_json *j = (opstate__kv_json *)user;
+    opstate__jw_cstr(&j->w, j->first ? "{" : ",{");
+    j->first = false;
+    opstate__jw_field(&j->w, false, "key", item->key);
+    opstate__jw_payload(&j->w, true, "value", item->value);
+    opstate__jw_cstr(&j->w, ",\"seq\":");
+    opstate__jw_u64(&j->w, item->position.seq);
+    opstate__jw_cstr(&j->w, ",\"time\":");
+    opstate__jw_i64(&j->w, item->position.time);
+    opstate__jw_raw(&j->w, "}", 1);
+    return true;
+}
+
+OPSTATE_API opstate_result opstate_kv_to_json(const opstate_kv *kv, char *out, size_t cap, size_t *out_len)
+{
+    opstate__kv_entry **v;
+    size_t n;
+    opstate__kv_json j;
+    opstate_result r = opstate__kv_sorted(kv, &v, &n);
+    if (r != OPSTATE_OK) return r;
+    j.w.out = NULL;
+    for (;;) { /* pass 1 counts (out NULL), pass 2 writes */
+        j.w.len = 0;
+        j.first = true;
+        opstate__jw_cstr(&j.w, "{\"count\":");
+        opstate__jw_u64(&j.w, opstate_kv_count(kv));
+        opstate__jw_cstr(&j.w, ",\"items\":[");
+        r = opstate__kv_walk(kv, v, n, opstate__kv_json_item, &j);
+        opstate__jw_cstr(&j.w, "]}");
+        if (r != OPSTATE_OK || j.w.out || !out) break;
+        if (cap < j.w.len) {
+            r = OPSTATE_BUFFER_TOO_SMALL;
+            break;
+        }
+        j.w.out = out;
+    }
+    opstate__free(&kv->a, v);
+    if (r == OPSTATE_OK) *out_len = j.w.len;
+    return r;
+}
+
+/* >>snapshot ------------------------------------------------------------- */
+
+OPSTATE_API opstate_result opstate_schema_check(const opstate_schema *schema, uint32_t stored_version,
+                                                opstate_kv *kv)
+{
+    if (stored_version == schema->version) return OPSTATE_OK;
+    if (stored_version > schema->version) return OPSTATE_SCHEMA_TOO_NEW;
+    if (!schema->upgrade) return OPSTATE_SCHEMA_OLD;
+    return schema->upgrade(schema->user, stored_version, kv);
+}
+
+#define OPSTATE__SNAP_FIXED 40u /* magic .. dedup length */
+#define OPSTATE__SNAP_ITEM 24u  /* per key besides key and value bytes */
+static const uint8_t opstate__snap_magic[4] = {'O', 'P', 'S', 'N'};
+
+/* Writer state shared by the size pass and the write pass. */
+typedef struct opstate__snap_writer {
+    uint8_t *out; /* NULL: count only */
+    uint64_t len;
+    uint64_t count;
+} opstate__snap_writer;
+
+OPSTATE__PRIVATE bool opstate__snap_item(void *user, const opstate_kv_item *item)
+{
+    opstate__snap_writer *w = (opstate__snap_writer *)user;
+    if (w->out) {
+        uint8_t *p = w->out + w->len;
+        opstate__put_u32(p, (uint32_t)item->key.len);
+        p = opstate__put_bytes(p + 4, item->key);
+        opstate__put_u32(p, (uint32_t)item->value.len);
+        p = opstate__put_bytes(p + 4, item->value);
+        opstate__put_u64(p, item->position.seq);
+        opstate__put_u64(p + 8, (uint64_t)item->position.time);
+    }
+    w->len += OPSTATE__SNAP_ITEM + item->key.len + item->value.len;
+    w->count++;
+    return true;
+}
+
+OPSTATE__PRIVATE void opstate__snap_header(uint8_t *out, const opstate_snapshot_meta *meta, size_t dedup_len)
+{
+    OPSTATE_MEMCPY(out, opstate__snap_magic, 4);
+    opstate__put_u16(out + 4, OPSTATE_SNAPSHOT_FORMAT_VERSION);
+    opstate__put_u16(out + 6, 0);
+    opstate__put_u32(out + 8, meta->schema_version);
+    opstate__put_u64(out + 12, meta->position.seq);
+    opstate__put_u64(out + 20, (uint64_t)meta->position.time);
+    opstate__put_u64(out + 28, meta->position.epoch);
+    opstate__put_u32(out + 36, (uint32_t)dedup_len);
+}
+
+OPSTATE_API opstate_result opstate_snapshot_encode(const opstate_kv *kv, const opstate_snapshot_meta *meta,
+                                                   const opstate_dedup *dedup, uint8_t *out, size_t cap,
+                                                   size_t *out_len, opstate_error *err)
+{
+    opstate__kv_entry **v;
+    opstate__snap_writer w;
+    size_t n, dedup_len = 0;
+    uint64_t body_at, total;
+    opstate_result r = opstate__kv_sorted(kv, &v, &n);
+    if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "state");
+    if (dedup) opstate_dedup_encode(dedup, NULL, 0, &dedup_len);
+    body_at = OPSTATE__SNAP_FIXED + (uint64_t)dedup_len + 8u;
+    w.out = NULL;
+    w.len = 8; /* body starts with the key count */
+    w.count = 0;
+    r = opstate__kv_walk(kv, v, n, opstate__snap_item, &w);
+    total = body_at + w.len + 4u;
+    if (r == OPSTATE_OK && total > SIZE_MAX) r = opstate__fail(err, OPSTATE_OVERSIZED, 0, "state");
+    else if (r == OPSTATE_OK && out && cap < total) r = opstate__fail(err, OPSTATE_BUFFER_TOO_SMALL, cap, "snapshot");
+    else if (r == OPSTATE_OK && out) {
+        opstate__snap_header(out, meta, dedup_len);
+        if (dedup) opstate_dedup_encode(dedup, out + OPSTATE__SNAP_FIXED, dedup_len, &dedup_len);
+        opstate__put_u64(out + body_at - 8, w.len);
+        opstate__put_u64(out + body_at, w.count);
+        w.out = out + body_at;
+        w.len = 8;
+        w.count = 0;
+        r = opstate__kv_walk(kv, v, n, opstate__snap_item, &w);
+        opstate__put_u32(out + total - 4, opstate_crc32c(0, out, (size_t)total - 4));
+    }
+    opstate__free(&kv->a, v);
+    if (r == OPSTATE_OK) *out_len = (size_t)total;
+    return r;
+}
+
+/* Checks a snapshot's frame and checksum; sets where the dedup window and
+   the body are. */
+OPSTATE__PRIVATE opstate_result opstate__snap_frame(const uint8_t *b, size_t len, opstate_bytes *dedup,
+                                                    opstate_bytes *body, opstate_error *err)
+{
+    uint64_t dlen, blen;
+    if (len < 6 || OPSTATE_MEMCMP(b, opstate__snap_magic, 4) != 0)
+        return opstate__fail(err, len < 4 ? OPSTATE_TRUNCATED : OPSTATE_MALFORMED, 0, "magic");
+    if (opstate__get_u16(b + 4) != OPSTATE_SNAPSHOT_FORMAT_VERSION)
+        return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 4, "format");
+    if (len < OPSTATE__SNAP_FIXED + 8u + 4u) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
+    if (opstate__get_u16(b + 6) != 0) return opstate__fail(err, OPSTATE_MALFORMED, 6, "reserved");
+    dlen = opstate__get_u32(b + 36);
+    if (dlen > len - OPSTATE__SNAP_FIXED - 12u) return opstate__fail(err, OPSTATE_TRUNCATED, 36, "dedup");
+    blen = opstate__get_u64(b + OPSTATE__SNAP_FIXED + dlen);
+    if (blen > len - OPSTATE__SNAP_FIXED - 12u - dlen) return opstate__fail(err, OPSTATE_TRUNCATED, len, "body");
+    if (blen != len - OPSTATE__SNAP_FIXED - 12u - dlen)
+        return opstate__fail(err, OPSTATE_MALFORMED, OPSTATE__SNAP_FIXED + (size_t)dlen, "body");
+    if (opstate_crc32c(0, b, len - 4) != opstate__get_u32(b + len - 4))
+        return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
+    dedup->ptr = b + OPSTATE__SNAP_FIXED;
+    dedup->len = (size_t)dlen;
+    body->ptr = dedup->ptr + dlen + 8;
+    body->len = (size_t)blen;
+    return OPSTATE_OK;
+}
+
+/* Walks the body: checks it (strictly ascending keys, lengths in bounds)
+   when into is NULL, inserts the keys otherwise. */
+OPSTATE__PRIVATE opstate_result opstate__snap_body(opstate_bytes body, size_t base_offset, opstate_kv *into,
+                                                   opstate_error *err)
+{
+    uint64_t count, i;
+    size_t at = 8;
+    opstate_bytes prev = {NULL, 0};
+    if (body.len < 8) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset, "count");
+    count = opstate__get_u64(body.ptr);
+    for (i = 0; i < count; i++) {
+        opstate_bytes key, value;
+        opstate_position pos;
+        opstate_result r;
+        if (body.len - at < OPSTATE__SNAP_ITEM) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset + at, "item");
+        key.len = opstate__get_u32(body.ptr + at);
+        if (key.len == 0 || key.len > OPSTATE_MAX_KEY_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, base_offset + at, "key");
+        if (body.len - at - OPSTATE__SNAP_ITEM < key.len) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset + at, "key");
+        key.ptr = body.ptr + at + 4;
+        value.len = opstate__get_u32(key.ptr + key.len);
+        if (value.len > OPSTATE_MAX_DATA_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, base_offset + at, "value");
+        if (body.len - at - OPSTATE__SNAP_ITEM - key.len < value.len) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset + at, "value");
+        value.ptr = key.ptr + key.len + 4;
+        if (i && opstate__key_compare(prev.ptr, prev.len, key.ptr, key.len) >= 0)
+            return opstate__fail(err, OPSTATE_MALFORMED, base_offset + at, "key order");
+        pos.seq = opstate__get_u64(value.ptr + value.len);
+        pos.time = (int64_t)opstate__get_u64(value.ptr + value.len + 8);
+        pos.epoch = 0;
+        if (into && (r = opstate_kv_put(into, key, value, pos)) != OPSTATE_OK) return opstate__fail(err, r, base_offset + at, "key");
+        prev = key;
+        at += OPSTATE__SNAP_ITEM + key.len + value.len;
+    }
+    if (at != body.len) return opstate__fail(err, OPSTATE_MALFORMED, base_offset + at, "body");
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_snapshot_decode(const uint8_t *buf, size_t len, opstate_kv *into,
+                                                   opstate_snapshot_meta *meta, opstate_dedup *dedup,
+                                                   opstate_error *err)
+{
+    opstate_bytes dbytes, body;
+    size_t body_offset;
+    opstate_result r;
+    if (opstate_kv_count(into) != 0 || into->used != 0) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "into");
+    r = opstate__snap_frame(buf, len, &dbytes, &body, err);
+    if (r != OPSTATE_OK) return r;
+    body_offset = (size_t)(body.ptr - buf);
+    if (dedup && dbytes.len && (r = opstate__dedup_check(dedup, dbytes.ptr, dbytes.len, err)) != OPSTATE_OK) {
+        if (err) err->offset += OPSTATE__SNAP_FIXED;
+        return r;
+    }
+    if ((r = opstate__snap_body(body, body_offset, NULL, err)) != OPSTATE_OK) return r;
+    if ((r = opstate__snap_body(body, body_offset, into, err)) != OPSTATE_OK) {
+        opstate_kv_clear(into);
+        return r;
+    }
+    opstate_kv_mark_clean(into);
+    if (dedup) {
+        if (dbytes.len) opstate_dedup_decode(dedup, dbytes.ptr, dbytes.len, NULL);
+        else opstate_dedup_clear(dedup);
+    }
+    meta->schema_version = opstate__get_u32(buf + 8);
+    meta->position.seq = opstate__get_u64(buf + 12);
+    meta->position.time = (int64_t)opstate__get_u64(buf + 20);
+    meta->position.epoch = opstate__get_u64(buf + 28);
+    return OPSTATE_OK;
+}
+
+/* >>log ------------------------------------------------------------------ */
+
+/* Next token of b[*at..) up to a dot (see opstate__next_token). */
+OPSTATE_API bool opstate_subject_matches(opstate_bytes filter, opstate_bytes subject)
+{
+    size_t fa = 0, sa = 0;
+    while (fa <= filter.len) {
+        opstate_bytes f = opstate__next_token(filter.ptr, filter.len, &fa), t;
+        if (f.len == 1 && f.ptr[0] == '>') return fa > filter.len && sa <= subject.len;
+        if (sa > subject.len) return false;
+        t = opstate__next_token(subject.ptr, subject.len, &sa);
+        if (!(f.len == 1 && f.ptr[0] == '*') &&
+            (f.len != t.len || (f.len && OPSTATE_MEMCMP(f.ptr, t.ptr, f.len) != 0)))
+            return false;
+    }
+    return sa > subject.len;
+}
+
+OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes prefix,
+                                           const opstate_event *ev, const opstate_append_options *opts,
+                                           const opstate_allocator *a, opstate_append_result *out,
+                                           opstate_error *err)
+{
+    opstate_allocator none;
+    opstate_append_options o;
+    opstate_bytes subject, data;
+    size_t slen = 0, dlen = 0;
+    uint8_t *buf;
+    opstate_result r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key,
+                                             NULL, 0, &slen, err);
+    if (r == OPSTATE_OK) r = opstate_event_encode(ev, NULL, 0, &dlen, err);
+    if (r != OPSTATE_OK) return r;
+    if (!a) {
+        OPSTATE_MEMSET(&none, 0, sizeof none);
+        a = &none;
+    }
+    if (!(buf = (uint8_t *)opstate__alloc(a, slen + dlen))) return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "event");
+    opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, (char *)buf, slen,
+                          &slen, NULL);
+    opstate_event_encode(ev, buf + slen, dlen, &dlen, NULL);
+    subject.ptr = buf;
+    subject.len = slen;
+    data.ptr = buf + slen;
+    data.len = dlen;
+    if (opts) o = *opts;
+    else OPSTATE_MEMSET(&o, 0, sizeof o);
+    o.msg_id = &ev->id;
+    r = log->append(log->user, subject, data, &o, out, err);
+    opstate__free(a, buf);
+    return r;
+}
+
+/* The memory log. Messages live in an array indexed by seq - base_seq;
+   deleted ones stay as holes until the prefix is trimmed. */
+typedef struct opstate__memlog_msg {
+    uint64_t seq;
+    int64_t time;
+    uint64_t next_same; /* next message on the same subject, 0: none */
+    uint8_t *bytes;     /* subject then data */
+    uint32_t subject_len, data_len;
+    bool deleted;
+} opstate__memlog_msg;
+
+/* Per-subject index entry, stored as the value of the subjects fold. */
+typedef struct opstate__memlog_subject {
+    uint64_t first, last, count;
+} opstate__memlog_subject;
+
+struct opstate_memlog {
+    opstate_memlog_config cfg;
+    opstate__memlog_msg *msgs;
+    size_t start, len, cap; /* live window msgs[start..len) */
+    uint64_t base_seq, last_seq, live;
+    int64_t last_time;
+    uint64_t epoch;
+    opstate_kv *subjects; /* subject -> opstate__memlog_subject */
+    opstate_kv *ids;      /* msg id -> seq */
+    opstate_id *id_ring;
+    uint32_t id_head, id_count;
+};
+
+OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cfg, opstate_memlog **out)
+{
+    opstate_memlog *m;
+    opstate_kv_config kc;
+    opstate_memlog_config defaults;
+    size_t ring_bytes;
+    if (!cfg) {
+        OPSTATE_MEMSET(&defaults, 0, sizeof defaults);
+        cfg = &defaults;
+    }
+    if (!(m = (opstate_memlog *)opstate__alloc(&cfg->allocator, sizeof *m))) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    if (!m->cfg.duplicate_window) m->cfg.duplicate_window = 1024;
+    m->epoch = cfg->epoch ? cfg->epoch : 1;
+    m->base_seq = 1;
+    OPSTATE_MEMSET(&kc, 0, sizeof kc);
+    kc.allocator = cfg->allocator;
+    if (!opstate__array_bytes(m->cfg.duplicate_window, sizeof(opstate_id), &ring_bytes) ||
+        opstate_kv_create(&kc, &m->subjects) != OPSTATE_OK || opstate_kv_create(&kc, &m->ids) != OPSTATE_OK ||
+        !(m->id_ring = (opstate_id *)opstate__alloc(&cfg->allocator, ring_bytes))) {
+        opstate_memlog_destroy(m);
+        return OPSTATE_NO_MEMORY;
+    }
+    *out = m;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE void opstate__memlog_free_messages(opstate_memlog *m)
+{
+    size_t i;
+    for (i = m->start; i < m->len; i++) opstate__free(&m->cfg.allocator, m->msgs[i].bytes);
+    m->start = m->len = 0;
+    m->live = 0;
+}
+
+OPSTATE_API void opstate_memlog_destroy(opstate_memlog *m)
+{
+    if (!m) return;
+    opstate__memlog_free_messages(m);
+    opstate__free(&m->cfg.allocator, m->msgs);
+    opstate_kv_destroy(m->subjects);
+    opstate_kv_destroy(m->ids);
+    opstate__free(&m->cfg.allocator, m->id_ring);
+    opstate__free(&m->cfg.allocator, m);
+}
+
+OPSTATE_API void opstate_memlog_recreate(opstate_memlog *m, uint64_t new_epoch)
+{
+    opstate__memlog_free_messages(m);
+    opstate_kv_clear(m->subjects);
+    opstate_kv_clear(m->ids);
+    m->id_head = m->id_count = 0;
+    m->base_seq = 1;
+    m->last_seq = 0;
+    m->epoch = new_epoch;
+}
+
+OPSTATE__PRIVATE opstate__memlog_msg *opstate__memlog_at(const opstate_memlog *m, uint64_t seq)
+{
+    if (seq < m->base_seq + m->start || seq > m->last_seq) return NULL;
+    return &m->msgs[seq - m->base_seq];
+}
+
+OPSTATE__PRIVATE opstate_bytes opstate__memlog_subject_of(const opstate__memlog_msg *msg)
+{
+    opstate_bytes b;
+    b.ptr = msg->bytes;
+    b.len = msg->subject_len;
+    return b;
+}
+
+OPSTATE__PRIVATE bool opstate__memlog_subject_get(const opstate_memlog *m, opstate_bytes subject,
+                                                  opstate__memlog_subject *out)
+{
+    opstate_kv_item item;
+    if (opstate_kv_get(m->subjects, subject, &item) != OPSTATE_OK) return false;
+    OPSTATE_MEMCPY(out, item.value.ptr, sizeof *out);
+    return true;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_subject_set(opstate_memlog *m, opstate_bytes subject,
+                                                            const opstate__memlog_subject *s)
+{
+    opstate_bytes v;
+    opstate_position none = {0, 0, 0};
+    opstate_result r;
+    v.ptr = (const uint8_t *)s;
+    v.len = sizeof *s;
+    r = s->count ? opstate_kv_put(m->subjects, subject, v, none) : opstate_kv_delete(m->subjects, subject, none);
+    opstate_kv_mark_clean(m->subjects);
+    return r;
+}
+
+/* Deletes one message (always the oldest of its subject, which is how
+   retention and purges remove messages), then trims the deleted prefix. */
+OPSTATE__PRIVATE void opstate__memlog_delete(opstate_memlog *m, opstate__memlog_msg *msg)
+{
+    opstate__memlog_subject s;
+    if (opstate__memlog_subject_get(m, opstate__memlog_subject_of(msg), &s)) {
+        s.first = msg->next_same;
+        s.count--;
+        opstate__memlog_subject_set(m, opstate__memlog_subject_of(msg), &s);
+    }
+    opstate__free(&m->cfg.allocator, msg->bytes);
+    msg->bytes = NULL;
+    msg->deleted = true;
+    m->live--;
+    while (m->start < m->len && m->msgs[m->start].deleted) m->start++;
+}
+
+OPSTATE_API void opstate_memlog_purge(opstate_memlog *m, uint64_t below_seq)
+{
+    while (m->start < m->len && m->msgs[m->start].seq < below_seq) opstate__memlog_delete(m, &m->msgs[m->start]);
+}
+
+OPSTATE_API void opstate_memlog_enforce_retention(opstate_memlog *m)
+{
+    if (m->cfg.max_age_ns && m->cfg.clock) {
+        int64_t now = m->cfg.clock(m->cfg.clock_user);
+        while (m->start < m->len && m->msgs[m->start].time < now - m->cfg.max_age_ns)
+            opstate__memlog_delete(m, &m->msgs[m->start]);
+    }
+    while (m->cfg.max_messages && m->live > m->cfg.max_messages) opstate__memlog_delete(m, &m->msgs[m->start]);
+}
+
+/* Room for one more message: drops the trimmed prefix or grows. */
+OPSTATE__PRIVATE opstate_result opstate__memlog_reserve(opstate_memlog *m)
+{
+    opstate__memlog_msg *grown;
+    size_t cap, bytes;
+    if (m->start && m->start >= m->len / 2) {
+        size_t keep = m->len - m->start;
+        if (keep) OPSTATE_MEMCPY(m->msgs, m->msgs + m->start, keep * sizeof *m->msgs);
+        m->base_seq += m->start;
+        m->len = keep;
+        m->start = 0;
+    }
+    if (m->len < m->cap) return OPSTATE_OK;
+    cap = m->cap ? m->cap * 2 : 64;
+    if (!opstate__array_bytes(cap, sizeof *grown, &bytes) ||
+        !(grown = (opstate__memlog_msg *)opstate__alloc(&m->cfg.allocator, bytes)))
+        return OPSTATE_NO_MEMORY;
+    if (m->len) OPSTATE_MEMCPY(grown, m->msgs, m->len * sizeof *grown);
+    opstate__free(&m->cfg.allocator, m->msgs);
+    m->msgs = grown;
+    m->cap = cap;
+    return OPSTATE_OK;
+}
+
+/* Duplicate check: the sequence an id was first appended at, or 0. */
+OPSTATE__PRIVATE uint64_t opstate__memlog_seen(const opstate_memlog *m, const opstate_id *id)
+{
+    opstate_kv_item item;
+    opstate_bytes key;
+    key.ptr = id->bytes;
+    key.len = 16;
+    return opstate_kv_get(m->ids, key, &item) == OPSTATE_OK ? opstate__get_u64(item.value.ptr) : 0;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_remember(opstate_memlog *m, const opstate_id *id, uint64_t seq)
+{
+    uint8_t v[8];
+    opstate_bytes key, value;
+    opstate_position none = {0, 0, 0};
+    opstate_result r;
+    key.len = 16;
+    if (m->id_count == m->cfg.duplicate_window) { /* forget the oldest id */
+        key.ptr = m->id_ring[m->id_head].bytes;
+        opstate_kv_delete(m->ids, key, none);
+        m->id_head = (m->id_head + 1) % m->cfg.duplicate_window;
+        m->id_count--;
+    }
+    key.ptr = id->bytes;
+    opstate__put_u64(v, seq);
+    value.ptr = v;
+    value.len = 8;
+    r = opstate_kv_put(m->ids, key, value, none);
+    opstate_kv_mark_clean(m->ids);
+    if (r != OPSTATE_OK) return r;
+    m->id_ring[(m->id_head + m->id_count) % m->cfg.duplicate_window] = *id;
+    m->id_count++;
+    return OPSTATE_OK;
+}
+
+/* Checks the append preconditions; *dup_seq set for a duplicate id. */
+OPSTATE__PRIVATE opstate_result opstate__memlog_admit(const opstate_memlog *m, opstate_bytes subject,
+                                                      const opstate_append_options *opts, uint64_t *dup_seq,
+                                                      opstate_error *err)
+{
+    opstate__memlog_subject s;
+    *dup_seq = opts && opts->msg_id ? opstate__memlog_seen(m, opts->msg_id) : 0;
+    if (*dup_seq) return OPSTATE_OK;
+    if (subject.len == 0 || subject.len > UINT32_MAX) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "subject");
+    if (opts && opts->expect_last_subject_seq) {
+        uint64_t last = opstate__memlog_subject_get(m, subject, &s) ? s.last : 0;
+        if (last != opts->last_subject_seq) return opstate__fail(err, OPSTATE_CONFLICT, 0, "subject");
+    }
+    return OPSTATE_OK;
+}
+
+/* Links a stored message into its subject's chain and applies the
+   per-subject limit. */
+OPSTATE__PRIVATE opstate_result opstate__memlog_index(opstate_memlog *m, opstate__memlog_msg *msg)
+{
+    opstate__memlog_subject s;
+    opstate_bytes subject = opstate__memlog_subject_of(msg);
+    opstate_result r;
+    if (opstate__memlog_subject_get(m, subject, &s)) {
+        opstate__memlog_at(m, s.last)->next_same = msg->seq;
+        s.last = msg->seq;
+        s.count++;
+    } else {
+        s.first = s.last = msg->seq;
+        s.count = 1;
+    }
+    if ((r = opstate__memlog_subject_set(m, subject, &s)) != OPSTATE_OK) return r;
+    while (m->cfg.max_per_subject && s.count > m->cfg.max_per_subject) {
+        opstate__memlog_delete(m, opstate__memlog_at(m, s.first));
+        opstate__memlog_subject_get(m, subject, &s);
+    }
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_append(void *user, opstate_bytes subject, opstate_bytes data,
+                                                       const opstate_append_options *opts,
+                                                       opstate_append_result *out, opstate_error *err)
+{
+    opstate_memlog *m = (opstate_memlog *)user;
+    opstate__memlog_msg *msg;
+    uint64_t dup;
+    uint8_t *bytes;
+    opstate_result r = opstate__memlog_admit(m, subject, opts, &dup, err);
+    if (r != OPSTATE_OK) return r;
+    if (dup) {
+        out->seq = dup;
+        out->duplicate = true;
+        return OPSTATE_OK;
+    }
+    if (data.len > UINT32_MAX - subject.len) return opstate__fail(err, OPSTATE_OVERSIZED, 0, "data");
+    if (opstate__memlog_reserve(m) != OPSTATE_OK ||
+        !(bytes = (uint8_t *)opstate__alloc(&m->cfg.allocator, subject.len + data.len + 1)))
+        return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "message");
+    msg = &m->msgs[m->len];
+    OPSTATE_MEMSET(msg, 0, sizeof *msg);
+    msg->seq = m->base_seq + m->len;
+    msg->time = m->cfg.clock ? m->cfg.clock(m->cfg.clock_user) : m->last_time + 1;
+    msg->bytes = bytes;
+    msg->subject_len = (uint32_t)subject.len;
+    msg->data_len = (uint32_t)data.len;
+    opstate__put_bytes(opstate__put_bytes(bytes, subject), data);
+    if ((opts && opts->msg_id && (r = opstate__memlog_remember(m, opts->msg_id, msg->seq)) != OPSTATE_OK)) {
+        opstate__free(&m->cfg.allocator, bytes);
+        return opstate__fail(err, r, 0, "message");
+    }
+    m->len++;
+    m->live++;
+    m->last_seq = msg->seq;
+    m->last_time = msg->time;
+    out->seq = msg->seq;
+    out->duplicate = false;
+    r = opstate__memlog_index(m, msg);
+    opstate_memlog_enforce_retention(m);
+    return r == OPSTATE_OK ? OPSTATE_OK : opstate__fail(err, r, 0, "subject index");
+}
+
+OPSTATE__PRIVATE void opstate__memlog_message(const opstate__memlog_msg *msg, uint64_t epoch,
+                                              opstate_log_message *out)
+{
+    out->position.seq = msg->seq;
+    out->position.time = msg->time;
+    out->position.epoch = epoch;
+    out->subject = opstate__memlog_subject_of(msg);
+    out->data.ptr = msg->bytes + msg->subject_len;
+    out->data.len = msg->data_len;
+}
+
+OPSTATE__PRIVATE bool opstate__filter_matches(opstate_bytes filter, opstate_bytes subject)
+{
+    return filter.len == 0 || opstate_subject_matches(filter, subject);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_read(void *user, opstate_bytes filter, uint64_t from_seq,
+                                                     int64_t wait_ns, opstate_log_message *msgs, size_t max,
+                                                     size_t *count, opstate_error *err)
+{
+    const opstate_memlog *m = (const opstate_memlog *)user;
+    size_t i, n = 0;
+    uint64_t first = m->base_seq + m->start;
+    (void)wait_ns;
+    (void)err;
+    for (i = (size_t)((from_seq > first ? from_seq : first) - m->base_seq); i < m->len && n < max; i++) {
+        const opstate__memlog_msg *msg = &m->msgs[i];
+        if (msg->deleted || !opstate__filter_matches(filter, opstate__memlog_subject_of(msg))) continue;
+        opstate__memlog_message(msg, m->epoch, &msgs[n++]);
+    }
+    *count = n;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_info(void *user, opstate_stream_info *out, opstate_error *err)
+{
+    const opstate_memlog *m = (const opstate_memlog *)user;
+    (void)err;
+    OPSTATE_MEMSET(out, 0, sizeof *out);
+    out->last_seq = m->last_seq;
+    out->epoch = m->epoch;
+    out->messages = m->live;
+    if (m->last_seq == 0) return OPSTATE_OK; /* never written: first_seq 0 */
+    out->first_seq = m->live ? m->msgs[m->start].seq : m->last_seq + 1;
+    if (m->live) {
+        out->first_time = m->msgs[m->start].time;
+        out->last_time = m->msgs[m->len - 1].time;
+    }
+    return OPSTATE_OK;
+}
+
+typedef struct opstate__memlog_visit {
+    const opstate_memlog *m;
+    opstate_bytes filter;
+    opstate_log_visit_fn fn;
+    void *user;
+} opstate__memlog_visit;
+
+OPSTATE__PRIVATE bool opstate__memlog_visit_subject(void *user, const opstate_kv_item *item)
+{
+    const opstate__memlog_visit *v = (const opstate__memlog_visit *)user;
+    opstate__memlog_subject s;
+    opstate_log_message msg;
+    if (!opstate__filter_matches(v->filter, item->key)) return true;
+    OPSTATE_MEMCPY(&s, item->value.ptr, sizeof s);
+    opstate__memlog_message(opstate__memlog_at(v->m, s.last), v->m->epoch, &msg);
+    v->fn(v->user, &msg);
+    return true;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_last_per_subject(void *user, opstate_bytes filter,
+                                                                 opstate_log_visit_fn fn, void *fn_user,
+                                                                 opstate_error *err)
+{
+    opstate__memlog_visit v;
+    opstate_result r;
+    v.m = (const opstate_memlog *)user;
+    v.filter = filter;
+    v.fn = fn;
+    v.user = fn_user;
+    r = opstate_kv_iterate(v.m->subjects, opstate__memlog_visit_subject, &v);
+    return r == OPSTATE_OK ? OPSTATE_OK : opstate__fail(err, r, 0, "subjects");
+}
+
+OPSTATE_API opstate_log opstate_memlog_log(opstate_memlog *m)
+{
+    opstate_log log;
+    log.user = m;
+    log.append = opstate__memlog_append;
+    log.read = opstate__memlog_read;
+    log.info = opstate__memlog_info;
+    log.last_per_subject = opstate__memlog_last_per_subject;
+    return log;
+}
+
+/* >>store ---------------------------------------------------------------- */
+
+struct opstate_memstore {
+    opstate_allocator a;
+    uint8_t *bytes;
+    size_t len;
+};
+
+OPSTATE_API opstate_result opstate_memstore_create(const opstate_allocator *a, opstate_memstore **out)
+{
+    opstate_allocator none;
+    opstate_memstore *m;
+    if (!a) {
+        OPSTATE_MEMSET(&none, 0, sizeof none);
+        a = &none;
+    }
+    if (!(m = (opstate_memstore *)opstate__alloc(a, sizeof *m))) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(m, 0, sizeof *m);
+    m->a = *a;
+    *out = m;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_memstore_destroy(opstate_memstore *m)
+{
+    if (!m) return;
+    opstate__free(&m->a, m->bytes);
+    opstate__free(&m->a, m);
+}
+
+OPSTATE_API opstate_bytes opstate_memstore_bytes(const opstate_memstore *m)
+{
+    opstate_bytes b;
+    b.ptr = m->bytes;
+    b.len = m->len;
+    return b;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memstore_read_meta(void *user, opstate_snapshot_meta *meta,
+                                                            opstate_error *err)
+{
+    const opstate_memstore *m = (const opstate_memstore *)user;
+    opstate_bytes dedup, body;
+    opstate_result r;
+    if (!m->bytes) return OPSTATE_NOT_FOUND;
+    if ((r = opstate__snap_frame(m->bytes, m->len, &dedup, &body, err)) != OPSTATE_OK) return r;
+    meta->schema_version = opstate__get_u32(m->bytes + 8);
+    meta->position.seq = opstate__get_u64(m->bytes + 12);
+    meta->position.time = (int64_t)opstate__get_u64(m->bytes + 20);
+    meta->position.epoch = opstate__get_u64(m->bytes + 28);
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memstore_load(void *user, opstate_kv *kv, opstate_snapshot_meta *meta,
+                                                       opstate_dedup *dedup, opstate_error *err)
+{
+    const opstate_memstore *m = (const opstate_memstore *)user;
+    if (!m->bytes) return OPSTATE_NOT_FOUND;
+    return opstate_snapshot_decode(m->bytes, m->len, kv, meta, dedup, err);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memstore_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+                                                        const opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_memstore *m = (opstate_memstore *)user;
+    size_t n;
+    uint8_t *fresh;
+    opstate_result r = opstate_snapshot_encode(kv, meta, dedup, NULL, 0, &n, err);
+    if (r != OPSTATE_OK) return r;
+    if (!(fresh = (uint8_t *)opstate__alloc(&m->a, n))) return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "snapshot");
+    if ((r = opstate_snapshot_encode(kv, meta, dedup, fresh, n, &n, err)) != OPSTATE_OK) {
+        opstate__free(&m->a, fresh);
+        return r;
+    }
+    opstate__free(&m->a, m->bytes); /* the swap is the commit */
+    m->bytes = fresh;
+    m->len = n;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memstore_drop(void *user, opstate_error *err)
+{
+    opstate_memstore *m = (opstate_memstore *)user;
+    (void)err;
+    opstate__free(&m->a, m->bytes);
+    m->bytes = NULL;
+    m->len = 0;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_store opstate_memstore_store(opstate_memstore *m)
+{
+    opstate_store s;
+    OPSTATE_MEMSET(&s, 0, sizeof s);
+    s.user = m;
+    s.read_meta = opstate__memstore_read_meta;
+    s.load = opstate__memstore_load;
+    s.flush = opstate__memstore_flush;
+    s.drop = opstate__memstore_drop;
+    return s;
+}
+
+/* The injected failure for this call of an operation in `op`, or OK. */
+OPSTATE__PRIVATE opstate_result opstate__faulty_check(opstate_faulty *f, unsigned op, opstate_error *err)
+{
+    if (!(f->ops & op)) return OPSTATE_OK;
+    f->calls++;
+    if (f->calls <= f->after || (f->count && f->failures >= f->count)) return OPSTATE_OK;
+    f->failures++;
+    return opstate__fail(err, f->error ? f->error : OPSTATE_IO, 0, "fault injection");
+}
+
+OPSTATE__PRIVATE opstate_result opstate__faulty_read_meta(void *user, opstate_snapshot_meta *meta, opstate_error *err)
+{
+    opstate_faulty *f = (opstate_faulty *)user;
+    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_LOAD, err);
+    if (r != OPSTATE_OK) return r;
+    return f->inner.read_meta(f->inner.user, meta, err);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__faulty_load(void *user, opstate_kv *kv, opstate_snapshot_meta *meta,
+                                                     opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_faulty *f = (opstate_faulty *)user;
+    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_LOAD, err);
+    if (r != OPSTATE_OK) return r;
+    return f->inner.load(f->inner.user, kv, meta, dedup, err);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__faulty_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+                                                      const opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_faulty *f = (opstate_faulty *)user;
+    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_FLUSH, err);
+    if (r != OPSTATE_OK) return r;
+    return f->inner.flush(f->inner.user, kv, meta, dedup, err);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__faulty_drop(void *user, opstate_error *err)
+{
+    opstate_faulty *f = (opstate_faulty *)user;
+    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_DROP, err);
+    if (r != OPSTATE_OK) return r;
+    return f->inner.drop(f->inner.user, err);
+}
+
+OPSTATE__PRIVATE const opstate_kv_base *opstate__faulty_base(void *user)
+{
+    opstate_faulty *f = (opstate_faulty *)user;
+    return f->inner.base ? f->inner.base(f->inner.user) : NULL;
+}
+
+OPSTATE_API opstate_store opstate_faulty_store(opstate_faulty *f)
+{
+    opstate_store s;
+    s.user = f;
+    s.read_meta = opstate__faulty_read_meta;
+    s.load = opstate__faulty_load;
+    s.flush = opstate__faulty_flush;
+    s.drop = opstate__faulty_drop;
+    s.base = opstate__faulty_base;
+    return s;
+}
+
+/* >>consumer ------------------------------------------------------------- */
+
+#define OPSTATE__EVENT_KEY_MAX (2u * OPSTATE_MAX_TOKEN_LEN + 2u + OPSTATE_MAX_KEY_LEN)
+
+OPSTATE_API opstate_apply_outcome opstate_apply_default(void *user, opstate_kv *kv, const opstate_event *ev)
+{
+    uint8_t buf[OPSTATE__EVENT_KEY_MAX];
+    opstate_bytes key;
+    opstate_result r;
+    (void)user;
+    if (ev->op != OPSTATE_OP_PUT && ev->op != OPSTATE_OP_DELETE) return OPSTATE_APPLY_REJECT;
+    if (opstate_kv_event_key(ev, buf, sizeof buf, &key.len) != OPSTATE_OK) return OPSTATE_APPLY_REJECT;
+    key.ptr = buf;
+    r = ev->op == OPSTATE_OP_PUT ? opstate_kv_put(kv, key, ev->data, ev->position)
+                                 : opstate_kv_delete(kv, key, ev->position);
+    if (r == OPSTATE_NO_MEMORY) return OPSTATE_APPLY_RETRY;
+    return r == OPSTATE_OK ? OPSTATE_APPLY_DONE : OPSTATE_APPLY_REJECT;
+}
+
+/* Decodes a log message into ev (position set, timestamp fallback done). */
+OPSTATE__PRIVATE opstate_result opstate__decode_message(const opstate_log_message *msg, opstate_time_fallback fallback,
+                                                        int64_t now, opstate_event *ev)
+{
+    opstate_result r = opstate_event_decode(msg->data.ptr, msg->data.len, ev, NULL);
+    if (r != OPSTATE_OK) return r;
+    ev->position = msg->position;
+    if (!ev->has_time && fallback == OPSTATE_TIME_FALLBACK_WALLCLOCK) {
+        ev->has_time = true;
+        ev->time = now ? now : msg->position.time;
+    }
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_apply_outcome opstate__run_apply(opstate_apply_fn apply, void *user, opstate_kv *kv,
+                                                          const opstate_event *ev)
+{
+    return apply ? apply(user, kv, ev) : opstate_apply_default(user, kv, ev);
+}
+
+/* A deferred event waiting for opstate_consumer_ack. */
+typedef struct opstate__deferred {
+    uint64_t seq;
+    opstate_id id;
+} opstate__deferred;
+
+struct opstate_consumer {
+    opstate_consumer_config cfg;
+    opstate_kv *kv;
+    opstate_dedup dedup;
+    void *dedup_mem;
+    opstate_hwm hwm;
+    uint64_t epoch, next_seq, flushed_seq, end_seq, start_seq;
+    bool time_gate; /* FROM_TIME: skip events published before start_time */
+    int64_t start_time, last_flush_at;
+    uint64_t since_flush;
+    opstate_log_message *batch;
+    opstate__deferred deferred[OPSTATE_HWM_CAPACITY];
+    uint32_t deferred_count;
+    opstate_consumer_status status;
+};
+
+OPSTATE__PRIVATE int64_t opstate__now(const opstate_consumer *c)
+{
+    return c->cfg.clock ? c->cfg.clock(c->cfg.clock_user) : 0;
+}
+
+/* Logs "<text><number><text2>" at a level. */
+OPSTATE__PRIVATE void opstate__consumer_log(const opstate_consumer *c, opstate_log_level level, const char *a,
+                                            uint64_t n, const char *b)
+{
+    opstate__msg m;
+    if (!c->cfg.logger.fn) return;
+    m.len = 0;
+    opstate__msg_str(opstate__msg_u64(opstate__msg_str(&m, a), n), b);
+    opstate__log(&c->cfg.logger, level, &m);
+}
+
+OPSTATE__PRIVATE void opstate__consumer_free(opstate_consumer *c)
+{
+    opstate_allocator a = c->cfg.allocator;
+    opstate_kv_destroy(c->kv);
+    opstate__free(&a, c->dedup_mem);
+    opstate__free(&a, c->batch);
+    opstate__free(&a, c);
+}
+
+/* Allocates the consumer and its fold, dedup window and read batch. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_alloc(const opstate_consumer_config *cfg, opstate_consumer **out)
+{
+    opstate_consumer *c;
+    opstate_kv_config kc;
+    size_t dedup_bytes, batch_bytes;
+    if (!(c = (opstate_consumer *)opstate__alloc(&cfg->allocator, sizeof *c))) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(c, 0, sizeof *c);
+    c->cfg = *cfg;
+    if (c->cfg.dedup_capacity < 2u * OPSTATE_HWM_CAPACITY)
+        c->cfg.dedup_capacity = cfg->dedup_capacity ? 2u * OPSTATE_HWM_CAPACITY : 1024u;
+    if (!c->cfg.batch) c->cfg.batch = 256;
+    OPSTATE_MEMSET(&kc, 0, sizeof kc);
+    kc.allocator = cfg->allocator;
+    kc.base = cfg->store.base ? cfg->store.base(cfg->store.user) : NULL;
+    dedup_bytes = opstate_dedup_storage_size(c->cfg.dedup_capacity);
+    if (!dedup_bytes || !opstate__array_bytes(c->cfg.batch, sizeof *c->batch, &batch_bytes) ||
+        opstate_kv_create(&kc, &c->kv) != OPSTATE_OK ||
+        !(c->dedup_mem = opstate__alloc(&cfg->allocator, dedup_bytes)) ||
+        !(c->batch = (opstate_log_message *)opstate__alloc(&cfg->allocator, batch_bytes))) {
+        opstate__consumer_free(c);
+        return OPSTATE_NO_MEMORY;
+    }
+    opstate_dedup_init(&c->dedup, c->dedup_mem, dedup_bytes, c->cfg.dedup_capacity);
+    *out = c;
+    return OPSTATE_OK;
+}
+
+/* Sets the mark (all at or below it is done) and where reading goes on. */
+OPSTATE__PRIVATE void opstate__consumer_seek(opstate_consumer *c, uint64_t mark_seq, int64_t mark_time,
+                                             uint64_t next_seq)
+{
+    opstate_position mark;
+    mark.seq = mark_seq;
+    mark.time = mark_time;
+    mark.epoch = c->epoch;
+    opstate_hwm_init(&c->hwm, mark);
+    c->next_seq = next_seq;
+    c->deferred_count = 0;
+}
+
+/* Empties the state here and in the store. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_clear(opstate_consumer *c, opstate_error *err)
+{
+    opstate_result r = c->cfg.store.drop(c->cfg.store.user, err);
+    if (r != OPSTATE_OK) return r;
+    opstate_kv_clear(c->kv);
+    opstate_dedup_clear(&c->dedup);
+    c->flushed_seq = 0;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__consumer_flush(opstate_consumer *c, opstate_error *err)
+{
+    opstate_snapshot_meta meta;
+    opstate_result r;
+    if (opstate_kv_dirty_count(c->kv) == 0 && c->hwm.mark.seq == c->flushed_seq) return OPSTATE_OK;
+    meta.schema_version = c->cfg.schema.version;
+    meta.position = c->hwm.mark;
+    r = c->cfg.store.flush(c->cfg.store.user, c->kv, &meta, &c->dedup, err);
+    if (r != OPSTATE_OK) {
+        c->status.flush_failures++;
+        return r;
+    }
+    opstate_kv_mark_clean(c->kv);
+    c->flushed_seq = meta.position.seq;
+    c->since_flush = 0;
+    c->last_flush_at = opstate__now(c);
+    c->status.flushes++;
+    return OPSTATE_OK;
+}
+
+/* Foreground flush when one is due: a failure is logged, not returned;
+   the keys stay dirty and the next flush retries them. */
+OPSTATE__PRIVATE void opstate__consumer_flush_if_due(opstate_consumer *c)
+{
+    bool due = c->cfg.flush_every && c->since_flush >= c->cfg.flush_every;
+    opstate_result r;
+    if (!due && c->cfg.flush_interval_ns && c->cfg.clock)
+        due = opstate__now(c) - c->last_flush_at >= c->cfg.flush_interval_ns;
+    if (!due) return;
+    r = opstate__consumer_flush(c, NULL);
+    if (r == OPSTATE_OK) return;
+    c->since_flush = 0; /* wait a full interval before the retry */
+    c->last_flush_at = opstate__now(c);
+    opstate__consumer_log(c, OPSTATE_LOG_WARN, "flush failed; ", opstate_kv_dirty_count(c->kv),
+                          " dirty keys kept in memory, retrying at the next flush");
+}
+
+/* Resync: keys of the fold whose subject has no message left in the log
+   are removed (their delete markers may have been evicted too). */
+typedef struct opstate__resync {
+    opstate_kv *seen, *doomed, *state;
+    opstate_result r;
+    uint64_t removed;
+} opstate__resync;
+
+OPSTATE__PRIVATE void opstate__resync_visit(void *user, const opstate_log_message *msg)
+{
+    opstate__resync *rs = (opstate__resync *)user;
+    uint8_t buf[OPSTATE__EVENT_KEY_MAX];
+    opstate_bytes key, none = {NULL, 0};
+    opstate_position pos = {0, 0, 0};
+    opstate_event ev;
+    if (rs->r != OPSTATE_OK || opstate_event_decode(msg->data.ptr, msg->data.len, &ev, NULL) != OPSTATE_OK ||
+        opstate_kv_event_key(&ev, buf, sizeof buf, &key.len) != OPSTATE_OK)
+        return;
+    key.ptr = buf;
+    rs->r = opstate_kv_put(rs->seen, key, none, pos);
+}
+
+OPSTATE__PRIVATE bool opstate__resync_mark(void *user, const opstate_kv_item *item)
+{
+    opstate__resync *rs = (opstate__resync *)user;
+    opstate_kv_item found;
+    opstate_bytes none = {NULL, 0};
+    if (opstate_kv_get(rs->seen, item->key, &found) == OPSTATE_NOT_FOUND)
+        rs->r = opstate_kv_put(rs->doomed, item->key, none, item->position);
+    return rs->r == OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE bool opstate__resync_remove(void *user, const opstate_kv_item *item)
+{
+    opstate__resync *rs = (opstate__resync *)user;
+    rs->r = opstate_kv_delete(rs->state, item->key, item->position);
+    rs->removed++;
+    return rs->r == OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__consumer_resync(opstate_consumer *c, opstate_error *err)
+{
+    opstate__resync rs;
+    opstate_kv_config kc;
+    opstate_result r;
+    OPSTATE_MEMSET(&rs, 0, sizeof rs);
+    OPSTATE_MEMSET(&kc, 0, sizeof kc);
+    kc.allocator = c->cfg.allocator;
+    rs.state = c->kv;
+    r = opstate_kv_create(&kc, &rs.seen);
+    if (r == OPSTATE_OK) r = opstate_kv_create(&kc, &rs.doomed);
+    if (r == OPSTATE_OK) r = c->cfg.log.last_per_subject(c->cfg.log.user, c->cfg.filter, opstate__resync_visit, &rs, err);
+    if (r == OPSTATE_OK && (r = rs.r) == OPSTATE_OK) r = opstate_kv_iterate(c->kv, opstate__resync_mark, &rs);
+    if (r == OPSTATE_OK && (r = rs.r) == OPSTATE_OK) r = opstate_kv_iterate(rs.doomed, opstate__resync_remove, &rs);
+    if (r == OPSTATE_OK) r = rs.r;
+    opstate_kv_destroy(rs.seen);
+    opstate_kv_destroy(rs.doomed);
+    if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "resync");
+    c->status.resynced = true;
+    c->status.resync_removed += rs.removed;
+    opstate__consumer_log(c, OPSTATE_LOG_WARN, "cursor expired: resync removed ", rs.removed,
+                          " keys that have no message left in the log");
+    return OPSTATE_OK;
+}
+
+/* The cursor expired (events after it were evicted): reconcile, rebuild,
+   or (resync disabled) go on from the first retained event. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_expired(opstate_consumer *c, const opstate_stream_info *info,
+                                                          opstate_error *err)
+{
+    opstate_position mark = c->hwm.mark;
+    opstate_result r = OPSTATE_OK;
+    uint64_t first = opstate__stream_start(info);
+    if (c->cfg.no_resync) {
+        opstate__consumer_log(c, OPSTATE_LOG_WARN, "cursor expired, resync disabled: ", first - mark.seq - 1,
+                              " events evicted; keys deleted meanwhile may survive");
+    } else if (c->cfg.apply) {
+        opstate__consumer_log(c, OPSTATE_LOG_WARN, "cursor expired with a custom apply: ", first - mark.seq - 1,
+                              " events evicted; rebuilding from the retained log");
+        r = opstate__consumer_clear(c, err);
+        mark.seq = 0;
+        mark.time = 0;
+    } else {
+        r = opstate__consumer_resync(c, err);
+    }
+    if (r == OPSTATE_OK) opstate__consumer_seek(c, mark.seq, mark.time, first);
+    return r;
+}
+
+/* The stream was recreated: start over on the new incarnation. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_reset(opstate_consumer *c, const opstate_stream_info *info,
+                                                        opstate_error *err)
+{
+    opstate_result r = opstate__consumer_clear(c, err);
+    if (r != OPSTATE_OK) return r;
+    c->epoch = info->epoch;
+    c->status.resets++;
+    opstate__consumer_seek(c, 0, 0, opstate__stream_start(info));
+    opstate__consumer_log(c, OPSTATE_LOG_WARN, "stream recreated: state cleared, rebuilding from sequence ",
+                          c->next_seq, "");
+    return OPSTATE_OK;
+}
+
+/* Decision, then load or clear. *stored gets the loaded position (seq 0
+   when the state starts empty). */
+OPSTATE__PRIVATE opstate_result opstate__consumer_restore(opstate_consumer *c, const opstate_stream_info *info,
+                                                          opstate_position *stored, opstate_error *err)
+{
+    opstate_snapshot_meta meta;
+    opstate_result r = c->cfg.store.read_meta(c->cfg.store.user, &meta, err);
+    bool has = r == OPSTATE_OK;
+    OPSTATE_MEMSET(stored, 0, sizeof *stored);
+    if (r != OPSTATE_OK && r != OPSTATE_NOT_FOUND) return r;
+    r = opstate_decide_restore(c->cfg.mode, c->cfg.start, has ? &meta.position : NULL, info, &c->status.decision);
+    if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "start");
+    c->epoch = info->epoch;
+    if (!has) return OPSTATE_OK;
+    if (!c->status.decision.restore) return opstate__consumer_clear(c, err);
+    if ((r = c->cfg.store.load(c->cfg.store.user, c->kv, &meta, &c->dedup, err)) != OPSTATE_OK) return r;
+    r = opstate_schema_check(&c->cfg.schema, meta.schema_version, c->kv);
+    if (r == OPSTATE_SCHEMA_OLD) {
+        opstate__consumer_log(c, OPSTATE_LOG_WARN, "stored state has schema version ", meta.schema_version,
+                              " and no upgrade: cleared, replaying from the first retained event");
+        c->status.decision.restore = false;
+        return opstate__consumer_clear(c, err);
+    }
+    if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "schema");
+    *stored = meta.position;
+    return OPSTATE_OK;
+}
+
+/* Where reading starts, given what was restored. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_start(opstate_consumer *c, const opstate_stream_info *info,
+                                                        opstate_position stored, opstate_error *err)
+{
+    opstate_start start = c->cfg.start;
+    uint64_t first = opstate__stream_start(info);
+    opstate_result r = opstate_resume_check(stored, info, &c->status.resume);
+    if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "stored position");
+    c->time_gate = start.kind == OPSTATE_START_FROM_TIME;
+    c->start_time = start.time;
+    if (start.kind == OPSTATE_START_LATEST) {
+        opstate__consumer_seek(c, info->last_seq, info->last_time, info->last_seq + 1);
+    } else if (start.kind == OPSTATE_START_FROM_SEQUENCE) {
+        opstate__consumer_seek(c, stored.seq ? stored.seq : start.seq - 1, stored.time, start.seq);
+    } else if (start.kind == OPSTATE_START_FIRST || stored.seq == 0) {
+        opstate__consumer_seek(c, 0, 0, first);
+    } else if (c->status.resume.state == OPSTATE_RESUME_RESET) { /* only under mode keep */
+        opstate__consumer_log(c, OPSTATE_LOG_WARN, "keeping state from another stream incarnation; reading from ",
+                              first, "");
+        opstate__consumer_seek(c, 0, 0, first);
+    } else {
+        opstate__consumer_seek(c, stored.seq, stored.time, c->status.resume.next_seq);
+        if (c->status.resume.state == OPSTATE_RESUME_EXPIRED) r = opstate__consumer_expired(c, info, err);
+    }
+    c->start_seq = c->next_seq;
+    c->end_seq = info->last_seq;
+    if (r == OPSTATE_OK && c->hwm.mark.seq != stored.seq) r = opstate__consumer_flush(c, err); /* persist a skip */
+    return r;
+}
+
+OPSTATE_API opstate_result opstate_consumer_open(const opstate_consumer_config *cfg, opstate_consumer **out,
+                                                 opstate_error *err)
+{
+    opstate_consumer *c;
+    opstate_stream_info info;
+    opstate_position stored;
+    opstate_result r = opstate__consumer_alloc(cfg, &c);
+    if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "consumer");
+    r = cfg->log.info(cfg->log.user, &info, err);
+    if (r == OPSTATE_OK) r = opstate__consumer_restore(c, &info, &stored, err);
+    if (r == OPSTATE_OK) r = opstate__consumer_start(c, &info, stored, err);
+    if (r != OPSTATE_OK) {
+        opstate__consumer_free(c);
+        return r;
+    }
+    c->last_flush_at = opstate__now(c);
+    *out = c;
+    return OPSTATE_OK;
+}
+
+/* Moves past a message without applying it (time gate, duplicate, skipped
+   poison): the mark may pass it. */
+OPSTATE__PRIVATE void opstate__consumer_pass(opstate_consumer *c, const opstate_log_message *msg,
+                                             opstate_poll_result *res)
+{
+    opstate_hwm_deliver(&c->hwm, msg->position.seq, msg->position.time);
+    opstate_hwm_ack(&c->hwm, msg->position.seq);
+    c->next_seq = msg->position.seq + 1;
+    c->since_flush++;
+    c->status.skipped++;
+    res->skipped++;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__consumer_poison(opstate_consumer *c, const opstate_log_message *msg,
+                                                         const opstate_id *id, opstate_result reason,
+                                                         opstate_poll_result *res)
+{
+    if (c->status.poison_count == 0 || c->status.last_poison.position.seq != msg->position.seq) {
+        c->status.poison_count++;
+        res->poison++;
+        c->status.last_poison.position = msg->position;
+        if (id) c->status.last_poison.id = *id;
+        else OPSTATE_MEMSET(&c->status.last_poison.id, 0, sizeof(opstate_id));
+        c->status.last_poison.reason = reason;
+        opstate__consumer_log(c, OPSTATE_LOG_ERROR, "poison event at sequence ", msg->position.seq,
+                              c->cfg.poison == OPSTATE_POISON_SKIP ? ": skipped" : ": stopped");
+    }
+    if (c->cfg.poison != OPSTATE_POISON_SKIP) return OPSTATE_POISON;
+    opstate__consumer_pass(c, msg, res);
+    return OPSTATE_OK;
+}
+
+/* Handles one delivered message. OK: go on. POISON / NO_MEMORY: stop at
+   it. WINDOW_FULL: too many deferred events in flight; stop quietly. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_take(opstate_consumer *c, const opstate_log_message *msg,
+                                                       opstate_poll_result *res)
+{
+    opstate_event ev;
+    opstate_apply_outcome outcome;
+    opstate_result r;
+    uint64_t seq = msg->position.seq;
+    if (seq < c->next_seq) { /* redelivery of something handled */
+        c->status.skipped++;
+        res->skipped++;
+        return OPSTATE_OK;
+    }
+    if (opstate_hwm_in_flight(&c->hwm) == OPSTATE_HWM_CAPACITY) return OPSTATE_WINDOW_FULL;
+    if (c->time_gate && msg->position.time < c->start_time) {
+        opstate__consumer_pass(c, msg, res);
+        return OPSTATE_OK;
+    }
+    c->time_gate = false;
+    r = opstate__decode_message(msg, c->cfg.time_fallback, opstate__now(c), &ev);
+    if (r != OPSTATE_OK) return opstate__consumer_poison(c, msg, NULL, r, res);
+    ev.position.epoch = c->epoch;
+    if (opstate_dedup_contains(&c->dedup, &ev.id)) {
+        opstate__consumer_pass(c, msg, res);
+        return OPSTATE_OK;
+    }
+    outcome = opstate__run_apply(c->cfg.apply, c->cfg.apply_user, c->kv, &ev);
+    if (outcome == OPSTATE_APPLY_RETRY) return OPSTATE_NO_MEMORY;
+    if (outcome == OPSTATE_APPLY_REJECT) return opstate__consumer_poison(c, msg, &ev.id, OPSTATE_POISON, res);
+    opstate_hwm_deliver(&c->hwm, seq, msg->position.time);
+    if (outcome == OPSTATE_APPLY_DEFER) {
+        c->deferred[c->deferred_count].seq = seq;
+        c->deferred[c->deferred_count++].id = ev.id;
+    } else {
+        opstate_hwm_ack(&c->hwm, seq);
+        opstate_dedup_insert(&c->dedup, &ev.id);
+    }
+    c->next_seq = seq + 1;
+    c->since_flush++;
+    c->status.applied++;
+    res->applied++;
+    return OPSTATE_OK;
+}
+
+/* Checks a batch's sequences against what was expected. *restarted is set
+   when a resync or reset made the batch stale. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_check_gaps(opstate_consumer *c, size_t n, bool *restarted,
+                                                             opstate_error *err)
+{
+    opstate_stream_info info;
+    opstate_gap gap;
+    uint64_t expected = c->next_seq;
+    size_t i;
+    opstate_result r;
+    *restarted = false;
+    for (i = 0; i < n; i++) {
+        uint64_t seq = c->batch[i].position.seq;
+        if (seq > expected) break;
+        if (seq == expected) expected++;
+    }
+    if (i == n) return OPSTATE_OK;
+    if ((r = c->cfg.log.info(c->cfg.log.user, &info, err)) != OPSTATE_OK) return r;
+    opstate_gap_classify(expected, c->batch[i].position.seq, c->epoch, &info, &gap);
+    if (gap.kind == OPSTATE_GAP_SKIPPED) return OPSTATE_OK;
+    *restarted = true;
+    if (gap.kind == OPSTATE_GAP_RESET) return opstate__consumer_reset(c, &info, err);
+    opstate__consumer_log(c, OPSTATE_LOG_WARN, "gap while reading: ", gap.evicted,
+                          " events were evicted before they were read");
+    return opstate__consumer_expired(c, &info, err);
+}
+
+/* Reads one batch and handles it; *left counts down, *stop is set when
+   reading should end for this poll. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_batch(opstate_consumer *c, uint32_t *left, bool *stop,
+                                                        opstate_poll_result *res, opstate_error *err)
+{
+    size_t n = 0, i;
+    bool restarted;
+    opstate_result r = c->cfg.log.read(c->cfg.log.user, c->cfg.filter, c->next_seq, 0, c->batch,
+                                       *left < c->cfg.batch ? *left : c->cfg.batch, &n, err);
+    if (r != OPSTATE_OK) return r;
+    if (n == 0) {
+        res->caught_up = true;
+        *stop = true;
+        return OPSTATE_OK;
+    }
+    if ((r = opstate__consumer_check_gaps(c, n, &restarted, err)) != OPSTATE_OK || restarted) return r;
+    for (i = 0; i < n && r == OPSTATE_OK; i++) r = opstate__consumer_take(c, &c->batch[i], res);
+    *left -= (uint32_t)i;
+    if (r == OPSTATE_WINDOW_FULL) {
+        *stop = true;
+        return OPSTATE_OK;
+    }
+    if (c->cfg.progress)
+        c->cfg.progress(c->cfg.progress_user, c->start_seq, c->end_seq, c->status.applied, c->next_seq - 1);
+    return r;
+}
+
+OPSTATE_API opstate_result opstate_consumer_poll(opstate_consumer *c, uint32_t max_events, int64_t budget_ns,
+                                                 opstate_poll_result *out, opstate_error *err)
+{
+    opstate_poll_result res;
+    opstate_stream_info info;
+    uint32_t left = max_events ? max_events : c->cfg.batch;
+    int64_t deadline = budget_ns && c->cfg.clock ? opstate__now(c) + budget_ns : 0;
+    bool stop = false;
+    opstate_result r = c->cfg.log.info(c->cfg.log.user, &info, err);
+    OPSTATE_MEMSET(&res, 0, sizeof res);
+    if (r == OPSTATE_OK && info.epoch != c->epoch) r = opstate__consumer_reset(c, &info, err);
+    if (r == OPSTATE_OK) c->end_seq = info.last_seq;
+    while (r == OPSTATE_OK && left && !stop) {
+        r = opstate__consumer_batch(c, &left, &stop, &res, err);
+        if (r == OPSTATE_OK) opstate__consumer_flush_if_due(c);
+        if (deadline && opstate__now(c) >= deadline) break;
+    }
+    *out = res;
+    return r;
+}
+
+OPSTATE_API opstate_result opstate_consumer_ack(opstate_consumer *c, uint64_t seq)
+{
+    uint32_t i;
+    for (i = 0; i < c->deferred_count && c->deferred[i].seq != seq; i++) continue;
+    if (i == c->deferred_count) return OPSTATE_NOT_FOUND;
+    opstate_hwm_ack(&c->hwm, seq);
+    opstate_dedup_insert(&c->dedup, &c->deferred[i].id);
+    c->deferred[i] = c->deferred[--c->deferred_count];
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_consumer_flush(opstate_consumer *c, opstate_error *err)
+{
+    return opstate__consumer_flush(c, err);
+}
+
+OPSTATE_API opstate_result opstate_consumer_close(opstate_consumer *c, opstate_error *err)
+{
+    opstate_result r;
+    if (!c) return OPSTATE_OK;
+    r = opstate__consumer_flush(c, err);
+    if (r != OPSTATE_OK)
+        opstate__consumer_log(c, OPSTATE_LOG_ERROR, "final flush failed; state after sequence ", c->flushed_seq,
+                              " will be re-read from the log at the next start");
+    opstate__consumer_free(c);
+    return r;
+}
+
+OPSTATE_API opstate_kv *opstate_consumer_state(opstate_consumer *c) { return c->kv; }
+
+OPSTATE_API opstate_position opstate_consumer_position(const opstate_consumer *c) { return c->hwm.mark; }
+
+OPSTATE_API const opstate_consumer_status *opstate_consumer_get_status(const opstate_consumer *c)
+{
+    return &c->status;
+}
+
+/* >>replay --------------------------------------------------------------- */
+
+/* Folds one message; *done once a cutoff is reached. */
+OPSTATE__PRIVATE opstate_result opstate__replay_one(const opstate_replay_config *cfg, opstate_kv *into,
+                                                    const opstate_log_message *msg, opstate_replay_result *res,
+                                                    bool *done)
+{
+    opstate_event ev;
+    opstate_apply_outcome outcome;
+    if (msg->position.seq > res->end_seq) {
+        *done = true;
+        return OPSTATE_OK;
+    }
+    if (cfg->has_until_time && msg->position.time > cfg->until_time) {
+        res->filtered++;
+        return OPSTATE_OK;
+    }
+    if (opstate__decode_message(msg, cfg->time_fallback, 0, &ev) != OPSTATE_OK) {
+        res->poison++;
+        return OPSTATE_OK;
+    }
+    outcome = opstate__run_apply(cfg->apply, cfg->apply_user, into, &ev);
+    if (outcome == OPSTATE_APPLY_RETRY) return OPSTATE_NO_MEMORY;
+    if (outcome == OPSTATE_APPLY_REJECT) {
+        res->poison++;
+        return OPSTATE_OK;
+    }
+    res->applied++;
+    res->position = msg->position;
+    *done = cfg->max_events && res->applied >= cfg->max_events;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opstate_kv *into,
+                                          opstate_replay_result *out, opstate_error *err)
+{
+    opstate_replay_result res;
+    opstate_stream_info info;
+    opstate_log_message *msgs;
+    size_t batch = cfg->batch ? cfg->batch : 256, bytes, n, i;
+    uint64_t from = cfg->from_seq ? cfg->from_seq : 1, start = from;
+    bool done = false;
+    opstate_result r = cfg->log.info(cfg->log.user, &info, err);
+    if (r != OPSTATE_OK) return r;
+    if (!opstate__array_bytes(batch, sizeof *msgs, &bytes) ||
+        !(msgs = (opstate_log_message *)opstate__alloc(&cfg->allocator, bytes)))
+        return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "batch");
+    OPSTATE_MEMSET(&res, 0, sizeof res);
+    res.end_seq = cfg->until_seq && cfg->until_seq < info.last_seq ? cfg->until_seq : info.last_seq;
+    while (r == OPSTATE_OK && !done && from <= res.end_seq) {
+        r = cfg->log.read(cfg->log.user, cfg->filter, from, 0, msgs, batch, &n, err);
+        if (r != OPSTATE_OK || n == 0) break;
+        for (i = 0; i < n && r == OPSTATE_OK && !done; i++) {
+            r = opstate__replay_one(cfg, into, &msgs[i], &res, &done);
+            from = msgs[i].position.seq + 1;
+        }
+        if (cfg->progress) cfg->progress(cfg->progress_user, start, res.end_seq, res.applied, from - 1);
+    }
+    opstate__free(&cfg->allocator, msgs);
+    if (r == OPSTATE_OK) *out = res;
+    return r;
+}
+
+#endif /* OPSTATE_NO_MALLOC */
 
 #endif /* OPSTATE_IMPLEMENTATION */
 

@@ -75,9 +75,10 @@ int runner_failed_now(void);
     } while (0)
 #define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)
 #define CHECK_STR(a, b) CHECK(strcmp((a), (b)) == 0)
-/* Stop the current test when an earlier check failed (e.g. before using a
-   pointer that a failed call did not set). */
-#define REQUIRE(cond) do { CHECK(cond); if (!(cond)) return; } while (0)
+/* Check and stop the current test when it fails (e.g. before using a
+   pointer that a failed call did not set). Evaluates cond once. */
+#define REQUIRE(cond) \
+    do { if (!(cond)) { runner_fail(__FILE__, __LINE__, #cond); return; } } while (0)
 
 #endif /* RUNNER_H */
 
