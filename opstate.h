@@ -4734,7 +4734,8 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_check_gaps(opstate_consumer *c
     }
     if (i == n) return OPSTATE_OK;
     if ((r = c->cfg.log.info(c->cfg.log.user, &info, err)) != OPSTATE_OK) return r;
-    opstate_gap_classify(expected, c->batch[i].position.seq, c->epoch, &info, &gap);
+    if ((r = opstate_gap_classify(expected, c->batch[i].position.seq, c->epoch, &info, &gap)) != OPSTATE_OK)
+        return opstate__fail(err, r, 0, "sequence");
     if (gap.kind == OPSTATE_GAP_SKIPPED) return OPSTATE_OK;
     *restarted = true;
     if (gap.kind == OPSTATE_GAP_RESET) return opstate__consumer_reset(c, &info, err);

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 mkdir -p "$BUILD"
 passed=0 failed=0
-LIBWARN="-Wall -Wextra -Wpedantic -Werror -Wconversion -Wsign-conversion -Wcast-qual -Wundef"
+LIBWARN="-O2 -Wall -Wextra -Wpedantic -Werror -Wconversion -Wsign-conversion -Wcast-qual -Wundef"
 
 ok()   { passed=$((passed + 1)); }
 bad()  { failed=$((failed + 1)); echo "FAILED: $*"; }
