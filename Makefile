@@ -67,8 +67,13 @@ test: deps
 demo:
 	@echo "make demo: coming soon — the demo lands with the CLI issue (see README)."
 
-bench:
-	@echo "make bench: no benchmarks yet — they land with the core runtime issue."
+$(BUILD)/bench_core: bench/bench_core.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $< -o $@
+
+# Benchmarks print ratios against baselines measured in the same run.
+bench: $(BUILD)/bench_core
+	./$(BUILD)/bench_core
 
 clean:
 	rm -rf $(BUILD)

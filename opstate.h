@@ -248,22 +248,28 @@ OPSTATE_API opstate_result opstate_prefix_validate(const char *prefix, size_t le
    byte becomes "%XX" (uppercase hex). The result never contains '.', '*' or
    '>', so a key cannot widen into a wildcard or another scope.
    out == NULL: *out_len = size needed, returns OK. An empty key is
-   INVALID_ARGUMENT (an event without a key has no key token). */
+   INVALID_ARGUMENT (an event without a key has no key token), a longer one
+   OVERSIZED; BUFFER_TOO_SMALL when cap is short (out untouched). */
 OPSTATE_API opstate_result opstate_key_escape(const uint8_t *key, size_t key_len, char *out,
                                               size_t cap, size_t *out_len);
 /* Reverses opstate_key_escape. Strict: only the canonical escape is
    accepted (uppercase hex, no escaped safe byte), so each key has one token.
-   INVALID_TOKEN with err->offset otherwise. out == NULL: size needed. */
+   INVALID_TOKEN with err->offset otherwise; OVERSIZED when the key would
+   exceed OPSTATE_MAX_KEY_LEN; BUFFER_TOO_SMALL when cap is short (out
+   untouched). out == NULL: size needed. */
 OPSTATE_API opstate_result opstate_key_unescape(const char *tok, size_t len, uint8_t *out,
                                                 size_t cap, size_t *out_len, opstate_error *err);
 /* Writes "<prefix>.<scope>.<kind>" or, when key_len > 0,
    "<prefix>.<scope>.<kind>.<escaped key>". No terminator is written.
-   out == NULL: *out_len = size needed. Validates every part first. */
+   out == NULL: *out_len = size needed. Validates every part first
+   (INVALID_TOKEN / OVERSIZED / INVALID_ARGUMENT as for the parts);
+   BUFFER_TOO_SMALL when cap is short (out untouched). */
 OPSTATE_API opstate_result opstate_subject_build(const char *prefix, size_t prefix_len,
                                                  opstate_bytes scope, opstate_bytes kind,
                                                  opstate_bytes key, char *out, size_t cap,
                                                  size_t *out_len, opstate_error *err);
-/* Writes the filter for one scope: "<prefix>.<scope>.>". out == NULL: size. */
+/* Writes the filter for one scope: "<prefix>.<scope>.>". out == NULL: size;
+   errors as for opstate_subject_build. */
 OPSTATE_API opstate_result opstate_subject_filter(const char *prefix, size_t prefix_len,
                                                   opstate_bytes scope, char *out, size_t cap,
                                                   size_t *out_len, opstate_error *err);
@@ -273,8 +279,9 @@ typedef struct opstate_subject_parts {
     opstate_bytes key_token; /* escaped; len 0 when the subject has no key */
 } opstate_subject_parts;
 /* Splits "<prefix>.<scope>.<kind>[.<key token>]". Each token is validated
-   and the key token must unescape. NOT_FOUND when the subject is not under
-   `prefix`; INVALID_TOKEN when a part is bad. */
+   and the key token must unescape; the prefix is validated like a
+   builder's. NOT_FOUND when the subject is not under `prefix`;
+   INVALID_TOKEN / OVERSIZED when a part (or the prefix) is bad. */
 OPSTATE_API opstate_result opstate_subject_parse(const char *subject, size_t len,
                                                  const char *prefix, size_t prefix_len,
                                                  opstate_subject_parts *out, opstate_error *err);
@@ -472,7 +479,9 @@ typedef struct opstate_restore_decision {
 } opstate_restore_decision;
 
 /* Restore-or-clear, per the matrix in DESIGN.md, checked in this order:
-   mode clear; mode keep; stored epoch != stream epoch; stored seq > stream
+   mode clear; mode keep (restore; with a resume start and an expired
+   cursor also RESYNC with the gap, since keeping stale deleted keys is
+   never what "keep" means); stored epoch != stream epoch; stored seq > stream
    last_seq; start first; start latest; no stored position; resume (RESYNC
    when the cursor expired); from sequence (N > stored restores, the gap is
    N - stored - 1); from time (T > stored.time restores, compared in ns).
@@ -1708,10 +1717,8 @@ OPSTATE_API opstate_result opstate_id_from_text(const char *text, size_t len, op
                                                 opstate_error *err)
 {
     opstate_id id;
-    size_t i, b = 0;
-    if (len != OPSTATE_ID_TEXT_LEN)
-        return opstate__fail(err, OPSTATE_INVALID_ID, len < OPSTATE_ID_TEXT_LEN ? len : OPSTATE_ID_TEXT_LEN, "id");
-    for (i = 0; i < OPSTATE_ID_TEXT_LEN; i++) {
+    size_t i, b = 0, n = len < OPSTATE_ID_TEXT_LEN ? len : OPSTATE_ID_TEXT_LEN;
+    for (i = 0; i < n; i++) {
         int v;
         if (opstate__id_dash_at(i)) {
             if (text[i] != '-') return opstate__fail(err, OPSTATE_INVALID_ID, i, "id");
@@ -1723,6 +1730,7 @@ OPSTATE_API opstate_result opstate_id_from_text(const char *text, size_t len, op
         else id.bytes[b / 2] = (uint8_t)(id.bytes[b / 2] | v);
         b++;
     }
+    if (len != OPSTATE_ID_TEXT_LEN) return opstate__fail(err, OPSTATE_INVALID_ID, n, "id");
     *out = id;
     return OPSTATE_OK;
 }
@@ -1929,10 +1937,10 @@ OPSTATE_API opstate_result opstate_subject_filter(const char *prefix, size_t pre
 OPSTATE__PRIVATE opstate_bytes opstate__next_token(const uint8_t *s, size_t len, size_t *at)
 {
     opstate_bytes t;
-    size_t i = *at;
+    size_t start = *at < len ? *at : len, i = start; /* never point past the end */
     while (i < len && s[i] != '.') i++;
-    t.ptr = s + *at;
-    t.len = i - *at;
+    t.ptr = s + start;
+    t.len = i - start;
     *at = i < len ? i + 1 : len + 1;
     return t;
 }
@@ -1945,6 +1953,7 @@ OPSTATE_API opstate_result opstate_subject_parse(const char *subject, size_t len
     opstate_subject_parts parts;
     size_t at = prefix_len + 1, n;
     opstate_result r;
+    if ((r = opstate_prefix_validate(prefix, prefix_len, err)) != OPSTATE_OK) return r;
     if (len <= prefix_len || OPSTATE_MEMCMP(subject, prefix, prefix_len) != 0 || s[prefix_len] != '.')
         return opstate__fail(err, OPSTATE_NOT_FOUND, 0, "prefix");
     parts.scope = opstate__next_token(s, len, &at);

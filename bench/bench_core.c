@@ -1,0 +1,297 @@
+/* bench_core.c — core figures as ratios against baselines measured in the
+   same run (these machines are noisy; absolute numbers are context only).
+
+     cc -std=c99 -O2 bench/bench_core.c -o build/bench_core && ./build/bench_core
+
+   1. KV fold apply (opstate_apply_default over decoded events) vs a bare
+      open-addressing hash map doing the same puts (same key bytes, same
+      value copies, same hash quality).
+   2. Codec encode + decode of 1 KiB events vs CRC32C alone over the same
+      bytes (once, and twice: encode and decode each checksum once).
+   3. Snapshot encode / decode of a 100,000-key fold vs memcpy of the bytes.
+   4. KV memory per live key.
+   Each figure is the median of 5 runs. */
+#define OPSTATE_IMPLEMENTATION
+#include "../opstate.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RUNS 5
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v)
+{
+    qsort(v, RUNS, sizeof *v, cmp_double);
+    return v[RUNS / 2];
+}
+
+static volatile uint64_t sink; /* keeps results alive */
+
+/* ---- baseline: a bare open-addressing map (linear probing) ---- */
+typedef struct bare_entry {
+    uint64_t hash;
+    uint8_t *key, *value;
+    uint32_t key_len, value_len;
+} bare_entry;
+typedef struct bare_map {
+    bare_entry *slots;
+    size_t mask, used;
+} bare_map;
+
+static uint64_t bare_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15u ^ n, v;
+    while (n >= 8) {
+        memcpy(&v, p, 8);
+        v *= 0xff51afd7ed558ccdu;
+        v ^= v >> 32;
+        h = (h ^ v) * 0xc4ceb9fe1a85ec53u;
+        p += 8;
+        n -= 8;
+    }
+    v = 0;
+    memcpy(&v, p, n);
+    h = (h ^ v ^ n) * 0xff51afd7ed558ccdu;
+    return h ^ (h >> 32);
+}
+
+static void bare_grow(bare_map *m)
+{
+    size_t n = (m->mask + 1) * 2, i;
+    bare_entry *fresh = calloc(n, sizeof *fresh);
+    for (i = 0; i <= m->mask; i++) {
+        size_t j;
+        if (!m->slots[i].key) continue;
+        for (j = m->slots[i].hash & (n - 1); fresh[j].key; j = (j + 1) & (n - 1)) continue;
+        fresh[j] = m->slots[i];
+    }
+    free(m->slots);
+    m->slots = fresh;
+    m->mask = n - 1;
+}
+
+static void bare_put(bare_map *m, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+    uint64_t h = bare_hash(key, klen);
+    size_t i;
+    bare_entry *e;
+    if ((m->used + 1) * 4 > (m->mask + 1) * 3) bare_grow(m);
+    for (i = h & m->mask;; i = (i + 1) & m->mask) {
+        e = &m->slots[i];
+        if (!e->key || (e->hash == h && e->key_len == klen && memcmp(e->key, key, klen) == 0)) break;
+    }
+    if (!e->key) {
+        e->hash = h;
+        e->key = malloc(klen);
+        memcpy(e->key, key, klen);
+        e->key_len = (uint32_t)klen;
+        m->used++;
+    }
+    if (e->value_len != vlen) {
+        free(e->value);
+        e->value = malloc(vlen);
+        e->value_len = (uint32_t)vlen;
+    }
+    memcpy(e->value, val, vlen);
+}
+
+static void bare_free(bare_map *m)
+{
+    size_t i;
+    for (i = 0; i <= m->mask; i++) {
+        free(m->slots[i].key);
+        free(m->slots[i].value);
+    }
+    free(m->slots);
+}
+
+/* ---- workload ---- */
+#define KEYS 100000
+#define EVENTS 1000000
+
+static char keys[KEYS][16];
+static opstate_event events[EVENTS];
+static const char value[] = "{\"state\":\"up\",\"rtt_us\":12345}";
+
+static void make_events(void)
+{
+    size_t i;
+    for (i = 0; i < KEYS; i++) snprintf(keys[i], sizeof keys[i], "host-%06lu", (unsigned long)i);
+    for (i = 0; i < EVENTS; i++) {
+        size_t k = (i * 2654435761u) % KEYS;
+        opstate_event *ev = &events[i];
+        ev->scope.ptr = (const uint8_t *)"site1";
+        ev->scope.len = 5;
+        ev->kind.ptr = (const uint8_t *)"host";
+        ev->kind.len = 4;
+        ev->key.ptr = (const uint8_t *)keys[k];
+        ev->key.len = strlen(keys[k]);
+        ev->op = OPSTATE_OP_PUT;
+        ev->data.ptr = (const uint8_t *)value;
+        ev->data.len = sizeof value - 1;
+        ev->position.seq = i + 1;
+    }
+}
+
+static double run_opstate_apply(void)
+{
+    opstate_kv *kv;
+    size_t i;
+    double t;
+    opstate_kv_create(NULL, &kv);
+    t = now_s();
+    for (i = 0; i < EVENTS; i++) opstate_apply_default(NULL, kv, &events[i]);
+    t = now_s() - t;
+    sink += opstate_kv_count(kv);
+    opstate_kv_destroy(kv);
+    return t;
+}
+
+static double run_bare_apply(void)
+{
+    bare_map m;
+    size_t i;
+    double t;
+    m.mask = 15;
+    m.used = 0;
+    m.slots = calloc(16, sizeof *m.slots);
+    t = now_s();
+    for (i = 0; i < EVENTS; i++) { /* the same composite key the default apply builds */
+        const opstate_event *ev = &events[i];
+        uint8_t key[64];
+        size_t n = 0;
+        memcpy(key, ev->scope.ptr, ev->scope.len);
+        n += ev->scope.len;
+        key[n++] = 0;
+        memcpy(key + n, ev->kind.ptr, ev->kind.len);
+        n += ev->kind.len;
+        key[n++] = 0;
+        memcpy(key + n, ev->key.ptr, ev->key.len);
+        n += ev->key.len;
+        bare_put(&m, key, n, ev->data.ptr, ev->data.len);
+    }
+    t = now_s() - t;
+    sink += m.used;
+    bare_free(&m);
+    return t;
+}
+
+static void bench_apply(void)
+{
+    double a[RUNS], b[RUNS], ma, mb;
+    int r;
+    for (r = 0; r < RUNS; r++) {
+        b[r] = run_bare_apply();
+        a[r] = run_opstate_apply();
+    }
+    ma = median(a);
+    mb = median(b);
+    printf("kv apply        %8.2f M events/s  bare hash map %8.2f M/s  ratio %.2fx the baseline time (target <= 1.5x)\n",
+           EVENTS / ma / 1e6, EVENTS / mb / 1e6, ma / mb);
+}
+
+/* ---- codec ---- */
+#define CODEC_EVENTS 100000
+
+static void bench_codec(void)
+{
+    static uint8_t payload[1024 - 80];
+    uint8_t *buf;
+    size_t n, i;
+    double enc[RUNS], crc1[RUNS], me, mc;
+    opstate_event ev = events[0], back;
+    int r;
+    for (i = 0; i < sizeof payload; i++) payload[i] = (uint8_t)(i * 7);
+    ev.data.ptr = payload;
+    ev.data.len = sizeof payload;
+    opstate_event_encode(&ev, NULL, 0, &n, NULL);
+    buf = malloc(n);
+    for (r = 0; r < RUNS; r++) {
+        double t = now_s();
+        for (i = 0; i < CODEC_EVENTS; i++) {
+            ev.position.seq = i;
+            opstate_event_encode(&ev, buf, n, &n, NULL);
+            opstate_event_decode(buf, n, &back, NULL);
+            sink += back.op;
+        }
+        enc[r] = now_s() - t;
+        t = now_s();
+        for (i = 0; i < CODEC_EVENTS; i++) sink += opstate_crc32c(0, buf, n);
+        crc1[r] = now_s() - t;
+    }
+    me = median(enc);
+    mc = median(crc1);
+    printf("codec 1 KiB     %8.0f MB/s enc+dec  CRC32C once %8.0f MB/s  ratio %.2fx (vs one CRC pass), %.2fx (vs the two passes a round trip checksums; target >= 0.75x)\n",
+           (double)n * CODEC_EVENTS / me / 1e6, (double)n * CODEC_EVENTS / mc / 1e6, mc / me, 2 * mc / me);
+    free(buf);
+}
+
+/* ---- snapshot ---- */
+static void bench_snapshot(void)
+{
+    opstate_kv *kv;
+    opstate_snapshot_meta meta = {1, {EVENTS, 0, 1}};
+    uint8_t *buf, *copy;
+    size_t n, i, mem_before;
+    double enc[RUNS], dec[RUNS], cpy[RUNS], me, md, mc;
+    int r;
+    opstate_kv_create(NULL, &kv);
+    mem_before = opstate_kv_memory(kv);
+    for (i = 0; i < EVENTS; i++) opstate_apply_default(NULL, kv, &events[i]);
+    opstate_kv_mark_clean(kv);
+    printf("kv memory       %8.1f bytes per live key (%lu keys of ~%lu bytes key+value)\n",
+           (double)(opstate_kv_memory(kv) - mem_before) / (double)opstate_kv_count(kv),
+           (unsigned long)opstate_kv_count(kv), (unsigned long)(5 + 4 + 2 + 11 + sizeof value - 1));
+    opstate_snapshot_encode(kv, &meta, NULL, NULL, 0, &n, NULL);
+    buf = malloc(n);
+    copy = malloc(n);
+    for (r = 0; r < RUNS; r++) {
+        opstate_kv *back;
+        opstate_snapshot_meta m2;
+        double t = now_s();
+        opstate_snapshot_encode(kv, &meta, NULL, buf, n, &n, NULL);
+        enc[r] = now_s() - t;
+        opstate_kv_create(NULL, &back);
+        t = now_s();
+        opstate_snapshot_decode(buf, n, back, &m2, NULL, NULL);
+        dec[r] = now_s() - t;
+        sink += opstate_kv_count(back);
+        opstate_kv_destroy(back);
+        t = now_s();
+        memcpy(copy, buf, n);
+        cpy[r] = now_s() - t;
+        sink += copy[n / 2];
+    }
+    me = median(enc);
+    md = median(dec);
+    mc = median(cpy);
+    printf("snapshot %.1f MB  encode %7.0f MB/s  decode %7.0f MB/s  memcpy %7.0f MB/s  (encode %.1fx, decode %.1fx the memcpy time)\n",
+           (double)n / 1e6, (double)n / me / 1e6, (double)n / md / 1e6, (double)n / mc / 1e6, me / mc, md / mc);
+    free(buf);
+    free(copy);
+    opstate_kv_destroy(kv);
+}
+
+int main(void)
+{
+    make_events();
+    bench_apply();
+    bench_codec();
+    bench_snapshot();
+    printf("(sink %lu)\n", (unsigned long)(sink & 1));
+    return 0;
+}
