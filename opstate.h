@@ -138,7 +138,10 @@ extern "C" {
     X(TIMEOUT, 18, "timed out")                                                  \
     X(SCHEMA_TOO_NEW, 19, "stored state has a newer schema version than this program") \
     X(SCHEMA_OLD, 20, "stored state has an older schema version and no upgrade") \
-    X(POISON, 21, "stopped at a poison event")
+    X(POISON, 21, "stopped at a poison event")                                   \
+    X(ALREADY_OPEN, 22, "already open in this process")                          \
+    X(FULL, 23, "storage full: map size limit reached or disk full")             \
+    X(APPLY_FAILED, 24, "apply could not complete (memory or storage); retried at the next poll")
 
 typedef enum opstate_result {
 #define OPSTATE__RESULT_ENUM(name, value, msg) OPSTATE_##name = value,
@@ -160,6 +163,45 @@ typedef struct opstate_error {
 OPSTATE_API const char *opstate_result_str(opstate_result r);
 /* OPSTATE_VERSION_NUMBER of the compiled implementation (MAJOR*10000 + ...). */
 OPSTATE_API int opstate_version_number(void);
+
+/* >>bytes ---------------------------------------------------------------- */
+
+/* Little-endian byte helpers (byte shifts, any alignment, any host), used
+   by the codecs here and in the companions. */
+#if defined(__cplusplus) || (defined(__STDC_VERSION__) && __STDC_VERSION__ >= 199901L)
+#define OPSTATE_INLINE static inline
+#else
+#define OPSTATE_INLINE static
+#endif
+OPSTATE_INLINE void opstate_put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+OPSTATE_INLINE void opstate_put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+OPSTATE_INLINE void opstate_put_le64(uint8_t *p, uint64_t v)
+{
+    opstate_put_le32(p, (uint32_t)v);
+    opstate_put_le32(p + 4, (uint32_t)(v >> 32));
+}
+OPSTATE_INLINE uint16_t opstate_get_le16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+OPSTATE_INLINE uint32_t opstate_get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+OPSTATE_INLINE uint64_t opstate_get_le64(const uint8_t *p)
+{
+    return (uint64_t)opstate_get_le32(p) | ((uint64_t)opstate_get_le32(p + 4) << 32);
+}
 
 /* >>crc ------------------------------------------------------------------ */
 
@@ -304,8 +346,11 @@ OPSTATE_API opstate_result opstate_event_encode(const opstate_event *ev, uint8_t
      UNKNOWN_VERSION  byte 0 is not OPSTATE_CODEC_VERSION (checked first
                       after emptiness: a later version may differ in shape)
      MALFORMED        trailing bytes after the declared length, reserved
-                      flag bits, field lengths that do not add up
-     OVERSIZED        a field length above its OPSTATE_MAX_* limit
+                      flag bits
+     OVERSIZED        a field length above its OPSTATE_MAX_* limit (each
+                      length is checked against its limit before they are
+                      summed)
+     MALFORMED        field lengths that do not add up to the total
      CORRUPT          CRC32C mismatch
      MALFORMED        op 0, or a non-zero time without the has_time flag
      INVALID_TOKEN    scope or kind is not a valid subject token
@@ -576,6 +621,20 @@ typedef struct opstate_logger {
     void (*fn)(void *user, opstate_log_level level, const char *message);
     void *user;
 } opstate_logger;
+
+/* Allocates through `a` (all zero: malloc). NULL on failure. For custom
+   logs and stores as much as for the library. */
+OPSTATE_API void *opstate_alloc(const opstate_allocator *a, size_t n);
+/* Frees what opstate_alloc returned; NULL is fine. */
+OPSTATE_API void opstate_free(const opstate_allocator *a, void *p);
+/* Sets the optional error detail (err may be NULL) and returns r, so a
+   custom log or store can `return opstate_error_set(err, OPSTATE_IO,
+   "field", rc);`. */
+OPSTATE_API opstate_result opstate_error_set(opstate_error *err, opstate_result r, const char *field,
+                                             long dep_status);
+/* Logs one line "<a><n><b>" at `level` when the logger has a function. */
+OPSTATE_API void opstate_log_line(const opstate_logger *lg, opstate_log_level level, const char *a, uint64_t n,
+                                  const char *b);
 
 /* >>kv ------------------------------------------------------------------- */
 
@@ -849,8 +908,8 @@ typedef enum opstate_apply_outcome {
     OPSTATE_APPLY_DONE = 0, /* applied: acked now */
     OPSTATE_APPLY_DEFER,    /* finished later: call opstate_consumer_ack */
     OPSTATE_APPLY_REJECT,   /* poison: recorded, then stop or skip */
-    OPSTATE_APPLY_RETRY     /* a resource ran out: poll stops, returns
-                               NO_MEMORY, and offers the event again */
+    OPSTATE_APPLY_RETRY     /* memory or storage failed: poll stops, returns
+                               APPLY_FAILED, and offers the event again */
 } opstate_apply_outcome;
 
 /* Folds one event into the state. Must be deterministic (replay and
@@ -858,7 +917,8 @@ typedef enum opstate_apply_outcome {
 typedef opstate_apply_outcome (*opstate_apply_fn)(void *user, opstate_kv *kv, const opstate_event *ev);
 
 /* The default apply: PUT sets opstate_kv_event_key(ev) to the data, DELETE
-   removes it, any other op is rejected; NO_MEMORY asks for a retry. */
+   removes it. Another op, or a key or value over its limit, is rejected
+   (poison); a memory or storage failure asks for a retry. */
 OPSTATE_API opstate_apply_outcome opstate_apply_default(void *user, opstate_kv *kv, const opstate_event *ev);
 
 /* Progress of a long restore or replay: from `start` to `end` sequence,
@@ -930,7 +990,8 @@ OPSTATE_API opstate_result opstate_consumer_open(const opstate_consumer_config *
 /* Reads and applies up to max_events (0: one batch) within budget_ns (0:
    no limit; needs a clock), flushing when due. A failed periodic flush is
    logged and retried later (the keys stay dirty); it is not returned.
-   Returns POISON under the stop policy, or a log error. */
+   Returns POISON under the stop policy, APPLY_FAILED when apply asked for a
+   retry (the event is offered again next time), or a log error. */
 OPSTATE_API opstate_result opstate_consumer_poll(opstate_consumer *c, uint32_t max_events, int64_t budget_ns,
                                                  opstate_poll_result *out, opstate_error *err);
 /* Acknowledges a DEFERred event: the high-water mark can pass it. */
@@ -1056,36 +1117,6 @@ OPSTATE__PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
 #endif
 #endif
 #endif
-
-OPSTATE__PRIVATE void opstate__put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-OPSTATE__PRIVATE void opstate__put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-OPSTATE__PRIVATE void opstate__put_u64(uint8_t *p, uint64_t v)
-{
-    opstate__put_u32(p, (uint32_t)v);
-    opstate__put_u32(p + 4, (uint32_t)(v >> 32));
-}
-OPSTATE__PRIVATE uint16_t opstate__get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-OPSTATE__PRIVATE uint32_t opstate__get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-OPSTATE__PRIVATE uint64_t opstate__get_u64(const uint8_t *p)
-{
-    return (uint64_t)opstate__get_u32(p) | ((uint64_t)opstate__get_u32(p + 4) << 32);
-}
 
 /* Records a failure in the optional error detail and returns its code. */
 OPSTATE__PRIVATE opstate_result opstate__fail(opstate_error *err, opstate_result r, size_t offset,
@@ -1485,12 +1516,14 @@ static const uint32_t opstate__crc_table[8][256] = {
 };
 
 /* Portable slice-by-8: eight bytes per step, bytes read one by one so it is
-   endian- and alignment-neutral. `crc` is the raw (already inverted) state. */
-OPSTATE__PRIVATE uint32_t opstate__crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
+   endian- and alignment-neutral. `crc` is the raw (already inverted) state.
+   With `copy_to`, the bytes are also copied there. */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_sw(uint32_t crc, const uint8_t *p, size_t n, uint8_t *copy_to)
 {
     const uint32_t(*t)[256] = opstate__crc_table;
+    if (copy_to && n) OPSTATE_MEMCPY(copy_to, p, n);
     while (n >= 8) {
-        uint32_t lo = crc ^ opstate__get_u32(p), hi = opstate__get_u32(p + 4);
+        uint32_t lo = crc ^ opstate_get_le32(p), hi = opstate_get_le32(p + 4);
         crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
               t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
         p += 8;
@@ -1503,29 +1536,36 @@ OPSTATE__PRIVATE uint32_t opstate__crc32c_sw(uint32_t crc, const uint8_t *p, siz
 #if !defined(OPSTATE_NO_HW_CRC) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define OPSTATE__CRC_X86 1
 /* SSE4.2 crc32 instruction; x86 is little-endian so a u64 load feeds the
-   bytes in stream order. */
+   bytes in stream order. A copy rides along for free: the store fits in
+   the crc32 latency. */
 __attribute__((target("sse4.2"))) OPSTATE__PRIVATE uint32_t
-opstate__crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
+opstate__crc32c_hw(uint32_t crc, const uint8_t *p, size_t n, uint8_t *copy_to)
 {
     unsigned long long c = crc;
-    while (n >= 8) {
+    for (; n >= 8; p += 8, n -= 8) {
         unsigned long long v;
         OPSTATE_MEMCPY(&v, p, 8);
+        if (copy_to) {
+            OPSTATE_MEMCPY(copy_to, &v, 8);
+            copy_to += 8;
+        }
         c = __builtin_ia32_crc32di(c, v);
-        p += 8;
-        n -= 8;
     }
     crc = (uint32_t)c;
-    while (n--) crc = __builtin_ia32_crc32qi(crc, *p++);
+    for (; n; n--, p++) {
+        if (copy_to) *copy_to++ = *p;
+        crc = __builtin_ia32_crc32qi(crc, *p);
+    }
     return crc;
 }
 #elif !defined(OPSTATE_NO_HW_CRC) && defined(__ARM_FEATURE_CRC32)
 #define OPSTATE__CRC_ARM 1
 #include <arm_acle.h>
-OPSTATE__PRIVATE uint32_t opstate__crc32c_hw(uint32_t crc, const uint8_t *p, size_t n)
+OPSTATE__PRIVATE uint32_t opstate__crc32c_hw(uint32_t crc, const uint8_t *p, size_t n, uint8_t *copy_to)
 {
+    if (copy_to && n) OPSTATE_MEMCPY(copy_to, p, n);
     while (n >= 8) {
-        crc = __crc32cd(crc, opstate__get_u64(p));
+        crc = __crc32cd(crc, opstate_get_le64(p));
         p += 8;
         n -= 8;
     }
@@ -1534,23 +1574,28 @@ OPSTATE__PRIVATE uint32_t opstate__crc32c_hw(uint32_t crc, const uint8_t *p, siz
 }
 #endif
 
-OPSTATE_API uint32_t opstate_crc32c(uint32_t crc, const void *data, size_t n)
+/* CRC32C continuing from crc, copying the bytes to copy_to when set. */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_copy(uint32_t crc, const uint8_t *p, size_t n, uint8_t *copy_to)
 {
-    const uint8_t *p = (const uint8_t *)data;
     crc = ~crc;
 #if defined(OPSTATE__CRC_X86) && defined(__SSE4_2__)
-    crc = opstate__crc32c_hw(crc, p, n);
+    crc = opstate__crc32c_hw(crc, p, n, copy_to);
 #elif defined(OPSTATE__CRC_X86) && !defined(OPSTATE_NO_STDLIB)
     if (__builtin_cpu_supports("sse4.2"))
-        crc = opstate__crc32c_hw(crc, p, n);
+        crc = opstate__crc32c_hw(crc, p, n, copy_to);
     else
-        crc = opstate__crc32c_sw(crc, p, n);
+        crc = opstate__crc32c_sw(crc, p, n, copy_to);
 #elif defined(OPSTATE__CRC_ARM)
-    crc = opstate__crc32c_hw(crc, p, n);
+    crc = opstate__crc32c_hw(crc, p, n, copy_to);
 #else
-    crc = opstate__crc32c_sw(crc, p, n);
+    crc = opstate__crc32c_sw(crc, p, n, copy_to);
 #endif
     return ~crc;
+}
+
+OPSTATE_API uint32_t opstate_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    return opstate__crc32c_copy(crc, (const uint8_t *)data, n, NULL);
 }
 
 /* >>ids ------------------------------------------------------------------ */
@@ -1659,7 +1704,7 @@ OPSTATE_API opstate_result opstate_id_time_ordered(int64_t unix_ns, const uint8_
 OPSTATE__PRIVATE void opstate__sha256_field(opstate__sha256 *s, opstate_bytes b)
 {
     uint8_t len[8];
-    opstate__put_u64(len, (uint64_t)b.len);
+    opstate_put_le64(len, (uint64_t)b.len);
     opstate__sha256_update(s, len, 8);
     if (b.len) opstate__sha256_update(s, b.ptr, b.len);
 }
@@ -1676,9 +1721,9 @@ OPSTATE_API opstate_id opstate_id_from_content(const opstate_event *ev)
     opstate__sha256_field(&s, ev->kind);
     opstate__sha256_field(&s, ev->key);
     opstate__sha256_field(&s, ev->data);
-    opstate__put_u32(tail, ev->op);
+    opstate_put_le32(tail, ev->op);
     tail[4] = ev->has_time ? 1 : 0;
-    opstate__put_u64(tail + 5, ev->has_time ? (uint64_t)ev->time : 0u);
+    opstate_put_le64(tail + 5, ev->has_time ? (uint64_t)ev->time : 0u);
     opstate__sha256_update(&s, tail, sizeof tail);
     opstate__sha256_final(&s, digest);
     OPSTATE_MEMCPY(id.bytes, digest, 16);
@@ -2015,19 +2060,21 @@ OPSTATE_API opstate_result opstate_event_encode(const opstate_event *ev, uint8_t
     if (out) {
         out[0] = OPSTATE_CODEC_VERSION;
         out[1] = ev->has_time ? 1u : 0u;
-        opstate__put_u32(out + 2, (uint32_t)size);
+        opstate_put_le32(out + 2, (uint32_t)size);
         OPSTATE_MEMCPY(out + 6, ev->id.bytes, 16);
-        opstate__put_u32(out + 22, ev->op);
-        opstate__put_u64(out + 26, ev->has_time ? (uint64_t)ev->time : 0u);
-        opstate__put_u16(out + 34, (uint16_t)ev->scope.len);
-        opstate__put_u16(out + 36, (uint16_t)ev->kind.len);
-        opstate__put_u16(out + 38, (uint16_t)ev->key.len);
-        opstate__put_u32(out + 40, (uint32_t)ev->data.len);
+        opstate_put_le32(out + 22, ev->op);
+        opstate_put_le64(out + 26, ev->has_time ? (uint64_t)ev->time : 0u);
+        opstate_put_le16(out + 34, (uint16_t)ev->scope.len);
+        opstate_put_le16(out + 36, (uint16_t)ev->kind.len);
+        opstate_put_le16(out + 38, (uint16_t)ev->key.len);
+        opstate_put_le32(out + 40, (uint32_t)ev->data.len);
+        uint32_t crc;
         p = opstate__put_bytes(out + OPSTATE__EV_HEADER, ev->scope);
         p = opstate__put_bytes(p, ev->kind);
         p = opstate__put_bytes(p, ev->key);
-        p = opstate__put_bytes(p, ev->data);
-        opstate__put_u32(p, opstate_crc32c(0, out, size - 4));
+        crc = opstate_crc32c(0, out, (size_t)(p - out));
+        crc = opstate__crc32c_copy(crc, ev->data.ptr, ev->data.len, p); /* the payload: copy and sum in one pass */
+        opstate_put_le32(p + ev->data.len, crc);
     }
     *out_len = size;
     return OPSTATE_OK;
@@ -2044,14 +2091,14 @@ OPSTATE__PRIVATE opstate_result opstate__event_frame(const uint8_t *b, size_t le
     if (len == 0) return opstate__fail(err, OPSTATE_TRUNCATED, 0, "version");
     if (b[0] != OPSTATE_CODEC_VERSION) return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 0, "version");
     if (len < OPSTATE__EV_MIN) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
-    total = opstate__get_u32(b + 2);
+    total = opstate_get_le32(b + 2);
     if (total > len) return opstate__fail(err, OPSTATE_TRUNCATED, len, "length");
     if (total < len) return opstate__fail(err, OPSTATE_MALFORMED, (size_t)total, "length");
     if (b[1] & ~1u) return opstate__fail(err, OPSTATE_MALFORMED, 1, "flags");
-    field[0] = opstate__get_u16(b + 34);
-    field[1] = opstate__get_u16(b + 36);
-    field[2] = opstate__get_u16(b + 38);
-    field[3] = opstate__get_u32(b + 40);
+    field[0] = opstate_get_le16(b + 34);
+    field[1] = opstate_get_le16(b + 36);
+    field[2] = opstate_get_le16(b + 38);
+    field[3] = opstate_get_le32(b + 40);
     for (i = 0; i < 4; i++) {
         if (field[i] > limit[i]) return opstate__fail(err, OPSTATE_OVERSIZED, 34u + 2u * (unsigned)i, names[i]);
         sum += field[i];
@@ -2067,19 +2114,19 @@ OPSTATE_API opstate_result opstate_event_decode(const uint8_t *buf, size_t len, 
     const uint8_t *p = buf + OPSTATE__EV_HEADER;
     opstate_result r = opstate__event_frame(buf, len, err);
     if (r != OPSTATE_OK) return r;
-    if (opstate_crc32c(0, buf, len - 4) != opstate__get_u32(buf + len - 4))
+    if (opstate_crc32c(0, buf, len - 4) != opstate_get_le32(buf + len - 4))
         return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
     OPSTATE_MEMSET(&ev, 0, sizeof ev);
     OPSTATE_MEMCPY(ev.id.bytes, buf + 6, 16);
-    ev.op = opstate__get_u32(buf + 22);
+    ev.op = opstate_get_le32(buf + 22);
     ev.has_time = (buf[1] & 1u) != 0;
-    ev.time = (int64_t)opstate__get_u64(buf + 26);
+    ev.time = (int64_t)opstate_get_le64(buf + 26);
     if (ev.op == 0) return opstate__fail(err, OPSTATE_MALFORMED, 22, "op");
     if (!ev.has_time && ev.time != 0) return opstate__fail(err, OPSTATE_MALFORMED, 26, "time");
-    ev.scope.len = opstate__get_u16(buf + 34);
-    ev.kind.len = opstate__get_u16(buf + 36);
-    ev.key.len = opstate__get_u16(buf + 38);
-    ev.data.len = opstate__get_u32(buf + 40);
+    ev.scope.len = opstate_get_le16(buf + 34);
+    ev.kind.len = opstate_get_le16(buf + 36);
+    ev.key.len = opstate_get_le16(buf + 38);
+    ev.data.len = opstate_get_le32(buf + 40);
     ev.scope.ptr = p;
     ev.kind.ptr = p += ev.scope.len;
     ev.key.ptr = p += ev.kind.len;
@@ -2747,7 +2794,7 @@ OPSTATE_API opstate_result opstate_dedup_init(opstate_dedup *d, void *storage, s
    both halves are mixed. */
 OPSTATE__PRIVATE uint32_t opstate__dedup_home(const opstate_dedup *d, const opstate_id *id)
 {
-    uint64_t x = opstate__get_u64(id->bytes) * 0x9e3779b97f4a7c15u ^ opstate__get_u64(id->bytes + 8);
+    uint64_t x = opstate_get_le64(id->bytes) * 0x9e3779b97f4a7c15u ^ opstate_get_le64(id->bytes + 8);
     x ^= x >> 32;
     x *= 0xd6e8feb86659fd93u;
     x ^= x >> 32;
@@ -2819,10 +2866,10 @@ OPSTATE_API opstate_result opstate_dedup_encode(const opstate_dedup *d, uint8_t 
     if (out) {
         out[0] = OPSTATE_DEDUP_FORMAT_VERSION;
         out[1] = 0;
-        opstate__put_u32(out + 2, d->count);
+        opstate_put_le32(out + 2, d->count);
         for (i = 0; i < d->count; i++)
             OPSTATE_MEMCPY(out + OPSTATE__DEDUP_HEADER + 16 * i, d->ids[(d->head + i) % d->capacity].bytes, 16);
-        opstate__put_u32(out + need - 4, opstate_crc32c(0, out, need - 4));
+        opstate_put_le32(out + need - 4, opstate_crc32c(0, out, need - 4));
     }
     *out_len = need;
     return OPSTATE_OK;
@@ -2836,13 +2883,13 @@ OPSTATE__PRIVATE opstate_result opstate__dedup_check(const opstate_dedup *d, con
     if (len == 0) return opstate__fail(err, OPSTATE_TRUNCATED, 0, "version");
     if (buf[0] != OPSTATE_DEDUP_FORMAT_VERSION) return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 0, "version");
     if (len < OPSTATE__DEDUP_HEADER + 4) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
-    count = opstate__get_u32(buf + 2);
+    count = opstate_get_le32(buf + 2);
     need = OPSTATE__DEDUP_HEADER + count * 16u + 4u;
     if (need > len) return opstate__fail(err, OPSTATE_TRUNCATED, len, "count");
     if (need < len) return opstate__fail(err, OPSTATE_MALFORMED, (size_t)need, "length");
     if (buf[1] != 0) return opstate__fail(err, OPSTATE_MALFORMED, 1, "reserved");
     if (count > d->capacity) return opstate__fail(err, OPSTATE_OVERSIZED, 2, "count");
-    if (opstate_crc32c(0, buf, len - 4) != opstate__get_u32(buf + len - 4))
+    if (opstate_crc32c(0, buf, len - 4) != opstate_get_le32(buf + len - 4))
         return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
     return OPSTATE_OK;
 }
@@ -2853,7 +2900,7 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
     size_t i, count;
     opstate_result r = opstate__dedup_check(d, buf, len, err);
     if (r != OPSTATE_OK) return r;
-    count = opstate__get_u32(buf + 2);
+    count = opstate_get_le32(buf + 2);
     opstate_dedup_clear(d);
     for (i = 0; i < count; i++) {
         opstate_id id;
@@ -2871,7 +2918,7 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
 #include <stdlib.h>
 #endif
 
-OPSTATE__PRIVATE void *opstate__alloc(const opstate_allocator *a, size_t n)
+OPSTATE_API void *opstate_alloc(const opstate_allocator *a, size_t n)
 {
     if (a->alloc) return a->alloc(a->user, n);
 #ifndef OPSTATE_NO_STDLIB
@@ -2889,7 +2936,7 @@ OPSTATE__PRIVATE bool opstate__array_bytes(size_t n, size_t size, size_t *out)
     return true;
 }
 
-OPSTATE__PRIVATE void opstate__free(const opstate_allocator *a, void *p)
+OPSTATE_API void opstate_free(const opstate_allocator *a, void *p)
 {
     if (!p) return;
     if (a->free) {
@@ -2931,9 +2978,22 @@ OPSTATE__PRIVATE opstate__msg *opstate__msg_u64(opstate__msg *m, uint64_t v)
     return opstate__msg_str(m, digits + n);
 }
 
-OPSTATE__PRIVATE void opstate__log(const opstate_logger *lg, opstate_log_level level, const opstate__msg *m)
+OPSTATE_API void opstate_log_line(const opstate_logger *lg, opstate_log_level level, const char *a, uint64_t n,
+                                  const char *b)
 {
-    if (lg->fn) lg->fn(lg->user, level, m->text);
+    opstate__msg m;
+    if (!lg->fn) return;
+    m.len = 0;
+    opstate__msg_str(opstate__msg_u64(opstate__msg_str(&m, a), n), b);
+    lg->fn(lg->user, level, m.text);
+}
+
+OPSTATE_API opstate_result opstate_error_set(opstate_error *err, opstate_result r, const char *field,
+                                             long dep_status)
+{
+    opstate__fail(err, r, 0, field);
+    if (err) err->dep_status = dep_status;
+    return r;
 }
 
 /* >>kv ------------------------------------------------------------------- */
@@ -2983,7 +3043,7 @@ OPSTATE__PRIVATE uint64_t opstate__hash_bytes(const uint8_t *p, size_t n)
 {
     uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n, tail = 0;
     size_t i;
-    for (; n >= 8; p += 8, n -= 8) h = (h ^ opstate__mix64(opstate__get_u64(p))) * 0xff51afd7ed558ccdu;
+    for (; n >= 8; p += 8, n -= 8) h = (h ^ opstate__mix64(opstate_get_le64(p))) * 0xff51afd7ed558ccdu;
     for (i = 0; i < n; i++) tail |= (uint64_t)p[i] << (8 * i);
     return opstate__mix64((h ^ opstate__mix64(tail ^ n)) * 0xc4ceb9fe1a85ec53u);
 }
@@ -3012,14 +3072,14 @@ OPSTATE__PRIVATE opstate_result opstate__kv_resize(opstate_kv *kv, uint32_t nslo
     uint32_t old_n = kv->slots ? kv->mask + 1 : 0, i;
     size_t bytes;
     if (nslots > (UINT32_MAX / 2u) || !opstate__array_bytes(nslots, sizeof *fresh, &bytes)) return OPSTATE_NO_MEMORY;
-    fresh = (opstate__kv_entry **)opstate__alloc(&kv->a, bytes);
+    fresh = (opstate__kv_entry **)opstate_alloc(&kv->a, bytes);
     if (!fresh) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(fresh, 0, (size_t)nslots * sizeof *fresh);
     kv->slots = fresh;
     kv->mask = nslots - 1;
     for (i = 0; i < old_n; i++)
         if (old[i]) fresh[opstate__kv_find(kv, opstate__kv_key(old[i]), old[i]->key_len, old[i]->hash)] = old[i];
-    opstate__free(&kv->a, old);
+    opstate_free(&kv->a, old);
     kv->memory = kv->memory - (size_t)old_n * sizeof *fresh + (size_t)nslots * sizeof *fresh;
     return OPSTATE_OK;
 }
@@ -3032,14 +3092,14 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
         OPSTATE_MEMSET(&defaults, 0, sizeof defaults);
         cfg = &defaults;
     }
-    kv = (opstate_kv *)opstate__alloc(&cfg->allocator, sizeof *kv);
+    kv = (opstate_kv *)opstate_alloc(&cfg->allocator, sizeof *kv);
     if (!kv) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(kv, 0, sizeof *kv);
     kv->a = cfg->allocator;
     kv->base = cfg->base;
     kv->memory = sizeof *kv;
     if (opstate__kv_resize(kv, OPSTATE__KV_MIN_SLOTS) != OPSTATE_OK) {
-        opstate__free(&cfg->allocator, kv);
+        opstate_free(&cfg->allocator, kv);
         return OPSTATE_NO_MEMORY;
     }
     *out = kv;
@@ -3049,8 +3109,8 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
 OPSTATE__PRIVATE void opstate__kv_free_entry(opstate_kv *kv, opstate__kv_entry *e)
 {
     kv->memory -= sizeof *e + e->key_len + e->value_len;
-    opstate__free(&kv->a, e->value);
-    opstate__free(&kv->a, e);
+    opstate_free(&kv->a, e->value);
+    opstate_free(&kv->a, e);
 }
 
 OPSTATE_API void opstate_kv_clear(opstate_kv *kv)
@@ -3072,8 +3132,8 @@ OPSTATE_API void opstate_kv_destroy(opstate_kv *kv)
     if (!kv) return;
     a = kv->a;
     opstate_kv_clear(kv);
-    opstate__free(&a, kv->slots);
-    opstate__free(&a, kv);
+    opstate_free(&a, kv->slots);
+    opstate_free(&a, kv);
 }
 
 /* live - in_base: what an entry adds to the base's key count. */
@@ -3113,7 +3173,7 @@ OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes
         r = kv->base->get(kv->base->user, key, &v, &p);
         if (r != OPSTATE_OK && r != OPSTATE_NOT_FOUND) return r;
     }
-    e = (opstate__kv_entry *)opstate__alloc(&kv->a, sizeof *e + key.len);
+    e = (opstate__kv_entry *)opstate_alloc(&kv->a, sizeof *e + key.len);
     if (!e) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(e, 0, sizeof *e);
     OPSTATE_MEMCPY(opstate__kv_key(e), key.ptr, key.len);
@@ -3154,14 +3214,14 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
         opstate__kv_touch(kv, e, position);
         return OPSTATE_OK;
     }
-    if (value.len && !(copy = (uint8_t *)opstate__alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
+    if (value.len && !(copy = (uint8_t *)opstate_alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
     if (!e && (r = opstate__kv_insert(kv, key, h, &slot, &e)) != OPSTATE_OK) {
-        opstate__free(&kv->a, copy);
+        opstate_free(&kv->a, copy);
         return r;
     }
     before = opstate__kv_contribution(e);
     if (value.len) OPSTATE_MEMCPY(copy, value.ptr, value.len);
-    opstate__free(&kv->a, e->value);
+    opstate_free(&kv->a, e->value);
     kv->memory = kv->memory - e->value_len + value.len;
     e->value = copy;
     e->value_len = (uint32_t)value.len;
@@ -3192,7 +3252,7 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     }
     if (e->flags & OPSTATE__KV_TOMB) return OPSTATE_OK;
     before = opstate__kv_contribution(e);
-    opstate__free(&kv->a, e->value);
+    opstate_free(&kv->a, e->value);
     kv->memory -= e->value_len;
     e->value = NULL;
     e->value_len = 0;
@@ -3351,7 +3411,7 @@ OPSTATE__PRIVATE opstate_result opstate__kv_sorted(const opstate_kv *kv, opstate
     size_t k = 0;
     uint32_t i;
     if (kv->used) {
-        v = (opstate__kv_entry **)opstate__alloc(&kv->a, (size_t)kv->used * sizeof *v);
+        v = (opstate__kv_entry **)opstate_alloc(&kv->a, (size_t)kv->used * sizeof *v);
         if (!v) return OPSTATE_NO_MEMORY;
         for (i = 0; i <= kv->mask; i++)
             if (kv->slots[i]) v[k++] = kv->slots[i];
@@ -3435,7 +3495,7 @@ OPSTATE_API opstate_result opstate_kv_iterate(const opstate_kv *kv, opstate_kv_i
     opstate_result r = opstate__kv_sorted(kv, &v, &n);
     if (r != OPSTATE_OK) return r;
     r = opstate__kv_walk(kv, v, n, fn, user);
-    opstate__free(&kv->a, v);
+    opstate_free(&kv->a, v);
     return r;
 }
 
@@ -3500,7 +3560,7 @@ OPSTATE_API opstate_result opstate_kv_to_json(const opstate_kv *kv, char *out, s
         }
         j.w.out = out;
     }
-    opstate__free(&kv->a, v);
+    opstate_free(&kv->a, v);
     if (r == OPSTATE_OK) *out_len = j.w.len;
     return r;
 }
@@ -3532,12 +3592,12 @@ OPSTATE__PRIVATE bool opstate__snap_item(void *user, const opstate_kv_item *item
     opstate__snap_writer *w = (opstate__snap_writer *)user;
     if (w->out) {
         uint8_t *p = w->out + w->len;
-        opstate__put_u32(p, (uint32_t)item->key.len);
+        opstate_put_le32(p, (uint32_t)item->key.len);
         p = opstate__put_bytes(p + 4, item->key);
-        opstate__put_u32(p, (uint32_t)item->value.len);
+        opstate_put_le32(p, (uint32_t)item->value.len);
         p = opstate__put_bytes(p + 4, item->value);
-        opstate__put_u64(p, item->position.seq);
-        opstate__put_u64(p + 8, (uint64_t)item->position.time);
+        opstate_put_le64(p, item->position.seq);
+        opstate_put_le64(p + 8, (uint64_t)item->position.time);
     }
     w->len += OPSTATE__SNAP_ITEM + item->key.len + item->value.len;
     w->count++;
@@ -3547,13 +3607,13 @@ OPSTATE__PRIVATE bool opstate__snap_item(void *user, const opstate_kv_item *item
 OPSTATE__PRIVATE void opstate__snap_header(uint8_t *out, const opstate_snapshot_meta *meta, size_t dedup_len)
 {
     OPSTATE_MEMCPY(out, opstate__snap_magic, 4);
-    opstate__put_u16(out + 4, OPSTATE_SNAPSHOT_FORMAT_VERSION);
-    opstate__put_u16(out + 6, 0);
-    opstate__put_u32(out + 8, meta->schema_version);
-    opstate__put_u64(out + 12, meta->position.seq);
-    opstate__put_u64(out + 20, (uint64_t)meta->position.time);
-    opstate__put_u64(out + 28, meta->position.epoch);
-    opstate__put_u32(out + 36, (uint32_t)dedup_len);
+    opstate_put_le16(out + 4, OPSTATE_SNAPSHOT_FORMAT_VERSION);
+    opstate_put_le16(out + 6, 0);
+    opstate_put_le32(out + 8, meta->schema_version);
+    opstate_put_le64(out + 12, meta->position.seq);
+    opstate_put_le64(out + 20, (uint64_t)meta->position.time);
+    opstate_put_le64(out + 28, meta->position.epoch);
+    opstate_put_le32(out + 36, (uint32_t)dedup_len);
 }
 
 OPSTATE_API opstate_result opstate_snapshot_encode(const opstate_kv *kv, const opstate_snapshot_meta *meta,
@@ -3578,15 +3638,15 @@ OPSTATE_API opstate_result opstate_snapshot_encode(const opstate_kv *kv, const o
     else if (r == OPSTATE_OK && out) {
         opstate__snap_header(out, meta, dedup_len);
         if (dedup) opstate_dedup_encode(dedup, out + OPSTATE__SNAP_FIXED, dedup_len, &dedup_len);
-        opstate__put_u64(out + body_at - 8, w.len);
-        opstate__put_u64(out + body_at, w.count);
+        opstate_put_le64(out + body_at - 8, w.len);
+        opstate_put_le64(out + body_at, w.count);
         w.out = out + body_at;
         w.len = 8;
         w.count = 0;
         r = opstate__kv_walk(kv, v, n, opstate__snap_item, &w);
-        opstate__put_u32(out + total - 4, opstate_crc32c(0, out, (size_t)total - 4));
+        opstate_put_le32(out + total - 4, opstate_crc32c(0, out, (size_t)total - 4));
     }
-    opstate__free(&kv->a, v);
+    opstate_free(&kv->a, v);
     if (r == OPSTATE_OK) *out_len = (size_t)total;
     return r;
 }
@@ -3599,17 +3659,17 @@ OPSTATE__PRIVATE opstate_result opstate__snap_frame(const uint8_t *b, size_t len
     uint64_t dlen, blen;
     if (len < 6 || OPSTATE_MEMCMP(b, opstate__snap_magic, 4) != 0)
         return opstate__fail(err, len < 4 ? OPSTATE_TRUNCATED : OPSTATE_MALFORMED, 0, "magic");
-    if (opstate__get_u16(b + 4) != OPSTATE_SNAPSHOT_FORMAT_VERSION)
+    if (opstate_get_le16(b + 4) != OPSTATE_SNAPSHOT_FORMAT_VERSION)
         return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 4, "format");
     if (len < OPSTATE__SNAP_FIXED + 8u + 4u) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
-    if (opstate__get_u16(b + 6) != 0) return opstate__fail(err, OPSTATE_MALFORMED, 6, "reserved");
-    dlen = opstate__get_u32(b + 36);
+    if (opstate_get_le16(b + 6) != 0) return opstate__fail(err, OPSTATE_MALFORMED, 6, "reserved");
+    dlen = opstate_get_le32(b + 36);
     if (dlen > len - OPSTATE__SNAP_FIXED - 12u) return opstate__fail(err, OPSTATE_TRUNCATED, 36, "dedup");
-    blen = opstate__get_u64(b + OPSTATE__SNAP_FIXED + dlen);
+    blen = opstate_get_le64(b + OPSTATE__SNAP_FIXED + dlen);
     if (blen > len - OPSTATE__SNAP_FIXED - 12u - dlen) return opstate__fail(err, OPSTATE_TRUNCATED, len, "body");
     if (blen != len - OPSTATE__SNAP_FIXED - 12u - dlen)
         return opstate__fail(err, OPSTATE_MALFORMED, OPSTATE__SNAP_FIXED + (size_t)dlen, "body");
-    if (opstate_crc32c(0, b, len - 4) != opstate__get_u32(b + len - 4))
+    if (opstate_crc32c(0, b, len - 4) != opstate_get_le32(b + len - 4))
         return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
     dedup->ptr = b + OPSTATE__SNAP_FIXED;
     dedup->len = (size_t)dlen;
@@ -3627,24 +3687,24 @@ OPSTATE__PRIVATE opstate_result opstate__snap_body(opstate_bytes body, size_t ba
     size_t at = 8;
     opstate_bytes prev = {NULL, 0};
     if (body.len < 8) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset, "count");
-    count = opstate__get_u64(body.ptr);
+    count = opstate_get_le64(body.ptr);
     for (i = 0; i < count; i++) {
         opstate_bytes key, value;
         opstate_position pos;
         opstate_result r;
         if (body.len - at < OPSTATE__SNAP_ITEM) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset + at, "item");
-        key.len = opstate__get_u32(body.ptr + at);
+        key.len = opstate_get_le32(body.ptr + at);
         if (key.len == 0 || key.len > OPSTATE_MAX_KEY_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, base_offset + at, "key");
         if (body.len - at - OPSTATE__SNAP_ITEM < key.len) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset + at, "key");
         key.ptr = body.ptr + at + 4;
-        value.len = opstate__get_u32(key.ptr + key.len);
+        value.len = opstate_get_le32(key.ptr + key.len);
         if (value.len > OPSTATE_MAX_DATA_LEN) return opstate__fail(err, OPSTATE_OVERSIZED, base_offset + at, "value");
         if (body.len - at - OPSTATE__SNAP_ITEM - key.len < value.len) return opstate__fail(err, OPSTATE_TRUNCATED, base_offset + at, "value");
         value.ptr = key.ptr + key.len + 4;
         if (i && opstate__key_compare(prev.ptr, prev.len, key.ptr, key.len) >= 0)
             return opstate__fail(err, OPSTATE_MALFORMED, base_offset + at, "key order");
-        pos.seq = opstate__get_u64(value.ptr + value.len);
-        pos.time = (int64_t)opstate__get_u64(value.ptr + value.len + 8);
+        pos.seq = opstate_get_le64(value.ptr + value.len);
+        pos.time = (int64_t)opstate_get_le64(value.ptr + value.len + 8);
         pos.epoch = 0;
         if (into && (r = opstate_kv_put(into, key, value, pos)) != OPSTATE_OK) return opstate__fail(err, r, base_offset + at, "key");
         prev = key;
@@ -3679,10 +3739,10 @@ OPSTATE_API opstate_result opstate_snapshot_decode(const uint8_t *buf, size_t le
         if (dbytes.len) opstate_dedup_decode(dedup, dbytes.ptr, dbytes.len, NULL);
         else opstate_dedup_clear(dedup);
     }
-    meta->schema_version = opstate__get_u32(buf + 8);
-    meta->position.seq = opstate__get_u64(buf + 12);
-    meta->position.time = (int64_t)opstate__get_u64(buf + 20);
-    meta->position.epoch = opstate__get_u64(buf + 28);
+    meta->schema_version = opstate_get_le32(buf + 8);
+    meta->position.seq = opstate_get_le64(buf + 12);
+    meta->position.time = (int64_t)opstate_get_le64(buf + 20);
+    meta->position.epoch = opstate_get_le64(buf + 28);
     return OPSTATE_OK;
 }
 
@@ -3722,7 +3782,7 @@ OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes
         OPSTATE_MEMSET(&none, 0, sizeof none);
         a = &none;
     }
-    if (!(buf = (uint8_t *)opstate__alloc(a, slen + dlen))) return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "event");
+    if (!(buf = (uint8_t *)opstate_alloc(a, slen + dlen))) return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "event");
     opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, (char *)buf, slen,
                           &slen, NULL);
     opstate_event_encode(ev, buf + slen, dlen, &dlen, NULL);
@@ -3734,7 +3794,7 @@ OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes
     else OPSTATE_MEMSET(&o, 0, sizeof o);
     o.msg_id = &ev->id;
     r = log->append(log->user, subject, data, &o, out, err);
-    opstate__free(a, buf);
+    opstate_free(a, buf);
     return r;
 }
 
@@ -3777,7 +3837,7 @@ OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cf
         OPSTATE_MEMSET(&defaults, 0, sizeof defaults);
         cfg = &defaults;
     }
-    if (!(m = (opstate_memlog *)opstate__alloc(&cfg->allocator, sizeof *m))) return OPSTATE_NO_MEMORY;
+    if (!(m = (opstate_memlog *)opstate_alloc(&cfg->allocator, sizeof *m))) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(m, 0, sizeof *m);
     m->cfg = *cfg;
     if (!m->cfg.duplicate_window) m->cfg.duplicate_window = 1024;
@@ -3787,7 +3847,7 @@ OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cf
     kc.allocator = cfg->allocator;
     if (!opstate__array_bytes(m->cfg.duplicate_window, sizeof(opstate_id), &ring_bytes) ||
         opstate_kv_create(&kc, &m->subjects) != OPSTATE_OK || opstate_kv_create(&kc, &m->ids) != OPSTATE_OK ||
-        !(m->id_ring = (opstate_id *)opstate__alloc(&cfg->allocator, ring_bytes))) {
+        !(m->id_ring = (opstate_id *)opstate_alloc(&cfg->allocator, ring_bytes))) {
         opstate_memlog_destroy(m);
         return OPSTATE_NO_MEMORY;
     }
@@ -3798,7 +3858,7 @@ OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cf
 OPSTATE__PRIVATE void opstate__memlog_free_messages(opstate_memlog *m)
 {
     size_t i;
-    for (i = m->start; i < m->len; i++) opstate__free(&m->cfg.allocator, m->msgs[i].bytes);
+    for (i = m->start; i < m->len; i++) opstate_free(&m->cfg.allocator, m->msgs[i].bytes);
     m->start = m->len = 0;
     m->live = 0;
 }
@@ -3807,11 +3867,11 @@ OPSTATE_API void opstate_memlog_destroy(opstate_memlog *m)
 {
     if (!m) return;
     opstate__memlog_free_messages(m);
-    opstate__free(&m->cfg.allocator, m->msgs);
+    opstate_free(&m->cfg.allocator, m->msgs);
     opstate_kv_destroy(m->subjects);
     opstate_kv_destroy(m->ids);
-    opstate__free(&m->cfg.allocator, m->id_ring);
-    opstate__free(&m->cfg.allocator, m);
+    opstate_free(&m->cfg.allocator, m->id_ring);
+    opstate_free(&m->cfg.allocator, m);
 }
 
 OPSTATE_API void opstate_memlog_recreate(opstate_memlog *m, uint64_t new_epoch)
@@ -3871,7 +3931,7 @@ OPSTATE__PRIVATE void opstate__memlog_delete(opstate_memlog *m, opstate__memlog_
         s.count--;
         opstate__memlog_subject_set(m, opstate__memlog_subject_of(msg), &s);
     }
-    opstate__free(&m->cfg.allocator, msg->bytes);
+    opstate_free(&m->cfg.allocator, msg->bytes);
     msg->bytes = NULL;
     msg->deleted = true;
     m->live--;
@@ -3908,10 +3968,10 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_reserve(opstate_memlog *m)
     if (m->len < m->cap) return OPSTATE_OK;
     cap = m->cap ? m->cap * 2 : 64;
     if (!opstate__array_bytes(cap, sizeof *grown, &bytes) ||
-        !(grown = (opstate__memlog_msg *)opstate__alloc(&m->cfg.allocator, bytes)))
+        !(grown = (opstate__memlog_msg *)opstate_alloc(&m->cfg.allocator, bytes)))
         return OPSTATE_NO_MEMORY;
     if (m->len) OPSTATE_MEMCPY(grown, m->msgs, m->len * sizeof *grown);
-    opstate__free(&m->cfg.allocator, m->msgs);
+    opstate_free(&m->cfg.allocator, m->msgs);
     m->msgs = grown;
     m->cap = cap;
     return OPSTATE_OK;
@@ -3924,7 +3984,7 @@ OPSTATE__PRIVATE uint64_t opstate__memlog_seen(const opstate_memlog *m, const op
     opstate_bytes key;
     key.ptr = id->bytes;
     key.len = 16;
-    return opstate_kv_get(m->ids, key, &item) == OPSTATE_OK ? opstate__get_u64(item.value.ptr) : 0;
+    return opstate_kv_get(m->ids, key, &item) == OPSTATE_OK ? opstate_get_le64(item.value.ptr) : 0;
 }
 
 OPSTATE__PRIVATE opstate_result opstate__memlog_remember(opstate_memlog *m, const opstate_id *id, uint64_t seq)
@@ -3941,7 +4001,7 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_remember(opstate_memlog *m, cons
         m->id_count--;
     }
     key.ptr = id->bytes;
-    opstate__put_u64(v, seq);
+    opstate_put_le64(v, seq);
     value.ptr = v;
     value.len = 8;
     r = opstate_kv_put(m->ids, key, value, none);
@@ -4008,7 +4068,7 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_append(void *user, opstate_bytes
     }
     if (data.len > UINT32_MAX - subject.len) return opstate__fail(err, OPSTATE_OVERSIZED, 0, "data");
     if (opstate__memlog_reserve(m) != OPSTATE_OK ||
-        !(bytes = (uint8_t *)opstate__alloc(&m->cfg.allocator, subject.len + data.len + 1)))
+        !(bytes = (uint8_t *)opstate_alloc(&m->cfg.allocator, subject.len + data.len + 1)))
         return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "message");
     msg = &m->msgs[m->len];
     OPSTATE_MEMSET(msg, 0, sizeof *msg);
@@ -4019,7 +4079,7 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_append(void *user, opstate_bytes
     msg->data_len = (uint32_t)data.len;
     opstate__put_bytes(opstate__put_bytes(bytes, subject), data);
     if ((opts && opts->msg_id && (r = opstate__memlog_remember(m, opts->msg_id, msg->seq)) != OPSTATE_OK)) {
-        opstate__free(&m->cfg.allocator, bytes);
+        opstate_free(&m->cfg.allocator, bytes);
         return opstate__fail(err, r, 0, "message");
     }
     m->len++;
@@ -4144,7 +4204,7 @@ OPSTATE_API opstate_result opstate_memstore_create(const opstate_allocator *a, o
         OPSTATE_MEMSET(&none, 0, sizeof none);
         a = &none;
     }
-    if (!(m = (opstate_memstore *)opstate__alloc(a, sizeof *m))) return OPSTATE_NO_MEMORY;
+    if (!(m = (opstate_memstore *)opstate_alloc(a, sizeof *m))) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(m, 0, sizeof *m);
     m->a = *a;
     *out = m;
@@ -4154,8 +4214,8 @@ OPSTATE_API opstate_result opstate_memstore_create(const opstate_allocator *a, o
 OPSTATE_API void opstate_memstore_destroy(opstate_memstore *m)
 {
     if (!m) return;
-    opstate__free(&m->a, m->bytes);
-    opstate__free(&m->a, m);
+    opstate_free(&m->a, m->bytes);
+    opstate_free(&m->a, m);
 }
 
 OPSTATE_API opstate_bytes opstate_memstore_bytes(const opstate_memstore *m)
@@ -4174,10 +4234,10 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_read_meta(void *user, opstate_
     opstate_result r;
     if (!m->bytes) return OPSTATE_NOT_FOUND;
     if ((r = opstate__snap_frame(m->bytes, m->len, &dedup, &body, err)) != OPSTATE_OK) return r;
-    meta->schema_version = opstate__get_u32(m->bytes + 8);
-    meta->position.seq = opstate__get_u64(m->bytes + 12);
-    meta->position.time = (int64_t)opstate__get_u64(m->bytes + 20);
-    meta->position.epoch = opstate__get_u64(m->bytes + 28);
+    meta->schema_version = opstate_get_le32(m->bytes + 8);
+    meta->position.seq = opstate_get_le64(m->bytes + 12);
+    meta->position.time = (int64_t)opstate_get_le64(m->bytes + 20);
+    meta->position.epoch = opstate_get_le64(m->bytes + 28);
     return OPSTATE_OK;
 }
 
@@ -4197,12 +4257,12 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_flush(void *user, opstate_kv *
     uint8_t *fresh;
     opstate_result r = opstate_snapshot_encode(kv, meta, dedup, NULL, 0, &n, err);
     if (r != OPSTATE_OK) return r;
-    if (!(fresh = (uint8_t *)opstate__alloc(&m->a, n))) return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "snapshot");
+    if (!(fresh = (uint8_t *)opstate_alloc(&m->a, n))) return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "snapshot");
     if ((r = opstate_snapshot_encode(kv, meta, dedup, fresh, n, &n, err)) != OPSTATE_OK) {
-        opstate__free(&m->a, fresh);
+        opstate_free(&m->a, fresh);
         return r;
     }
-    opstate__free(&m->a, m->bytes); /* the swap is the commit */
+    opstate_free(&m->a, m->bytes); /* the swap is the commit */
     m->bytes = fresh;
     m->len = n;
     return OPSTATE_OK;
@@ -4212,7 +4272,7 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_drop(void *user, opstate_error
 {
     opstate_memstore *m = (opstate_memstore *)user;
     (void)err;
-    opstate__free(&m->a, m->bytes);
+    opstate_free(&m->a, m->bytes);
     m->bytes = NULL;
     m->len = 0;
     return OPSTATE_OK;
@@ -4307,8 +4367,8 @@ OPSTATE_API opstate_apply_outcome opstate_apply_default(void *user, opstate_kv *
     key.ptr = buf;
     r = ev->op == OPSTATE_OP_PUT ? opstate_kv_put(kv, key, ev->data, ev->position)
                                  : opstate_kv_delete(kv, key, ev->position);
-    if (r == OPSTATE_NO_MEMORY) return OPSTATE_APPLY_RETRY;
-    return r == OPSTATE_OK ? OPSTATE_APPLY_DONE : OPSTATE_APPLY_REJECT;
+    if (r == OPSTATE_OK) return OPSTATE_APPLY_DONE;
+    return (r == OPSTATE_OVERSIZED || r == OPSTATE_INVALID_ARGUMENT) ? OPSTATE_APPLY_REJECT : OPSTATE_APPLY_RETRY;
 }
 
 /* Decodes a log message into ev (position set, timestamp fallback done). */
@@ -4358,24 +4418,13 @@ OPSTATE__PRIVATE int64_t opstate__now(const opstate_consumer *c)
     return c->cfg.clock ? c->cfg.clock(c->cfg.clock_user) : 0;
 }
 
-/* Logs "<text><number><text2>" at a level. */
-OPSTATE__PRIVATE void opstate__consumer_log(const opstate_consumer *c, opstate_log_level level, const char *a,
-                                            uint64_t n, const char *b)
-{
-    opstate__msg m;
-    if (!c->cfg.logger.fn) return;
-    m.len = 0;
-    opstate__msg_str(opstate__msg_u64(opstate__msg_str(&m, a), n), b);
-    opstate__log(&c->cfg.logger, level, &m);
-}
-
 OPSTATE__PRIVATE void opstate__consumer_free(opstate_consumer *c)
 {
     opstate_allocator a = c->cfg.allocator;
     opstate_kv_destroy(c->kv);
-    opstate__free(&a, c->dedup_mem);
-    opstate__free(&a, c->batch);
-    opstate__free(&a, c);
+    opstate_free(&a, c->dedup_mem);
+    opstate_free(&a, c->batch);
+    opstate_free(&a, c);
 }
 
 /* Allocates the consumer and its fold, dedup window and read batch. */
@@ -4384,7 +4433,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_alloc(const opstate_consumer_c
     opstate_consumer *c;
     opstate_kv_config kc;
     size_t dedup_bytes, batch_bytes;
-    if (!(c = (opstate_consumer *)opstate__alloc(&cfg->allocator, sizeof *c))) return OPSTATE_NO_MEMORY;
+    if (!(c = (opstate_consumer *)opstate_alloc(&cfg->allocator, sizeof *c))) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(c, 0, sizeof *c);
     c->cfg = *cfg;
     if (c->cfg.dedup_capacity < 2u * OPSTATE_HWM_CAPACITY)
@@ -4396,8 +4445,8 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_alloc(const opstate_consumer_c
     dedup_bytes = opstate_dedup_storage_size(c->cfg.dedup_capacity);
     if (!dedup_bytes || !opstate__array_bytes(c->cfg.batch, sizeof *c->batch, &batch_bytes) ||
         opstate_kv_create(&kc, &c->kv) != OPSTATE_OK ||
-        !(c->dedup_mem = opstate__alloc(&cfg->allocator, dedup_bytes)) ||
-        !(c->batch = (opstate_log_message *)opstate__alloc(&cfg->allocator, batch_bytes))) {
+        !(c->dedup_mem = opstate_alloc(&cfg->allocator, dedup_bytes)) ||
+        !(c->batch = (opstate_log_message *)opstate_alloc(&cfg->allocator, batch_bytes))) {
         opstate__consumer_free(c);
         return OPSTATE_NO_MEMORY;
     }
@@ -4463,7 +4512,7 @@ OPSTATE__PRIVATE void opstate__consumer_flush_if_due(opstate_consumer *c)
     if (r == OPSTATE_OK) return;
     c->since_flush = 0; /* wait a full interval before the retry */
     c->last_flush_at = opstate__now(c);
-    opstate__consumer_log(c, OPSTATE_LOG_WARN, "flush failed; ", opstate_kv_dirty_count(c->kv),
+    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "flush failed; ", opstate_kv_dirty_count(c->kv),
                           " dirty keys kept in memory, retrying at the next flush");
 }
 
@@ -4527,7 +4576,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_resync(opstate_consumer *c, op
     if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "resync");
     c->status.resynced = true;
     c->status.resync_removed += rs.removed;
-    opstate__consumer_log(c, OPSTATE_LOG_WARN, "cursor expired: resync removed ", rs.removed,
+    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "cursor expired: resync removed ", rs.removed,
                           " keys that have no message left in the log");
     return OPSTATE_OK;
 }
@@ -4541,10 +4590,10 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_expired(opstate_consumer *c, c
     opstate_result r = OPSTATE_OK;
     uint64_t first = opstate__stream_start(info);
     if (c->cfg.no_resync) {
-        opstate__consumer_log(c, OPSTATE_LOG_WARN, "cursor expired, resync disabled: ", first - mark.seq - 1,
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "cursor expired, resync disabled: ", first - mark.seq - 1,
                               " events evicted; keys deleted meanwhile may survive");
     } else if (c->cfg.apply) {
-        opstate__consumer_log(c, OPSTATE_LOG_WARN, "cursor expired with a custom apply: ", first - mark.seq - 1,
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "cursor expired with a custom apply: ", first - mark.seq - 1,
                               " events evicted; rebuilding from the retained log");
         r = opstate__consumer_clear(c, err);
         mark.seq = 0;
@@ -4565,7 +4614,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_reset(opstate_consumer *c, con
     c->epoch = info->epoch;
     c->status.resets++;
     opstate__consumer_seek(c, 0, 0, opstate__stream_start(info));
-    opstate__consumer_log(c, OPSTATE_LOG_WARN, "stream recreated: state cleared, rebuilding from sequence ",
+    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "stream recreated: state cleared, rebuilding from sequence ",
                           c->next_seq, "");
     return OPSTATE_OK;
 }
@@ -4588,7 +4637,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_restore(opstate_consumer *c, c
     if ((r = c->cfg.store.load(c->cfg.store.user, c->kv, &meta, &c->dedup, err)) != OPSTATE_OK) return r;
     r = opstate_schema_check(&c->cfg.schema, meta.schema_version, c->kv);
     if (r == OPSTATE_SCHEMA_OLD) {
-        opstate__consumer_log(c, OPSTATE_LOG_WARN, "stored state has schema version ", meta.schema_version,
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "stored state has schema version ", meta.schema_version,
                               " and no upgrade: cleared, replaying from the first retained event");
         c->status.decision.restore = false;
         return opstate__consumer_clear(c, err);
@@ -4615,7 +4664,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_start(opstate_consumer *c, con
     } else if (start.kind == OPSTATE_START_FIRST || stored.seq == 0) {
         opstate__consumer_seek(c, 0, 0, first);
     } else if (c->status.resume.state == OPSTATE_RESUME_RESET) { /* only under mode keep */
-        opstate__consumer_log(c, OPSTATE_LOG_WARN, "keeping state from another stream incarnation; reading from ",
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "keeping state from another stream incarnation; reading from ",
                               first, "");
         opstate__consumer_seek(c, 0, 0, first);
     } else {
@@ -4672,7 +4721,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_poison(opstate_consumer *c, co
         if (id) c->status.last_poison.id = *id;
         else OPSTATE_MEMSET(&c->status.last_poison.id, 0, sizeof(opstate_id));
         c->status.last_poison.reason = reason;
-        opstate__consumer_log(c, OPSTATE_LOG_ERROR, "poison event at sequence ", msg->position.seq,
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_ERROR, "poison event at sequence ", msg->position.seq,
                               c->cfg.poison == OPSTATE_POISON_SKIP ? ": skipped" : ": stopped");
     }
     if (c->cfg.poison != OPSTATE_POISON_SKIP) return OPSTATE_POISON;
@@ -4680,7 +4729,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_poison(opstate_consumer *c, co
     return OPSTATE_OK;
 }
 
-/* Handles one delivered message. OK: go on. POISON / NO_MEMORY: stop at
+/* Handles one delivered message. OK: go on. POISON / APPLY_FAILED: stop at
    it. WINDOW_FULL: too many deferred events in flight; stop quietly. */
 OPSTATE__PRIVATE opstate_result opstate__consumer_take(opstate_consumer *c, const opstate_log_message *msg,
                                                        opstate_poll_result *res)
@@ -4708,7 +4757,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_take(opstate_consumer *c, cons
         return OPSTATE_OK;
     }
     outcome = opstate__run_apply(c->cfg.apply, c->cfg.apply_user, c->kv, &ev);
-    if (outcome == OPSTATE_APPLY_RETRY) return OPSTATE_NO_MEMORY;
+    if (outcome == OPSTATE_APPLY_RETRY) return OPSTATE_APPLY_FAILED;
     if (outcome == OPSTATE_APPLY_REJECT) return opstate__consumer_poison(c, msg, &ev.id, OPSTATE_POISON, res);
     opstate_hwm_deliver(&c->hwm, seq, msg->position.time);
     if (outcome == OPSTATE_APPLY_DEFER) {
@@ -4748,7 +4797,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_check_gaps(opstate_consumer *c
     if (gap.kind == OPSTATE_GAP_SKIPPED) return OPSTATE_OK;
     *restarted = true;
     if (gap.kind == OPSTATE_GAP_RESET) return opstate__consumer_reset(c, &info, err);
-    opstate__consumer_log(c, OPSTATE_LOG_WARN, "gap while reading: ", gap.evicted,
+    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "gap while reading: ", gap.evicted,
                           " events were evicted before they were read");
     return opstate__consumer_expired(c, &info, err);
 }
@@ -4823,7 +4872,7 @@ OPSTATE_API opstate_result opstate_consumer_close(opstate_consumer *c, opstate_e
     if (!c) return OPSTATE_OK;
     r = opstate__consumer_flush(c, err);
     if (r != OPSTATE_OK)
-        opstate__consumer_log(c, OPSTATE_LOG_ERROR, "final flush failed; state after sequence ", c->flushed_seq,
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_ERROR, "final flush failed; state after sequence ", c->flushed_seq,
                               " will be re-read from the log at the next start");
     opstate__consumer_free(c);
     return r;
@@ -4860,7 +4909,7 @@ OPSTATE__PRIVATE opstate_result opstate__replay_one(const opstate_replay_config 
         return OPSTATE_OK;
     }
     outcome = opstate__run_apply(cfg->apply, cfg->apply_user, into, &ev);
-    if (outcome == OPSTATE_APPLY_RETRY) return OPSTATE_NO_MEMORY;
+    if (outcome == OPSTATE_APPLY_RETRY) return OPSTATE_APPLY_FAILED;
     if (outcome == OPSTATE_APPLY_REJECT) {
         res->poison++;
         return OPSTATE_OK;
@@ -4883,7 +4932,7 @@ OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opst
     opstate_result r = cfg->log.info(cfg->log.user, &info, err);
     if (r != OPSTATE_OK) return r;
     if (!opstate__array_bytes(batch, sizeof *msgs, &bytes) ||
-        !(msgs = (opstate_log_message *)opstate__alloc(&cfg->allocator, bytes)))
+        !(msgs = (opstate_log_message *)opstate_alloc(&cfg->allocator, bytes)))
         return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "batch");
     OPSTATE_MEMSET(&res, 0, sizeof res);
     res.end_seq = cfg->until_seq && cfg->until_seq < info.last_seq ? cfg->until_seq : info.last_seq;
@@ -4896,7 +4945,7 @@ OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opst
         }
         if (cfg->progress) cfg->progress(cfg->progress_user, start, res.end_seq, res.applied, from - 1);
     }
-    opstate__free(&cfg->allocator, msgs);
+    opstate_free(&cfg->allocator, msgs);
     if (r == OPSTATE_OK) *out = res;
     return r;
 }

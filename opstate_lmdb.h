@@ -1,0 +1,2075 @@
+/* opstate_lmdb.h — LMDB companion to opstate.h: an atomic snapshot store and
+   an embedded event log with JetStream-like semantics. v0.1.0
+
+   DO THIS in exactly one C or C++ file, after opstate.h is available:
+
+       #define OPSTATE_LMDB_IMPLEMENTATION
+       #include "opstate_lmdb.h"       (it includes opstate.h itself)
+
+   and link with -llmdb (Debian: liblmdb-dev). The core's implementation
+   (OPSTATE_IMPLEMENTATION) may live in the same file or another one.
+
+   CONTENTS (grep the tag)
+       >>env      one LMDB environment per path per process, map growth
+       >>store    snapshot store: meta + table + delta records, compaction,
+                  read-through base, whole-blob mode, layout migration
+       >>log      embedded event log: sequences, retention, duplicate
+                  window, expected last subject sequence, epoch
+       >>export   compacted copy + manifest; verified import
+
+   USAGE
+       opstate_lmdb *env;
+       opstate_lmdb_config ec = {0};
+       ec.path = "state";                      a directory, created 0700
+       opstate_lmdb_open(&ec, &env, &err);
+
+       opstate_lmdb_store *st;                 one per consumer
+       opstate_lmdb_store_config sc = {0};
+       sc.name = "projector";
+       opstate_lmdb_store_open(env, &sc, &st, &err);
+       cfg.store = opstate_lmdb_store_iface(st);   for opstate_consumer_open
+
+       opstate_lmdb_log *lg;                   the embedded log (optional)
+       opstate_lmdb_log_config lc = {0};
+       opstate_lmdb_log_open(env, &lc, &lg, &err);
+       cfg.log = opstate_lmdb_log_iface(lg);
+
+   LAYOUT (inside one environment; a store named N and a log named L)
+       s:N:meta    "meta" -> position, schema versions, dedup window, CRC
+       s:N:table   key -> u64 seq | i64 time | value | CRC  (compacted state)
+       s:N:deltas  u64 BE flush number -> one record of that flush's puts
+                   and deletes (appended with MDB_APPEND), CRC
+       l:L:msgs    u64 BE seq -> time | id | subject | data
+       l:L:subj    subject -> first, last, count;  l:L:bysubj subject 0 seq
+       l:L:ids     id -> seq;  l:L:idseq  seq -> id  (duplicate window)
+       l:L:meta    "info" -> epoch, last seq, last time
+   A flush appends ONE delta record and the meta in ONE write transaction:
+   cost O(changes). Compaction folds the deltas into the table when they
+   pass a bound (bytes or flushes), in its own transaction, never inside a
+   flush. Keys are at most 511 bytes (LMDB's limit).
+
+   DURABILITY (opstate_lmdb_config.durability)
+       OPSTATE_LMDB_SYNC_FULL (default)  fsync data and meta on commit: a
+                                         commit survives power loss
+       OPSTATE_LMDB_SYNC_NO_META         one flush per commit; a power loss
+                                         may undo the last commit (never
+                                         tears it)
+       OPSTATE_LMDB_SYNC_NONE            the OS writes back when it likes;
+                                         survives kill -9, not power loss
+   `make bench` measures the three.
+
+   ERRORS: opstate results; the LMDB status code (MDB_* or errno) is kept in
+   opstate_error.dep_status next to it. Files are created with mode 0600.
+
+   See the end of the file for the license. */
+
+#ifndef OPSTATE_LMDB_H_INCLUDED
+#define OPSTATE_LMDB_H_INCLUDED
+
+#include "opstate.h"
+
+#define OPSTATE_LMDB_VERSION_MAJOR 0
+#define OPSTATE_LMDB_VERSION_MINOR 1
+#define OPSTATE_LMDB_VERSION_PATCH 0
+#define OPSTATE_LMDB_VERSION_STRING "0.1.0"
+/* On-disk layout of a store; older layouts are migrated on open. */
+#define OPSTATE_LMDB_LAYOUT_VERSION 1
+/* Export manifest format. */
+#define OPSTATE_LMDB_MANIFEST_VERSION 1
+
+#if OPSTATE_VERSION_MAJOR != 0 || OPSTATE_VERSION_MINOR < 1
+#error "opstate_lmdb.h needs opstate.h 0.1 or newer (same major)"
+#endif
+#ifdef OPSTATE_NO_MALLOC
+#error "opstate_lmdb.h allocates: do not define OPSTATE_NO_MALLOC"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* >>env ------------------------------------------------------------------ */
+
+typedef enum opstate_lmdb_durability {
+    OPSTATE_LMDB_SYNC_FULL = 0,
+    OPSTATE_LMDB_SYNC_NO_META,
+    OPSTATE_LMDB_SYNC_NONE
+} opstate_lmdb_durability;
+
+typedef struct opstate_lmdb_config {
+    const char *path;         /* directory holding data.mdb and lock.mdb */
+    unsigned mode;            /* file mode (0: 0600) */
+    size_t map_size;          /* initial map size (0: 64 MiB) */
+    size_t max_map_size;      /* growth stops here (0: 16 GiB), then FULL */
+    unsigned max_readers;     /* reader slots (0: 126) */
+    unsigned max_dbs;         /* named databases (0: 64; a store uses 3, a log 6) */
+    opstate_lmdb_durability durability;
+    opstate_allocator allocator;
+    opstate_logger logger;
+} opstate_lmdb_config;
+
+typedef struct opstate_lmdb opstate_lmdb;
+
+/* Opens (creating if needed) the environment at cfg->path. Refuses a second
+   open of the same directory in this process with ALREADY_OPEN (a second
+   handle would break LMDB's locks). Clears stale reader slots. */
+OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, opstate_lmdb **out,
+                                             opstate_error *err);
+/* Closes the environment. Close its stores and logs first. */
+OPSTATE_API void opstate_lmdb_close(opstate_lmdb *env);
+/* Current map size in bytes. */
+OPSTATE_API size_t opstate_lmdb_map_size(const opstate_lmdb *env);
+
+/* >>store ---------------------------------------------------------------- */
+
+typedef struct opstate_lmdb_store_config {
+    const char *name;          /* 1..64 bytes of [A-Za-z0-9_-] */
+    bool read_through;         /* the fold reads the table through a base:
+                                  restart is O(deltas), state may exceed RAM */
+    uint64_t compact_bytes;    /* compact when deltas pass this (0: 8 MiB) */
+    uint32_t compact_flushes;  /* ... or this many flushes (0: 64) */
+} opstate_lmdb_store_config;
+
+typedef struct opstate_lmdb_store opstate_lmdb_store;
+
+/* Opens the store `name` in env, migrating an older layout (a single
+   opstate snapshot record, layout 0) in one transaction; UNKNOWN_VERSION for
+   a newer layout. */
+OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *env, const opstate_lmdb_store_config *cfg,
+                                                   opstate_lmdb_store **out, opstate_error *err);
+OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st);
+/* The store interface for opstate_consumer_config.store. */
+OPSTATE_API opstate_store opstate_lmdb_store_iface(opstate_lmdb_store *st);
+/* Folds the delta records into the table now (one transaction). Pass the
+   consumer's fold in read-through mode so it can forget what the table now
+   holds, else NULL. */
+OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err);
+/* Delta records waiting for compaction: count and bytes. */
+OPSTATE_API void opstate_lmdb_store_deltas(const opstate_lmdb_store *st, uint32_t *count, uint64_t *bytes);
+/* Whole-blob mode for opaque state: saves bytes and meta in one
+   transaction (replacing any KV state of the store). */
+OPSTATE_API opstate_result opstate_lmdb_blob_save(opstate_lmdb_store *st, opstate_bytes blob,
+                                                  const opstate_snapshot_meta *meta, opstate_error *err);
+/* Calls fn with the stored blob (zero-copy, valid during the call) and its
+   meta. NOT_FOUND when no blob is stored; CORRUPT on a bad checksum. */
+OPSTATE_API opstate_result opstate_lmdb_blob_load(opstate_lmdb_store *st,
+                                                  void (*fn)(void *user, opstate_bytes blob,
+                                                             const opstate_snapshot_meta *meta),
+                                                  void *user, opstate_error *err);
+
+/* >>log ------------------------------------------------------------------ */
+
+typedef struct opstate_lmdb_log_config {
+    const char *name;          /* 1..64 bytes of [A-Za-z0-9_-] (0: "events") */
+    uint64_t max_messages;     /* retention: 0 = unlimited */
+    int64_t max_age_ns;        /* retention by publish time: 0 = unlimited */
+    uint64_t max_per_subject;  /* retention per subject: 0 = unlimited */
+    uint32_t duplicate_window; /* message ids remembered (0: 100000) */
+    int64_t (*clock)(void *user); /* publish time in ns; NULL: CLOCK_REALTIME */
+    void *clock_user;
+    int64_t poll_interval_ns;  /* a waiting read looks again this often (0: 1 ms) */
+} opstate_lmdb_log_config;
+
+typedef struct opstate_lmdb_log opstate_lmdb_log;
+
+/* Opens (creating) the log `name` in env. Several processes may read it
+   while one appends; LMDB serialises appenders. Subjects are at most 500
+   bytes. */
+OPSTATE_API opstate_result opstate_lmdb_log_open(opstate_lmdb *env, const opstate_lmdb_log_config *cfg,
+                                                 opstate_lmdb_log **out, opstate_error *err);
+OPSTATE_API void opstate_lmdb_log_close(opstate_lmdb_log *lg);
+/* The log interface (read pointers stay valid until the next call on the
+   log or a map growth of the environment). */
+OPSTATE_API opstate_log opstate_lmdb_log_iface(opstate_lmdb_log *lg);
+/* Deletes every message and starts a new incarnation: sequences restart
+   at 1 and the epoch changes. */
+OPSTATE_API opstate_result opstate_lmdb_log_recreate(opstate_lmdb_log *lg, opstate_error *err);
+/* Removes every message below `below_seq`, as retention would. */
+OPSTATE_API opstate_result opstate_lmdb_log_purge(opstate_lmdb_log *lg, uint64_t below_seq, opstate_error *err);
+
+/* >>export --------------------------------------------------------------- */
+
+/* Writes a compacted copy of the environment into directory `dir` (created;
+   it must not exist or be empty): data.mdb (mdb_env_copy2 with
+   MDB_CP_COMPACT, then fsync of the file and the directory) and MANIFEST
+   (format version, the size and CRC32C of data.mdb, the position of every
+   store). */
+OPSTATE_API opstate_result opstate_lmdb_export(opstate_lmdb *env, const char *dir, opstate_error *err);
+/* Verifies an export and installs it as a new environment at `dest` (which
+   must not exist or be empty): MALFORMED for a bad manifest or an extra
+   file, NOT_FOUND for a missing one, CORRUPT for a size or checksum
+   mismatch, CONFLICT when a store's position differs from the manifest. */
+OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest, opstate_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPSTATE_LMDB_H_INCLUDED */
+
+/* ======================================================================
+   API ends here; implementation below.
+   ====================================================================== */
+
+#if defined(OPSTATE_LMDB_IMPLEMENTATION) && !defined(OPSTATE_LMDB_IMPLEMENTATION_INCLUDED)
+#define OPSTATE_LMDB_IMPLEMENTATION_INCLUDED
+
+#include <lmdb.h>
+#include <errno.h>
+#include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <time.h>
+#include <pthread.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OPSTATE_LMDB__PRIVATE static __attribute__((unused))
+#else
+#define OPSTATE_LMDB__PRIVATE static
+#endif
+
+/* >>env ------------------------------------------------------------------ */
+
+#define OPSTATE_LMDB__ABORT (-1) /* a transaction body failed for an opstate reason */
+#define OPSTATE_LMDB__MAX_KEY 511u
+
+/* A read transaction kept between calls (reset, then renewed), so that
+   returned pointers stay valid until the next call. */
+typedef struct opstate_lmdb__reader {
+    MDB_txn *txn;
+    bool active;
+    struct opstate_lmdb__reader *next;
+} opstate_lmdb__reader;
+
+struct opstate_lmdb {
+    MDB_env *env;
+    opstate_lmdb_config cfg;
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    size_t map_size, max_map_size;
+    opstate_lmdb__reader *readers; /* every reader of this environment */
+    struct opstate_lmdb *next_open;
+};
+
+/* Environments open in this process, keyed by the directory's (dev, inode). */
+static pthread_mutex_t opstate_lmdb__registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static opstate_lmdb *opstate_lmdb__registry;
+
+/* Maps an LMDB status (MDB_* or errno) to a result, keeping the raw code. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__fail(opstate_error *err, int rc, const char *field)
+{
+    opstate_result r;
+    switch (rc) {
+    case MDB_NOTFOUND: r = OPSTATE_NOT_FOUND; break;
+    case MDB_MAP_FULL: case ENOSPC: r = OPSTATE_FULL; break;
+    case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: r = OPSTATE_CORRUPT; break;
+    case MDB_VERSION_MISMATCH: case MDB_INVALID: r = OPSTATE_UNKNOWN_VERSION; break;
+    case MDB_BAD_VALSIZE: r = OPSTATE_OVERSIZED; break;
+    case ENOMEM: r = OPSTATE_NO_MEMORY; break;
+    case EINVAL: r = OPSTATE_INVALID_ARGUMENT; break;
+    default: r = OPSTATE_IO; break;
+    }
+    return opstate_error_set(err, r, field, rc);
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__reader_end(opstate_lmdb__reader *rd)
+{
+    if (rd->active) mdb_txn_reset(rd->txn);
+    rd->active = false;
+}
+
+/* Ends every read transaction of the environment: needed before the map
+   may move (growth here or in another process). */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__quiesce(opstate_lmdb *e)
+{
+    opstate_lmdb__reader *rd;
+    for (rd = e->readers; rd; rd = rd->next) opstate_lmdb__reader_end(rd);
+}
+
+/* Adopts a map grown by another process (MDB_MAP_RESIZED). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__adopt_map(opstate_lmdb *e)
+{
+    MDB_envinfo info;
+    int rc;
+    opstate_lmdb__quiesce(e);
+    if ((rc = mdb_env_set_mapsize(e->env, 0)) != 0) return rc;
+    mdb_env_info(e->env, &info);
+    e->map_size = info.me_mapsize;
+    return 0;
+}
+
+/* Starts (or renews) a reader's transaction. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__reader_begin(opstate_lmdb *e, opstate_lmdb__reader *rd,
+                                                                 opstate_error *err)
+{
+    int rc;
+    opstate_lmdb__reader_end(rd);
+    for (;;) {
+        rc = rd->txn ? mdb_txn_renew(rd->txn) : mdb_txn_begin(e->env, NULL, MDB_RDONLY, &rd->txn);
+        if (rc != MDB_MAP_RESIZED) break;
+        if ((rc = opstate_lmdb__adopt_map(e)) != 0) break;
+    }
+    if (rc != 0) return opstate_lmdb__fail(err, rc, "read transaction");
+    rd->active = true;
+    return OPSTATE_OK;
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__reader_add(opstate_lmdb *e, opstate_lmdb__reader *rd)
+{
+    OPSTATE_MEMSET(rd, 0, sizeof *rd);
+    rd->next = e->readers;
+    e->readers = rd;
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__reader_remove(opstate_lmdb *e, opstate_lmdb__reader *rd)
+{
+    opstate_lmdb__reader **p;
+    for (p = &e->readers; *p && *p != rd; p = &(*p)->next) continue;
+    if (*p) *p = rd->next;
+    if (rd->txn) mdb_txn_abort(rd->txn);
+    rd->txn = NULL;
+}
+
+/* Doubles the map (up to the limit) with every read transaction ended. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__grow(opstate_lmdb *e)
+{
+    size_t next = e->map_size * 2 > e->max_map_size ? e->max_map_size : e->map_size * 2;
+    if (next <= e->map_size) return false;
+    opstate_lmdb__quiesce(e);
+    if (mdb_env_set_mapsize(e->env, next) != 0) return false;
+    opstate_log_line(&e->cfg.logger, OPSTATE_LOG_INFO, "lmdb map grown to ", (uint64_t)next, " bytes");
+    e->map_size = next;
+    return true;
+}
+
+/* Body of a write transaction: returns 0, an LMDB status, or
+   OPSTATE_LMDB__ABORT with the reason in its own context. */
+typedef int (*opstate_lmdb__txn_fn)(void *user, MDB_txn *txn);
+
+/* Runs fn in a write transaction and commits. On MDB_MAP_FULL the whole
+   transaction is redone after growing the map; past the limit it fails
+   with FULL and nothing was written. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write(opstate_lmdb *e, opstate_lmdb__txn_fn fn, void *user,
+                                                         opstate_result *abort_reason, opstate_error *err)
+{
+    for (;;) {
+        MDB_txn *txn;
+        int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
+        if (rc == MDB_MAP_RESIZED && (rc = opstate_lmdb__adopt_map(e)) == 0) continue;
+        if (rc != 0) return opstate_lmdb__fail(err, rc, "write transaction");
+        rc = fn(user, txn);
+        if (rc == 0) rc = mdb_txn_commit(txn);
+        else mdb_txn_abort(txn);
+        if (rc == 0) return OPSTATE_OK;
+        if (rc == OPSTATE_LMDB__ABORT) return opstate_error_set(err, *abort_reason, "transaction", 0);
+        if (rc == MDB_MAP_FULL && opstate_lmdb__grow(e)) continue;
+        return opstate_lmdb__fail(err, rc, "commit");
+    }
+}
+
+OPSTATE_LMDB__PRIVATE char *opstate_lmdb__strdup(const opstate_allocator *a, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *copy = (char *)opstate_alloc(a, n);
+    if (copy) OPSTATE_MEMCPY(copy, s, n);
+    return copy;
+}
+
+/* Creates the directory (0700) if needed and registers (dev, inode);
+   ALREADY_OPEN when this process has it open. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__register(opstate_lmdb *e, opstate_error *err)
+{
+    struct stat st;
+    opstate_lmdb *it;
+    opstate_result r = OPSTATE_OK;
+    if (mkdir(e->path, 0700) != 0 && errno != EEXIST) return opstate_lmdb__fail(err, errno, "path");
+    if (stat(e->path, &st) != 0) return opstate_lmdb__fail(err, errno, "path");
+    if (!S_ISDIR(st.st_mode)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "path is not a directory", ENOTDIR);
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    pthread_mutex_lock(&opstate_lmdb__registry_lock);
+    for (it = opstate_lmdb__registry; it; it = it->next_open)
+        if (it->dev == e->dev && it->ino == e->ino) r = opstate_error_set(err, OPSTATE_ALREADY_OPEN, "path", 0);
+    if (r == OPSTATE_OK) {
+        e->next_open = opstate_lmdb__registry;
+        opstate_lmdb__registry = e;
+    }
+    pthread_mutex_unlock(&opstate_lmdb__registry_lock);
+    return r;
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__unregister(opstate_lmdb *e)
+{
+    opstate_lmdb **p;
+    pthread_mutex_lock(&opstate_lmdb__registry_lock);
+    for (p = &opstate_lmdb__registry; *p && *p != e; p = &(*p)->next_open) continue;
+    if (*p) *p = e->next_open;
+    pthread_mutex_unlock(&opstate_lmdb__registry_lock);
+}
+
+OPSTATE_LMDB__PRIVATE unsigned opstate_lmdb__env_flags(opstate_lmdb_durability d)
+{
+    unsigned flags = MDB_NOTLS;
+    if (d == OPSTATE_LMDB_SYNC_NO_META) flags |= MDB_NOMETASYNC;
+    if (d == OPSTATE_LMDB_SYNC_NONE) flags |= MDB_NOSYNC;
+    return flags;
+}
+
+/* mdb_env_create .. mdb_env_open with the configured limits. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__env_open(opstate_lmdb *e, opstate_error *err)
+{
+    int rc, dead = 0;
+    if ((rc = mdb_env_create(&e->env)) != 0) return opstate_lmdb__fail(err, rc, "environment");
+    if ((rc = mdb_env_set_mapsize(e->env, e->map_size)) == 0 &&
+        (rc = mdb_env_set_maxreaders(e->env, e->cfg.max_readers ? e->cfg.max_readers : 126)) == 0 &&
+        (rc = mdb_env_set_maxdbs(e->env, e->cfg.max_dbs ? e->cfg.max_dbs : 64)) == 0)
+        rc = mdb_env_open(e->env, e->path, opstate_lmdb__env_flags(e->cfg.durability),
+                          (mdb_mode_t)(e->cfg.mode ? e->cfg.mode : 0600));
+    if (rc != 0) {
+        mdb_env_close(e->env);
+        e->env = NULL;
+        return opstate_lmdb__fail(err, rc, "open");
+    }
+    mdb_reader_check(e->env, &dead);
+    if (dead) opstate_log_line(&e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: cleared ", (uint64_t)dead, " stale readers");
+    return opstate_lmdb__adopt_map(e) == 0 ? OPSTATE_OK : opstate_error_set(err, OPSTATE_IO, "map size", 0);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, opstate_lmdb **out, opstate_error *err)
+{
+    opstate_lmdb *e;
+    opstate_result r;
+    if (!cfg || !cfg->path || !cfg->path[0]) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "path", 0);
+    if (!(e = (opstate_lmdb *)opstate_alloc(&cfg->allocator, sizeof *e)))
+        return opstate_error_set(err, OPSTATE_NO_MEMORY, "environment", 0);
+    OPSTATE_MEMSET(e, 0, sizeof *e);
+    e->cfg = *cfg;
+    e->map_size = cfg->map_size ? cfg->map_size : (size_t)64 << 20;
+    e->max_map_size = cfg->max_map_size ? cfg->max_map_size : (size_t)16 << 30;
+    if (e->max_map_size < e->map_size) e->max_map_size = e->map_size;
+    if (!(e->path = opstate_lmdb__strdup(&cfg->allocator, cfg->path))) {
+        opstate_free(&cfg->allocator, e);
+        return opstate_error_set(err, OPSTATE_NO_MEMORY, "path", 0);
+    }
+    e->cfg.path = e->path;
+    r = opstate_lmdb__register(e, err);
+    if (r == OPSTATE_OK && (r = opstate_lmdb__env_open(e, err)) != OPSTATE_OK) opstate_lmdb__unregister(e);
+    if (r != OPSTATE_OK) {
+        opstate_free(&cfg->allocator, e->path);
+        opstate_free(&cfg->allocator, e);
+        return r;
+    }
+    *out = e;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_lmdb_close(opstate_lmdb *e)
+{
+    opstate_allocator a;
+    if (!e) return;
+    a = e->cfg.allocator;
+    while (e->readers) opstate_lmdb__reader_remove(e, e->readers);
+    mdb_env_close(e->env);
+    opstate_lmdb__unregister(e);
+    opstate_free(&a, e->path);
+    opstate_free(&a, e);
+}
+
+OPSTATE_API size_t opstate_lmdb_map_size(const opstate_lmdb *e) { return e->map_size; }
+
+/* Opens (creating) the named database "<kind>:<name>:<part>". */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__dbi(MDB_txn *txn, char kind, const char *name, const char *part,
+                                            unsigned flags, MDB_dbi *out)
+{
+    char full[96];
+    snprintf(full, sizeof full, "%c:%s:%s", kind, name, part);
+    return mdb_dbi_open(txn, full, MDB_CREATE | flags, out);
+}
+
+/* A name for a store or log: 1..64 bytes of [A-Za-z0-9_-]. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__name_ok(const char *name)
+{
+    size_t i;
+    for (i = 0; name && name[i]; i++) {
+        char c = name[i];
+        if (i == 64 || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                         c == '-'))
+            return false;
+    }
+    return i > 0;
+}
+
+OPSTATE_LMDB__PRIVATE MDB_val opstate_lmdb__val(const void *p, size_t n)
+{
+    MDB_val v;
+    v.mv_data = (void *)(uintptr_t)p;
+    v.mv_size = n;
+    return v;
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__put_be64(uint8_t *p, uint64_t v)
+{
+    int i;
+    for (i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+OPSTATE_LMDB__PRIVATE uint64_t opstate_lmdb__get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Byte string view of an LMDB value. */
+OPSTATE_LMDB__PRIVATE opstate_bytes opstate_lmdb__bytes(const MDB_val *v)
+{
+    opstate_bytes b;
+    b.ptr = (const uint8_t *)v->mv_data;
+    b.len = v->mv_size;
+    return b;
+}
+
+/* >>store ---------------------------------------------------------------- */
+
+#define OPSTATE_LMDB__META_FIXED 60u
+#define OPSTATE_LMDB__META_BLOB 1u /* flags: the store holds a whole blob */
+#define OPSTATE_LMDB__TABLE_FIXED 20u /* seq, time, CRC around the value */
+#define OPSTATE_LMDB__ITEM_FIXED 25u  /* op, key len, value len, seq, time */
+static const uint8_t opstate_lmdb__meta_magic[4] = {'O', 'P', 'S', 'L'};
+
+/* The meta record of a store, decoded. */
+typedef struct opstate_lmdb__meta {
+    uint16_t layout, flags;
+    opstate_snapshot_meta snap;
+    uint64_t next_flush, delta_bytes;
+    uint32_t delta_count;
+    opstate_bytes dedup; /* points into the record */
+} opstate_lmdb__meta;
+
+struct opstate_lmdb_store {
+    opstate_lmdb *e;
+    opstate_lmdb_store_config cfg;
+    char name[65];
+    MDB_dbi meta_dbi, table, deltas;
+    opstate_lmdb__reader rd;
+    opstate_kv_base base;
+    opstate_lmdb__meta m; /* counters as last committed (dedup not kept) */
+    opstate_result open_why;
+};
+
+OPSTATE_LMDB__PRIVATE size_t opstate_lmdb__meta_size(const opstate_dedup *dedup)
+{
+    size_t n = 0;
+    if (dedup) opstate_dedup_encode(dedup, NULL, 0, &n);
+    return OPSTATE_LMDB__META_FIXED + n + 4;
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__meta_encode(const opstate_lmdb__meta *m, const opstate_dedup *dedup,
+                                                     uint8_t *out, size_t size)
+{
+    size_t n = size - OPSTATE_LMDB__META_FIXED - 4;
+    OPSTATE_MEMCPY(out, opstate_lmdb__meta_magic, 4);
+    opstate_put_le16(out + 4, OPSTATE_LMDB_LAYOUT_VERSION);
+    opstate_put_le16(out + 6, m->flags);
+    opstate_put_le32(out + 8, m->snap.schema_version);
+    opstate_put_le64(out + 12, m->snap.position.seq);
+    opstate_put_le64(out + 20, (uint64_t)m->snap.position.time);
+    opstate_put_le64(out + 28, m->snap.position.epoch);
+    opstate_put_le64(out + 36, m->next_flush);
+    opstate_put_le32(out + 44, m->delta_count);
+    opstate_put_le64(out + 48, m->delta_bytes);
+    opstate_put_le32(out + 56, (uint32_t)n);
+    if (dedup) opstate_dedup_encode(dedup, out + OPSTATE_LMDB__META_FIXED, n, &n);
+    opstate_put_le32(out + size - 4, opstate_crc32c(0, out, size - 4));
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_decode(opstate_bytes b, opstate_lmdb__meta *m,
+                                                               opstate_error *err)
+{
+    uint32_t dlen;
+    if (b.len < OPSTATE_LMDB__META_FIXED + 4 || OPSTATE_MEMCMP(b.ptr, opstate_lmdb__meta_magic, 4) != 0)
+        return opstate_error_set(err, OPSTATE_CORRUPT, "store meta", 0);
+    if (opstate_get_le16(b.ptr + 4) > OPSTATE_LMDB_LAYOUT_VERSION)
+        return opstate_error_set(err, OPSTATE_UNKNOWN_VERSION, "store layout (newer than this program)", 0);
+    dlen = opstate_get_le32(b.ptr + 56);
+    if (dlen != b.len - OPSTATE_LMDB__META_FIXED - 4 || opstate_crc32c(0, b.ptr, b.len - 4) != opstate_get_le32(b.ptr + b.len - 4))
+        return opstate_error_set(err, OPSTATE_CORRUPT, "store meta", 0);
+    m->layout = opstate_get_le16(b.ptr + 4);
+    m->flags = opstate_get_le16(b.ptr + 6);
+    m->snap.schema_version = opstate_get_le32(b.ptr + 8);
+    m->snap.position.seq = opstate_get_le64(b.ptr + 12);
+    m->snap.position.time = (int64_t)opstate_get_le64(b.ptr + 20);
+    m->snap.position.epoch = opstate_get_le64(b.ptr + 28);
+    m->next_flush = opstate_get_le64(b.ptr + 36);
+    m->delta_count = opstate_get_le32(b.ptr + 44);
+    m->delta_bytes = opstate_get_le64(b.ptr + 48);
+    m->dedup.ptr = b.ptr + OPSTATE_LMDB__META_FIXED;
+    m->dedup.len = dlen;
+    return OPSTATE_OK;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__meta_put(const opstate_lmdb_store *st, MDB_txn *txn,
+                                                 const opstate_lmdb__meta *m, const opstate_dedup *dedup)
+{
+    MDB_val k = opstate_lmdb__val("meta", 4), v;
+    int rc;
+    v.mv_size = opstate_lmdb__meta_size(dedup);
+    if ((rc = mdb_put(txn, st->meta_dbi, &k, &v, MDB_RESERVE)) != 0) return rc;
+    opstate_lmdb__meta_encode(m, dedup, (uint8_t *)v.mv_data, v.mv_size);
+    return 0;
+}
+
+/* Table record: u64 seq | i64 time | value | u32 CRC32C of key + all before. */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__table_encode(uint8_t *out, opstate_bytes key, opstate_bytes value,
+                                                      opstate_position pos)
+{
+    size_t n = 16 + value.len;
+    opstate_put_le64(out, pos.seq);
+    opstate_put_le64(out + 8, (uint64_t)pos.time);
+    if (value.len) OPSTATE_MEMCPY(out + 16, value.ptr, value.len);
+    opstate_put_le32(out + n, opstate_crc32c(opstate_crc32c(0, key.ptr, key.len), out, n));
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__table_decode(opstate_bytes key, opstate_bytes rec, opstate_bytes *value,
+                                                      opstate_position *pos)
+{
+    size_t n;
+    if (rec.len < OPSTATE_LMDB__TABLE_FIXED) return false;
+    n = rec.len - 4;
+    if (opstate_crc32c(opstate_crc32c(0, key.ptr, key.len), rec.ptr, n) != opstate_get_le32(rec.ptr + n)) return false;
+    pos->seq = opstate_get_le64(rec.ptr);
+    pos->time = (int64_t)opstate_get_le64(rec.ptr + 8);
+    pos->epoch = 0;
+    value->ptr = rec.ptr + 16;
+    value->len = n - 16;
+    return true;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__table_put(const opstate_lmdb_store *st, MDB_txn *txn, opstate_bytes key,
+                                                  opstate_bytes value, opstate_position pos)
+{
+    MDB_val k = opstate_lmdb__val(key.ptr, key.len), v;
+    int rc;
+    v.mv_size = OPSTATE_LMDB__TABLE_FIXED + value.len;
+    if ((rc = mdb_put(txn, st->table, &k, &v, MDB_RESERVE)) != 0) return rc;
+    opstate_lmdb__table_encode((uint8_t *)v.mv_data, key, value, pos);
+    return 0;
+}
+
+/* Walks one delta record (CRC already checked), calling fn per item. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_walk(opstate_bytes rec, opstate_kv_iter_fn fn, void *user)
+{
+    uint32_t count = opstate_get_le32(rec.ptr), i;
+    size_t at = 4, end = rec.len - 4;
+    for (i = 0; i < count; i++) {
+        opstate_kv_item item;
+        if (end - at < OPSTATE_LMDB__ITEM_FIXED) return false;
+        item.deleted = rec.ptr[at] == OPSTATE_OP_DELETE;
+        item.key.len = opstate_get_le32(rec.ptr + at + 1);
+        if (item.key.len > end - at - OPSTATE_LMDB__ITEM_FIXED) return false;
+        item.key.ptr = rec.ptr + at + 5;
+        item.value.len = opstate_get_le32(item.key.ptr + item.key.len);
+        if (item.value.len > end - at - OPSTATE_LMDB__ITEM_FIXED - item.key.len) return false;
+        item.value.ptr = item.key.ptr + item.key.len + 4;
+        item.position.seq = opstate_get_le64(item.value.ptr + item.value.len);
+        item.position.time = (int64_t)opstate_get_le64(item.value.ptr + item.value.len + 8);
+        item.position.epoch = 0;
+        at += OPSTATE_LMDB__ITEM_FIXED + item.key.len + item.value.len;
+        if (!fn(user, &item)) return false;
+    }
+    return at == end;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_ok(opstate_bytes rec)
+{
+    return rec.len >= 8 && opstate_crc32c(0, rec.ptr, rec.len - 4) == opstate_get_le32(rec.ptr + rec.len - 4);
+}
+
+/* Applies delta items to a fold (load). */
+typedef struct opstate_lmdb__apply {
+    opstate_kv *kv;
+    opstate_result r;
+} opstate_lmdb__apply;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__apply_item(void *user, const opstate_kv_item *item)
+{
+    opstate_lmdb__apply *a = (opstate_lmdb__apply *)user;
+    a->r = item->deleted ? opstate_kv_delete(a->kv, item->key, item->position)
+                         : opstate_kv_put(a->kv, item->key, item->value, item->position);
+    return a->r == OPSTATE_OK;
+}
+
+/* One flush: the fold's dirty items as one delta record, plus the meta. */
+typedef struct opstate_lmdb__flush_ctx {
+    opstate_lmdb_store *st;
+    opstate_kv *kv;
+    const opstate_snapshot_meta *snap;
+    const opstate_dedup *dedup;
+    size_t size;   /* delta record bytes */
+    uint32_t count;
+    uint8_t *at;   /* write position while encoding */
+    opstate_lmdb__meta next;
+    opstate_result why;
+} opstate_lmdb__flush_ctx;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__flush_size(void *user, const opstate_kv_item *item)
+{
+    opstate_lmdb__flush_ctx *f = (opstate_lmdb__flush_ctx *)user;
+    if (item->key.len > OPSTATE_LMDB__MAX_KEY) {
+        f->why = OPSTATE_OVERSIZED;
+        return false;
+    }
+    f->size += OPSTATE_LMDB__ITEM_FIXED + item->key.len + item->value.len;
+    f->count++;
+    return true;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__flush_item(void *user, const opstate_kv_item *item)
+{
+    opstate_lmdb__flush_ctx *f = (opstate_lmdb__flush_ctx *)user;
+    uint8_t *p = f->at;
+    p[0] = (uint8_t)(item->deleted ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT);
+    opstate_put_le32(p + 1, (uint32_t)item->key.len);
+    OPSTATE_MEMCPY(p + 5, item->key.ptr, item->key.len);
+    p += 5 + item->key.len;
+    opstate_put_le32(p, (uint32_t)item->value.len);
+    if (item->value.len) OPSTATE_MEMCPY(p + 4, item->value.ptr, item->value.len);
+    p += 4 + item->value.len;
+    opstate_put_le64(p, item->position.seq);
+    opstate_put_le64(p + 8, (uint64_t)item->position.time);
+    f->at = p + 16;
+    return true;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__flush_ctx *f = (opstate_lmdb__flush_ctx *)user;
+    opstate_lmdb_store *st = f->st;
+    int rc;
+    f->next = st->m;
+    f->next.flags = 0;
+    f->next.snap = *f->snap;
+    if (f->count) {
+        uint8_t key[8];
+        MDB_val k = opstate_lmdb__val(key, 8), v;
+        opstate_lmdb__put_be64(key, st->m.next_flush);
+        v.mv_size = f->size;
+        if ((rc = mdb_put(txn, st->deltas, &k, &v, MDB_RESERVE | MDB_APPEND)) != 0) return rc;
+        opstate_put_le32((uint8_t *)v.mv_data, f->count);
+        f->at = (uint8_t *)v.mv_data + 4;
+        opstate_kv_dirty_iterate(f->kv, opstate_lmdb__flush_item, f);
+        opstate_put_le32(f->at, opstate_crc32c(0, v.mv_data, f->size - 4));
+        f->next.next_flush++;
+        f->next.delta_count++;
+        f->next.delta_bytes += f->size;
+    }
+    return opstate_lmdb__meta_put(st, txn, &f->next, f->dedup);
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_due(const opstate_lmdb_store *st)
+{
+    return st->m.delta_count >= (st->cfg.compact_flushes ? st->cfg.compact_flushes : 64u) ||
+           st->m.delta_bytes >= (st->cfg.compact_bytes ? st->cfg.compact_bytes : (uint64_t)8 << 20);
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+                                                         const opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    opstate_lmdb__flush_ctx f;
+    opstate_result r;
+    OPSTATE_MEMSET(&f, 0, sizeof f);
+    f.st = st;
+    f.kv = kv;
+    f.snap = meta;
+    f.dedup = dedup;
+    f.size = 8; /* count + CRC */
+    f.why = OPSTATE_OK;
+    opstate_kv_dirty_iterate(kv, opstate_lmdb__flush_size, &f);
+    if (f.why != OPSTATE_OK) return opstate_error_set(err, f.why, "key longer than 511 bytes (LMDB limit)", 0);
+    opstate_lmdb__reader_end(&st->rd);
+    if ((r = opstate_lmdb__write(st->e, opstate_lmdb__flush_body, &f, &f.why, err)) != OPSTATE_OK) return r;
+    st->m = f.next;
+    opstate_kv_mark_clean(kv);
+    if (opstate_lmdb__compact_due(st) && (r = opstate_lmdb_store_compact(st, kv, NULL)) != OPSTATE_OK)
+        opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_WARN, "lmdb: compaction failed (result ", (uint64_t)r,
+                         "); the deltas stay and are retried at the next flush");
+    return OPSTATE_OK;
+}
+
+/* Rewrites the meta record with no deltas pending (the rest, the dedup
+   window included, is kept as it is). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__meta_clear_deltas(const opstate_lmdb_store *st, MDB_txn *txn,
+                                                          opstate_result *why)
+{
+    MDB_val k = opstate_lmdb__val("meta", 4), v;
+    opstate_lmdb__meta m;
+    uint8_t *copy;
+    int rc = mdb_get(txn, st->meta_dbi, &k, &v);
+    if (rc != 0) return rc;
+    if (opstate_lmdb__meta_decode(opstate_lmdb__bytes(&v), &m, NULL) != OPSTATE_OK) {
+        *why = OPSTATE_CORRUPT;
+        return OPSTATE_LMDB__ABORT;
+    }
+    if (!(copy = (uint8_t *)opstate_alloc(&st->e->cfg.allocator, v.mv_size))) return ENOMEM;
+    OPSTATE_MEMCPY(copy, v.mv_data, v.mv_size);
+    opstate_put_le32(copy + 44, 0);
+    opstate_put_le64(copy + 48, 0);
+    opstate_put_le32(copy + v.mv_size - 4, opstate_crc32c(0, copy, v.mv_size - 4));
+    v.mv_data = copy;
+    rc = mdb_put(txn, st->meta_dbi, &k, &v, 0);
+    opstate_free(&st->e->cfg.allocator, copy);
+    return rc;
+}
+
+/* Compaction: fold every delta record into the table. */
+typedef struct opstate_lmdb__compact {
+    opstate_lmdb_store *st;
+    MDB_txn *txn;
+    int rc;
+    opstate_result why;
+} opstate_lmdb__compact;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_item(void *user, const opstate_kv_item *item)
+{
+    opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
+    if (item->deleted) {
+        MDB_val k = opstate_lmdb__val(item->key.ptr, item->key.len);
+        c->rc = mdb_del(c->txn, c->st->table, &k, NULL);
+        if (c->rc == MDB_NOTFOUND) c->rc = 0;
+    } else {
+        c->rc = opstate_lmdb__table_put(c->st, c->txn, item->key, item->value, item->position);
+    }
+    return c->rc == 0;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
+    opstate_lmdb_store *st = c->st;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, st->deltas, &cur);
+    c->txn = txn;
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        opstate_bytes rec = opstate_lmdb__bytes(&v);
+        if (!opstate_lmdb__delta_ok(rec) || (!opstate_lmdb__delta_walk(rec, opstate_lmdb__compact_item, c) && !c->rc)) {
+            c->why = OPSTATE_CORRUPT;
+            rc = OPSTATE_LMDB__ABORT;
+            break;
+        }
+        if (c->rc) break;
+    }
+    mdb_cursor_close(cur);
+    if (c->rc) return c->rc;
+    if (rc != MDB_NOTFOUND) return rc;
+    if ((rc = mdb_drop(txn, st->deltas, 0)) != 0) return rc;
+    return opstate_lmdb__meta_clear_deltas(st, txn, &c->why);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
+{
+    opstate_lmdb__compact c;
+    opstate_result r;
+    if (kv && opstate_kv_dirty_count(kv)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "flush before compacting", 0);
+    if (st->m.delta_count == 0) return OPSTATE_OK;
+    OPSTATE_MEMSET(&c, 0, sizeof c);
+    c.st = st;
+    opstate_lmdb__reader_end(&st->rd);
+    if ((r = opstate_lmdb__write(st->e, opstate_lmdb__compact_txn, &c, &c.why, err)) != OPSTATE_OK) return r;
+    st->m.delta_count = 0;
+    st->m.delta_bytes = 0;
+    if (kv && st->cfg.read_through) opstate_kv_forget_clean(kv);
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_lmdb_store_deltas(const opstate_lmdb_store *st, uint32_t *count, uint64_t *bytes)
+{
+    *count = st->m.delta_count;
+    *bytes = st->m.delta_bytes;
+}
+
+/* Reads and checks the meta record inside the reader's transaction. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_get(opstate_lmdb_store *st, opstate_lmdb__meta *m,
+                                                            opstate_error *err)
+{
+    MDB_val k = opstate_lmdb__val("meta", 4), v;
+    opstate_result r = opstate_lmdb__reader_begin(st->e, &st->rd, err);
+    int rc;
+    if (r != OPSTATE_OK) return r;
+    if ((rc = mdb_get(st->rd.txn, st->meta_dbi, &k, &v)) != 0) return opstate_lmdb__fail(err, rc, "store meta");
+    return opstate_lmdb__meta_decode(opstate_lmdb__bytes(&v), m, err);
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_meta(void *user, opstate_snapshot_meta *meta, opstate_error *err)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    opstate_lmdb__meta m;
+    opstate_result r = opstate_lmdb__meta_get(st, &m, err);
+    opstate_lmdb__reader_end(&st->rd);
+    if (r == OPSTATE_OK && (m.flags & OPSTATE_LMDB__META_BLOB)) r = opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "store holds a blob", 0);
+    if (r == OPSTATE_OK) *meta = m.snap;
+    return r;
+}
+
+/* Walks a database in key order inside the reader's transaction; fn gets
+   each record and returns a result (OK to go on). */
+typedef opstate_result (*opstate_lmdb__record_fn)(void *user, opstate_bytes key, opstate_bytes value);
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, MDB_dbi dbi,
+                                                        opstate_lmdb__record_fn fn, void *user, opstate_error *err)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    opstate_result r = OPSTATE_OK;
+    int rc = mdb_cursor_open(st->rd.txn, dbi, &cur);
+    if (rc != 0) return opstate_lmdb__fail(err, rc, "cursor");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && r == OPSTATE_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        r = fn(user, opstate_lmdb__bytes(&k), opstate_lmdb__bytes(&v));
+    mdb_cursor_close(cur);
+    if (r != OPSTATE_OK) return opstate_error_set(err, r, "store record", 0);
+    return rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "cursor");
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_table_record(void *user, opstate_bytes key, opstate_bytes rec)
+{
+    opstate_bytes value;
+    opstate_position pos;
+    if (!opstate_lmdb__table_decode(key, rec, &value, &pos)) return OPSTATE_CORRUPT;
+    return opstate_kv_put((opstate_kv *)user, key, value, pos);
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_delta_record(void *user, opstate_bytes key, opstate_bytes rec)
+{
+    opstate_lmdb__apply a;
+    (void)key;
+    a.kv = (opstate_kv *)user;
+    a.r = OPSTATE_OK;
+    if (!opstate_lmdb__delta_ok(rec)) return OPSTATE_CORRUPT;
+    if (!opstate_lmdb__delta_walk(rec, opstate_lmdb__apply_item, &a) && a.r == OPSTATE_OK) return OPSTATE_CORRUPT;
+    return a.r;
+}
+
+/* Loads the table (unless read-through) and replays the deltas. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
+{
+    opstate_result r = OPSTATE_OK;
+    if (!st->cfg.read_through) r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, kv, err);
+    return r;
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load(void *user, opstate_kv *kv, opstate_snapshot_meta *meta,
+                                                        opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    opstate_lmdb__meta m;
+    opstate_result r = opstate_lmdb__meta_get(st, &m, err);
+    if (r == OPSTATE_OK && (m.flags & OPSTATE_LMDB__META_BLOB)) r = opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "store holds a blob", 0);
+    if (r == OPSTATE_OK) r = opstate_lmdb__load_records(st, kv, err);
+    if (r == OPSTATE_OK && dedup) {
+        if (m.dedup.len) r = opstate_dedup_decode(dedup, m.dedup.ptr, m.dedup.len, err);
+        else opstate_dedup_clear(dedup);
+    }
+    opstate_lmdb__reader_end(&st->rd);
+    if (r != OPSTATE_OK) {
+        opstate_kv_clear(kv);
+        return r;
+    }
+    opstate_kv_mark_clean(kv);
+    *meta = m.snap;
+    return OPSTATE_OK;
+}
+
+/* The read-through base over the table. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_get(void *user, opstate_bytes key, opstate_bytes *value,
+                                                            opstate_position *pos)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    MDB_val k = opstate_lmdb__val(key.ptr, key.len), v;
+    opstate_result r;
+    int rc;
+    if (key.len > OPSTATE_LMDB__MAX_KEY) return OPSTATE_NOT_FOUND;
+    if ((r = opstate_lmdb__reader_begin(st->e, &st->rd, NULL)) != OPSTATE_OK) return r;
+    if ((rc = mdb_get(st->rd.txn, st->table, &k, &v)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
+    return opstate_lmdb__table_decode(key, opstate_lmdb__bytes(&v), value, pos) ? OPSTATE_OK : OPSTATE_CORRUPT;
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_iterate(void *user, opstate_kv_iter_fn fn, void *fn_user)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    opstate_result r = opstate_lmdb__reader_begin(st->e, &st->rd, NULL);
+    int rc;
+    if (r != OPSTATE_OK) return r;
+    if ((rc = mdb_cursor_open(st->rd.txn, st->table, &cur)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        opstate_kv_item item;
+        item.key = opstate_lmdb__bytes(&k);
+        item.deleted = false;
+        if (!opstate_lmdb__table_decode(item.key, opstate_lmdb__bytes(&v), &item.value, &item.position)) {
+            r = OPSTATE_CORRUPT;
+            break;
+        }
+        if (!fn(fn_user, &item)) break;
+    }
+    mdb_cursor_close(cur);
+    return r;
+}
+
+OPSTATE_LMDB__PRIVATE uint64_t opstate_lmdb__base_count(void *user)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    MDB_stat s;
+    if (opstate_lmdb__reader_begin(st->e, &st->rd, NULL) != OPSTATE_OK || mdb_stat(st->rd.txn, st->table, &s) != 0)
+        return 0;
+    return s.ms_entries;
+}
+
+OPSTATE_LMDB__PRIVATE const opstate_kv_base *opstate_lmdb__base(void *user)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    return st->cfg.read_through ? &st->base : NULL;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__drop_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    MDB_val meta = opstate_lmdb__val("meta", 4), blob = opstate_lmdb__val("blob", 4);
+    int rc;
+    if ((rc = mdb_drop(txn, st->table, 0)) != 0 || (rc = mdb_drop(txn, st->deltas, 0)) != 0) return rc;
+    if ((rc = mdb_del(txn, st->meta_dbi, &meta, NULL)) != 0 && rc != MDB_NOTFOUND) return rc;
+    rc = mdb_del(txn, st->meta_dbi, &blob, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__drop(void *user, opstate_error *err)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    opstate_result why = OPSTATE_OK, r;
+    opstate_lmdb__reader_end(&st->rd);
+    r = opstate_lmdb__write(st->e, opstate_lmdb__drop_txn, st, &why, err);
+    if (r == OPSTATE_OK) {
+        OPSTATE_MEMSET(&st->m, 0, sizeof st->m);
+        st->m.next_flush = 1;
+    }
+    return r;
+}
+
+/* Layout 0 (one "snapshot" record holding opstate_snapshot_encode bytes)
+   to layout 1, inside the open transaction. */
+typedef struct opstate_lmdb__migrate {
+    opstate_lmdb_store *st;
+    MDB_txn *txn;
+    int rc;
+} opstate_lmdb__migrate;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__migrate_item(void *user, const opstate_kv_item *item)
+{
+    opstate_lmdb__migrate *mg = (opstate_lmdb__migrate *)user;
+    mg->rc = item->key.len > OPSTATE_LMDB__MAX_KEY ? MDB_BAD_VALSIZE
+                                                   : opstate_lmdb__table_put(mg->st, mg->txn, item->key, item->value, item->position);
+    return mg->rc == 0;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__migrate0(opstate_lmdb_store *st, MDB_txn *txn, MDB_val *old, opstate_result *why)
+{
+    opstate_kv_config kc;
+    opstate_kv *kv = NULL;
+    opstate_lmdb__meta m;
+    opstate_lmdb__migrate mg;
+    MDB_val k = opstate_lmdb__val("snapshot", 8);
+    OPSTATE_MEMSET(&kc, 0, sizeof kc);
+    OPSTATE_MEMSET(&m, 0, sizeof m);
+    kc.allocator = st->e->cfg.allocator;
+    mg.st = st;
+    mg.txn = txn;
+    mg.rc = 0;
+    *why = opstate_kv_create(&kc, &kv);
+    if (*why == OPSTATE_OK)
+        *why = opstate_snapshot_decode((const uint8_t *)old->mv_data, old->mv_size, kv, &m.snap, NULL, NULL);
+    if (*why == OPSTATE_OK && (*why = opstate_kv_iterate(kv, opstate_lmdb__migrate_item, &mg)) == OPSTATE_OK && !mg.rc) {
+        m.next_flush = 1;
+        mg.rc = opstate_lmdb__meta_put(st, txn, &m, NULL);
+        if (!mg.rc) mg.rc = mdb_del(txn, st->meta_dbi, &k, NULL);
+    }
+    opstate_kv_destroy(kv);
+    if (*why != OPSTATE_OK) return OPSTATE_LMDB__ABORT;
+    if (!mg.rc) opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: migrated a layout 0 snapshot to layout ",
+                                 OPSTATE_LMDB_LAYOUT_VERSION, "");
+    return mg.rc;
+}
+
+/* Opens the three databases and brings the layout up to date. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_open_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb_store *st = (opstate_lmdb_store *)user;
+    MDB_val mk = opstate_lmdb__val("meta", 4), sk = opstate_lmdb__val("snapshot", 8), v;
+    int rc;
+    if ((rc = opstate_lmdb__dbi(txn, 's', st->name, "meta", 0, &st->meta_dbi)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 's', st->name, "table", 0, &st->table)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 's', st->name, "deltas", 0, &st->deltas)) != 0)
+        return rc;
+    rc = mdb_get(txn, st->meta_dbi, &mk, &v);
+    if (rc == 0) return 0;
+    if (rc != MDB_NOTFOUND) return rc;
+    rc = mdb_get(txn, st->meta_dbi, &sk, &v);
+    if (rc == MDB_NOTFOUND) return 0;
+    return rc ? rc : opstate_lmdb__migrate0(st, txn, &v, &st->open_why);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *e, const opstate_lmdb_store_config *cfg,
+                                                   opstate_lmdb_store **out, opstate_error *err)
+{
+    opstate_lmdb_store *st;
+    opstate_lmdb__meta m;
+    opstate_result r;
+    if (!cfg || !opstate_lmdb__name_ok(cfg->name)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "store name", 0);
+    if (!(st = (opstate_lmdb_store *)opstate_alloc(&e->cfg.allocator, sizeof *st)))
+        return opstate_error_set(err, OPSTATE_NO_MEMORY, "store", 0);
+    OPSTATE_MEMSET(st, 0, sizeof *st);
+    st->e = e;
+    st->cfg = *cfg;
+    OPSTATE_MEMCPY(st->name, cfg->name, strlen(cfg->name) + 1);
+    st->cfg.name = st->name;
+    st->base.user = st;
+    st->base.get = opstate_lmdb__base_get;
+    st->base.iterate = opstate_lmdb__base_iterate;
+    st->base.count = opstate_lmdb__base_count;
+    st->m.next_flush = 1;
+    opstate_lmdb__reader_add(e, &st->rd);
+    r = opstate_lmdb__write(e, opstate_lmdb__store_open_txn, st, &st->open_why, err);
+    if (r == OPSTATE_OK) {
+        r = opstate_lmdb__meta_get(st, &m, err);
+        if (r == OPSTATE_OK) st->m = m;
+        else if (r == OPSTATE_NOT_FOUND) r = OPSTATE_OK;
+        opstate_lmdb__reader_end(&st->rd);
+    }
+    if (r != OPSTATE_OK) {
+        opstate_lmdb_store_close(st);
+        return r;
+    }
+    st->m.dedup.ptr = NULL;
+    st->m.dedup.len = 0;
+    *out = st;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st)
+{
+    if (!st) return;
+    opstate_lmdb__reader_remove(st->e, &st->rd);
+    opstate_free(&st->e->cfg.allocator, st);
+}
+
+OPSTATE_API opstate_store opstate_lmdb_store_iface(opstate_lmdb_store *st)
+{
+    opstate_store s;
+    s.user = st;
+    s.read_meta = opstate_lmdb__read_meta;
+    s.load = opstate_lmdb__load;
+    s.flush = opstate_lmdb__flush;
+    s.drop = opstate_lmdb__drop;
+    s.base = opstate_lmdb__base;
+    return s;
+}
+
+/* Whole-blob mode. */
+typedef struct opstate_lmdb__blob {
+    opstate_lmdb_store *st;
+    opstate_bytes blob;
+    const opstate_snapshot_meta *snap;
+} opstate_lmdb__blob;
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__blob_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__blob *b = (opstate_lmdb__blob *)user;
+    MDB_val k = opstate_lmdb__val("blob", 4), v;
+    opstate_lmdb__meta m;
+    int rc = opstate_lmdb__drop_txn(b->st, txn);
+    if (rc != 0) return rc;
+    v.mv_size = b->blob.len + 4;
+    if ((rc = mdb_put(txn, b->st->meta_dbi, &k, &v, MDB_RESERVE)) != 0) return rc;
+    if (b->blob.len) OPSTATE_MEMCPY(v.mv_data, b->blob.ptr, b->blob.len);
+    opstate_put_le32((uint8_t *)v.mv_data + b->blob.len, opstate_crc32c(0, b->blob.ptr, b->blob.len));
+    OPSTATE_MEMSET(&m, 0, sizeof m);
+    m.flags = OPSTATE_LMDB__META_BLOB;
+    m.snap = *b->snap;
+    m.next_flush = 1;
+    return opstate_lmdb__meta_put(b->st, txn, &m, NULL);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_blob_save(opstate_lmdb_store *st, opstate_bytes blob,
+                                                  const opstate_snapshot_meta *meta, opstate_error *err)
+{
+    opstate_lmdb__blob b;
+    opstate_result why = OPSTATE_OK;
+    b.st = st;
+    b.blob = blob;
+    b.snap = meta;
+    opstate_lmdb__reader_end(&st->rd);
+    return opstate_lmdb__write(st->e, opstate_lmdb__blob_txn, &b, &why, err);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_blob_load(opstate_lmdb_store *st,
+                                                  void (*fn)(void *user, opstate_bytes blob,
+                                                             const opstate_snapshot_meta *meta),
+                                                  void *user, opstate_error *err)
+{
+    opstate_lmdb__meta m;
+    MDB_val k = opstate_lmdb__val("blob", 4), v;
+    opstate_result r = opstate_lmdb__meta_get(st, &m, err);
+    int rc;
+    if (r == OPSTATE_OK && !(m.flags & OPSTATE_LMDB__META_BLOB)) r = opstate_error_set(err, OPSTATE_NOT_FOUND, "blob", 0);
+    if (r == OPSTATE_OK && (rc = mdb_get(st->rd.txn, st->meta_dbi, &k, &v)) != 0) r = opstate_lmdb__fail(err, rc, "blob");
+    if (r == OPSTATE_OK && (v.mv_size < 4 || opstate_crc32c(0, v.mv_data, v.mv_size - 4) !=
+                                                 opstate_get_le32((const uint8_t *)v.mv_data + v.mv_size - 4)))
+        r = opstate_error_set(err, OPSTATE_CORRUPT, "blob", 0);
+    if (r == OPSTATE_OK) {
+        opstate_bytes b;
+        b.ptr = (const uint8_t *)v.mv_data;
+        b.len = v.mv_size - 4;
+        fn(user, b, &m.snap);
+    }
+    opstate_lmdb__reader_end(&st->rd);
+    return r;
+}
+
+/* >>log ------------------------------------------------------------------ */
+
+#define OPSTATE_LMDB__MSG_FIXED 27u     /* time, id, has id, subject length */
+#define OPSTATE_LMDB__MAX_SUBJECT 500u
+
+/* The log's info record: epoch | last seq | last time | live count. */
+typedef struct opstate_lmdb__info_rec {
+    uint64_t epoch, last_seq, live;
+    int64_t last_time;
+} opstate_lmdb__info_rec;
+
+struct opstate_lmdb_log {
+    opstate_lmdb *e;
+    opstate_lmdb_log_config cfg;
+    char name[65];
+    MDB_dbi msgs, subj, bysubj, ids, idseq, meta;
+    opstate_lmdb__reader rd;
+};
+
+/* One message record decoded (pointers into the map). */
+typedef struct opstate_lmdb__msg {
+    uint64_t seq;
+    int64_t time;
+    opstate_bytes subject, data;
+} opstate_lmdb__msg;
+
+OPSTATE_LMDB__PRIVATE int64_t opstate_lmdb__now(const opstate_lmdb_log *lg)
+{
+    struct timespec ts;
+    if (lg->cfg.clock) return lg->cfg.clock(lg->cfg.clock_user);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__msg_decode(const MDB_val *k, const MDB_val *v, opstate_lmdb__msg *m)
+{
+    const uint8_t *p = (const uint8_t *)v->mv_data;
+    size_t slen;
+    if (k->mv_size != 8 || v->mv_size < OPSTATE_LMDB__MSG_FIXED) return false;
+    slen = opstate_get_le16(p + 25);
+    if (slen > v->mv_size - OPSTATE_LMDB__MSG_FIXED) return false;
+    m->seq = opstate_lmdb__get_be64((const uint8_t *)k->mv_data);
+    m->time = (int64_t)opstate_get_le64(p);
+    m->subject.ptr = p + OPSTATE_LMDB__MSG_FIXED;
+    m->subject.len = slen;
+    m->data.ptr = p + OPSTATE_LMDB__MSG_FIXED + slen;
+    m->data.len = v->mv_size - OPSTATE_LMDB__MSG_FIXED - slen;
+    return true;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__info_get(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_lmdb__info_rec *info)
+{
+    MDB_val k = opstate_lmdb__val("info", 4), v;
+    int rc = mdb_get(txn, lg->meta, &k, &v);
+    OPSTATE_MEMSET(info, 0, sizeof *info);
+    if (rc != 0) return rc;
+    if (v.mv_size != 32) return MDB_CORRUPTED;
+    info->epoch = opstate_get_le64((const uint8_t *)v.mv_data);
+    info->last_seq = opstate_get_le64((const uint8_t *)v.mv_data + 8);
+    info->last_time = (int64_t)opstate_get_le64((const uint8_t *)v.mv_data + 16);
+    info->live = opstate_get_le64((const uint8_t *)v.mv_data + 24);
+    return 0;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__info_put(const opstate_lmdb_log *lg, MDB_txn *txn, const opstate_lmdb__info_rec *info)
+{
+    uint8_t b[32];
+    MDB_val k = opstate_lmdb__val("info", 4), v = opstate_lmdb__val(b, 32);
+    opstate_put_le64(b, info->epoch);
+    opstate_put_le64(b + 8, info->last_seq);
+    opstate_put_le64(b + 16, (uint64_t)info->last_time);
+    opstate_put_le64(b + 24, info->live);
+    return mdb_put(txn, lg->meta, &k, &v, 0);
+}
+
+/* Key of the per-subject index: subject 0x00 BE seq. */
+OPSTATE_LMDB__PRIVATE MDB_val opstate_lmdb__bysubj_key(uint8_t *buf, opstate_bytes subject, uint64_t seq)
+{
+    OPSTATE_MEMCPY(buf, subject.ptr, subject.len);
+    buf[subject.len] = 0;
+    opstate_lmdb__put_be64(buf + subject.len + 1, seq);
+    return opstate_lmdb__val(buf, subject.len + 9);
+}
+
+/* subject -> first | last | count */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__subj_get(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_bytes subject,
+                                                  uint64_t out[3])
+{
+    MDB_val k = opstate_lmdb__val(subject.ptr, subject.len), v;
+    if (mdb_get(txn, lg->subj, &k, &v) != 0 || v.mv_size != 24) return false;
+    out[0] = opstate_get_le64((const uint8_t *)v.mv_data);
+    out[1] = opstate_get_le64((const uint8_t *)v.mv_data + 8);
+    out[2] = opstate_get_le64((const uint8_t *)v.mv_data + 16);
+    return true;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__subj_put(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_bytes subject,
+                                                 const uint64_t s[3])
+{
+    uint8_t b[24];
+    MDB_val k = opstate_lmdb__val(subject.ptr, subject.len), v = opstate_lmdb__val(b, 24);
+    if (s[2] == 0) return mdb_del(txn, lg->subj, &k, NULL);
+    opstate_put_le64(b, s[0]);
+    opstate_put_le64(b + 8, s[1]);
+    opstate_put_le64(b + 16, s[2]);
+    return mdb_put(txn, lg->subj, &k, &v, 0);
+}
+
+/* Deletes message `seq` (record at hand) and its index entries. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__msg_delete(const opstate_lmdb_log *lg, MDB_txn *txn, const opstate_lmdb__msg *m,
+                                                   opstate_lmdb__info_rec *info)
+{
+    uint8_t kb[OPSTATE_LMDB__MAX_SUBJECT + 9], seqb[8];
+    uint64_t s[3];
+    MDB_val bk = opstate_lmdb__bysubj_key(kb, m->subject, m->seq), mk = opstate_lmdb__val(seqb, 8), nk, nv;
+    MDB_cursor *cur;
+    opstate_bytes subject = m->subject;
+    int rc = mdb_del(txn, lg->bysubj, &bk, NULL);
+    if (rc == 0 && opstate_lmdb__subj_get(lg, txn, subject, s)) {
+        s[2]--;
+        if (s[2] && s[0] == m->seq && (rc = mdb_cursor_open(txn, lg->bysubj, &cur)) == 0) {
+            nk = opstate_lmdb__bysubj_key(kb, subject, 0); /* first remaining seq of the subject */
+            if ((rc = mdb_cursor_get(cur, &nk, &nv, MDB_SET_RANGE)) == 0)
+                s[0] = opstate_lmdb__get_be64((const uint8_t *)nk.mv_data + subject.len + 1);
+            mdb_cursor_close(cur);
+        }
+        if (rc == 0) rc = opstate_lmdb__subj_put(lg, txn, subject, s);
+    }
+    opstate_lmdb__put_be64(seqb, m->seq);
+    if (rc == 0) rc = mdb_del(txn, lg->msgs, &mk, NULL);
+    if (rc == 0) info->live--;
+    return rc;
+}
+
+/* Deletes the oldest message while `more` says so (retention, purge). */
+typedef bool (*opstate_lmdb__more_fn)(const opstate_lmdb_log *lg, const opstate_lmdb__msg *oldest,
+                                      const opstate_lmdb__info_rec *info, uint64_t arg);
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__trim(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_lmdb__info_rec *info,
+                                             opstate_lmdb__more_fn more, uint64_t arg)
+{
+    for (;;) {
+        MDB_cursor *cur;
+        MDB_val k, v;
+        opstate_lmdb__msg m;
+        int rc = mdb_cursor_open(txn, lg->msgs, &cur);
+        if (rc == 0) rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        if (rc == 0 && !opstate_lmdb__msg_decode(&k, &v, &m)) rc = MDB_CORRUPTED;
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND) return 0;
+        if (rc != 0) return rc;
+        if (!more(lg, &m, info, arg)) return 0;
+        if ((rc = opstate_lmdb__msg_delete(lg, txn, &m, info)) != 0) return rc;
+    }
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__over_limits(const opstate_lmdb_log *lg, const opstate_lmdb__msg *oldest,
+                                                     const opstate_lmdb__info_rec *info, uint64_t now)
+{
+    if (lg->cfg.max_messages && info->live > lg->cfg.max_messages) return true;
+    return lg->cfg.max_age_ns && oldest->time < (int64_t)now - lg->cfg.max_age_ns;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__below(const opstate_lmdb_log *lg, const opstate_lmdb__msg *oldest,
+                                               const opstate_lmdb__info_rec *info, uint64_t below)
+{
+    (void)lg;
+    (void)info;
+    return oldest->seq < below;
+}
+
+typedef struct opstate_lmdb__append_ctx {
+    opstate_lmdb_log *lg;
+    opstate_bytes subject, data;
+    const opstate_append_options *opts;
+    opstate_append_result out;
+    opstate_result why;
+} opstate_lmdb__append_ctx;
+
+/* Remembers the id of message `seq` and forgets the one that fell out of
+   the duplicate window. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__remember_id(const opstate_lmdb_log *lg, MDB_txn *txn, const opstate_id *id,
+                                                    uint64_t seq)
+{
+    uint8_t sb[8], ob[8];
+    uint32_t window = lg->cfg.duplicate_window ? lg->cfg.duplicate_window : 100000u;
+    MDB_val ik = opstate_lmdb__val(id->bytes, 16), sk = opstate_lmdb__val(sb, 8), v = opstate_lmdb__val(sb, 8), old;
+    int rc;
+    opstate_lmdb__put_be64(sb, seq);
+    if ((rc = mdb_put(txn, lg->ids, &ik, &v, 0)) != 0) return rc;
+    if ((rc = mdb_put(txn, lg->idseq, &sk, &ik, MDB_APPEND)) != 0) return rc;
+    if (seq <= window) return 0;
+    opstate_lmdb__put_be64(ob, seq - window);
+    sk = opstate_lmdb__val(ob, 8);
+    if ((rc = mdb_get(txn, lg->idseq, &sk, &old)) == MDB_NOTFOUND) return 0;
+    if (rc == 0 && old.mv_size == 16) {
+        uint8_t idb[16];
+        MDB_val cur;
+        OPSTATE_MEMCPY(idb, old.mv_data, 16);
+        ik = opstate_lmdb__val(idb, 16);
+        if (mdb_get(txn, lg->ids, &ik, &cur) == 0 && cur.mv_size == 8 && OPSTATE_MEMCMP(cur.mv_data, ob, 8) == 0)
+            rc = mdb_del(txn, lg->ids, &ik, NULL);
+    }
+    return rc ? rc : mdb_del(txn, lg->idseq, &sk, NULL);
+}
+
+/* Stores the message itself and links it into its subject. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(opstate_lmdb__append_ctx *a, MDB_txn *txn, uint64_t seq, int64_t time)
+{
+    const opstate_lmdb_log *lg = a->lg;
+    uint8_t key[8], kb[OPSTATE_LMDB__MAX_SUBJECT + 9];
+    uint64_t s[3];
+    MDB_val k = opstate_lmdb__val(key, 8), v, bk, empty = opstate_lmdb__val("", 0);
+    uint8_t *p;
+    int rc;
+    opstate_lmdb__put_be64(key, seq);
+    v.mv_size = OPSTATE_LMDB__MSG_FIXED + a->subject.len + a->data.len;
+    if ((rc = mdb_put(txn, lg->msgs, &k, &v, MDB_RESERVE | MDB_APPEND)) != 0) return rc;
+    p = (uint8_t *)v.mv_data;
+    opstate_put_le64(p, (uint64_t)time);
+    OPSTATE_MEMSET(p + 8, 0, 17);
+    if (a->opts && a->opts->msg_id) {
+        OPSTATE_MEMCPY(p + 8, a->opts->msg_id->bytes, 16);
+        p[24] = 1;
+    }
+    opstate_put_le16(p + 25, (uint16_t)a->subject.len);
+    OPSTATE_MEMCPY(p + OPSTATE_LMDB__MSG_FIXED, a->subject.ptr, a->subject.len);
+    if (a->data.len) OPSTATE_MEMCPY(p + OPSTATE_LMDB__MSG_FIXED + a->subject.len, a->data.ptr, a->data.len);
+    bk = opstate_lmdb__bysubj_key(kb, a->subject, seq);
+    if ((rc = mdb_put(txn, lg->bysubj, &bk, &empty, 0)) != 0) return rc;
+    if (!opstate_lmdb__subj_get(lg, txn, a->subject, s)) {
+        s[0] = seq;
+        s[2] = 0;
+    }
+    s[1] = seq;
+    s[2]++;
+    return opstate_lmdb__subj_put(lg, txn, a->subject, s);
+}
+
+/* Per-subject retention: drop the subject's oldest while over the limit. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__trim_subject(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_bytes subject,
+                                                     opstate_lmdb__info_rec *info)
+{
+    uint64_t s[3];
+    while (lg->cfg.max_per_subject && opstate_lmdb__subj_get(lg, txn, subject, s) && s[2] > lg->cfg.max_per_subject) {
+        uint8_t key[8];
+        MDB_val k = opstate_lmdb__val(key, 8), v;
+        opstate_lmdb__msg m;
+        int rc;
+        opstate_lmdb__put_be64(key, s[0]);
+        if ((rc = mdb_get(txn, lg->msgs, &k, &v)) != 0) return rc;
+        if (!opstate_lmdb__msg_decode(&k, &v, &m)) return MDB_CORRUPTED;
+        m.subject = subject; /* the caller's copy: the record is deleted below */
+        if ((rc = opstate_lmdb__msg_delete(lg, txn, &m, info)) != 0) return rc;
+    }
+    return 0;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_body(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__append_ctx *a = (opstate_lmdb__append_ctx *)user;
+    const opstate_lmdb_log *lg = a->lg;
+    opstate_lmdb__info_rec info;
+    uint64_t s[3];
+    int64_t now = opstate_lmdb__now(lg);
+    int rc = opstate_lmdb__info_get(lg, txn, &info);
+    if (rc != 0) return rc;
+    if (a->opts && a->opts->msg_id) {
+        MDB_val k = opstate_lmdb__val(a->opts->msg_id->bytes, 16), v;
+        if ((rc = mdb_get(txn, lg->ids, &k, &v)) == 0 && v.mv_size == 8) {
+            a->out.seq = opstate_lmdb__get_be64((const uint8_t *)v.mv_data);
+            a->out.duplicate = true;
+            return 0;
+        }
+    }
+    if (a->opts && a->opts->expect_last_subject_seq &&
+        (opstate_lmdb__subj_get(lg, txn, a->subject, s) ? s[1] : 0) != a->opts->last_subject_seq) {
+        a->why = OPSTATE_CONFLICT;
+        return OPSTATE_LMDB__ABORT;
+    }
+    info.last_seq++;
+    info.last_time = now;
+    info.live++;
+    if ((rc = opstate_lmdb__store_msg(a, txn, info.last_seq, now)) != 0) return rc;
+    if (a->opts && a->opts->msg_id && (rc = opstate_lmdb__remember_id(lg, txn, a->opts->msg_id, info.last_seq)) != 0)
+        return rc;
+    if ((rc = opstate_lmdb__trim_subject(lg, txn, a->subject, &info)) != 0 ||
+        (rc = opstate_lmdb__trim(lg, txn, &info, opstate_lmdb__over_limits, (uint64_t)now)) != 0)
+        return rc;
+    a->out.seq = info.last_seq;
+    a->out.duplicate = false;
+    return opstate_lmdb__info_put(lg, txn, &info);
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__append(void *user, opstate_bytes subject, opstate_bytes data,
+                                                          const opstate_append_options *opts, opstate_append_result *out,
+                                                          opstate_error *err)
+{
+    opstate_lmdb__append_ctx a;
+    opstate_result r;
+    if (subject.len == 0 || subject.len > OPSTATE_LMDB__MAX_SUBJECT || memchr(subject.ptr, 0, subject.len))
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "subject (1..500 bytes, no 0x00)", 0);
+    OPSTATE_MEMSET(&a, 0, sizeof a);
+    a.lg = (opstate_lmdb_log *)user;
+    a.subject = subject;
+    a.data = data;
+    a.opts = opts;
+    opstate_lmdb__reader_end(&a.lg->rd);
+    r = opstate_lmdb__write(a.lg->e, opstate_lmdb__append_body, &a, &a.why, err);
+    if (r == OPSTATE_OK) *out = a.out;
+    return r;
+}
+
+OPSTATE_LMDB__PRIVATE int64_t opstate_lmdb__monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* One pass over the retained messages from from_seq. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *lg, opstate_bytes filter, uint64_t from_seq,
+                                                             opstate_log_message *msgs, size_t max, size_t *count,
+                                                             uint64_t epoch, opstate_error *err)
+{
+    uint8_t key[8];
+    MDB_val k = opstate_lmdb__val(key, 8), v;
+    MDB_cursor *cur;
+    size_t n = 0;
+    int rc = mdb_cursor_open(lg->rd.txn, lg->msgs, &cur);
+    opstate_lmdb__put_be64(key, from_seq);
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        opstate_lmdb__msg m;
+        if (!opstate_lmdb__msg_decode(&k, &v, &m)) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        if (filter.len && !opstate_subject_matches(filter, m.subject)) continue;
+        msgs[n].position.seq = m.seq;
+        msgs[n].position.time = m.time;
+        msgs[n].position.epoch = epoch;
+        msgs[n].subject = m.subject;
+        msgs[n++].data = m.data;
+    }
+    mdb_cursor_close(cur);
+    *count = n;
+    return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "read");
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
+                                                        opstate_log_message *msgs, size_t max, size_t *count,
+                                                        opstate_error *err)
+{
+    opstate_lmdb_log *lg = (opstate_lmdb_log *)user;
+    int64_t deadline = wait_ns > 0 ? opstate_lmdb__monotonic_ns() + wait_ns : 0;
+    for (;;) {
+        opstate_lmdb__info_rec info;
+        struct timespec pause;
+        int64_t step = lg->cfg.poll_interval_ns ? lg->cfg.poll_interval_ns : 1000000;
+        opstate_result r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
+        if (r != OPSTATE_OK) return r;
+        opstate_lmdb__info_get(lg, lg->rd.txn, &info);
+        r = opstate_lmdb__read_once(lg, filter, from_seq, msgs, max, count, info.epoch, err);
+        if (r != OPSTATE_OK || *count || !deadline || opstate_lmdb__monotonic_ns() >= deadline) return r;
+        opstate_lmdb__reader_end(&lg->rd);
+        pause.tv_sec = (time_t)(step / 1000000000);
+        pause.tv_nsec = (long)(step % 1000000000);
+        nanosleep(&pause, NULL);
+    }
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__info(void *user, opstate_stream_info *out, opstate_error *err)
+{
+    opstate_lmdb_log *lg = (opstate_lmdb_log *)user;
+    opstate_lmdb__info_rec info;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    opstate_lmdb__msg m;
+    opstate_result r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
+    int rc;
+    if (r != OPSTATE_OK) return r;
+    rc = opstate_lmdb__info_get(lg, lg->rd.txn, &info);
+    OPSTATE_MEMSET(out, 0, sizeof *out);
+    out->last_seq = info.last_seq;
+    out->last_time = info.last_time;
+    out->epoch = info.epoch;
+    out->messages = info.live;
+    out->first_seq = info.last_seq ? info.last_seq + 1 : 0;
+    if (rc == 0 && (rc = mdb_cursor_open(lg->rd.txn, lg->msgs, &cur)) == 0) {
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && opstate_lmdb__msg_decode(&k, &v, &m)) {
+            out->first_seq = m.seq;
+            out->first_time = m.time;
+        }
+        mdb_cursor_close(cur);
+    }
+    opstate_lmdb__reader_end(&lg->rd);
+    return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "info");
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__last_per_subject(void *user, opstate_bytes filter,
+                                                                    opstate_log_visit_fn fn, void *fn_user,
+                                                                    opstate_error *err)
+{
+    opstate_lmdb_log *lg = (opstate_lmdb_log *)user;
+    opstate_lmdb__info_rec info;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    opstate_result r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
+    int rc;
+    if (r != OPSTATE_OK) return r;
+    opstate_lmdb__info_get(lg, lg->rd.txn, &info);
+    if ((rc = mdb_cursor_open(lg->rd.txn, lg->subj, &cur)) == 0) {
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            uint8_t key[8];
+            MDB_val mk = opstate_lmdb__val(key, 8), mv;
+            opstate_lmdb__msg m;
+            opstate_log_message msg;
+            if (v.mv_size != 24 || (filter.len && !opstate_subject_matches(filter, opstate_lmdb__bytes(&k)))) continue;
+            opstate_lmdb__put_be64(key, opstate_get_le64((const uint8_t *)v.mv_data + 8));
+            if (mdb_get(lg->rd.txn, lg->msgs, &mk, &mv) != 0 || !opstate_lmdb__msg_decode(&mk, &mv, &m)) continue;
+            msg.position.seq = m.seq;
+            msg.position.time = m.time;
+            msg.position.epoch = info.epoch;
+            msg.subject = m.subject;
+            msg.data = m.data;
+            fn(fn_user, &msg);
+        }
+        mdb_cursor_close(cur);
+    }
+    opstate_lmdb__reader_end(&lg->rd);
+    return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "subjects");
+}
+
+/* Opens the log's databases; a new log gets its first epoch. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__log_open_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb_log *lg = (opstate_lmdb_log *)user;
+    opstate_lmdb__info_rec info;
+    int rc;
+    if ((rc = opstate_lmdb__dbi(txn, 'l', lg->name, "msgs", 0, &lg->msgs)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "subj", 0, &lg->subj)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "bysubj", 0, &lg->bysubj)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "ids", 0, &lg->ids)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "idseq", 0, &lg->idseq)) != 0 ||
+        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "meta", 0, &lg->meta)) != 0)
+        return rc;
+    rc = opstate_lmdb__info_get(lg, txn, &info);
+    if (rc != MDB_NOTFOUND) return rc;
+    info.epoch = (uint64_t)opstate_lmdb__now(lg);
+    if (!info.epoch) info.epoch = 1;
+    return opstate_lmdb__info_put(lg, txn, &info);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_log_open(opstate_lmdb *e, const opstate_lmdb_log_config *cfg,
+                                                 opstate_lmdb_log **out, opstate_error *err)
+{
+    opstate_lmdb_log *lg;
+    opstate_result why = OPSTATE_OK, r;
+    const char *name = cfg && cfg->name ? cfg->name : "events";
+    if (!opstate_lmdb__name_ok(name)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "log name", 0);
+    if (!(lg = (opstate_lmdb_log *)opstate_alloc(&e->cfg.allocator, sizeof *lg)))
+        return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
+    OPSTATE_MEMSET(lg, 0, sizeof *lg);
+    lg->e = e;
+    if (cfg) lg->cfg = *cfg;
+    OPSTATE_MEMCPY(lg->name, name, strlen(name) + 1);
+    lg->cfg.name = lg->name;
+    opstate_lmdb__reader_add(e, &lg->rd);
+    if ((r = opstate_lmdb__write(e, opstate_lmdb__log_open_txn, lg, &why, err)) != OPSTATE_OK) {
+        opstate_lmdb_log_close(lg);
+        return r;
+    }
+    *out = lg;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_lmdb_log_close(opstate_lmdb_log *lg)
+{
+    if (!lg) return;
+    opstate_lmdb__reader_remove(lg->e, &lg->rd);
+    opstate_free(&lg->e->cfg.allocator, lg);
+}
+
+OPSTATE_API opstate_log opstate_lmdb_log_iface(opstate_lmdb_log *lg)
+{
+    opstate_log log;
+    log.user = lg;
+    log.append = opstate_lmdb__append;
+    log.read = opstate_lmdb__read;
+    log.info = opstate_lmdb__info;
+    log.last_per_subject = opstate_lmdb__last_per_subject;
+    return log;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__recreate_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb_log *lg = (opstate_lmdb_log *)user;
+    opstate_lmdb__info_rec info;
+    uint64_t old_epoch;
+    int rc = opstate_lmdb__info_get(lg, txn, &info);
+    if (rc != 0) return rc;
+    old_epoch = info.epoch;
+    if ((rc = mdb_drop(txn, lg->msgs, 0)) != 0 || (rc = mdb_drop(txn, lg->subj, 0)) != 0 ||
+        (rc = mdb_drop(txn, lg->bysubj, 0)) != 0 || (rc = mdb_drop(txn, lg->ids, 0)) != 0 ||
+        (rc = mdb_drop(txn, lg->idseq, 0)) != 0)
+        return rc;
+    OPSTATE_MEMSET(&info, 0, sizeof info);
+    info.epoch = (uint64_t)opstate_lmdb__now(lg);
+    if (info.epoch <= old_epoch) info.epoch = old_epoch + 1;
+    return opstate_lmdb__info_put(lg, txn, &info);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_log_recreate(opstate_lmdb_log *lg, opstate_error *err)
+{
+    opstate_result why = OPSTATE_OK;
+    opstate_lmdb__reader_end(&lg->rd);
+    return opstate_lmdb__write(lg->e, opstate_lmdb__recreate_txn, lg, &why, err);
+}
+
+typedef struct opstate_lmdb__purge_ctx {
+    opstate_lmdb_log *lg;
+    uint64_t below;
+} opstate_lmdb__purge_ctx;
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__purge_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__purge_ctx *p = (opstate_lmdb__purge_ctx *)user;
+    opstate_lmdb__info_rec info;
+    int rc = opstate_lmdb__info_get(p->lg, txn, &info);
+    if (rc == 0) rc = opstate_lmdb__trim(p->lg, txn, &info, opstate_lmdb__below, p->below);
+    return rc ? rc : opstate_lmdb__info_put(p->lg, txn, &info);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_log_purge(opstate_lmdb_log *lg, uint64_t below_seq, opstate_error *err)
+{
+    opstate_lmdb__purge_ctx p;
+    opstate_result why = OPSTATE_OK;
+    p.lg = lg;
+    p.below = below_seq;
+    opstate_lmdb__reader_end(&lg->rd);
+    return opstate_lmdb__write(lg->e, opstate_lmdb__purge_txn, &p, &why, err);
+}
+
+/* >>export --------------------------------------------------------------- */
+
+#define OPSTATE_LMDB__MAX_STORES 256
+
+/* One store's position as the manifest records it. */
+typedef struct opstate_lmdb__pos {
+    char name[65];
+    opstate_position pos;
+} opstate_lmdb__pos;
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__errno(opstate_error *err, const char *field)
+{
+    return opstate_lmdb__fail(err, errno, field);
+}
+
+/* fsync of a file or directory by path. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__fsync_path(const char *path, opstate_error *err)
+{
+    int fd = open(path, O_RDONLY), rc;
+    if (fd < 0) return opstate_lmdb__errno(err, path);
+    rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? OPSTATE_OK : opstate_lmdb__errno(err, path);
+}
+
+/* Size and CRC32C of a file. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__file_sum(const char *path, uint64_t *size, uint32_t *crc,
+                                                            opstate_error *err)
+{
+    uint8_t buf[16384];
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    if (!f) return opstate_lmdb__fail(err, errno == ENOENT ? MDB_NOTFOUND : errno, path);
+    *size = 0;
+    *crc = 0;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        *crc = opstate_crc32c(*crc, buf, n);
+        *size += n;
+    }
+    n = (size_t)ferror(f);
+    fclose(f);
+    return n ? opstate_error_set(err, OPSTATE_IO, path, EIO) : OPSTATE_OK;
+}
+
+/* Creates dir (0700) or accepts an existing empty one. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__empty_dir(const char *dir, opstate_error *err)
+{
+    DIR *d;
+    struct dirent *ent;
+    bool empty = true;
+    if (mkdir(dir, 0700) == 0) return OPSTATE_OK;
+    if (errno != EEXIST || !(d = opendir(dir))) return opstate_lmdb__errno(err, dir);
+    while ((ent = readdir(d)) != NULL)
+        if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0) empty = false;
+    closedir(d);
+    return empty ? OPSTATE_OK : opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "directory is not empty", EEXIST);
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__join(char *out, size_t cap, const char *dir, const char *file)
+{
+    snprintf(out, cap, "%s/%s", dir, file);
+}
+
+/* Reads the position of every store in the environment at `dir`, opened
+   read-only without a lock file (an export is nobody's live database). */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__positions(const char *dir, opstate_lmdb__pos *out, size_t *count,
+                                                             opstate_error *err)
+{
+    MDB_env *env;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi main_dbi, meta_dbi;
+    MDB_val k, v, mk = opstate_lmdb__val("meta", 4), mv;
+    size_t n = 0;
+    int rc = mdb_env_create(&env);
+    if (rc == 0 && (rc = mdb_env_set_maxdbs(env, 1024)) == 0 &&
+        (rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600)) == 0 &&
+        (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0 && (rc = mdb_dbi_open(txn, NULL, 0, &main_dbi)) == 0)
+        rc = mdb_cursor_open(txn, main_dbi, &cur);
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char name[96];
+        opstate_lmdb__meta m;
+        if (k.mv_size < 8 || k.mv_size >= sizeof name || OPSTATE_MEMCMP(k.mv_data, "s:", 2) != 0 ||
+            OPSTATE_MEMCMP((const char *)k.mv_data + k.mv_size - 5, ":meta", 5) != 0)
+            continue;
+        OPSTATE_MEMCPY(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = '\0';
+        if (n == OPSTATE_LMDB__MAX_STORES || mdb_dbi_open(txn, name, 0, &meta_dbi) != 0 ||
+            mdb_get(txn, meta_dbi, &mk, &mv) != 0 || opstate_lmdb__meta_decode(opstate_lmdb__bytes(&mv), &m, NULL) != OPSTATE_OK)
+            continue;
+        OPSTATE_MEMCPY(out[n].name, name + 2, k.mv_size - 7);
+        out[n].name[k.mv_size - 7] = '\0';
+        out[n++].pos = m.snap.position;
+    }
+    if (cur) mdb_cursor_close(cur);
+    if (txn) mdb_txn_abort(txn);
+    mdb_env_close(env);
+    *count = n;
+    return rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "export environment");
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write_manifest(const char *dir, uint64_t size, uint32_t crc,
+                                                                  const opstate_lmdb__pos *pos, size_t n,
+                                                                  opstate_error *err)
+{
+    char tmp[4096], final_path[4096];
+    FILE *f;
+    size_t i;
+    int bad;
+    opstate_lmdb__join(tmp, sizeof tmp, dir, "MANIFEST.tmp");
+    opstate_lmdb__join(final_path, sizeof final_path, dir, "MANIFEST");
+    if (!(f = fopen(tmp, "w"))) return opstate_lmdb__errno(err, "MANIFEST");
+    fprintf(f, "opstate-lmdb-export %d\nfile data.mdb %llu %08lx\n", OPSTATE_LMDB_MANIFEST_VERSION,
+            (unsigned long long)size, (unsigned long)crc);
+    for (i = 0; i < n; i++)
+        fprintf(f, "store %s %llu %lld %llu\n", pos[i].name, (unsigned long long)pos[i].pos.seq,
+                (long long)pos[i].pos.time, (unsigned long long)pos[i].pos.epoch);
+    fprintf(f, "end\n");
+    bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, final_path) != 0) return opstate_lmdb__errno(err, "MANIFEST");
+    return opstate_lmdb__fsync_path(dir, err);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_export(opstate_lmdb *e, const char *dir, opstate_error *err)
+{
+    opstate_lmdb__pos *pos;
+    char data[4096];
+    uint64_t size;
+    uint32_t crc;
+    size_t n;
+    int rc;
+    opstate_result r = opstate_lmdb__empty_dir(dir, err);
+    if (r != OPSTATE_OK) return r;
+    if ((rc = mdb_env_copy2(e->env, dir, MDB_CP_COMPACT)) != 0) return opstate_lmdb__fail(err, rc, "mdb_env_copy2");
+    if (!(pos = (opstate_lmdb__pos *)opstate_alloc(&e->cfg.allocator, OPSTATE_LMDB__MAX_STORES * sizeof *pos)))
+        return opstate_error_set(err, OPSTATE_NO_MEMORY, "export", 0);
+    opstate_lmdb__join(data, sizeof data, dir, "data.mdb");
+    r = opstate_lmdb__fsync_path(data, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__file_sum(data, &size, &crc, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__positions(dir, pos, &n, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__write_manifest(dir, size, crc, pos, n, err);
+    opstate_free(&e->cfg.allocator, pos);
+    return r;
+}
+
+/* What a manifest says. */
+typedef struct opstate_lmdb__manifest {
+    uint64_t size;
+    unsigned long crc;
+    opstate_lmdb__pos *pos;
+    size_t n;
+} opstate_lmdb__manifest;
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__parse_line(const char *line, opstate_lmdb__manifest *m, bool *ended)
+{
+    unsigned long long a, c;
+    long long b;
+    char name[80];
+    int version;
+    if (sscanf(line, "opstate-lmdb-export %d", &version) == 1)
+        return version == OPSTATE_LMDB_MANIFEST_VERSION ? OPSTATE_OK : OPSTATE_UNKNOWN_VERSION;
+    if (sscanf(line, "file data.mdb %llu %lx", &a, &m->crc) == 2) {
+        m->size = a;
+        return OPSTATE_OK;
+    }
+    if (sscanf(line, "store %64s %llu %lld %llu", name, &a, &b, &c) == 4 && m->n < OPSTATE_LMDB__MAX_STORES) {
+        OPSTATE_MEMCPY(m->pos[m->n].name, name, strlen(name) + 1);
+        m->pos[m->n].pos.seq = a;
+        m->pos[m->n].pos.time = b;
+        m->pos[m->n++].pos.epoch = c;
+        return OPSTATE_OK;
+    }
+    *ended = strcmp(line, "end\n") == 0;
+    return *ended ? OPSTATE_OK : OPSTATE_MALFORMED;
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_manifest(const char *dir, opstate_lmdb__manifest *m, opstate_error *err)
+{
+    char path[4096], line[256];
+    bool ended = false, first = true;
+    opstate_result r = OPSTATE_OK;
+    FILE *f;
+    opstate_lmdb__join(path, sizeof path, dir, "MANIFEST");
+    if (!(f = fopen(path, "r"))) return opstate_lmdb__fail(err, errno == ENOENT ? MDB_NOTFOUND : errno, "MANIFEST");
+    m->n = 0;
+    m->size = 0;
+    m->crc = 0;
+    while (r == OPSTATE_OK && !ended && fgets(line, sizeof line, f)) {
+        if (first && strncmp(line, "opstate-lmdb-export ", 20) != 0) r = OPSTATE_MALFORMED;
+        first = false;
+        if (r == OPSTATE_OK) r = opstate_lmdb__parse_line(line, m, &ended);
+    }
+    if (r == OPSTATE_OK && (!ended || fgets(line, sizeof line, f))) r = OPSTATE_MALFORMED;
+    fclose(f);
+    return r == OPSTATE_OK ? OPSTATE_OK : opstate_error_set(err, r, "MANIFEST", 0);
+}
+
+/* Only MANIFEST and data.mdb may be in an export. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__only_known_files(const char *dir, opstate_error *err)
+{
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    opstate_result r = OPSTATE_OK;
+    if (!d) return opstate_lmdb__errno(err, dir);
+    while (r == OPSTATE_OK && (ent = readdir(d)) != NULL)
+        if (strcmp(ent->d_name, ".") && strcmp(ent->d_name, "..") && strcmp(ent->d_name, "MANIFEST") &&
+            strcmp(ent->d_name, "data.mdb"))
+            r = opstate_error_set(err, OPSTATE_MALFORMED, "extra file in export", 0);
+    closedir(d);
+    return r;
+}
+
+/* The copy's store positions must be exactly the manifest's. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__match_positions(const char *dir, const opstate_lmdb__manifest *m,
+                                                                   opstate_lmdb__pos *found, opstate_error *err)
+{
+    size_t n, i, j;
+    opstate_result r = opstate_lmdb__positions(dir, found, &n, err);
+    if (r != OPSTATE_OK) return r;
+    if (n != m->n) return opstate_error_set(err, OPSTATE_CONFLICT, "stores differ from the manifest", 0);
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < m->n && strcmp(found[i].name, m->pos[j].name) != 0; j++) continue;
+        if (j == m->n || found[i].pos.seq != m->pos[j].pos.seq || found[i].pos.time != m->pos[j].pos.time ||
+            found[i].pos.epoch != m->pos[j].pos.epoch)
+            return opstate_error_set(err, OPSTATE_CONFLICT, "store position differs from the manifest", 0);
+    }
+    return OPSTATE_OK;
+}
+
+/* Copies a file with mode 0600 and fsyncs it. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__copy_file(const char *from, const char *to, opstate_error *err)
+{
+    uint8_t buf[16384];
+    int in = open(from, O_RDONLY), out;
+    ssize_t n = 0;
+    opstate_result r = OPSTATE_OK;
+    if (in < 0) return opstate_lmdb__errno(err, from);
+    if ((out = open(to, O_WRONLY | O_CREAT | O_EXCL, 0600)) < 0) {
+        close(in);
+        return opstate_lmdb__errno(err, to);
+    }
+    while (r == OPSTATE_OK && (n = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n) r = opstate_lmdb__errno(err, to);
+    if (r == OPSTATE_OK && (n < 0 || fsync(out) != 0)) r = opstate_lmdb__errno(err, to);
+    close(in);
+    close(out);
+    return r;
+}
+
+OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest, opstate_error *err)
+{
+    opstate_lmdb__manifest m;
+    opstate_lmdb__pos *found;
+    opstate_allocator none;
+    char data[4096], target[4096];
+    uint64_t size;
+    uint32_t crc;
+    opstate_result r;
+    OPSTATE_MEMSET(&none, 0, sizeof none);
+    m.pos = (opstate_lmdb__pos *)opstate_alloc(&none, 2 * OPSTATE_LMDB__MAX_STORES * sizeof *m.pos);
+    if (!m.pos) return opstate_error_set(err, OPSTATE_NO_MEMORY, "import", 0);
+    found = m.pos + OPSTATE_LMDB__MAX_STORES;
+    opstate_lmdb__join(data, sizeof data, dir, "data.mdb");
+    opstate_lmdb__join(target, sizeof target, dest, "data.mdb");
+    r = opstate_lmdb__read_manifest(dir, &m, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__only_known_files(dir, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__file_sum(data, &size, &crc, err);
+    if (r == OPSTATE_OK && (size != m.size || crc != m.crc))
+        r = opstate_error_set(err, OPSTATE_CORRUPT, "data.mdb does not match the manifest", 0);
+    if (r == OPSTATE_OK) r = opstate_lmdb__match_positions(dir, &m, found, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__empty_dir(dest, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__copy_file(data, target, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__fsync_path(dest, err);
+    opstate_free(&none, m.pos);
+    return r;
+}
+
+#endif /* OPSTATE_LMDB_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+MIT License. Copyright (c) 2026 the opstate authors. The full text is at the
+end of opstate.h and in LICENSE.
+------------------------------------------------------------------------------
+*/
