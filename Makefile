@@ -10,8 +10,12 @@ LIBWARN  = $(WARN) -Wconversion -Wsign-conversion -Wcast-qual -Wundef -Wstrict-p
 CFLAGS  ?= -O2 -g
 STD     ?= -std=c99
 
-HEADERS    = opstate.h
-TEST_SRCS  = $(filter-out tests/impl.c tests/main.c,$(wildcard tests/*.c))
+HEADERS    = opstate.h opstate_lmdb.h
+POSIX      = -D_POSIX_C_SOURCE=200809L
+# Core tests need nothing but a C compiler; LMDB tests (tests/test_lmdb*.c)
+# link with -llmdb and live in their own program.
+LMDB_SRCS  = $(wildcard tests/test_lmdb*.c)
+TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/main.c $(LMDB_SRCS),$(wildcard tests/*.c))
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TIME ?= 60
 
@@ -39,6 +43,18 @@ $(BUILD)/unit-asan: $(TEST_SRCS) tests/main.c tests/runner.h tests/impl.c $(HEAD
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer $(WARN) $(TEST_SRCS) tests/main.c tests/impl.c -o $@
+
+$(BUILD)/lmdb/impl_lmdb.o: tests/impl_lmdb.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(POSIX) $(CFLAGS) $(LIBWARN) -c $< -o $@
+
+$(BUILD)/unit-lmdb: $(LMDB_SRCS) tests/main.c tests/runner.h tests/*.h $(BUILD)/lmdb/impl_lmdb.o
+	$(CC) $(STD) $(POSIX) $(CFLAGS) $(WARN) $(LMDB_SRCS) tests/main.c $(BUILD)/lmdb/impl_lmdb.o -llmdb -o $@
+
+$(BUILD)/unit-lmdb-asan: $(LMDB_SRCS) tests/main.c tests/runner.h tests/*.h tests/impl_lmdb.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(POSIX) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer $(WARN) $(LMDB_SRCS) tests/main.c tests/impl_lmdb.c -llmdb -o $@
 
 unit: $(BUILD)/unit
 	./$(BUILD)/unit $(FILTER)
@@ -72,7 +88,7 @@ $(BUILD)/bench_core: bench/bench_core.c $(HEADERS)
 	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $< -o $@
 
 # Benchmarks print ratios against baselines measured in the same run.
-bench: $(BUILD)/bench_core
+bench: deps $(BUILD)/bench_core
 	./$(BUILD)/bench_core
 
 clean:

@@ -13,6 +13,8 @@ declare -A probe=(
   [libclang-rt-14-dev]=/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a
   [valgrind]=/usr/bin/valgrind
   [python3]=python3
+  [liblmdb-dev]=/usr/include/lmdb.h
+  [libsqlite3-dev]=/usr/include/sqlite3.h
 )
 
 missing=()

@@ -54,6 +54,16 @@ for std in c++11 c++17; do
   check "g++ $std declarations" g++ -x c++ -std=$std $LIBWARN -c tests/compile/decl_only.c -o "$BUILD/m.o"
   check "g++ $std implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl.c -o "$BUILD/m.o"
 done
+for std in c99 c11; do
+  for cc in gcc clang; do
+    check "$cc $std lmdb declarations" $cc -std=$std $LIBWARN -Wstrict-prototypes -c tests/compile/decl_lmdb.c -o "$BUILD/m.o"
+    check "$cc $std lmdb implementation" $cc -std=$std -D_POSIX_C_SOURCE=200809L $LIBWARN -Wstrict-prototypes -c tests/impl_lmdb.c -o "$BUILD/m.o"
+  done
+done
+for std in c++11 c++17; do
+  check "g++ $std lmdb declarations" g++ -x c++ -std=$std $LIBWARN -c tests/compile/decl_lmdb.c -o "$BUILD/m.o"
+  check "g++ $std lmdb implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl_lmdb.c -o "$BUILD/m.o"
+done
 check "clang++ c++17 implementation" clang++ -x c++ -std=c++17 $LIBWARN -c tests/impl.c -o "$BUILD/m.o"
 check "freestanding OPSTATE_NO_STDLIB" gcc -std=c99 -ffreestanding -DOPSTATE_NO_STDLIB $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
 check "portable CRC (OPSTATE_NO_HW_CRC)" gcc -std=c99 -DOPSTATE_NO_HW_CRC $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
@@ -66,6 +76,15 @@ if check "build unit-asan" make -s "$BUILD/unit-asan"; then unit "unit (asan+ubs
 echo "== unit tests under valgrind"
 if [[ -x $BUILD/unit ]]; then
   unit "unit (valgrind)" valgrind -q --error-exitcode=99 --leak-check=full "./$BUILD/unit"
+fi
+
+echo "== LMDB companion tests (plain, ASan+UBSan, valgrind)"
+if [[ -n $(ls tests/test_lmdb*.c 2>/dev/null) ]]; then
+  if check "build unit-lmdb" make -s "$BUILD/unit-lmdb"; then
+    unit "unit-lmdb" "./$BUILD/unit-lmdb"
+    unit "unit-lmdb (valgrind)" valgrind -q --error-exitcode=99 --leak-check=full "./$BUILD/unit-lmdb"
+  fi
+  if check "build unit-lmdb-asan" make -s "$BUILD/unit-lmdb-asan"; then unit "unit-lmdb (asan+ubsan)" "./$BUILD/unit-lmdb-asan"; fi
 fi
 
 echo "== fuzz seed replay"
