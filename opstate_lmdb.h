@@ -119,6 +119,9 @@ OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, ops
 OPSTATE_API void opstate_lmdb_close(opstate_lmdb *env);
 /* Current map size in bytes. */
 OPSTATE_API size_t opstate_lmdb_map_size(const opstate_lmdb *env);
+/* Forces everything committed to disk (for SYNC_NO_META / SYNC_NONE
+   environments, e.g. after a bulk load). */
+OPSTATE_API opstate_result opstate_lmdb_sync(opstate_lmdb *env, opstate_error *err);
 
 /* >>store ---------------------------------------------------------------- */
 
@@ -482,6 +485,12 @@ OPSTATE_API void opstate_lmdb_close(opstate_lmdb *e)
 }
 
 OPSTATE_API size_t opstate_lmdb_map_size(const opstate_lmdb *e) { return e->map_size; }
+
+OPSTATE_API opstate_result opstate_lmdb_sync(opstate_lmdb *e, opstate_error *err)
+{
+    int rc = mdb_env_sync(e->env, 1);
+    return rc == 0 ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "sync");
+}
 
 /* Opens (creating) the named database "<kind>:<name>:<part>". */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__dbi(MDB_txn *txn, char kind, const char *name, const char *part,
