@@ -409,7 +409,8 @@ OPSTATE_API uint32_t opstate_hwm_in_flight(const opstate_hwm *h);
 /* >>resume --------------------------------------------------------------- */
 
 /* What a log reports about itself. An empty stream has last_seq <
-   first_seq, or first_seq == 0 (never written). */
+   first_seq (purged), or last_seq == 0 (never written; first_seq 0). A
+   first_seq of 0 with messages is read as 1. */
 typedef struct opstate_stream_info {
     uint64_t first_seq, last_seq;
     int64_t first_time, last_time; /* ns since the Unix epoch */
@@ -432,9 +433,11 @@ typedef struct opstate_resume {
 
 /* Where to resume after `cursor` (the LAST APPLIED position; reading starts
    at cursor.seq + 1 — note nats.c's ResumeFromRevision is inclusive).
-   cursor.seq == 0 (no position) reads from the first retained event. RESET
-   when the epochs differ or cursor.seq > last_seq. SEQ_OVERFLOW when
-   cursor.seq == UINT64_MAX; *out untouched then. */
+   cursor.seq == 0 (no position) reads from the first retained event, and
+   its epoch is not compared. RESET when the epochs differ or cursor.seq >
+   last_seq; next_seq is then the new stream's first sequence (1 on a
+   never-written stream). Epoch 0 is an epoch like any other. SEQ_OVERFLOW
+   when cursor.seq == UINT64_MAX; *out untouched then. */
 OPSTATE_API opstate_result opstate_resume_check(opstate_position cursor,
                                                 const opstate_stream_info *stream,
                                                 opstate_resume *out);
@@ -462,8 +465,10 @@ typedef struct opstate_gap {
    the stream info re-read when delivered > expected (may be NULL when
    delivered <= expected). A gap is RESET when fresh->epoch != epoch or
    delivered > fresh->last_seq, EVICTED when expected < fresh->first_seq,
-   SKIPPED otherwise. INVALID_ARGUMENT when a gap is seen and fresh is NULL,
-   or expected is 0; *out untouched then. */
+   SKIPPED otherwise; `missing` is delivered - expected for every gap kind,
+   `evicted` is min(first_seq, delivered) - expected. fresh is not read when
+   delivered <= expected. INVALID_ARGUMENT when a gap is seen and fresh is
+   NULL, or expected is 0; *out untouched then. */
 OPSTATE_API opstate_result opstate_gap_classify(uint64_t expected, uint64_t delivered,
                                                 uint64_t epoch, const opstate_stream_info *fresh,
                                                 opstate_gap *out);
@@ -520,19 +525,23 @@ typedef struct opstate_restore_decision {
     bool resync;           /* restore, then reconcile keys evicted in the gap */
     opstate_reason reason; /* why; opstate_reason_str() explains in one line */
     uint64_t gap;          /* events skipped (FORWARD_SEQUENCE_GAP) or
-                              evicted (CURSOR_EXPIRED) */
+                              evicted (CURSOR_EXPIRED, or FORCED_KEEP with
+                              resync) */
 } opstate_restore_decision;
 
 /* Restore-or-clear, per the matrix in DESIGN.md, checked in this order:
    mode clear; mode keep (restore; with a resume start and an expired
-   cursor also RESYNC with the gap, since keeping stale deleted keys is
-   never what "keep" means); stored epoch != stream epoch; stored seq > stream
+   cursor of the same epoch also RESYNC with the gap, since keeping stale
+   deleted keys is never what "keep" means); stored epoch != stream epoch;
+   stored seq > stream
    last_seq; start first; start latest; no stored position; resume (RESYNC
    when the cursor expired); from sequence (N > stored restores, the gap is
    N - stored - 1); from time (T > stored.time restores, compared in ns).
    stored == NULL or stored->seq == 0: no stored position. stream == NULL:
-   stream unknown (no epoch / expiry checks). INVALID_ARGUMENT for an unknown
-   mode or start kind, or FROM_SEQUENCE with seq 0; *out untouched then. */
+   stream unknown (no epoch / expiry checks). With no stored position the
+   epoch and past-the-end checks do not apply. Arguments are checked before
+   anything else: INVALID_ARGUMENT for an unknown mode or start kind, or
+   FROM_SEQUENCE with seq 0 (whatever the mode); *out untouched then. */
 OPSTATE_API opstate_result opstate_decide_restore(opstate_restore_mode mode, opstate_start start,
                                                   const opstate_position *stored,
                                                   const opstate_stream_info *stream,
@@ -548,8 +557,8 @@ typedef enum opstate_time_fallback {
 
 /* The time an event contributes to time-windowed state. Returns true and
    sets *out to the event time, or (without one) to wallclock_ns under
-   WALLCLOCK. Returns false under SKIP: apply the event, but let it add
-   nothing time-windowed. */
+   WALLCLOCK. Returns false under SKIP (and leaves *out untouched): apply
+   the event, but let it add nothing time-windowed. */
 OPSTATE_API bool opstate_event_time(const opstate_event *ev, opstate_time_fallback fallback,
                                     int64_t wallclock_ns, int64_t *out);
 
@@ -2563,7 +2572,7 @@ OPSTATE__PRIVATE uint64_t opstate__stream_start(const opstate_stream_info *s)
 
 OPSTATE__PRIVATE bool opstate__stream_empty(const opstate_stream_info *s)
 {
-    return s->first_seq == 0 || s->last_seq < s->first_seq;
+    return s->last_seq == 0 || s->last_seq < s->first_seq;
 }
 
 OPSTATE_API opstate_result opstate_resume_check(opstate_position cursor,
@@ -2706,7 +2715,8 @@ OPSTATE_API opstate_result opstate_decide_restore(opstate_restore_mode mode, ops
         d = opstate__decision(false, OPSTATE_REASON_FORCED_CLEAR);
     } else if (mode == OPSTATE_MODE_KEEP) {
         d = opstate__decision(true, OPSTATE_REASON_FORCED_KEEP);
-        if (has_stored && start.kind == OPSTATE_START_RESUME && opstate__cursor_expired(stored, stream)) {
+        if (has_stored && start.kind == OPSTATE_START_RESUME && stream && stored->epoch == stream->epoch &&
+            opstate__cursor_expired(stored, stream)) {
             d.resync = true;
             d.gap = stream->first_seq - (stored->seq + 1);
         }
