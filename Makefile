@@ -10,12 +10,14 @@ LIBWARN  = $(WARN) -Wconversion -Wsign-conversion -Wcast-qual -Wundef -Wstrict-p
 CFLAGS  ?= -O2 -g
 STD     ?= -std=c99
 
-HEADERS    = opstate.h opstate_lmdb.h
+HEADERS    = opstate.h opstate_lmdb.h opstate_nats.h
 POSIX      = -D_POSIX_C_SOURCE=200809L
 # Core tests need nothing but a C compiler; LMDB tests (tests/test_lmdb*.c)
 # link with -llmdb and live in their own program.
 LMDB_SRCS  = $(wildcard tests/test_lmdb*.c)
-TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/main.c $(LMDB_SRCS),$(wildcard tests/*.c))
+# NATS tests (tests/test_nats*.c) start a real nats-server; -lnats.
+NATS_SRCS  = $(wildcard tests/test_nats*.c)
+TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/impl_nats.c tests/main.c $(LMDB_SRCS) $(NATS_SRCS),$(wildcard tests/*.c))
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TIME ?= 60
 
@@ -55,6 +57,13 @@ $(BUILD)/unit-lmdb-asan: $(LMDB_SRCS) tests/main.c tests/runner.h tests/*.h test
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) $(POSIX) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer $(WARN) $(LMDB_SRCS) tests/main.c tests/impl_lmdb.c -llmdb -o $@
+
+$(BUILD)/nats/impl_nats.o: tests/impl_nats.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(POSIX) $(CFLAGS) $(LIBWARN) -c $< -o $@
+
+$(BUILD)/unit-nats: $(NATS_SRCS) tests/main.c tests/runner.h tests/*.h $(BUILD)/nats/impl_nats.o
+	$(CC) $(STD) $(POSIX) $(CFLAGS) $(WARN) $(NATS_SRCS) tests/main.c $(BUILD)/nats/impl_nats.o -lnats -o $@
 
 unit: $(BUILD)/unit
 	./$(BUILD)/unit $(FILTER)

@@ -132,7 +132,7 @@ extern "C" {
     X(NOT_FOUND, 12, "not found")                                                \
     X(OUT_OF_ORDER, 13, "sequence is not above the last one")                    \
     X(NO_MEMORY, 14, "out of memory")                                            \
-    X(CONFLICT, 15, "expected last sequence does not match")                     \
+    X(CONFLICT, 15, "conflict: expected last sequence or existing configuration differs") \
     X(EXPIRED, 16, "cursor expired: events were evicted by retention")           \
     X(IO, 17, "I/O error")                                                       \
     X(TIMEOUT, 18, "timed out")                                                  \
@@ -156,6 +156,7 @@ typedef struct opstate_error {
     size_t offset;         /* byte offset in the input where it went wrong */
     const char *field;     /* name of the field, a static string, or NULL */
     long dep_status;       /* a dependency's raw status (MDB_*, natsStatus) */
+    long dep_detail;       /* a secondary code, e.g. a JetStream jsErrCode */
 } opstate_error;
 
 /* One-line English text for a result code; "" under OPSTATE_NO_ERROR_STRINGS,
@@ -1136,6 +1137,7 @@ OPSTATE__PRIVATE opstate_result opstate__fail(opstate_error *err, opstate_result
         err->offset = offset;
         err->field = field;
         err->dep_status = 0;
+        err->dep_detail = 0;
     }
     return r;
 }

@@ -15,6 +15,8 @@ declare -A probe=(
   [python3]=python3
   [liblmdb-dev]=/usr/include/lmdb.h
   [libsqlite3-dev]=/usr/include/sqlite3.h
+  [libnats-dev]=/usr/include/nats/nats.h
+  [nats-server]=nats-server
 )
 
 missing=()

@@ -64,6 +64,13 @@ for std in c++11 c++17; do
   check "g++ $std lmdb declarations" g++ -x c++ -std=$std $LIBWARN -c tests/compile/decl_lmdb.c -o "$BUILD/m.o"
   check "g++ $std lmdb implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl_lmdb.c -o "$BUILD/m.o"
 done
+for std in c99 c11; do
+  check "gcc $std nats declarations" gcc -std=$std $LIBWARN -Wstrict-prototypes -c tests/compile/decl_nats.c -o "$BUILD/m.o"
+  check "gcc $std nats implementation" gcc -std=$std -D_POSIX_C_SOURCE=200809L $LIBWARN -Wstrict-prototypes -c tests/impl_nats.c -o "$BUILD/m.o"
+done
+for std in c++11 c++17; do
+  check "g++ $std nats implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl_nats.c -o "$BUILD/m.o"
+done
 check "clang++ c++17 implementation" clang++ -x c++ -std=c++17 $LIBWARN -c tests/impl.c -o "$BUILD/m.o"
 check "freestanding OPSTATE_NO_STDLIB" gcc -std=c99 -ffreestanding -DOPSTATE_NO_STDLIB $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
 check "portable CRC (OPSTATE_NO_HW_CRC)" gcc -std=c99 -DOPSTATE_NO_HW_CRC $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
@@ -85,6 +92,11 @@ if [[ -n $(ls tests/test_lmdb*.c 2>/dev/null) ]]; then
     unit "unit-lmdb (valgrind)" valgrind -q --error-exitcode=99 --leak-check=full "./$BUILD/unit-lmdb"
   fi
   if check "build unit-lmdb-asan" make -s "$BUILD/unit-lmdb-asan"; then unit "unit-lmdb (asan+ubsan)" "./$BUILD/unit-lmdb-asan"; fi
+fi
+
+echo "== NATS companion tests (real nats-server on 127.0.0.1)"
+if [[ -n $(ls tests/test_nats*.c 2>/dev/null) ]]; then
+  if check "build unit-nats" make -s "$BUILD/unit-nats"; then unit "unit-nats" "./$BUILD/unit-nats"; fi
 fi
 
 echo "== fuzz seed replay"

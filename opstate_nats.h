@@ -1,0 +1,975 @@
+/* opstate_nats.h — NATS JetStream companion to opstate.h: stream setup,
+   publishing with dedup and optimistic concurrency, the log interface over
+   a stream (or a native KV bucket) with expiry detection left to the core's
+   checks, and point-in-time replay through the core. v0.1.0
+
+   DO THIS in exactly one C or C++ file:
+
+       #define OPSTATE_NATS_IMPLEMENTATION
+       #include "opstate_nats.h"       (it includes opstate.h itself)
+
+   and link with -lnats (Debian: libnats-dev, nats.c 3.4.1). The core's
+   implementation (OPSTATE_IMPLEMENTATION) may live in the same file or
+   another one.
+
+   CONTENTS (grep the tag)
+       >>conn     connection from options, or the caller's natsConnection
+       >>stream   ensure a stream for "<prefix>.>", refuse an incompatible one
+       >>publish  sync and async publish (Nats-Msg-Id = event id, expected
+                  last subject sequence), per-message outcomes, recorder
+       >>log      the core log interface over JetStream: ordered push reads
+                  from a sequence, stream info (epoch = stream Created),
+                  last value per subject, native KV buckets as a source
+
+   USAGE
+       opstate_nats *n;
+       opstate_nats_config nc = {0};
+       nc.urls = "nats://127.0.0.1:4222";
+       opstate_nats_connect(&nc, &n, &err);
+       opstate_nats_stream_config sc = {0};
+       sc.stream = "OPSTATE"; sc.prefix = "ops"; sc.max_per_subject = 10;
+       opstate_nats_stream_ensure(n, &sc, &err);
+       opstate_nats_log *lg;
+       opstate_nats_log_config lc = {0};
+       lc.stream = "OPSTATE";
+       opstate_nats_log_open(n, &lc, &lg, &err);
+       cfg.log = opstate_nats_log_iface(lg);      for opstate_consumer_open
+
+   WHAT JETSTREAM DOES NOT DO FOR YOU (and where opstate does it)
+     - A start sequence below first_seq or above last_seq is clamped by the
+       server without a word: the consumer driver compares the first
+       delivered sequence with the requested one and classifies every gap
+       (opstate_gap_classify) against fresh stream info.
+     - A deleted and recreated stream restarts its sequences: the stream's
+       Created time is the epoch, so stored positions of the old incarnation
+       are recognised.
+     - A server's consumer ack floor can lag or be lost in a crash: the
+       position stored with the snapshot is the truth; reads use ephemeral
+       ordered consumers started from it.
+     - nats.c 3.4.1's natsSubscription_Fetch can overflow the heap when
+       messages of a timed-out pull are still buffered (fixed in 3.9.0):
+       this companion never calls Fetch; reads use ordered push consumers.
+
+   ERRORS: opstate results; the natsStatus is kept in opstate_error.dep_status
+   and a JetStream jsErrCode in dep_detail. A conflict on the expected last
+   subject sequence is OPSTATE_CONFLICT, distinct from transient failures
+   (TIMEOUT, IO). Credentials are never logged.
+
+   See the end of the file for the license. */
+
+#ifndef OPSTATE_NATS_H_INCLUDED
+#define OPSTATE_NATS_H_INCLUDED
+
+#include "opstate.h"
+#include <nats/nats.h>
+
+#define OPSTATE_NATS_VERSION_MAJOR 0
+#define OPSTATE_NATS_VERSION_MINOR 1
+#define OPSTATE_NATS_VERSION_PATCH 0
+#define OPSTATE_NATS_VERSION_STRING "0.1.0"
+
+#if OPSTATE_VERSION_MAJOR != 0 || OPSTATE_VERSION_MINOR < 1
+#error "opstate_nats.h needs opstate.h 0.1 or newer (same major)"
+#endif
+#ifdef OPSTATE_NO_MALLOC
+#error "opstate_nats.h allocates: do not define OPSTATE_NO_MALLOC"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* >>conn ----------------------------------------------------------------- */
+
+typedef struct opstate_nats_config {
+    natsConnection *connection; /* the caller's (not owned); NULL: connect */
+    const char *urls;           /* comma-separated (0: nats://127.0.0.1:4222) */
+    const char *name;           /* connection name shown by the server */
+    const char *creds_file;     /* NATS credentials (JWT + seed) */
+    const char *user, *password;
+    const char *token;
+    const char *tls_ca, *tls_cert, *tls_key; /* TLS files (any set: TLS on) */
+    int max_reconnect;          /* 0: 60; -1: for ever */
+    int64_t reconnect_wait_ms;  /* 0: 2000 */
+    int64_t request_timeout_ms; /* JetStream API calls (0: 5000) */
+    opstate_allocator allocator;
+    opstate_logger logger;
+} opstate_nats_config;
+
+typedef struct opstate_nats opstate_nats;
+
+/* Connects (or wraps cfg->connection) and makes a JetStream context. */
+OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *cfg, opstate_nats **out,
+                                                opstate_error *err);
+/* Closes what opstate_nats_connect opened (not a caller's connection). */
+OPSTATE_API void opstate_nats_close(opstate_nats *n);
+OPSTATE_API natsConnection *opstate_nats_connection(opstate_nats *n);
+OPSTATE_API jsCtx *opstate_nats_jetstream(opstate_nats *n);
+
+/* >>stream --------------------------------------------------------------- */
+
+typedef struct opstate_nats_stream_config {
+    const char *stream;          /* stream name */
+    const char *prefix;          /* subjects "<prefix>.>" */
+    uint64_t max_messages;       /* 0: unlimited */
+    int64_t max_age_ns;          /* 0: unlimited */
+    uint64_t max_per_subject;    /* 0: unlimited */
+    int64_t duplicate_window_ns; /* 0: the server's default (2 min) */
+    bool memory_storage;         /* default: file */
+    int replicas;                /* 0: 1 */
+} opstate_nats_stream_config;
+
+/* Creates the stream, or accepts an existing one with the same limits.
+   An existing stream with different limits or subjects is NOT changed:
+   CONFLICT, with err->field naming the first difference. */
+OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const opstate_nats_stream_config *cfg,
+                                                      opstate_error *err);
+/* Deletes a stream (NOT_FOUND when there is none). */
+OPSTATE_API opstate_result opstate_nats_stream_delete(opstate_nats *n, const char *stream, opstate_error *err);
+/* Purges messages below `below_seq` (0: all) of a stream. */
+OPSTATE_API opstate_result opstate_nats_stream_purge(opstate_nats *n, const char *stream, uint64_t below_seq,
+                                                     opstate_error *err);
+
+/* >>log ------------------------------------------------------------------ */
+
+typedef struct opstate_nats_log_config {
+    const char *stream;     /* the stream to read and append to */
+    /* Native KV bucket mode: read bucket `kv_bucket` (stream KV_<bucket>,
+       subjects $KV.<bucket>.<key>) as put/delete events with scope
+       `kv_scope` (0: the bucket name) and kind `kv_kind` (0: "kv"); the
+       value is the raw payload, deletes and purges come from the
+       KV-Operation header. Appends are refused in this mode. */
+    const char *kv_bucket;
+    const char *kv_scope, *kv_kind;
+    int64_t first_message_wait_ms; /* a new read waits this long for messages
+                                      the server still has pending (0: 5000) */
+} opstate_nats_log_config;
+
+typedef struct opstate_nats_log opstate_nats_log;
+
+OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_nats_log_config *cfg,
+                                                 opstate_nats_log **out, opstate_error *err);
+OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg);
+/* The core log interface. Messages returned by read stay valid until the
+   next call on the log. A read with wait_ns 0 returns 0 messages only when
+   the server has nothing pending for the filter. */
+OPSTATE_API opstate_log opstate_nats_log_iface(opstate_nats_log *lg);
+
+/* >>publish -------------------------------------------------------------- */
+
+/* Outcome of one asynchronous publish. */
+typedef struct opstate_nats_outcome {
+    opstate_id id;          /* the event's id */
+    opstate_result result;  /* OK, CONFLICT, TIMEOUT, IO */
+    uint64_t seq;
+    bool duplicate;
+    long js_error;          /* jsErrCode when the server refused it */
+} opstate_nats_outcome;
+
+/* Publishes an event without waiting for the acknowledgment (batched by
+   nats.c). Collect outcomes with opstate_nats_publish_wait. */
+OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opstate_bytes prefix,
+                                                      const opstate_event *ev, const opstate_append_options *opts,
+                                                      opstate_error *err);
+/* Waits (up to timeout_ms) until every asynchronous publish is
+   acknowledged, then calls fn once per message with its outcome. TIMEOUT
+   when some are still unacknowledged (their outcomes come later). */
+OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64_t timeout_ms,
+                                                     void (*fn)(void *user, const opstate_nats_outcome *o),
+                                                     void *user, opstate_error *err);
+
+/* A recorder: what an application calls from many places to emit events.
+   DISABLED drops them (returns seq 0), CAPTURING keeps them in memory for
+   tests (seq = 1-based index), LOG publishes them to a log (JetStream or
+   any other). Failures are returned, never raised. */
+typedef enum opstate_recorder_mode {
+    OPSTATE_RECORDER_DISABLED = 0,
+    OPSTATE_RECORDER_CAPTURING,
+    OPSTATE_RECORDER_LOG
+} opstate_recorder_mode;
+
+typedef struct opstate_recorder opstate_recorder;
+
+OPSTATE_API opstate_result opstate_recorder_create(opstate_recorder_mode mode, const opstate_log *log,
+                                                   opstate_bytes prefix, const opstate_allocator *a,
+                                                   opstate_recorder **out);
+OPSTATE_API void opstate_recorder_destroy(opstate_recorder *r);
+/* Records one event; *seq is its sequence (0 when disabled). */
+OPSTATE_API opstate_result opstate_recorder_record(opstate_recorder *r, const opstate_event *ev, uint64_t *seq,
+                                                   opstate_error *err);
+/* CAPTURING: the encoded events captured so far, oldest first. */
+OPSTATE_API size_t opstate_recorder_captured(const opstate_recorder *r, opstate_bytes *out, size_t max);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPSTATE_NATS_H_INCLUDED */
+
+/* ======================================================================
+   API ends here; implementation below.
+   ====================================================================== */
+
+#if defined(OPSTATE_NATS_IMPLEMENTATION) && !defined(OPSTATE_NATS_IMPLEMENTATION_INCLUDED)
+#define OPSTATE_NATS_IMPLEMENTATION_INCLUDED
+
+#include <string.h>
+#include <stdio.h>
+#include <pthread.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OPSTATE_NATS__PRIVATE static __attribute__((unused))
+#else
+#define OPSTATE_NATS__PRIVATE static
+#endif
+
+#define OPSTATE_NATS__WRONG_LAST_SEQ 10071 /* JSStreamWrongLastSequenceErr */
+#define OPSTATE_NATS__WRONG_LAST_ID 10070  /* JSStreamWrongLastMsgIDErr */
+#define OPSTATE_NATS__STREAM_EXISTS 10058  /* name in use with another config */
+
+/* >>conn ----------------------------------------------------------------- */
+
+struct opstate_nats {
+    natsConnection *nc;
+    jsCtx *js;
+    bool owns_connection;
+    opstate_allocator a;
+    opstate_logger logger;
+    int64_t wait_ms;
+    pthread_mutex_t lock; /* guards the async outcomes (filled on nats.c's thread) */
+    opstate_nats_outcome *outcomes;
+    size_t n_outcomes, cap_outcomes;
+    bool outcomes_lost;   /* an outcome could not be stored (no memory) */
+};
+
+/* Maps a nats.c status (and JetStream error) to a result, keeping both. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fail(opstate_error *err, natsStatus s, long jerr,
+                                                        const char *field)
+{
+    opstate_result r;
+    if (jerr == OPSTATE_NATS__WRONG_LAST_SEQ || jerr == OPSTATE_NATS__WRONG_LAST_ID) r = OPSTATE_CONFLICT;
+    else if (s == NATS_TIMEOUT) r = OPSTATE_TIMEOUT;
+    else if (s == NATS_NOT_FOUND) r = OPSTATE_NOT_FOUND;
+    else if (s == NATS_NO_MEMORY) r = OPSTATE_NO_MEMORY;
+    else if (s == NATS_INVALID_ARG) r = OPSTATE_INVALID_ARGUMENT;
+    else r = OPSTATE_IO;
+    opstate_error_set(err, r, field, (long)s);
+    if (err) err->dep_detail = jerr;
+    return r;
+}
+
+OPSTATE_NATS__PRIVATE char *opstate_nats__strndup(const opstate_allocator *a, const void *s, size_t n)
+{
+    char *copy = (char *)opstate_alloc(a, n + 1);
+    if (copy) {
+        if (n) OPSTATE_MEMCPY(copy, s, n);
+        copy[n] = '\0';
+    }
+    return copy;
+}
+
+/* Splits "a,b,c" into natsOptions_SetServers. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__servers(natsOptions *o, const opstate_allocator *a, const char *urls)
+{
+    const char *list[32];
+    char *copy = opstate_nats__strndup(a, urls, strlen(urls)), *p, *save = NULL;
+    int n = 0;
+    natsStatus s;
+    if (!copy) return NATS_NO_MEMORY;
+    for (p = strtok_r(copy, ",", &save); p && n < 32; p = strtok_r(NULL, ",", &save)) list[n++] = p;
+    s = natsOptions_SetServers(o, list, n);
+    opstate_free(a, copy);
+    return s;
+}
+
+/* Applies the connection options of cfg (credentials are never logged). */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__options(natsOptions *o, const opstate_nats_config *cfg)
+{
+    natsStatus s = opstate_nats__servers(o, &cfg->allocator, cfg->urls ? cfg->urls : "nats://127.0.0.1:4222");
+    if (s == NATS_OK && cfg->name) s = natsOptions_SetName(o, cfg->name);
+    if (s == NATS_OK && cfg->creds_file) s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds_file, NULL);
+    if (s == NATS_OK && cfg->user) s = natsOptions_SetUserInfo(o, cfg->user, cfg->password);
+    if (s == NATS_OK && cfg->token) s = natsOptions_SetToken(o, cfg->token);
+    if (s == NATS_OK && (cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && cfg->tls_ca) s = natsOptions_LoadCATrustedCertificates(o, cfg->tls_ca);
+    if (s == NATS_OK && cfg->tls_cert) s = natsOptions_LoadCertificatesChain(o, cfg->tls_cert, cfg->tls_key);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, cfg->max_reconnect ? cfg->max_reconnect : 60);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, cfg->reconnect_wait_ms ? cfg->reconnect_wait_ms : 2000);
+    return s;
+}
+
+OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__jetstream(opstate_nats *n, opstate_error *err)
+{
+    jsOptions jo;
+    natsStatus s = jsOptions_Init(&jo);
+    jo.Wait = n->wait_ms;
+    jo.PublishAsync.AckHandler = opstate_nats__ack;
+    jo.PublishAsync.AckHandlerClosure = n;
+    if (s == NATS_OK) s = natsConnection_JetStream(&n->js, n->nc, &jo);
+    return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "jetstream context");
+}
+
+OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *cfg, opstate_nats **out, opstate_error *err)
+{
+    opstate_nats *n;
+    natsOptions *o = NULL;
+    natsStatus s = NATS_OK;
+    opstate_result r;
+    if (!(n = (opstate_nats *)opstate_alloc(&cfg->allocator, sizeof *n))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "nats", 0);
+    OPSTATE_MEMSET(n, 0, sizeof *n);
+    n->a = cfg->allocator;
+    n->logger = cfg->logger;
+    n->wait_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 5000;
+    pthread_mutex_init(&n->lock, NULL);
+    n->nc = cfg->connection;
+    if (!n->nc) {
+        s = natsOptions_Create(&o);
+        if (s == NATS_OK) s = opstate_nats__options(o, cfg);
+        if (s == NATS_OK) s = natsConnection_Connect(&n->nc, o);
+        natsOptions_Destroy(o);
+        n->owns_connection = s == NATS_OK;
+    }
+    r = s == NATS_OK ? opstate_nats__jetstream(n, err) : opstate_nats__fail(err, s, 0, "connect");
+    if (r != OPSTATE_OK) {
+        opstate_nats_close(n);
+        return r;
+    }
+    *out = n;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_nats_close(opstate_nats *n)
+{
+    if (!n) return;
+    jsCtx_Destroy(n->js);
+    if (n->owns_connection) natsConnection_Destroy(n->nc);
+    pthread_mutex_destroy(&n->lock);
+    opstate_free(&n->a, n->outcomes);
+    opstate_free(&n->a, n);
+}
+
+OPSTATE_API natsConnection *opstate_nats_connection(opstate_nats *n) { return n->nc; }
+OPSTATE_API jsCtx *opstate_nats_jetstream(opstate_nats *n) { return n->js; }
+
+/* >>stream --------------------------------------------------------------- */
+
+/* The first limit where an existing stream differs from what is asked. */
+OPSTATE_NATS__PRIVATE const char *opstate_nats__stream_diff(const jsStreamConfig *have, const jsStreamConfig *want)
+{
+    if (have->SubjectsLen != 1 || strcmp(have->Subjects[0], want->Subjects[0]) != 0) return "existing stream has other subjects";
+    if (have->MaxMsgs != want->MaxMsgs) return "existing stream has another max_messages";
+    if (have->MaxAge != want->MaxAge) return "existing stream has another max_age";
+    if (have->MaxMsgsPerSubject != want->MaxMsgsPerSubject) return "existing stream has another max_per_subject";
+    if (want->Duplicates && have->Duplicates != want->Duplicates) return "existing stream has another duplicate window";
+    if (have->Storage != want->Storage) return "existing stream has another storage kind";
+    if (have->Replicas != want->Replicas) return "existing stream has another replica count";
+    return NULL;
+}
+
+OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const opstate_nats_stream_config *cfg,
+                                                      opstate_error *err)
+{
+    jsStreamConfig c;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    char subject[300];
+    const char *subjects[1];
+    const char *diff = NULL;
+    natsStatus s;
+    if (!cfg->stream || !cfg->prefix || opstate_prefix_validate(cfg->prefix, strlen(cfg->prefix), NULL) != OPSTATE_OK ||
+        strlen(cfg->prefix) > sizeof subject - 3)
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "stream name or prefix", 0);
+    snprintf(subject, sizeof subject, "%s.>", cfg->prefix);
+    subjects[0] = subject;
+    jsStreamConfig_Init(&c);
+    c.Name = cfg->stream;
+    c.Subjects = subjects;
+    c.SubjectsLen = 1;
+    c.MaxMsgs = cfg->max_messages ? (int64_t)cfg->max_messages : -1;
+    c.MaxAge = cfg->max_age_ns;
+    c.MaxMsgsPerSubject = cfg->max_per_subject ? (int64_t)cfg->max_per_subject : -1;
+    c.Duplicates = cfg->duplicate_window_ns;
+    c.Storage = cfg->memory_storage ? js_MemoryStorage : js_FileStorage;
+    c.Replicas = cfg->replicas ? cfg->replicas : 1;
+    s = js_AddStream(&si, n->js, &c, NULL, &jerr);
+    if (s != NATS_OK && jerr == OPSTATE_NATS__STREAM_EXISTS && (s = js_GetStreamInfo(&si, n->js, cfg->stream, NULL, &jerr)) == NATS_OK)
+        diff = opstate_nats__stream_diff(si->Config, &c);
+    jsStreamInfo_Destroy(si);
+    if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "stream");
+    if (diff) return opstate_error_set(err, OPSTATE_CONFLICT, diff, 0);
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_nats_stream_delete(opstate_nats *n, const char *stream, opstate_error *err)
+{
+    jsErrCode jerr = (jsErrCode)0;
+    natsStatus s = js_DeleteStream(n->js, stream, NULL, &jerr);
+    return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, jerr, "stream");
+}
+
+OPSTATE_API opstate_result opstate_nats_stream_purge(opstate_nats *n, const char *stream, uint64_t below_seq,
+                                                     opstate_error *err)
+{
+    jsOptions o;
+    jsErrCode jerr = (jsErrCode)0;
+    natsStatus s = jsOptions_Init(&o);
+    o.Stream.Purge.Sequence = below_seq;
+    if (s == NATS_OK) s = js_PurgeStream(n->js, stream, &o, &jerr);
+    return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, jerr, "purge");
+}
+
+/* >>log ------------------------------------------------------------------ */
+
+/* A message held for the caller until the next call on the log. */
+typedef struct opstate_nats__held {
+    natsMsg *msg;
+    uint8_t *event; /* KV mode: the synthesized event encoding */
+} opstate_nats__held;
+
+struct opstate_nats_log {
+    opstate_nats *n;
+    char *stream, *bucket, *kv_prefix, *scope, *kind;
+    int64_t first_wait_ms;
+    natsSubscription *sub;   /* ordered push consumer of the current read */
+    char *sub_filter;
+    uint64_t sub_next, sub_epoch, pending;
+    bool pending_known;
+    opstate_nats__held *held;
+    size_t n_held, cap_held;
+};
+
+OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
+{
+    size_t i;
+    for (i = 0; i < lg->n_held; i++) {
+        natsMsg_Destroy(lg->held[i].msg);
+        opstate_free(&lg->n->a, lg->held[i].event);
+    }
+    lg->n_held = 0;
+}
+
+OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
+{
+    if (lg->sub) {
+        natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
+        natsSubscription_Destroy(lg->sub);
+    }
+    lg->sub = NULL;
+    opstate_free(&lg->n->a, lg->sub_filter);
+    lg->sub_filter = NULL;
+}
+
+OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg)
+{
+    opstate_allocator a;
+    if (!lg) return;
+    a = lg->n->a;
+    opstate_nats__release(lg);
+    opstate_nats__unsubscribe(lg);
+    opstate_free(&a, lg->held);
+    opstate_free(&a, lg->stream);
+    opstate_free(&a, lg->bucket);
+    opstate_free(&a, lg->kv_prefix);
+    opstate_free(&a, lg->scope);
+    opstate_free(&a, lg->kind);
+    opstate_free(&a, lg);
+}
+
+OPSTATE_NATS__PRIVATE char *opstate_nats__dup(const opstate_allocator *a, const char *s)
+{
+    return opstate_nats__strndup(a, s, strlen(s));
+}
+
+OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_nats_log_config *cfg,
+                                                 opstate_nats_log **out, opstate_error *err)
+{
+    opstate_nats_log *lg;
+    char buf[300];
+    bool ok;
+    if (!cfg || (!cfg->stream && !cfg->kv_bucket)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "stream or kv_bucket", 0);
+    if (!(lg = (opstate_nats_log *)opstate_alloc(&n->a, sizeof *lg))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
+    OPSTATE_MEMSET(lg, 0, sizeof *lg);
+    lg->n = n;
+    lg->first_wait_ms = cfg->first_message_wait_ms ? cfg->first_message_wait_ms : 5000;
+    if (cfg->kv_bucket) {
+        snprintf(buf, sizeof buf, "KV_%s", cfg->kv_bucket);
+        ok = (lg->stream = opstate_nats__dup(&n->a, buf)) && (lg->bucket = opstate_nats__dup(&n->a, cfg->kv_bucket));
+        snprintf(buf, sizeof buf, "$KV.%s.", cfg->kv_bucket);
+        ok = ok && (lg->kv_prefix = opstate_nats__dup(&n->a, buf)) &&
+             (lg->scope = opstate_nats__dup(&n->a, cfg->kv_scope ? cfg->kv_scope : cfg->kv_bucket)) &&
+             (lg->kind = opstate_nats__dup(&n->a, cfg->kv_kind ? cfg->kv_kind : "kv"));
+    } else {
+        ok = (lg->stream = opstate_nats__dup(&n->a, cfg->stream)) != NULL;
+    }
+    if (!ok) {
+        opstate_nats_log_close(lg);
+        return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
+    }
+    *out = lg;
+    return OPSTATE_OK;
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__info(void *user, opstate_stream_info *out, opstate_error *err)
+{
+    opstate_nats_log *lg = (opstate_nats_log *)user;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    natsStatus s = js_GetStreamInfo(&si, lg->n->js, lg->stream, NULL, &jerr);
+    if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "stream info");
+    OPSTATE_MEMSET(out, 0, sizeof *out);
+    out->first_seq = si->State.FirstSeq;
+    out->last_seq = si->State.LastSeq;
+    out->first_time = si->State.FirstTime;
+    out->last_time = si->State.LastTime;
+    out->messages = si->State.Msgs;
+    out->epoch = (uint64_t)si->Created;
+    jsStreamInfo_Destroy(si);
+    return OPSTATE_OK;
+}
+
+/* Room for one more held message. */
+OPSTATE_NATS__PRIVATE bool opstate_nats__hold_room(opstate_nats_log *lg)
+{
+    opstate_nats__held *grown;
+    size_t cap = lg->cap_held ? lg->cap_held * 2 : 64;
+    if (lg->n_held < lg->cap_held) return true;
+    if (!(grown = (opstate_nats__held *)opstate_alloc(&lg->n->a, cap * sizeof *grown))) return false;
+    if (lg->n_held) OPSTATE_MEMCPY(grown, lg->held, lg->n_held * sizeof *grown);
+    opstate_free(&lg->n->a, lg->held);
+    lg->held = grown;
+    lg->cap_held = cap;
+    return true;
+}
+
+/* KV mode: a bucket message as an encoded put/delete event. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *lg, natsMsg *m, int64_t time,
+                                                              uint8_t **out, size_t *len)
+{
+    opstate_event ev;
+    const char *subject = natsMsg_GetSubject(m), *op = NULL;
+    size_t plen = strlen(lg->kv_prefix);
+    OPSTATE_MEMSET(&ev, 0, sizeof ev);
+    if (strncmp(subject, lg->kv_prefix, plen) != 0) return OPSTATE_MALFORMED;
+    ev.scope.ptr = (const uint8_t *)lg->scope;
+    ev.scope.len = strlen(lg->scope);
+    ev.kind.ptr = (const uint8_t *)lg->kind;
+    ev.kind.len = strlen(lg->kind);
+    ev.key.ptr = (const uint8_t *)subject + plen;
+    ev.key.len = strlen(subject + plen);
+    natsMsgHeader_Get(m, "KV-Operation", &op);
+    ev.op = op && (strcmp(op, "DEL") == 0 || strcmp(op, "PURGE") == 0) ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT;
+    ev.data.ptr = (const uint8_t *)natsMsg_GetData(m);
+    ev.data.len = ev.op == OPSTATE_OP_PUT ? (size_t)natsMsg_GetDataLength(m) : 0;
+    ev.has_time = true;
+    ev.time = time;
+    ev.id = opstate_id_from_content(&ev); /* a revision is unique: its time is part of the content */
+    if (opstate_event_encode(&ev, NULL, 0, len, NULL) != OPSTATE_OK) return OPSTATE_MALFORMED;
+    if (!(*out = (uint8_t *)opstate_alloc(&lg->n->a, *len))) return OPSTATE_NO_MEMORY;
+    return opstate_event_encode(&ev, *out, *len, len, NULL);
+}
+
+/* Turns a delivered message into a log message the caller can use; the
+   natsMsg is held until the next call. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, natsMsg *m, opstate_log_message *out,
+                                                        uint64_t *pending)
+{
+    jsMsgMetaData *md = NULL;
+    opstate_nats__held *h;
+    natsStatus s = natsMsg_GetMetaData(&md, m);
+    opstate_result r = OPSTATE_OK;
+    if (s != NATS_OK || !opstate_nats__hold_room(lg)) {
+        jsMsgMetaData_Destroy(md);
+        natsMsg_Destroy(m);
+        return s != NATS_OK ? opstate_nats__fail(NULL, s, 0, "metadata") : OPSTATE_NO_MEMORY;
+    }
+    h = &lg->held[lg->n_held++];
+    h->msg = m;
+    h->event = NULL;
+    out->position.seq = md->Sequence.Stream;
+    out->position.time = md->Timestamp;
+    out->position.epoch = lg->sub_epoch;
+    out->subject.ptr = (const uint8_t *)natsMsg_GetSubject(m);
+    out->subject.len = strlen(natsMsg_GetSubject(m));
+    out->data.ptr = (const uint8_t *)natsMsg_GetData(m);
+    out->data.len = (size_t)natsMsg_GetDataLength(m);
+    *pending = md->NumPending;
+    if (lg->bucket) { /* an unusable bucket message becomes empty data: the consumer records it as poison */
+        r = opstate_nats__synthesize(lg, m, md->Timestamp, &h->event, &out->data.len);
+        out->data.ptr = h->event;
+        if (r != OPSTATE_OK) out->data.len = 0;
+        if (r != OPSTATE_NO_MEMORY) r = OPSTATE_OK;
+    }
+    jsMsgMetaData_Destroy(md);
+    return r;
+}
+
+/* The subject filter a read uses: the caller's, ">" for everything, or the
+   bucket's subjects in KV mode. */
+OPSTATE_NATS__PRIVATE const char *opstate_nats__filter(const opstate_nats_log *lg, opstate_bytes filter, char *buf,
+                                                       size_t cap)
+{
+    if (lg->bucket) snprintf(buf, cap, "%s>", lg->kv_prefix);
+    else if (filter.len == 0) snprintf(buf, cap, ">");
+    else snprintf(buf, cap, "%.*s", (int)filter.len, (const char *)filter.ptr);
+    return buf;
+}
+
+/* Starts an ordered push consumer at `from` on `filter` (DeliverLastPerSubject
+   when last_per_subject). Learns the epoch and how much is pending. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__subscribe(opstate_nats_log *lg, const char *filter, uint64_t from,
+                                                             bool last_per_subject, opstate_error *err)
+{
+    jsSubOptions so;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    opstate_stream_info info;
+    natsStatus s;
+    opstate_result r = opstate_nats__info(lg, &info, err);
+    opstate_nats__unsubscribe(lg);
+    if (r != OPSTATE_OK) return r;
+    jsSubOptions_Init(&so);
+    so.Stream = lg->stream;
+    so.Ordered = true;
+    so.Config.DeliverPolicy = last_per_subject ? js_DeliverLastPerSubject : from > 1 ? js_DeliverByStartSequence : js_DeliverAll;
+    if (!last_per_subject && from > 1) so.Config.OptStartSeq = from;
+    s = js_SubscribeSync(&lg->sub, lg->n->js, filter, NULL, &so, &jerr);
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(lg->sub, -1, -1);
+    if (s == NATS_OK && natsSubscription_GetConsumerInfo(&ci, lg->sub, NULL, &jerr) == NATS_OK) {
+        lg->pending = ci->NumPending;
+        lg->pending_known = true;
+        jsConsumerInfo_Destroy(ci);
+    } else {
+        lg->pending_known = false;
+    }
+    if (s != NATS_OK || !(lg->sub_filter = opstate_nats__dup(&lg->n->a, filter))) {
+        opstate_nats__unsubscribe(lg);
+        return s != NATS_OK ? opstate_nats__fail(err, s, jerr, "subscribe") : opstate_error_set(err, OPSTATE_NO_MEMORY, "subscribe", 0);
+    }
+    lg->sub_epoch = info.epoch;
+    lg->sub_next = from;
+    return OPSTATE_OK;
+}
+
+/* Takes up to max messages from the subscription, the first waiting up to
+   wait_ms. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__drain(opstate_nats_log *lg, int64_t wait_ms, opstate_log_message *msgs,
+                                                         size_t max, size_t *count, opstate_error *err)
+{
+    size_t n = 0;
+    opstate_result r = OPSTATE_OK;
+    while (n < max && r == OPSTATE_OK) {
+        natsMsg *m = NULL;
+        natsStatus s = natsSubscription_NextMsg(&m, lg->sub, n == 0 ? wait_ms : 0);
+        if (s == NATS_TIMEOUT) break;
+        if (s != NATS_OK) {
+            opstate_nats__unsubscribe(lg); /* the next read starts a new consumer */
+            r = n ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "next message");
+            break;
+        }
+        r = opstate_nats__take(lg, m, &msgs[n], &lg->pending);
+        if (r != OPSTATE_OK) break;
+        lg->pending_known = true;
+        lg->sub_next = msgs[n++].position.seq + 1;
+    }
+    *count = n;
+    return r;
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
+                                                        opstate_log_message *msgs, size_t max, size_t *count,
+                                                        opstate_error *err)
+{
+    opstate_nats_log *lg = (opstate_nats_log *)user;
+    char buf[1024];
+    const char *f = opstate_nats__filter(lg, filter, buf, sizeof buf);
+    int64_t wait_ms;
+    opstate_nats__release(lg);
+    *count = 0;
+    if (!lg->sub || strcmp(f, lg->sub_filter) != 0 || from_seq != lg->sub_next) {
+        opstate_result r = opstate_nats__subscribe(lg, f, from_seq, false, err);
+        if (r != OPSTATE_OK) return r;
+    }
+    if (wait_ns > 0) wait_ms = wait_ns / 1000000 > 0 ? wait_ns / 1000000 : 1;
+    else wait_ms = lg->pending_known && lg->pending == 0 ? 0 : lg->first_wait_ms;
+    return opstate_nats__drain(lg, wait_ms, msgs, max, count, err);
+}
+
+/* Appends one message: Nats-Msg-Id for dedup, the expected last subject
+   sequence for optimistic concurrency (0: the subject must be new). */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__append(void *user, opstate_bytes subject, opstate_bytes data,
+                                                          const opstate_append_options *opts,
+                                                          opstate_append_result *out, opstate_error *err)
+{
+    opstate_nats_log *lg = (opstate_nats_log *)user;
+    char subj[1024], id[OPSTATE_ID_TEXT_LEN + 1];
+    jsPubOptions po;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    natsMsg *m = NULL;
+    natsStatus s;
+    if (lg->bucket) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "a KV bucket log is read-only", 0);
+    if (subject.len == 0 || subject.len >= sizeof subj || data.len > INT32_MAX)
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "subject", 0);
+    snprintf(subj, sizeof subj, "%.*s", (int)subject.len, (const char *)subject.ptr);
+    jsPubOptions_Init(&po);
+    if (opts && opts->msg_id) {
+        opstate_id_to_text(opts->msg_id, id);
+        id[OPSTATE_ID_TEXT_LEN] = '\0';
+        po.MsgId = id;
+    }
+    if (opts && opts->expect_last_subject_seq) {
+        po.ExpectLastSubjectSeq = opts->last_subject_seq;
+        po.ExpectNoMessage = opts->last_subject_seq == 0; /* 0 alone means "no check" in nats.c */
+    }
+    s = natsMsg_Create(&m, subj, NULL, (const char *)data.ptr, (int)data.len);
+    if (s == NATS_OK) s = js_PublishMsg(&pa, lg->n->js, m, &po, &jerr);
+    natsMsg_Destroy(m);
+    if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "publish");
+    out->seq = pa->Sequence;
+    out->duplicate = pa->Duplicate;
+    jsPubAck_Destroy(pa);
+    return OPSTATE_OK;
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__last_per_subject(void *user, opstate_bytes filter,
+                                                                    opstate_log_visit_fn fn, void *fn_user,
+                                                                    opstate_error *err)
+{
+    opstate_nats_log *lg = (opstate_nats_log *)user;
+    char buf[1024];
+    opstate_log_message batch[64];
+    size_t n, i;
+    opstate_result r;
+    opstate_nats__release(lg);
+    r = opstate_nats__subscribe(lg, opstate_nats__filter(lg, filter, buf, sizeof buf), 0, true, err);
+    if (r == OPSTATE_OK && !lg->pending_known) /* an unknown view must not look empty: resync would wipe the state */
+        r = opstate_error_set(err, OPSTATE_IO, "consumer info for last value per subject", 0);
+    while (r == OPSTATE_OK && lg->pending > 0) {
+        r = opstate_nats__drain(lg, lg->first_wait_ms, batch, 64, &n, err);
+        if (r == OPSTATE_OK && n == 0) r = opstate_error_set(err, OPSTATE_TIMEOUT, "last value per subject", 0);
+        for (i = 0; r == OPSTATE_OK && i < n; i++) fn(fn_user, &batch[i]);
+        opstate_nats__release(lg);
+    }
+    opstate_nats__unsubscribe(lg); /* a read after this starts its own consumer */
+    return r;
+}
+
+OPSTATE_API opstate_log opstate_nats_log_iface(opstate_nats_log *lg)
+{
+    opstate_log log;
+    log.user = lg;
+    log.append = opstate_nats__append;
+    log.read = opstate_nats__read;
+    log.info = opstate_nats__info;
+    log.last_per_subject = opstate_nats__last_per_subject;
+    return log;
+}
+
+/* >>publish -------------------------------------------------------------- */
+
+/* nats.c's thread: records the outcome of one asynchronous publish. */
+OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    opstate_nats *n = (opstate_nats *)closure;
+    opstate_nats_outcome o;
+    const char *id = NULL;
+    (void)js;
+    OPSTATE_MEMSET(&o, 0, sizeof o);
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id)
+        opstate_id_from_text(id, strlen(id), &o.id, NULL);
+    if (pa) {
+        o.seq = pa->Sequence;
+        o.duplicate = pa->Duplicate;
+    } else if (pae) {
+        o.js_error = (long)pae->ErrCode;
+        o.result = opstate_nats__fail(NULL, pae->Err, (long)pae->ErrCode, "publish");
+    }
+    pthread_mutex_lock(&n->lock);
+    if (n->n_outcomes == n->cap_outcomes) {
+        size_t cap = n->cap_outcomes ? n->cap_outcomes * 2 : 1024;
+        opstate_nats_outcome *grown = (opstate_nats_outcome *)opstate_alloc(&n->a, cap * sizeof *grown);
+        if (grown) {
+            if (n->n_outcomes) OPSTATE_MEMCPY(grown, n->outcomes, n->n_outcomes * sizeof *grown);
+            opstate_free(&n->a, n->outcomes);
+            n->outcomes = grown;
+            n->cap_outcomes = cap;
+        }
+    }
+    if (n->n_outcomes < n->cap_outcomes) n->outcomes[n->n_outcomes++] = o;
+    else n->outcomes_lost = true;
+    pthread_mutex_unlock(&n->lock);
+    natsMsg_Destroy(msg);
+}
+
+/* Builds subject and encoding of an event into one allocation:
+   subject NUL data. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__event_bytes(const opstate_allocator *a, opstate_bytes prefix,
+                                                               const opstate_event *ev, char **buf, size_t *slen,
+                                                               size_t *dlen, opstate_error *err)
+{
+    opstate_result r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, NULL, 0,
+                                             slen, err);
+    if (r == OPSTATE_OK) r = opstate_event_encode(ev, NULL, 0, dlen, err);
+    if (r != OPSTATE_OK) return r;
+    if (!(*buf = (char *)opstate_alloc(a, *slen + 1 + *dlen))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "event", 0);
+    opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, *buf, *slen, slen, NULL);
+    (*buf)[*slen] = '\0';
+    return opstate_event_encode(ev, (uint8_t *)*buf + *slen + 1, *dlen, dlen, err);
+}
+
+OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opstate_bytes prefix,
+                                                      const opstate_event *ev, const opstate_append_options *opts,
+                                                      opstate_error *err)
+{
+    char *buf = NULL, id[OPSTATE_ID_TEXT_LEN + 1];
+    size_t slen, dlen;
+    jsPubOptions po;
+    natsMsg *m = NULL;
+    natsStatus s;
+    opstate_result r = opstate_nats__event_bytes(&lg->n->a, prefix, ev, &buf, &slen, &dlen, err);
+    if (r != OPSTATE_OK) {
+        opstate_free(&lg->n->a, buf);
+        return r;
+    }
+    opstate_id_to_text(&ev->id, id);
+    id[OPSTATE_ID_TEXT_LEN] = '\0';
+    jsPubOptions_Init(&po);
+    if (opts && opts->expect_last_subject_seq) {
+        po.ExpectLastSubjectSeq = opts->last_subject_seq;
+        po.ExpectNoMessage = opts->last_subject_seq == 0;
+    }
+    s = natsMsg_Create(&m, buf, NULL, buf + slen + 1, (int)dlen);
+    if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+    if (s == NATS_OK) s = js_PublishMsgAsync(lg->n->js, &m, &po);
+    natsMsg_Destroy(m); /* NULL once nats.c took it */
+    opstate_free(&lg->n->a, buf);
+    return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "publish async");
+}
+
+OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64_t timeout_ms,
+                                                     void (*fn)(void *user, const opstate_nats_outcome *o),
+                                                     void *user, opstate_error *err)
+{
+    opstate_nats *n = lg->n;
+    opstate_nats_outcome *taken;
+    size_t count, i;
+    bool lost;
+    jsPubOptions po;
+    natsStatus s;
+    jsPubOptions_Init(&po);
+    po.MaxWait = timeout_ms;
+    s = js_PublishAsyncComplete(n->js, &po);
+    pthread_mutex_lock(&n->lock);
+    taken = n->outcomes;
+    count = n->n_outcomes;
+    lost = n->outcomes_lost;
+    n->outcomes = NULL;
+    n->n_outcomes = n->cap_outcomes = 0;
+    n->outcomes_lost = false;
+    pthread_mutex_unlock(&n->lock);
+    for (i = 0; fn && i < count; i++) fn(user, &taken[i]);
+    opstate_free(&n->a, taken);
+    if (s != NATS_OK) return opstate_nats__fail(err, s, 0, "publish wait");
+    return lost ? opstate_error_set(err, OPSTATE_NO_MEMORY, "some outcomes could not be kept", 0) : OPSTATE_OK;
+}
+
+/* The recorder. */
+struct opstate_recorder {
+    opstate_recorder_mode mode;
+    opstate_log log;
+    opstate_allocator a;
+    char prefix[256];
+    size_t prefix_len;
+    opstate_bytes *captured;
+    size_t n, cap;
+};
+
+OPSTATE_API opstate_result opstate_recorder_create(opstate_recorder_mode mode, const opstate_log *log,
+                                                   opstate_bytes prefix, const opstate_allocator *a,
+                                                   opstate_recorder **out)
+{
+    opstate_allocator none;
+    opstate_recorder *r;
+    if (!a) {
+        OPSTATE_MEMSET(&none, 0, sizeof none);
+        a = &none;
+    }
+    if ((mode == OPSTATE_RECORDER_LOG && !log) || prefix.len >= sizeof r->prefix) return OPSTATE_INVALID_ARGUMENT;
+    if (!(r = (opstate_recorder *)opstate_alloc(a, sizeof *r))) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(r, 0, sizeof *r);
+    r->mode = mode;
+    r->a = *a;
+    if (log) r->log = *log;
+    if (prefix.len) OPSTATE_MEMCPY(r->prefix, prefix.ptr, prefix.len);
+    r->prefix_len = prefix.len;
+    *out = r;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API void opstate_recorder_destroy(opstate_recorder *r)
+{
+    size_t i;
+    if (!r) return;
+    for (i = 0; i < r->n; i++) opstate_free(&r->a, (void *)(uintptr_t)r->captured[i].ptr);
+    opstate_free(&r->a, r->captured);
+    opstate_free(&r->a, r);
+}
+
+/* CAPTURING: keeps a copy of the encoded event. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__capture(opstate_recorder *r, const opstate_event *ev, uint64_t *seq,
+                                                           opstate_error *err)
+{
+    size_t len;
+    uint8_t *copy;
+    opstate_result res = opstate_event_encode(ev, NULL, 0, &len, err);
+    if (res != OPSTATE_OK) return res;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        opstate_bytes *grown = (opstate_bytes *)opstate_alloc(&r->a, cap * sizeof *grown);
+        if (!grown) return opstate_error_set(err, OPSTATE_NO_MEMORY, "recorder", 0);
+        if (r->n) OPSTATE_MEMCPY(grown, r->captured, r->n * sizeof *grown);
+        opstate_free(&r->a, r->captured);
+        r->captured = grown;
+        r->cap = cap;
+    }
+    if (!(copy = (uint8_t *)opstate_alloc(&r->a, len))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "recorder", 0);
+    opstate_event_encode(ev, copy, len, &len, NULL);
+    r->captured[r->n].ptr = copy;
+    r->captured[r->n++].len = len;
+    *seq = r->n; /* 1-based, like stream sequences */
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_recorder_record(opstate_recorder *r, const opstate_event *ev, uint64_t *seq,
+                                                   opstate_error *err)
+{
+    opstate_append_result ar;
+    opstate_bytes prefix;
+    opstate_result res;
+    *seq = 0;
+    if (r->mode == OPSTATE_RECORDER_DISABLED) return OPSTATE_OK;
+    if (r->mode == OPSTATE_RECORDER_CAPTURING) return opstate_nats__capture(r, ev, seq, err);
+    prefix.ptr = (const uint8_t *)r->prefix;
+    prefix.len = r->prefix_len;
+    res = opstate_publish(&r->log, prefix, ev, NULL, &r->a, &ar, err);
+    if (res == OPSTATE_OK) *seq = ar.seq;
+    return res;
+}
+
+OPSTATE_API size_t opstate_recorder_captured(const opstate_recorder *r, opstate_bytes *out, size_t max)
+{
+    size_t i;
+    for (i = 0; i < r->n && i < max; i++) out[i] = r->captured[i];
+    return r->n;
+}
+
+#endif /* OPSTATE_NATS_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+MIT License. Copyright (c) 2026 the opstate authors. The full text is at the
+end of opstate.h and in LICENSE.
+------------------------------------------------------------------------------
+*/
