@@ -820,6 +820,10 @@ typedef struct opstate_log {
        `filter` (the view resync reconciles against). */
     opstate_result (*last_per_subject)(void *user, opstate_bytes filter, opstate_log_visit_fn fn,
                                        void *fn_user, opstate_error *err);
+    /* Optional (may be NULL): tells the log that every delivered message up
+       to upto_seq is applied (a durable JetStream consumer acks them). The
+       consumer calls it after each batch, before the next read. */
+    opstate_result (*ack)(void *user, uint64_t upto_seq, opstate_error *err);
 } opstate_log;
 
 /* Encodes an event and appends it under "<prefix>.<scope>.<kind>[.<key>]"
@@ -4197,6 +4201,7 @@ OPSTATE_API opstate_log opstate_memlog_log(opstate_memlog *m)
     log.read = opstate__memlog_read;
     log.info = opstate__memlog_info;
     log.last_per_subject = opstate__memlog_last_per_subject;
+    log.ack = NULL;
     return log;
 }
 
@@ -4832,6 +4837,9 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_batch(opstate_consumer *c, uin
     if ((r = opstate__consumer_check_gaps(c, n, &restarted, err)) != OPSTATE_OK || restarted) return r;
     for (i = 0; i < n && r == OPSTATE_OK; i++) r = opstate__consumer_take(c, &c->batch[i], res);
     *left -= (uint32_t)i;
+    if (c->cfg.log.ack && c->hwm.mark.seq && c->cfg.log.ack(c->cfg.log.user, c->hwm.mark.seq, NULL) != OPSTATE_OK)
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "log ack failed up to sequence ", c->hwm.mark.seq,
+                         " (the stored position stays the truth)");
     if (r == OPSTATE_WINDOW_FULL) {
         *stop = true;
         return OPSTATE_OK;

@@ -892,6 +892,7 @@ OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, op
     OPSTATE_MEMSET(&c, 0, sizeof c);
     c.st = st;
     opstate_lmdb__reader_end(&st->rd);
+    mdb_reader_check(st->e->env, NULL); /* stale readers of dead processes would pin the freed pages */
     if ((r = opstate_lmdb__write(st->e, opstate_lmdb__compact_txn, &c, &c.why, err)) != OPSTATE_OK) return r;
     st->m.delta_count = 0;
     st->m.delta_bytes = 0;
@@ -1744,6 +1745,7 @@ OPSTATE_API opstate_log opstate_lmdb_log_iface(opstate_lmdb_log *lg)
     log.read = opstate_lmdb__read;
     log.info = opstate_lmdb__info;
     log.last_per_subject = opstate_lmdb__last_per_subject;
+    log.ack = NULL;
     return log;
 }
 

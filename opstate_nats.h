@@ -143,6 +143,12 @@ typedef struct opstate_nats_log_config {
     const char *kv_scope, *kv_kind;
     int64_t first_message_wait_ms; /* a new read waits this long for messages
                                       the server still has pending (0: 5000) */
+    /* Durable mode (projectors): reads go through the durable pull consumer
+       `durable` (AckAll), re-created at the requested start whenever the
+       reader moves (the stored position is the truth, not the server's ack
+       floor); the consumer driver acks after each applied batch. NULL:
+       ephemeral ordered push consumers, no acks (the fastest; replay). */
+    const char *durable;
 } opstate_nats_log_config;
 
 typedef struct opstate_nats_log opstate_nats_log;
@@ -426,11 +432,12 @@ OPSTATE_API opstate_result opstate_nats_stream_purge(opstate_nats *n, const char
 typedef struct opstate_nats__held {
     natsMsg *msg;
     uint8_t *event; /* KV mode: the synthesized event encoding */
+    uint64_t seq;
 } opstate_nats__held;
 
 struct opstate_nats_log {
     opstate_nats *n;
-    char *stream, *bucket, *kv_prefix, *scope, *kind;
+    char *stream, *bucket, *kv_prefix, *scope, *kind, *durable;
     int64_t first_wait_ms;
     natsSubscription *sub;   /* ordered push consumer of the current read */
     char *sub_filter;
@@ -453,7 +460,7 @@ OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
 OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
 {
     if (lg->sub) {
-        natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
+        if (!lg->durable) natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
         natsSubscription_Destroy(lg->sub);
     }
     lg->sub = NULL;
@@ -474,6 +481,7 @@ OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg)
     opstate_free(&a, lg->kv_prefix);
     opstate_free(&a, lg->scope);
     opstate_free(&a, lg->kind);
+    opstate_free(&a, lg->durable);
     opstate_free(&a, lg);
 }
 
@@ -503,6 +511,7 @@ OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_
     } else {
         ok = (lg->stream = opstate_nats__dup(&n->a, cfg->stream)) != NULL;
     }
+    ok = ok && (!cfg->durable || (lg->durable = opstate_nats__dup(&n->a, cfg->durable)) != NULL);
     if (!ok) {
         opstate_nats_log_close(lg);
         return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
@@ -587,6 +596,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     h = &lg->held[lg->n_held++];
     h->msg = m;
     h->event = NULL;
+    h->seq = md->Sequence.Stream;
     out->position.seq = md->Sequence.Stream;
     out->position.time = md->Timestamp;
     out->position.epoch = lg->sub_epoch;
@@ -677,6 +687,95 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__drain(opstate_nats_log *lg, i
     return r;
 }
 
+/* Durable mode: (re)creates the durable pull consumer at `from` and binds
+   to it. The server clamps a start outside the stream silently; the
+   consumer driver sees it in the first delivered sequence. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *lg, const char *filter, uint64_t from,
+                                                             opstate_error *err)
+{
+    jsConsumerConfig cc;
+    jsConsumerInfo *ci = NULL;
+    jsSubOptions so;
+    jsErrCode jerr = (jsErrCode)0;
+    opstate_stream_info info;
+    natsStatus s;
+    opstate_result r = opstate_nats__info(lg, &info, err);
+    opstate_nats__unsubscribe(lg);
+    if (r != OPSTATE_OK) return r;
+    js_DeleteConsumer(lg->n->js, lg->stream, lg->durable, NULL, NULL); /* absent is fine */
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = lg->durable;
+    cc.AckPolicy = js_AckAll;
+    cc.AckWait = (int64_t)30 * 1000000000;
+    cc.DeliverPolicy = from > 1 ? js_DeliverByStartSequence : js_DeliverAll;
+    cc.OptStartSeq = from > 1 ? from : 0;
+    cc.FilterSubject = strcmp(filter, ">") != 0 ? filter : NULL;
+    s = js_AddConsumer(&ci, lg->n->js, lg->stream, &cc, NULL, &jerr);
+    if (s == NATS_OK && from > 1 && ci->Delivered.Stream + 1 != from)
+        opstate_log_line(&lg->n->logger, OPSTATE_LOG_INFO, "nats: the server moved the start of ", from,
+                         " (outside the stream); the consumer checks what arrives");
+    jsConsumerInfo_Destroy(ci);
+    jsSubOptions_Init(&so);
+    so.Stream = lg->stream;
+    so.Consumer = lg->durable;
+    if (s == NATS_OK) s = js_PullSubscribe(&lg->sub, lg->n->js, filter, lg->durable, NULL, &so, &jerr);
+    if (s != NATS_OK || !(lg->sub_filter = opstate_nats__dup(&lg->n->a, filter))) {
+        opstate_nats__unsubscribe(lg);
+        return s != NATS_OK ? opstate_nats__fail(err, s, jerr, "durable consumer") : opstate_error_set(err, OPSTATE_NO_MEMORY, "bind", 0);
+    }
+    lg->sub_epoch = info.epoch;
+    lg->sub_next = from;
+    return OPSTATE_OK;
+}
+
+/* Durable mode: one pull. Messages still buffered from an earlier pull are
+   taken first with a batch of exactly that many, which keeps nats.c 3.4.1's
+   _fetch from overflowing its array (fixed upstream in 3.9.0). */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, int64_t wait_ns, opstate_log_message *msgs,
+                                                         size_t max, size_t *count, opstate_error *err)
+{
+    natsMsgList list;
+    jsFetchRequest req;
+    int buffered = 0, bytes = 0, i;
+    size_t n = 0;
+    natsStatus s;
+    opstate_result r = OPSTATE_OK;
+    natsSubscription_GetPending(lg->sub, &buffered, &bytes);
+    jsFetchRequest_Init(&req); /* nats.c rewrites the request: a fresh one every call */
+    req.Batch = buffered > 0 ? (buffered < (int)max ? buffered : (int)max) : (max < INT32_MAX ? (int)max : INT32_MAX);
+    req.Expires = wait_ns > 0 ? wait_ns : (int64_t)1000000000;
+    req.NoWait = wait_ns <= 0 && buffered == 0;
+    OPSTATE_MEMSET(&list, 0, sizeof list);
+    s = natsSubscription_FetchRequest(&list, lg->sub, &req);
+    for (i = 0; i < list.Count && r == OPSTATE_OK; i++) {
+        uint64_t pending;
+        r = opstate_nats__take(lg, list.Msgs[i], &msgs[n], &pending);
+        list.Msgs[i] = NULL; /* held now (or destroyed by take on failure) */
+        if (r == OPSTATE_OK) lg->sub_next = msgs[n++].position.seq + 1;
+    }
+    natsMsgList_Destroy(&list);
+    *count = n;
+    if (s != NATS_OK && s != NATS_TIMEOUT && n == 0) {
+        opstate_nats__unsubscribe(lg);
+        return opstate_nats__fail(err, s, 0, "fetch");
+    }
+    return r;
+}
+
+/* Durable mode: acknowledges (AckAll) every held message up to upto_seq. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__ack_upto(void *user, uint64_t upto_seq, opstate_error *err)
+{
+    opstate_nats_log *lg = (opstate_nats_log *)user;
+    size_t i, best = lg->n_held;
+    natsStatus s;
+    if (!lg->durable) return OPSTATE_OK;
+    for (i = 0; i < lg->n_held; i++)
+        if (lg->held[i].seq <= upto_seq && (best == lg->n_held || lg->held[i].seq > lg->held[best].seq)) best = i;
+    if (best == lg->n_held) return OPSTATE_OK;
+    s = natsMsg_Ack(lg->held[best].msg, NULL);
+    return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "ack");
+}
+
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
                                                         opstate_log_message *msgs, size_t max, size_t *count,
                                                         opstate_error *err)
@@ -688,9 +787,11 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__read(void *user, opstate_byte
     opstate_nats__release(lg);
     *count = 0;
     if (!lg->sub || strcmp(f, lg->sub_filter) != 0 || from_seq != lg->sub_next) {
-        opstate_result r = opstate_nats__subscribe(lg, f, from_seq, false, err);
+        opstate_result r = lg->durable ? opstate_nats__pull_bind(lg, f, from_seq, err)
+                                       : opstate_nats__subscribe(lg, f, from_seq, false, err);
         if (r != OPSTATE_OK) return r;
     }
+    if (lg->durable) return opstate_nats__fetch(lg, wait_ns, msgs, max, count, err);
     if (wait_ns > 0) wait_ms = wait_ns / 1000000 > 0 ? wait_ns / 1000000 : 1;
     else wait_ms = lg->pending_known && lg->pending == 0 ? 0 : lg->first_wait_ms;
     return opstate_nats__drain(lg, wait_ms, msgs, max, count, err);
@@ -764,6 +865,7 @@ OPSTATE_API opstate_log opstate_nats_log_iface(opstate_nats_log *lg)
     log.read = opstate_nats__read;
     log.info = opstate_nats__info;
     log.last_per_subject = opstate_nats__last_per_subject;
+    log.ack = opstate_nats__ack_upto;
     return log;
 }
 

@@ -21,6 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define NATS_SERVER_FN static __attribute__((unused))
+#else
+#define NATS_SERVER_FN static
+#endif
+
 typedef struct nats_server {
     pid_t pid;
     int port;
@@ -29,7 +35,7 @@ typedef struct nats_server {
 } nats_server;
 
 /* A port the kernel says is free right now. */
-static int nats_server_free_port(void)
+NATS_SERVER_FN int nats_server_free_port(void)
 {
     struct sockaddr_in a;
     socklen_t len = sizeof a;
@@ -43,7 +49,7 @@ static int nats_server_free_port(void)
     return port;
 }
 
-static int nats_server_accepts(int port)
+NATS_SERVER_FN int nats_server_accepts(int port)
 {
     struct sockaddr_in a;
     int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
@@ -56,7 +62,7 @@ static int nats_server_accepts(int port)
     return ok;
 }
 
-static void nats_server_sleep_ms(long ms)
+NATS_SERVER_FN void nats_server_sleep_ms(long ms)
 {
     struct timespec ts;
     ts.tv_sec = ms / 1000;
@@ -65,7 +71,7 @@ static void nats_server_sleep_ms(long ms)
 }
 
 /* (Re)starts the server process on srv->port and srv->dir. */
-static int nats_server_spawn(nats_server *srv)
+NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
 {
     char port[16];
     int i;
@@ -85,7 +91,7 @@ static int nats_server_spawn(nats_server *srv)
     return -1;
 }
 
-static int nats_server_start(nats_server *srv)
+NATS_SERVER_FN int nats_server_start(nats_server *srv)
 {
     memset(srv, 0, sizeof *srv);
     snprintf(srv->dir, sizeof srv->dir, "/tmp/opstate-nats-XXXXXX");
@@ -95,7 +101,7 @@ static int nats_server_start(nats_server *srv)
 }
 
 /* Kills the server by PID with `sig` and reaps it. */
-static void nats_server_kill(nats_server *srv, int sig)
+NATS_SERVER_FN void nats_server_kill(nats_server *srv, int sig)
 {
     if (srv->pid > 0) {
         kill(srv->pid, sig);
@@ -104,9 +110,9 @@ static void nats_server_kill(nats_server *srv, int sig)
     srv->pid = 0;
 }
 
-static int nats_server_restart(nats_server *srv) { return nats_server_spawn(srv); }
+NATS_SERVER_FN int nats_server_restart(nats_server *srv) { return nats_server_spawn(srv); }
 
-static void nats_server_stop(nats_server *srv)
+NATS_SERVER_FN void nats_server_stop(nats_server *srv)
 {
     char cmd[128];
     nats_server_kill(srv, SIGTERM);
