@@ -626,6 +626,21 @@ OPSTATE_NATS__PRIVATE const char *opstate_nats__filter(const opstate_nats_log *l
     return buf;
 }
 
+/* Finishes a (re)subscription: remembers where it reads, or undoes it. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__bound(opstate_nats_log *lg, natsStatus s, jsErrCode jerr,
+                                                         const char *filter, uint64_t epoch, uint64_t from,
+                                                         opstate_error *err)
+{
+    if (s != NATS_OK || !(lg->sub_filter = opstate_nats__dup(&lg->n->a, filter))) {
+        opstate_nats__unsubscribe(lg);
+        return s != NATS_OK ? opstate_nats__fail(err, s, (long)jerr, "subscribe")
+                            : opstate_error_set(err, OPSTATE_NO_MEMORY, "subscribe", 0);
+    }
+    lg->sub_epoch = epoch;
+    lg->sub_next = from;
+    return OPSTATE_OK;
+}
+
 /* Starts an ordered push consumer at `from` on `filter` (DeliverLastPerSubject
    when last_per_subject). Learns the epoch and how much is pending. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__subscribe(opstate_nats_log *lg, const char *filter, uint64_t from,
@@ -653,13 +668,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__subscribe(opstate_nats_log *l
     } else {
         lg->pending_known = false;
     }
-    if (s != NATS_OK || !(lg->sub_filter = opstate_nats__dup(&lg->n->a, filter))) {
-        opstate_nats__unsubscribe(lg);
-        return s != NATS_OK ? opstate_nats__fail(err, s, jerr, "subscribe") : opstate_error_set(err, OPSTATE_NO_MEMORY, "subscribe", 0);
-    }
-    lg->sub_epoch = info.epoch;
-    lg->sub_next = from;
-    return OPSTATE_OK;
+    return opstate_nats__bound(lg, s, jerr, filter, info.epoch, from, err);
 }
 
 /* Takes up to max messages from the subscription, the first waiting up to
@@ -719,13 +728,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     so.Stream = lg->stream;
     so.Consumer = lg->durable;
     if (s == NATS_OK) s = js_PullSubscribe(&lg->sub, lg->n->js, filter, lg->durable, NULL, &so, &jerr);
-    if (s != NATS_OK || !(lg->sub_filter = opstate_nats__dup(&lg->n->a, filter))) {
-        opstate_nats__unsubscribe(lg);
-        return s != NATS_OK ? opstate_nats__fail(err, s, jerr, "durable consumer") : opstate_error_set(err, OPSTATE_NO_MEMORY, "bind", 0);
-    }
-    lg->sub_epoch = info.epoch;
-    lg->sub_next = from;
-    return OPSTATE_OK;
+    return opstate_nats__bound(lg, s, jerr, filter, info.epoch, from, err);
 }
 
 /* Durable mode: one pull. Messages still buffered from an earlier pull are
