@@ -94,6 +94,9 @@ if [[ -n $(ls tests/test_lmdb*.c 2>/dev/null) ]]; then
   if check "build unit-lmdb-asan" make -s "$BUILD/unit-lmdb-asan"; then unit "unit-lmdb (asan+ubsan)" "./$BUILD/unit-lmdb-asan"; fi
 fi
 
+echo "== chaos: kill -9 of a consuming process, 200+ times"
+check "kill -9 chaos (state == fold up to the stored position)" sh -c "make -s $BUILD/kill9 && ./$BUILD/kill9"
+
 echo "== NATS companion tests (real nats-server on 127.0.0.1)"
 if [[ -n $(ls tests/test_nats*.c 2>/dev/null) ]]; then
   if check "build unit-nats" make -s "$BUILD/unit-nats"; then unit "unit-nats" "./$BUILD/unit-nats"; fi
