@@ -34,14 +34,14 @@ $(BUILD)/%/impl.o: tests/impl.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(STD) $(CFLAGS) $(LIBWARN) $(XFLAGS) -c $< -o $@
 
-$(BUILD)/unit: $(TEST_SRCS) tests/main.c tests/runner.h $(BUILD)/plain/impl.o
+$(BUILD)/unit: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) $(BUILD)/plain/impl.o
 	$(CC) $(STD) $(CFLAGS) $(WARN) $(TEST_SRCS) tests/main.c $(BUILD)/plain/impl.o -o $@
 
 $(BUILD)/nohw/impl.o: XFLAGS = -DOPSTATE_NO_HW_CRC
-$(BUILD)/unit-nohw: $(TEST_SRCS) tests/main.c tests/runner.h $(BUILD)/nohw/impl.o
+$(BUILD)/unit-nohw: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) $(BUILD)/nohw/impl.o
 	$(CC) $(STD) $(CFLAGS) $(WARN) $(TEST_SRCS) tests/main.c $(BUILD)/nohw/impl.o -o $@
 
-$(BUILD)/unit-asan: $(TEST_SRCS) tests/main.c tests/runner.h tests/impl.c $(HEADERS)
+$(BUILD)/unit-asan: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) tests/impl.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer $(WARN) $(TEST_SRCS) tests/main.c tests/impl.c -o $@

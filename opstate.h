@@ -920,7 +920,12 @@ OPSTATE_API opstate_store opstate_faulty_store(opstate_faulty *f);
 
 typedef enum opstate_apply_outcome {
     OPSTATE_APPLY_DONE = 0, /* applied: acked now */
-    OPSTATE_APPLY_DEFER,    /* finished later: call opstate_consumer_ack */
+    OPSTATE_APPLY_DEFER,    /* finished later: call opstate_consumer_ack. A crash
+                               before the ack redelivers the event after
+                               later ones that completed: keep a deferred
+                               event's fold changes idempotent and
+                               independent of later events (or make them at
+                               ack time). */
     OPSTATE_APPLY_REJECT,   /* poison: recorded, then stop or skip */
     OPSTATE_APPLY_RETRY     /* memory or storage failed: poll stops, returns
                                APPLY_FAILED, and offers the event again */
@@ -996,7 +1001,9 @@ typedef struct opstate_poll_result {
 } opstate_poll_result;
 
 /* Opens a consumer: restore decision -> load or clear -> resume check ->
-   resync when the cursor expired -> ready to poll. Errors from the store's
+   resync when the cursor expired -> ready to poll. A restored state never
+   re-reads at or below its stored position: under mode keep a start at or
+   before it resumes after it. Errors from the store's
    load or drop, SCHEMA_TOO_NEW, and log errors are returned; nothing is
    left allocated then. */
 OPSTATE_API opstate_result opstate_consumer_open(const opstate_consumer_config *cfg, opstate_consumer **out,
@@ -1036,6 +1043,8 @@ typedef struct opstate_replay_config {
     void *apply_user;
     opstate_time_fallback time_fallback;
     uint32_t batch;        /* messages per read (0: 256) */
+    uint32_t dedup_capacity; /* recent ids remembered to skip publisher
+                                duplicates, as a consumer does (0: 1024) */
     opstate_progress_fn progress;
     void *progress_user;
 } opstate_replay_config;
@@ -1046,6 +1055,7 @@ typedef struct opstate_replay_result {
                                   sequence read from info at the start, or the
                                   until_seq cutoff when lower */
     uint64_t applied, filtered, poison;
+    uint64_t duplicates; /* skipped: id seen within the dedup window */
 } opstate_replay_result;
 
 /* Folds the log into `into` up to the cutoffs. The end is fixed when the
@@ -4676,15 +4686,16 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_start(opstate_consumer *c, con
     c->start_time = start.time;
     if (start.kind == OPSTATE_START_LATEST) {
         opstate__consumer_seek(c, info->last_seq, info->last_time, info->last_seq + 1);
-    } else if (start.kind == OPSTATE_START_FROM_SEQUENCE) {
-        opstate__consumer_seek(c, stored.seq ? stored.seq : start.seq - 1, stored.time, start.seq);
-    } else if (start.kind == OPSTATE_START_FIRST || stored.seq == 0) {
-        opstate__consumer_seek(c, 0, 0, first);
+    } else if (stored.seq == 0) { /* empty state: read from the start asked for */
+        if (start.kind == OPSTATE_START_FROM_SEQUENCE) opstate__consumer_seek(c, start.seq - 1, 0, start.seq);
+        else opstate__consumer_seek(c, 0, 0, first);
     } else if (c->status.resume.state == OPSTATE_RESUME_RESET) { /* only under mode keep */
         opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "keeping state from another stream incarnation; reading from ",
                               first, "");
         opstate__consumer_seek(c, 0, 0, first);
-    } else {
+    } else if (start.kind == OPSTATE_START_FROM_SEQUENCE && start.seq > stored.seq + 1) { /* forward, with a gap */
+        opstate__consumer_seek(c, stored.seq, stored.time, start.seq);
+    } else { /* resume; under keep also a start at or before the stored position: never apply twice */
         opstate__consumer_seek(c, stored.seq, stored.time, c->status.resume.next_seq);
         if (c->status.resume.state == OPSTATE_RESUME_EXPIRED) r = opstate__consumer_expired(c, info, err);
     }
@@ -4755,7 +4766,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_take(opstate_consumer *c, cons
     opstate_apply_outcome outcome;
     opstate_result r;
     uint64_t seq = msg->position.seq;
-    if (seq < c->next_seq) { /* redelivery of something handled */
+    if (seq < c->next_seq || seq <= c->hwm.last_delivered) { /* redelivery of something handled */
         c->status.skipped++;
         res->skipped++;
         return OPSTATE_OK;
@@ -4860,6 +4871,8 @@ OPSTATE_API opstate_result opstate_consumer_poll(opstate_consumer *c, uint32_t m
     opstate_result r = c->cfg.log.info(c->cfg.log.user, &info, err);
     OPSTATE_MEMSET(&res, 0, sizeof res);
     if (r == OPSTATE_OK && info.epoch != c->epoch) r = opstate__consumer_reset(c, &info, err);
+    else if (r == OPSTATE_OK && info.first_seq && c->next_seq < info.first_seq) /* evicted before we read them */
+        r = opstate__consumer_expired(c, &info, err);
     if (r == OPSTATE_OK) c->end_seq = info.last_seq;
     while (r == OPSTATE_OK && left && !stop) {
         r = opstate__consumer_batch(c, &left, &stop, &res, err);
@@ -4911,8 +4924,8 @@ OPSTATE_API const opstate_consumer_status *opstate_consumer_get_status(const ops
 
 /* Folds one message; *done once a cutoff is reached. */
 OPSTATE__PRIVATE opstate_result opstate__replay_one(const opstate_replay_config *cfg, opstate_kv *into,
-                                                    const opstate_log_message *msg, opstate_replay_result *res,
-                                                    bool *done)
+                                                    opstate_dedup *dedup, const opstate_log_message *msg,
+                                                    opstate_replay_result *res, bool *done)
 {
     opstate_event ev;
     opstate_apply_outcome outcome;
@@ -4926,6 +4939,10 @@ OPSTATE__PRIVATE opstate_result opstate__replay_one(const opstate_replay_config 
     }
     if (opstate__decode_message(msg, cfg->time_fallback, 0, &ev) != OPSTATE_OK) {
         res->poison++;
+        return OPSTATE_OK;
+    }
+    if (!opstate_dedup_insert(dedup, &ev.id)) {
+        res->duplicates++;
         return OPSTATE_OK;
     }
     outcome = opstate__run_apply(cfg->apply, cfg->apply_user, into, &ev);
@@ -4946,21 +4963,26 @@ OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opst
     opstate_replay_result res;
     opstate_stream_info info;
     opstate_log_message *msgs;
-    size_t batch = cfg->batch ? cfg->batch : 256, bytes, n, i;
+    opstate_dedup dedup;
+    void *dedup_mem;
+    uint32_t capacity = cfg->dedup_capacity ? cfg->dedup_capacity : 1024u;
+    size_t batch = cfg->batch ? cfg->batch : 256, bytes, n, i, dedup_bytes = opstate_dedup_storage_size(capacity);
     uint64_t from = cfg->from_seq ? cfg->from_seq : 1, start = from;
     bool done = false;
     opstate_result r = cfg->log.info(cfg->log.user, &info, err);
     if (r != OPSTATE_OK) return r;
-    if (!opstate__array_bytes(batch, sizeof *msgs, &bytes) ||
-        !(msgs = (opstate_log_message *)opstate_alloc(&cfg->allocator, bytes)))
+    if (!dedup_bytes || !opstate__array_bytes(batch, sizeof *msgs, &bytes) ||
+        !(msgs = (opstate_log_message *)opstate_alloc(&cfg->allocator, bytes + dedup_bytes)))
         return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "batch");
+    dedup_mem = (uint8_t *)msgs + bytes; /* bytes is a multiple of the message size, itself 8-aligned */
+    opstate_dedup_init(&dedup, dedup_mem, dedup_bytes, capacity);
     OPSTATE_MEMSET(&res, 0, sizeof res);
     res.end_seq = cfg->until_seq && cfg->until_seq < info.last_seq ? cfg->until_seq : info.last_seq;
     while (r == OPSTATE_OK && !done && from <= res.end_seq) {
         r = cfg->log.read(cfg->log.user, cfg->filter, from, 0, msgs, batch, &n, err);
         if (r != OPSTATE_OK || n == 0) break;
         for (i = 0; i < n && r == OPSTATE_OK && !done; i++) {
-            r = opstate__replay_one(cfg, into, &msgs[i], &res, &done);
+            r = opstate__replay_one(cfg, into, &dedup, &msgs[i], &res, &done);
             from = msgs[i].position.seq + 1;
         }
         if (cfg->progress) cfg->progress(cfg->progress_user, start, res.end_seq, res.applied, from - 1);
