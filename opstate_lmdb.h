@@ -112,7 +112,9 @@ typedef struct opstate_lmdb opstate_lmdb;
 
 /* Opens (creating if needed) the environment at cfg->path. Refuses a second
    open of the same directory in this process with ALREADY_OPEN (a second
-   handle would break LMDB's locks). Clears stale reader slots. */
+   handle would break LMDB's locks). A child process after fork() must not
+   use its parent's handles, and may open the path itself. Clears stale
+   reader slots. */
 OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, opstate_lmdb **out,
                                              opstate_error *err);
 /* Closes the environment. Close its stores and logs first. */
@@ -255,6 +257,7 @@ struct opstate_lmdb {
     char *path;
     dev_t dev;
     ino_t ino;
+    pid_t pid; /* a handle inherited through fork() belongs to the parent */
     size_t map_size, max_map_size;
     opstate_lmdb__reader *readers; /* every reader of this environment */
     struct opstate_lmdb *next_open;
@@ -396,9 +399,11 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__register(opstate_lmdb *e, ops
     if (!S_ISDIR(st.st_mode)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "path is not a directory", ENOTDIR);
     e->dev = st.st_dev;
     e->ino = st.st_ino;
+    e->pid = getpid();
     pthread_mutex_lock(&opstate_lmdb__registry_lock);
     for (it = opstate_lmdb__registry; it; it = it->next_open)
-        if (it->dev == e->dev && it->ino == e->ino) r = opstate_error_set(err, OPSTATE_ALREADY_OPEN, "path", 0);
+        if (it->dev == e->dev && it->ino == e->ino && it->pid == e->pid)
+            r = opstate_error_set(err, OPSTATE_ALREADY_OPEN, "path", 0);
     if (r == OPSTATE_OK) {
         e->next_open = opstate_lmdb__registry;
         opstate_lmdb__registry = e;
@@ -1573,6 +1578,61 @@ OPSTATE_LMDB__PRIVATE int64_t opstate_lmdb__monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+typedef struct opstate_lmdb__purge_ctx {
+    opstate_lmdb_log *lg;
+    opstate_lmdb__more_fn more;
+    uint64_t arg;
+} opstate_lmdb__purge_ctx;
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__purge_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__purge_ctx *p = (opstate_lmdb__purge_ctx *)user;
+    opstate_lmdb__info_rec info;
+    int rc = opstate_lmdb__info_get(p->lg, txn, &info);
+    if (rc == 0) rc = opstate_lmdb__trim(p->lg, txn, &info, p->more, p->arg);
+    return rc ? rc : opstate_lmdb__info_put(p->lg, txn, &info);
+}
+
+/* Deletes the oldest messages while `more` says so, in one transaction. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__trim_now(opstate_lmdb_log *lg, opstate_lmdb__more_fn more, uint64_t arg,
+                                                            opstate_error *err)
+{
+    opstate_lmdb__purge_ctx p;
+    opstate_result why = OPSTATE_OK;
+    p.lg = lg;
+    p.more = more;
+    p.arg = arg;
+    opstate_lmdb__reader_end(&lg->rd);
+    return opstate_lmdb__write(lg->e, opstate_lmdb__purge_txn, &p, &why, err);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_log_purge(opstate_lmdb_log *lg, uint64_t below_seq, opstate_error *err)
+{
+    return opstate_lmdb__trim_now(lg, opstate_lmdb__below, below_seq, err);
+}
+
+/* Max age does not wait for an append: reads and info first drop what has
+   expired, as JetStream expires messages on its own clock. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__expire(opstate_lmdb_log *lg, opstate_error *err)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    opstate_lmdb__msg m;
+    int64_t now;
+    bool expired = false;
+    opstate_result r;
+    if (!lg->cfg.max_age_ns) return OPSTATE_OK;
+    now = opstate_lmdb__now(lg);
+    if ((r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err)) != OPSTATE_OK) return r;
+    if (mdb_cursor_open(lg->rd.txn, lg->msgs, &cur) == 0) {
+        expired = mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && opstate_lmdb__msg_decode(&k, &v, &m) &&
+                  m.time < now - lg->cfg.max_age_ns;
+        mdb_cursor_close(cur);
+    }
+    opstate_lmdb__reader_end(&lg->rd);
+    return expired ? opstate_lmdb__trim_now(lg, opstate_lmdb__over_limits, (uint64_t)now, err) : OPSTATE_OK;
+}
+
 /* One pass over the retained messages from from_seq. */
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *lg, opstate_bytes filter, uint64_t from_seq,
                                                              opstate_log_message *msgs, size_t max, size_t *count,
@@ -1613,7 +1673,8 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read(void *user, opstate_byte
         opstate_lmdb__info_rec info;
         struct timespec pause;
         int64_t step = lg->cfg.poll_interval_ns ? lg->cfg.poll_interval_ns : 1000000;
-        opstate_result r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
+        opstate_result r = opstate_lmdb__expire(lg, err);
+        if (r == OPSTATE_OK) r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
         if (r != OPSTATE_OK) return r;
         opstate_lmdb__info_get(lg, lg->rd.txn, &info);
         r = opstate_lmdb__read_once(lg, filter, from_seq, msgs, max, count, info.epoch, err);
@@ -1632,8 +1693,9 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__info(void *user, opstate_stre
     MDB_cursor *cur;
     MDB_val k, v;
     opstate_lmdb__msg m;
-    opstate_result r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
+    opstate_result r = opstate_lmdb__expire(lg, err);
     int rc;
+    if (r == OPSTATE_OK) r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
     if (r != OPSTATE_OK) return r;
     rc = opstate_lmdb__info_get(lg, lg->rd.txn, &info);
     OPSTATE_MEMSET(out, 0, sizeof *out);
@@ -1774,30 +1836,6 @@ OPSTATE_API opstate_result opstate_lmdb_log_recreate(opstate_lmdb_log *lg, opsta
     return opstate_lmdb__write(lg->e, opstate_lmdb__recreate_txn, lg, &why, err);
 }
 
-typedef struct opstate_lmdb__purge_ctx {
-    opstate_lmdb_log *lg;
-    uint64_t below;
-} opstate_lmdb__purge_ctx;
-
-OPSTATE_LMDB__PRIVATE int opstate_lmdb__purge_txn(void *user, MDB_txn *txn)
-{
-    opstate_lmdb__purge_ctx *p = (opstate_lmdb__purge_ctx *)user;
-    opstate_lmdb__info_rec info;
-    int rc = opstate_lmdb__info_get(p->lg, txn, &info);
-    if (rc == 0) rc = opstate_lmdb__trim(p->lg, txn, &info, opstate_lmdb__below, p->below);
-    return rc ? rc : opstate_lmdb__info_put(p->lg, txn, &info);
-}
-
-OPSTATE_API opstate_result opstate_lmdb_log_purge(opstate_lmdb_log *lg, uint64_t below_seq, opstate_error *err)
-{
-    opstate_lmdb__purge_ctx p;
-    opstate_result why = OPSTATE_OK;
-    p.lg = lg;
-    p.below = below_seq;
-    opstate_lmdb__reader_end(&lg->rd);
-    return opstate_lmdb__write(lg->e, opstate_lmdb__purge_txn, &p, &why, err);
-}
-
 /* >>export --------------------------------------------------------------- */
 
 #define OPSTATE_LMDB__MAX_STORES 256
@@ -1909,7 +1947,10 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write_manifest(const char *di
     int bad;
     opstate_lmdb__join(tmp, sizeof tmp, dir, "MANIFEST.tmp");
     opstate_lmdb__join(final_path, sizeof final_path, dir, "MANIFEST");
-    if (!(f = fopen(tmp, "w"))) return opstate_lmdb__errno(err, "MANIFEST");
+    if (!(f = fopen(tmp, "w")) || chmod(tmp, 0600) != 0) {
+        if (f) fclose(f);
+        return opstate_lmdb__errno(err, "MANIFEST");
+    }
     fprintf(f, "opstate-lmdb-export %d\nfile data.mdb %llu %08lx\n", OPSTATE_LMDB_MANIFEST_VERSION,
             (unsigned long long)size, (unsigned long)crc);
     for (i = 0; i < n; i++)
@@ -1936,7 +1977,7 @@ OPSTATE_API opstate_result opstate_lmdb_export(opstate_lmdb *e, const char *dir,
     if (!(pos = (opstate_lmdb__pos *)opstate_alloc(&e->cfg.allocator, OPSTATE_LMDB__MAX_STORES * sizeof *pos)))
         return opstate_error_set(err, OPSTATE_NO_MEMORY, "export", 0);
     opstate_lmdb__join(data, sizeof data, dir, "data.mdb");
-    r = opstate_lmdb__fsync_path(data, err);
+    r = chmod(data, 0600) == 0 ? opstate_lmdb__fsync_path(data, err) : opstate_lmdb__errno(err, "data.mdb");
     if (r == OPSTATE_OK) r = opstate_lmdb__file_sum(data, &size, &crc, err);
     if (r == OPSTATE_OK) r = opstate_lmdb__positions(dir, pos, &n, err);
     if (r == OPSTATE_OK) r = opstate_lmdb__write_manifest(dir, size, crc, pos, n, err);
