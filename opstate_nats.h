@@ -662,7 +662,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__subscribe(opstate_nats_log *l
     s = js_SubscribeSync(&lg->sub, lg->n->js, filter, NULL, &so, &jerr);
     if (s == NATS_OK) s = natsSubscription_SetPendingLimits(lg->sub, -1, -1);
     if (s == NATS_OK && natsSubscription_GetConsumerInfo(&ci, lg->sub, NULL, &jerr) == NATS_OK) {
-        lg->pending = ci->NumPending;
+        /* what is still to come: not yet delivered, plus delivered and in flight to us */
+        lg->pending = ci->NumPending + ci->Delivered.Consumer;
         lg->pending_known = true;
         jsConsumerInfo_Destroy(ci);
     } else {
@@ -723,6 +724,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     if (s == NATS_OK && from > 1 && ci->Delivered.Stream + 1 != from)
         opstate_log_line(&lg->n->logger, OPSTATE_LOG_INFO, "nats: the server moved the start of ", from,
                          " (outside the stream); the consumer checks what arrives");
+    lg->pending = s == NATS_OK ? ci->NumPending : 0;
+    lg->pending_known = s == NATS_OK;
     jsConsumerInfo_Destroy(ci);
     jsSubOptions_Init(&so);
     so.Stream = lg->stream;
@@ -731,9 +734,13 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     return opstate_nats__bound(lg, s, jerr, filter, info.epoch, from, err);
 }
 
-/* Durable mode: one pull. Messages still buffered from an earlier pull are
-   taken first with a batch of exactly that many, which keeps nats.c 3.4.1's
-   _fetch from overflowing its array (fixed upstream in 3.9.0). */
+/* Durable mode: one pull, asking for exactly what is there, so a pull
+   never waits for a batch the stream cannot fill: messages still buffered
+   from an earlier pull first (a batch of exactly that many, which also
+   keeps nats.c 3.4.1's _fetch from overflowing its array; fixed upstream in
+   3.9.0), else what the last message said was pending, else one message
+   without waiting (or waiting up to wait_ns) to see whether anything new
+   arrived. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, int64_t wait_ns, opstate_log_message *msgs,
                                                          size_t max, size_t *count, opstate_error *err)
 {
@@ -743,18 +750,30 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, i
     size_t n = 0;
     natsStatus s;
     opstate_result r = OPSTATE_OK;
+    uint64_t want;
     natsSubscription_GetPending(lg->sub, &buffered, &bytes);
     jsFetchRequest_Init(&req); /* nats.c rewrites the request: a fresh one every call */
-    req.Batch = buffered > 0 ? (buffered < (int)max ? buffered : (int)max) : (max < INT32_MAX ? (int)max : INT32_MAX);
-    req.Expires = wait_ns > 0 ? wait_ns : (int64_t)1000000000;
-    req.NoWait = wait_ns <= 0 && buffered == 0;
+    req.Expires = wait_ns > 0 ? wait_ns : (int64_t)5000000000;
+    if (lg->pending_known && lg->pending > 0) {
+        want = lg->pending;
+    } else { /* anything new? nats.c 3.4.1 waits out Expires even on NoWait, so no Expires then */
+        want = 1;
+        req.NoWait = wait_ns <= 0;
+        if (req.NoWait) req.Expires = 0;
+    }
+    if (buffered > 0) { /* left over from an earlier pull (maybe only its end-of-batch status) */
+        want = (uint64_t)buffered;
+        req.NoWait = true;
+        req.Expires = 0;
+    }
+    req.Batch = (int)(want < max ? want : max);
     OPSTATE_MEMSET(&list, 0, sizeof list);
     s = natsSubscription_FetchRequest(&list, lg->sub, &req);
     for (i = 0; i < list.Count && r == OPSTATE_OK; i++) {
-        uint64_t pending;
-        r = opstate_nats__take(lg, list.Msgs[i], &msgs[n], &pending);
+        r = opstate_nats__take(lg, list.Msgs[i], &msgs[n], &lg->pending);
         list.Msgs[i] = NULL; /* held now (or destroyed by take on failure) */
         if (r == OPSTATE_OK) lg->sub_next = msgs[n++].position.seq + 1;
+        lg->pending_known = r == OPSTATE_OK;
     }
     natsMsgList_Destroy(&list);
     *count = n;

@@ -2226,6 +2226,12 @@ DRV_STATIC opstate_result drv_redeliver_last(void *user, opstate_bytes filter, o
     return d->inner.last_per_subject(d->inner.user, filter, fn, fn_user, err);
 }
 
+DRV_STATIC opstate_result drv_redeliver_ack(void *user, uint64_t upto_seq, opstate_error *err)
+{
+    drv_redeliver *d = (drv_redeliver *)user;
+    return d->inner.ack ? d->inner.ack(d->inner.user, upto_seq, err) : OPSTATE_OK;
+}
+
 /* Redelivered events are skipped, never applied twice: the ones already
    acked (in the dedup window) and the DEFERred ones not acked yet (only
    the position guards those). */
@@ -2249,6 +2255,7 @@ DRV_STATIC void driver_test_redelivery(const driver_backend *b)
     cfg.log.append = drv_redeliver_append;
     cfg.log.info = drv_redeliver_info;
     cfg.log.last_per_subject = drv_redeliver_last;
+    cfg.log.ack = drv_redeliver_ack;
     cfg.apply = drv_apply;
     cfg.apply_user = x;
     cfg.flush_every = 4;
