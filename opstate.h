@@ -2164,6 +2164,8 @@ OPSTATE_API opstate_result opstate_event_decode(const uint8_t *buf, size_t len, 
     return OPSTATE_OK;
 }
 
+#define OPSTATE__JSON_MAX_DEPTH 64
+
 /* JSON writer: counts when out is NULL, otherwise writes (the caller sized
    the buffer with a counting pass first). */
 typedef struct opstate__jw {
@@ -2312,11 +2314,14 @@ OPSTATE__PRIVATE void opstate__jw_compact(opstate__jw *w, opstate_bytes b)
     }
 }
 
-/* ,"name":<JSON> when bytes are valid JSON (compacted), ,"name_b64":"…"
+OPSTATE__PRIVATE bool opstate__json_valid_depth(const uint8_t *p, size_t n, int max_depth);
+
+/* ,"name":<JSON> when bytes are valid JSON (compacted) and nest no deeper
+   than the output allows with `around` levels around them, ,"name_b64":"…"
    otherwise, ,"name":null when empty; no leading comma when !comma. */
-OPSTATE__PRIVATE void opstate__jw_payload(opstate__jw *w, bool comma, const char *name, opstate_bytes b)
+OPSTATE__PRIVATE void opstate__jw_payload(opstate__jw *w, bool comma, const char *name, opstate_bytes b, int around)
 {
-    bool json = b.len == 0 || opstate_json_valid(b.ptr, b.len);
+    bool json = b.len == 0 || opstate__json_valid_depth(b.ptr, b.len, OPSTATE__JSON_MAX_DEPTH - around);
     opstate__jw_cstr(w, comma ? ",\"" : "\"");
     opstate__jw_cstr(w, name);
     opstate__jw_cstr(w, json ? "\":" : "_b64\":");
@@ -2350,7 +2355,7 @@ OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
     opstate__jw_cstr(w, ",\"epoch\":");
     opstate__jw_u64(w, ev->position.epoch);
     opstate__jw_raw(w, "}", 1);
-    opstate__jw_payload(w, true, "data", ev->data);
+    opstate__jw_payload(w, true, "data", ev->data, 1);
     opstate__jw_raw(w, "}", 1);
 }
 
@@ -2465,9 +2470,12 @@ OPSTATE__PRIVATE size_t opstate__json_scalar(const uint8_t *p, size_t n, size_t 
     return 0;
 }
 
-#define OPSTATE__JSON_MAX_DEPTH 64
-
 OPSTATE_API bool opstate_json_valid(const uint8_t *p, size_t n)
+{
+    return opstate__json_valid_depth(p, n, OPSTATE__JSON_MAX_DEPTH);
+}
+
+OPSTATE__PRIVATE bool opstate__json_valid_depth(const uint8_t *p, size_t n, int max_depth)
 {
     uint64_t is_object = 0; /* bit d: container at depth d+1 is an object */
     int depth = 0;
@@ -2478,7 +2486,7 @@ OPSTATE_API bool opstate_json_valid(const uint8_t *p, size_t n)
         if (want_key && p[i] != '"') return false;
         if (!want_key && (p[i] == '{' || p[i] == '[')) {
             uint8_t close = p[i] == '{' ? '}' : ']';
-            if (depth == OPSTATE__JSON_MAX_DEPTH) return false;
+            if (depth >= max_depth) return false;
             is_object = (is_object & ~((uint64_t)1 << depth)) | ((uint64_t)(close == '}') << depth);
             depth++;
             i = opstate__json_ws(p, n, i + 1);
@@ -3241,12 +3249,12 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
         return OPSTATE_OK;
     }
     if (value.len && !(copy = (uint8_t *)opstate_alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
+    if (value.len) OPSTATE_MEMCPY(copy, value.ptr, value.len); /* before the base runs: value may point into it */
     if (!e && (r = opstate__kv_insert(kv, key, h, &slot, &e)) != OPSTATE_OK) {
         opstate_free(&kv->a, copy);
         return r;
     }
     before = opstate__kv_contribution(e);
-    if (value.len) OPSTATE_MEMCPY(copy, value.ptr, value.len);
     opstate_free(&kv->a, e->value);
     kv->memory = kv->memory - e->value_len + value.len;
     e->value = copy;
@@ -3381,6 +3389,20 @@ OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv)
     kv->dirty_count = 0;
 }
 
+/* The base changed under a dirty entry (a compaction): ask it again
+   whether it holds the key, so the count stays right. */
+OPSTATE__PRIVATE void opstate__kv_rebase(opstate_kv *kv, opstate__kv_entry *e)
+{
+    opstate_bytes key, value;
+    opstate_position pos;
+    int before = opstate__kv_contribution(e);
+    key.ptr = opstate__kv_key(e);
+    key.len = e->key_len;
+    if (kv->base->get(kv->base->user, key, &value, &pos) == OPSTATE_OK) e->flags |= OPSTATE__KV_IN_BASE;
+    else e->flags &= ~OPSTATE__KV_IN_BASE;
+    kv->live_delta += opstate__kv_contribution(e) - before;
+}
+
 OPSTATE_API void opstate_kv_forget_clean(opstate_kv *kv)
 {
     uint32_t i = 0;
@@ -3392,6 +3414,7 @@ OPSTATE_API void opstate_kv_forget_clean(opstate_kv *kv)
             opstate__kv_free_entry(kv, e);
             continue;
         }
+        if (e && kv->base) opstate__kv_rebase(kv, e);
         i++;
     }
 }
@@ -3554,7 +3577,7 @@ OPSTATE__PRIVATE bool opstate__kv_json_item(void *user, const opstate_kv_item *i
     opstate__jw_cstr(&j->w, j->first ? "{" : ",{");
     j->first = false;
     opstate__jw_field(&j->w, false, "key", item->key);
-    opstate__jw_payload(&j->w, true, "value", item->value);
+    opstate__jw_payload(&j->w, true, "value", item->value, 3);
     opstate__jw_cstr(&j->w, ",\"seq\":");
     opstate__jw_u64(&j->w, item->position.seq);
     opstate__jw_cstr(&j->w, ",\"time\":");
@@ -3683,8 +3706,9 @@ OPSTATE__PRIVATE opstate_result opstate__snap_frame(const uint8_t *b, size_t len
                                                     opstate_bytes *body, opstate_error *err)
 {
     uint64_t dlen, blen;
-    if (len < 6 || OPSTATE_MEMCMP(b, opstate__snap_magic, 4) != 0)
-        return opstate__fail(err, len < 4 ? OPSTATE_TRUNCATED : OPSTATE_MALFORMED, 0, "magic");
+    if (len < 4) return opstate__fail(err, OPSTATE_TRUNCATED, len, "magic");
+    if (OPSTATE_MEMCMP(b, opstate__snap_magic, 4) != 0) return opstate__fail(err, OPSTATE_MALFORMED, 0, "magic");
+    if (len < 6) return opstate__fail(err, OPSTATE_TRUNCATED, len, "format");
     if (opstate_get_le16(b + 4) != OPSTATE_SNAPSHOT_FORMAT_VERSION)
         return opstate__fail(err, OPSTATE_UNKNOWN_VERSION, 4, "format");
     if (len < OPSTATE__SNAP_FIXED + 8u + 4u) return opstate__fail(err, OPSTATE_TRUNCATED, len, "header");
