@@ -680,6 +680,7 @@ typedef struct opstate_kv_base {
 typedef struct opstate_kv_config {
     opstate_allocator allocator;
     const opstate_kv_base *base; /* NULL: memory only */
+    size_t max_key_len;          /* longest key accepted (0: OPSTATE_MAX_KEY_LEN) */
 } opstate_kv_config;
 
 /* Creates an empty fold. cfg may be NULL (defaults). */
@@ -687,8 +688,8 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
 /* Frees the fold and everything it holds. NULL is fine. */
 OPSTATE_API void opstate_kv_destroy(opstate_kv *kv);
 /* Sets key to value (copied) and marks it dirty. NO_MEMORY or OVERSIZED
-   (key above OPSTATE_MAX_KEY_LEN, value above OPSTATE_MAX_DATA_LEN) leave the
-   fold unchanged; INVALID_ARGUMENT for an empty key. */
+   (key above the fold's max_key_len, value above OPSTATE_MAX_DATA_LEN) leave
+   the fold unchanged; INVALID_ARGUMENT for an empty key. */
 OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, opstate_bytes value,
                                           opstate_position position);
 /* Removes key and marks the delete dirty; deleting an absent key is OK and
@@ -886,6 +887,10 @@ typedef struct opstate_store {
     /* Optional: a read-through base for the fold (state larger than
        memory). NULL or returning NULL: load-all mode. */
     const opstate_kv_base *(*base)(void *user);
+    /* Longest key the store can keep (0: no limit of its own). The
+       consumer's fold refuses longer keys, so such an event is poison at
+       apply time instead of a flush that can never succeed. */
+    size_t max_key_len;
 } opstate_store;
 
 typedef struct opstate_memstore opstate_memstore;
@@ -986,6 +991,8 @@ typedef struct opstate_consumer opstate_consumer;
 typedef struct opstate_consumer_status {
     opstate_restore_decision decision;
     opstate_resume resume;     /* the resume check at open */
+    opstate_position restored; /* position of the restored state (seq 0: none) */
+    uint64_t first_read_seq;   /* where reading started at open */
     bool resynced;             /* keys reconciled after an expired cursor */
     uint64_t resync_removed;   /* keys removed by resyncs */
     uint64_t resets;           /* stream recreations seen while live */
@@ -3051,6 +3058,7 @@ typedef struct opstate__kv_entry {
 struct opstate_kv {
     opstate_allocator a;
     const opstate_kv_base *base;
+    size_t max_key_len;
     opstate__kv_entry **slots;
     uint32_t mask, used;
     opstate__kv_entry *dirty;
@@ -3131,6 +3139,7 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
     OPSTATE_MEMSET(kv, 0, sizeof *kv);
     kv->a = cfg->allocator;
     kv->base = cfg->base;
+    kv->max_key_len = cfg->max_key_len && cfg->max_key_len < OPSTATE_MAX_KEY_LEN ? cfg->max_key_len : OPSTATE_MAX_KEY_LEN;
     kv->memory = sizeof *kv;
     if (opstate__kv_resize(kv, OPSTATE__KV_MIN_SLOTS) != OPSTATE_OK) {
         opstate_free(&cfg->allocator, kv);
@@ -3223,10 +3232,10 @@ OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes
 
 OPSTATE__PRIVATE void opstate__kv_remove(opstate_kv *kv, opstate__kv_entry *e);
 
-OPSTATE__PRIVATE opstate_result opstate__kv_key_check(opstate_bytes key)
+OPSTATE__PRIVATE opstate_result opstate__kv_key_check(const opstate_kv *kv, opstate_bytes key)
 {
     if (key.len == 0) return OPSTATE_INVALID_ARGUMENT;
-    return key.len > OPSTATE_MAX_KEY_LEN ? OPSTATE_OVERSIZED : OPSTATE_OK;
+    return key.len > kv->max_key_len ? OPSTATE_OVERSIZED : OPSTATE_OK;
 }
 
 OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, opstate_bytes value,
@@ -3237,7 +3246,7 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
     opstate__kv_entry *e;
     uint8_t *copy = NULL;
     int before;
-    opstate_result r = opstate__kv_key_check(key);
+    opstate_result r = opstate__kv_key_check(kv, key);
     if (r != OPSTATE_OK) return r;
     if (value.len > OPSTATE_MAX_DATA_LEN) return OPSTATE_OVERSIZED;
     h = opstate__hash_bytes(key.ptr, key.len);
@@ -3271,7 +3280,7 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     uint32_t slot;
     opstate__kv_entry *e;
     int before;
-    opstate_result r = opstate__kv_key_check(key);
+    opstate_result r = opstate__kv_key_check(kv, key);
     if (r != OPSTATE_OK) return r;
     h = opstate__hash_bytes(key.ptr, key.len);
     slot = opstate__kv_find(kv, key.ptr, key.len, h);
@@ -3311,7 +3320,7 @@ OPSTATE__PRIVATE void opstate__kv_item(const opstate__kv_entry *e, opstate_kv_it
 OPSTATE_API opstate_result opstate_kv_get(const opstate_kv *kv, opstate_bytes key, opstate_kv_item *item)
 {
     const opstate__kv_entry *e;
-    if (opstate__kv_key_check(key) != OPSTATE_OK) return OPSTATE_NOT_FOUND;
+    if (opstate__kv_key_check(kv, key) != OPSTATE_OK) return OPSTATE_NOT_FOUND;
     e = kv->slots[opstate__kv_find(kv, key.ptr, key.len, opstate__hash_bytes(key.ptr, key.len))];
     if (e) {
         if (e->flags & OPSTATE__KV_TOMB) return OPSTATE_NOT_FOUND;
@@ -4400,6 +4409,7 @@ OPSTATE_API opstate_store opstate_faulty_store(opstate_faulty *f)
     s.flush = opstate__faulty_flush;
     s.drop = opstate__faulty_drop;
     s.base = opstate__faulty_base;
+    s.max_key_len = f->inner.max_key_len;
     return s;
 }
 
@@ -4493,6 +4503,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_alloc(const opstate_consumer_c
     OPSTATE_MEMSET(&kc, 0, sizeof kc);
     kc.allocator = cfg->allocator;
     kc.base = cfg->store.base ? cfg->store.base(cfg->store.user) : NULL;
+    kc.max_key_len = cfg->store.max_key_len;
     dedup_bytes = opstate_dedup_storage_size(c->cfg.dedup_capacity);
     if (!dedup_bytes || !opstate__array_bytes(c->cfg.batch, sizeof *c->batch, &batch_bytes) ||
         opstate_kv_create(&kc, &c->kv) != OPSTATE_OK ||
@@ -4695,6 +4706,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_restore(opstate_consumer *c, c
     }
     if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "schema");
     *stored = meta.position;
+    c->flushed_seq = meta.position.seq; /* what is stored needs no flush */
     return OPSTATE_OK;
 }
 
@@ -4723,7 +4735,8 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_start(opstate_consumer *c, con
         opstate__consumer_seek(c, stored.seq, stored.time, c->status.resume.next_seq);
         if (c->status.resume.state == OPSTATE_RESUME_EXPIRED) r = opstate__consumer_expired(c, info, err);
     }
-    c->start_seq = c->next_seq;
+    c->start_seq = c->status.first_read_seq = c->next_seq;
+    c->status.restored = stored;
     c->end_seq = info->last_seq;
     if (r == OPSTATE_OK && c->hwm.mark.seq != stored.seq) r = opstate__consumer_flush(c, err); /* persist a skip */
     return r;

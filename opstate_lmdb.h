@@ -243,6 +243,37 @@ OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest
 #define OPSTATE_LMDB__ABORT (-1) /* a transaction body failed for an opstate reason */
 #define OPSTATE_LMDB__MAX_KEY 511u
 
+OPSTATE_LMDB__PRIVATE MDB_val opstate_lmdb__val(const void *p, size_t n)
+{
+    MDB_val v;
+    v.mv_data = (void *)(uintptr_t)p;
+    v.mv_size = n;
+    return v;
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__put_be64(uint8_t *p, uint64_t v)
+{
+    int i;
+    for (i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+OPSTATE_LMDB__PRIVATE uint64_t opstate_lmdb__get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Byte string view of an LMDB value. */
+OPSTATE_LMDB__PRIVATE opstate_bytes opstate_lmdb__bytes(const MDB_val *v)
+{
+    opstate_bytes b;
+    b.ptr = (const uint8_t *)v->mv_data;
+    b.len = v->mv_size;
+    return b;
+}
+
 /* A read transaction kept between calls (reset, then renewed), so that
    returned pointers stay valid until the next call. */
 typedef struct opstate_lmdb__reader {
@@ -361,9 +392,27 @@ typedef int (*opstate_lmdb__txn_fn)(void *user, MDB_txn *txn);
 /* Runs fn in a write transaction and commits. On MDB_MAP_FULL the whole
    transaction is redone after growing the map; past the limit it fails
    with FULL and nothing was written. */
+/* Commits one tiny change. LMDB reuses pages freed by a transaction only
+   after a later commit; when the map is full at its limit right after a
+   drop or purge, this commit lets the retry use the freed pages. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__tick(opstate_lmdb *e)
+{
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k = opstate_lmdb__val("opstate.tick", 12), v = opstate_lmdb__val("", 0);
+    int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
+    if (rc != 0) return false;
+    rc = mdb_dbi_open(txn, NULL, 0, &dbi);
+    if (rc == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
+    if (rc == 0) return mdb_txn_commit(txn) == 0;
+    mdb_txn_abort(txn);
+    return false;
+}
+
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write(opstate_lmdb *e, opstate_lmdb__txn_fn fn, void *user,
                                                          opstate_result *abort_reason, opstate_error *err)
 {
+    bool ticked = false;
     for (;;) {
         MDB_txn *txn;
         int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
@@ -375,6 +424,10 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write(opstate_lmdb *e, opstat
         if (rc == 0) return OPSTATE_OK;
         if (rc == OPSTATE_LMDB__ABORT) return opstate_error_set(err, *abort_reason, "transaction", 0);
         if (rc == MDB_MAP_FULL && opstate_lmdb__grow(e)) continue;
+        if (rc == MDB_MAP_FULL && !ticked) {
+            ticked = true;
+            if (opstate_lmdb__tick(e)) continue;
+        }
         return opstate_lmdb__fail(err, rc, "commit");
     }
 }
@@ -517,37 +570,6 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__name_ok(const char *name)
             return false;
     }
     return i > 0;
-}
-
-OPSTATE_LMDB__PRIVATE MDB_val opstate_lmdb__val(const void *p, size_t n)
-{
-    MDB_val v;
-    v.mv_data = (void *)(uintptr_t)p;
-    v.mv_size = n;
-    return v;
-}
-
-OPSTATE_LMDB__PRIVATE void opstate_lmdb__put_be64(uint8_t *p, uint64_t v)
-{
-    int i;
-    for (i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
-}
-
-OPSTATE_LMDB__PRIVATE uint64_t opstate_lmdb__get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-    for (i = 0; i < 8; i++) v = (v << 8) | p[i];
-    return v;
-}
-
-/* Byte string view of an LMDB value. */
-OPSTATE_LMDB__PRIVATE opstate_bytes opstate_lmdb__bytes(const MDB_val *v)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)v->mv_data;
-    b.len = v->mv_size;
-    return b;
 }
 
 /* >>store ---------------------------------------------------------------- */
@@ -771,7 +793,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
     f->next.flags = 0;
     f->next.snap = *f->snap;
     if (f->count) {
-        uint8_t key[8];
+        uint8_t key[8] = {0};
         MDB_val k = opstate_lmdb__val(key, 8), v;
         opstate_lmdb__put_be64(key, st->m.next_flush);
         v.mv_size = f->size;
@@ -1095,10 +1117,29 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__migrate_item(void *user, const opstate_
     return mg->rc == 0;
 }
 
+/* A dedup window big enough for the one encoded in a layout-0 snapshot
+   (the snapshot format keeps its length at offset 36 and the window from
+   offset 40; the window's id count is at +2). NULL storage: none. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__snapshot_dedup(const opstate_allocator *a, const MDB_val *snap,
+                                                                  opstate_dedup *d, void **storage)
+{
+    const uint8_t *b = (const uint8_t *)snap->mv_data;
+    uint32_t count = 1;
+    size_t bytes;
+    *storage = NULL;
+    if (snap->mv_size >= 52 && opstate_get_le32(b + 36) >= 10) count = opstate_get_le32(b + 42);
+    if (count == 0) count = 1;
+    if (!(bytes = opstate_dedup_storage_size(count))) return OPSTATE_OVERSIZED;
+    if (!(*storage = opstate_alloc(a, bytes))) return OPSTATE_NO_MEMORY;
+    return opstate_dedup_init(d, *storage, bytes, count);
+}
+
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__migrate0(opstate_lmdb_store *st, MDB_txn *txn, MDB_val *old, opstate_result *why)
 {
     opstate_kv_config kc;
     opstate_kv *kv = NULL;
+    opstate_dedup dedup;
+    void *dedup_mem = NULL;
     opstate_lmdb__meta m;
     opstate_lmdb__migrate mg;
     MDB_val k = opstate_lmdb__val("snapshot", 8);
@@ -1109,14 +1150,16 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__migrate0(opstate_lmdb_store *st, MDB_txn
     mg.txn = txn;
     mg.rc = 0;
     *why = opstate_kv_create(&kc, &kv);
+    if (*why == OPSTATE_OK) *why = opstate_lmdb__snapshot_dedup(&kc.allocator, old, &dedup, &dedup_mem);
     if (*why == OPSTATE_OK)
-        *why = opstate_snapshot_decode((const uint8_t *)old->mv_data, old->mv_size, kv, &m.snap, NULL, NULL);
+        *why = opstate_snapshot_decode((const uint8_t *)old->mv_data, old->mv_size, kv, &m.snap, &dedup, NULL);
     if (*why == OPSTATE_OK && (*why = opstate_kv_iterate(kv, opstate_lmdb__migrate_item, &mg)) == OPSTATE_OK && !mg.rc) {
         m.next_flush = 1;
-        mg.rc = opstate_lmdb__meta_put(st, txn, &m, NULL);
+        mg.rc = opstate_lmdb__meta_put(st, txn, &m, &dedup); /* the window moves along: redeliveries stay skipped */
         if (!mg.rc) mg.rc = mdb_del(txn, st->meta_dbi, &k, NULL);
     }
     opstate_kv_destroy(kv);
+    opstate_free(&kc.allocator, dedup_mem);
     if (*why != OPSTATE_OK) return OPSTATE_LMDB__ABORT;
     if (!mg.rc) opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: migrated a layout 0 snapshot to layout ",
                                  OPSTATE_LMDB_LAYOUT_VERSION, "");
@@ -1194,6 +1237,7 @@ OPSTATE_API opstate_store opstate_lmdb_store_iface(opstate_lmdb_store *st)
     s.flush = opstate_lmdb__flush;
     s.drop = opstate_lmdb__drop;
     s.base = opstate_lmdb__base;
+    s.max_key_len = OPSTATE_LMDB__MAX_KEY;
     return s;
 }
 
@@ -1230,8 +1274,14 @@ OPSTATE_API opstate_result opstate_lmdb_blob_save(opstate_lmdb_store *st, opstat
     b.st = st;
     b.blob = blob;
     b.snap = meta;
+    opstate_result r;
     opstate_lmdb__reader_end(&st->rd);
-    return opstate_lmdb__write(st->e, opstate_lmdb__blob_txn, &b, &why, err);
+    r = opstate_lmdb__write(st->e, opstate_lmdb__blob_txn, &b, &why, err);
+    if (r == OPSTATE_OK) { /* the blob replaced any table and deltas */
+        OPSTATE_MEMSET(&st->m, 0, sizeof st->m);
+        st->m.next_flush = 1;
+    }
+    return r;
 }
 
 OPSTATE_API opstate_result opstate_lmdb_blob_load(opstate_lmdb_store *st,
@@ -1468,7 +1518,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__remember_id(const opstate_lmdb_log *lg, 
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(opstate_lmdb__append_ctx *a, MDB_txn *txn, uint64_t seq, int64_t time)
 {
     const opstate_lmdb_log *lg = a->lg;
-    uint8_t key[8], kb[OPSTATE_LMDB__MAX_SUBJECT + 9];
+    uint8_t key[8] = {0}, kb[OPSTATE_LMDB__MAX_SUBJECT + 9];
     uint64_t s[3];
     MDB_val k = opstate_lmdb__val(key, 8), v, bk, empty = opstate_lmdb__val("", 0);
     uint8_t *p;
@@ -1503,7 +1553,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__trim_subject(const opstate_lmdb_log *lg,
 {
     uint64_t s[3];
     while (lg->cfg.max_per_subject && opstate_lmdb__subj_get(lg, txn, subject, s) && s[2] > lg->cfg.max_per_subject) {
-        uint8_t key[8];
+        uint8_t key[8] = {0};
         MDB_val k = opstate_lmdb__val(key, 8), v;
         opstate_lmdb__msg m;
         int rc;
@@ -1638,7 +1688,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *l
                                                              opstate_log_message *msgs, size_t max, size_t *count,
                                                              uint64_t epoch, opstate_error *err)
 {
-    uint8_t key[8];
+    uint8_t key[8] = {0};
     MDB_val k = opstate_lmdb__val(key, 8), v;
     MDB_cursor *cur;
     size_t n = 0;
@@ -1729,7 +1779,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__last_per_subject(void *user, 
     opstate_lmdb__info_get(lg, lg->rd.txn, &info);
     if ((rc = mdb_cursor_open(lg->rd.txn, lg->subj, &cur)) == 0) {
         for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            uint8_t key[8];
+            uint8_t key[8] = {0};
             MDB_val mk = opstate_lmdb__val(key, 8), mv;
             opstate_lmdb__msg m;
             opstate_log_message msg;
@@ -1868,7 +1918,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__file_sum(const char *path, ui
     uint8_t buf[16384];
     FILE *f = fopen(path, "rb");
     size_t n;
-    if (!f) return opstate_lmdb__fail(err, errno == ENOENT ? MDB_NOTFOUND : errno, path);
+    if (!f) return errno == ENOENT ? opstate_error_set(err, OPSTATE_NOT_FOUND, path, ENOENT) : opstate_lmdb__errno(err, path);
     *size = 0;
     *crc = 0;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
@@ -2023,7 +2073,8 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_manifest(const char *dir
     opstate_result r = OPSTATE_OK;
     FILE *f;
     opstate_lmdb__join(path, sizeof path, dir, "MANIFEST");
-    if (!(f = fopen(path, "r"))) return opstate_lmdb__fail(err, errno == ENOENT ? MDB_NOTFOUND : errno, "MANIFEST");
+    if (!(f = fopen(path, "r")))
+        return errno == ENOENT ? opstate_error_set(err, OPSTATE_NOT_FOUND, "MANIFEST", ENOENT) : opstate_lmdb__errno(err, "MANIFEST");
     m->n = 0;
     m->size = 0;
     m->crc = 0;
@@ -2032,7 +2083,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_manifest(const char *dir
         first = false;
         if (r == OPSTATE_OK) r = opstate_lmdb__parse_line(line, m, &ended);
     }
-    if (r == OPSTATE_OK && (!ended || fgets(line, sizeof line, f))) r = OPSTATE_MALFORMED;
+    if (r == OPSTATE_OK && (!ended || m->size == 0 || fgets(line, sizeof line, f))) r = OPSTATE_MALFORMED;
     fclose(f);
     return r == OPSTATE_OK ? OPSTATE_OK : opstate_error_set(err, r, "MANIFEST", 0);
 }
