@@ -23,7 +23,12 @@ FUZZ_TIME ?= 60
 
 .PHONY: all test unit demo fuzz bench clean deps
 
-all: $(BUILD)/unit
+all: $(BUILD)/unit $(BUILD)/opstate
+
+# The command-line tool (LMDB logs and stores).
+$(BUILD)/opstate: examples/opstate.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) -O2 $(POSIX) $(WARN) -I. $< -llmdb -o $@
 
 deps:
 	@bash scripts/deps.sh
@@ -93,16 +98,23 @@ fuzz: $(addprefix $(BUILD)/fuzz-,$(FUZZ_NAMES))
 test: deps
 	@bash scripts/test.sh
 
-demo:
-	@echo "make demo: coming soon — the demo lands with the CLI issue (see README)."
+# The main job: publish 200,000 events into an embedded LMDB log, consume,
+# kill -9 part-way, restart, check against a full replay, point-in-time.
+demo: deps
+	@bash scripts/demo.sh
 
 $(BUILD)/bench_core: bench/bench_core.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $< -o $@
 
+$(BUILD)/bench_lmdb: bench/bench_lmdb.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -llmdb -lsqlite3 -o $@
+
 # Benchmarks print ratios against baselines measured in the same run.
-bench: deps $(BUILD)/bench_core
+bench: deps $(BUILD)/bench_core $(BUILD)/bench_lmdb
 	./$(BUILD)/bench_core
+	./$(BUILD)/bench_lmdb $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

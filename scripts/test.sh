@@ -18,6 +18,11 @@ check() {
   local log="$BUILD/log.$(echo "$name" | tr -c 'a-zA-Z0-9._-' '_')"
   if "$@" >"$log" 2>&1; then ok; else bad "$name"; tail -n 30 "$log"; fi
 }
+# check_show NAME CMD...: like check, and prints the last line it wrote
+check_show() {
+  local name=$1
+  check "$@" && echo "$name: $(tail -n 1 "$BUILD/log.$(echo "$name" | tr -c 'a-zA-Z0-9._-' '_')")"
+}
 # unit NAME CMD...: a runner binary; adds its own counts
 unit() {
   local name=$1; shift
@@ -68,6 +73,9 @@ for std in c99 c11; do
   check "gcc $std nats declarations" gcc -std=$std $LIBWARN -Wstrict-prototypes -c tests/compile/decl_nats.c -o "$BUILD/m.o"
   check "gcc $std nats implementation" gcc -std=$std -D_POSIX_C_SOURCE=200809L $LIBWARN -Wstrict-prototypes -c tests/impl_nats.c -o "$BUILD/m.o"
 done
+for impl in impl impl_lmdb impl_nats; do
+  check "gcc -O0 $impl (maybe-uninitialized shows here too)" gcc -std=c99 -O0 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror -c tests/$impl.c -o "$BUILD/m.o"
+done
 for std in c++11 c++17; do
   check "g++ $std nats implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl_nats.c -o "$BUILD/m.o"
 done
@@ -95,12 +103,27 @@ if [[ -n $(ls tests/test_lmdb*.c 2>/dev/null) ]]; then
 fi
 
 echo "== chaos: kill -9 of a consuming process, 200+ times"
-check "kill -9 chaos (state == fold up to the stored position)" sh -c "make -s $BUILD/kill9 && ./$BUILD/kill9"
+check_show "kill -9 chaos (state == fold up to the stored position)" sh -c "make -s $BUILD/kill9 && ./$BUILD/kill9"
 
 echo "== NATS companion tests (real nats-server on 127.0.0.1)"
 if [[ -n $(ls tests/test_nats*.c 2>/dev/null) ]]; then
   if check "build unit-nats" make -s "$BUILD/unit-nats"; then unit "unit-nats" "./$BUILD/unit-nats"; fi
 fi
+
+echo "== examples: each built with the cc line at its top, then run"
+mkdir -p "$BUILD/examples"
+for src in examples/*.c; do
+  name=$(basename "$src" .c)
+  [[ $name == opstate ]] && continue # the tool: tests/cli_test.sh
+  line=$(grep -m1 -o 'cc -std=[^*]*' "$src" | sed "s| -o [^ ]*| -o $BUILD/examples/$name|")
+  check "example $name: $line" sh -c "$line -I. && cd $BUILD/examples && ./$name"
+done
+
+echo "== the opstate tool"
+unit "cli" bash tests/cli_test.sh
+
+echo "== amalgamate.py"
+unit "amalgamation" bash tests/amalgamate_test.sh
 
 echo "== fuzz seed replay"
 for src in tests/fuzz/fuzz_*.c; do

@@ -5,8 +5,9 @@
    A parent builds an LMDB event log (puts, deletes, overwrites over 200
    keys). At least 200 times it forks a child that opens the log and an LMDB
    store (load-all or read-through, alternating) and consumes with a small
-   flush interval, and SIGKILLs it after a random 0..20 ms: before, inside or
-   after a flush. After each kill the parent reopens the store and checks
+   flush interval, and SIGKILLs it after a random delay (up to 20 ms, less
+   when children finish first): before, inside or after a flush. At least
+   200 kills must land while the child still runs. After each kill the parent reopens the store and checks
    that the stored state equals an opstate_replay of the log up to the
    stored position: no torn, lost or doubled event. Every 4 rounds the
    store is dropped so kills also land early in a consumption; every round
@@ -202,6 +203,11 @@ static void drop_store(void)
     opstate_lmdb_close(env);
 }
 
+/* Upper bound of the random kill delay (ns): halved when a child finished
+   before its kill, grown again when kills land mid-run, so that most kills
+   land mid-run however fast or loaded the machine is. */
+static long kill_window = 20000000;
+
 /* One round: start a consumer, kill it at a random moment; true when it was
    still running when killed. */
 static bool round_kill(int round)
@@ -212,11 +218,13 @@ static bool round_kill(int round)
     if (child < 0) die("fork", OPSTATE_IO);
     if (child == 0) consume(round % 2 == 1, 1 + (uint64_t)round % 10);
     delay.tv_sec = 0;
-    delay.tv_nsec = (long)(next_random() % 20000000u);
+    delay.tv_nsec = (long)(next_random() % (uint64_t)kill_window);
     nanosleep(&delay, NULL);
     kill(child, SIGKILL);
     waitpid(child, &status, 0);
     if (WIFEXITED(status) && WEXITSTATUS(status) != 0) die("child failed", OPSTATE_IO);
+    if (!WIFSIGNALED(status) && kill_window > 1000000) kill_window /= 2;
+    else if (WIFSIGNALED(status) && kill_window < 20000000) kill_window += kill_window / 8;
     return WIFSIGNALED(status);
 }
 
@@ -230,7 +238,7 @@ int main(void)
     snprintf(log_path, sizeof log_path, "%s/log", dir);
     snprintf(state_path, sizeof state_path, "%s/state", dir);
     append_events(3000);
-    for (round = 0; round < ROUNDS; round++) {
+    for (round = 0; round < ROUNDS || (killed < 200 && round < 2 * ROUNDS); round++) {
         uint64_t pos;
         if (round % 4 == 3) drop_store();
         append_events(200);
@@ -240,7 +248,7 @@ int main(void)
     }
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "kill9: could not remove %s\n", dir);
-    printf("kill9: %d rounds, %d kills mid-run, max position %llu, %llu mismatches\n", ROUNDS, killed,
+    printf("kill9: %d rounds, %d kills mid-run, max position %llu, %llu mismatches\n", round, killed,
            (unsigned long long)max_pos, (unsigned long long)mismatches);
     return mismatches == 0 && killed >= 200 ? 0 : 1;
 }

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Tests for the opstate command-line tool (examples/opstate.c): every
+# subcommand's happy path, every flag conflict (exit 2), bad inputs (each one
+# line on stderr with its documented exit code), corrupt data (4), a poison
+# event (5), and every --json output checked with python3's json module.
+# Builds $BUILD/opstate unless OPSTATE names a binary. Last line:
+# "N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+if [[ -z ${OPSTATE:-} ]]; then
+  mkdir -p "$BUILD"
+  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -o "$BUILD/opstate" || {
+    echo "cannot build $BUILD/opstate"
+    echo "0 passed, 1 failed"
+    exit 1
+  }
+  OPSTATE=$PWD/$BUILD/opstate
+fi
+T=$(mktemp -d "${TMPDIR:-/tmp}/opstate-cli.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+LOG="lmdb:$T/log"
+passed=0 failed=0
+out=$T/stdout err=$T/stderr
+
+ok() { passed=$((passed + 1)); }
+bad() {
+  failed=$((failed + 1))
+  echo "FAILED: $1"
+  sed 's/^/    stdout: /' "$out" | head -n 5
+  sed 's/^/    stderr: /' "$err" | head -n 5
+}
+op() { "$OPSTATE" "$@" >"$out" 2>"$err"; }
+
+# expect NAME RC [stdout-regex] -- ARGS...: exit code, and stdout matching.
+expect() {
+  local name=$1 rc=$2 pattern=$3
+  shift 4
+  op "$@"
+  local got=$?
+  if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
+  if [[ -n $pattern ]] && ! grep -Eq -- "$pattern" "$out"; then bad "$name (stdout does not match /$pattern/)"; return; fi
+  ok
+}
+
+# fails NAME RC STDERR-REGEX -- ARGS...: exit code RC, exactly one line on
+# stderr, matching the regex, and nothing on stdout.
+fails() {
+  local name=$1 rc=$2 pattern=$3
+  shift 4
+  op "$@"
+  local got=$? lines
+  lines=$(wc -l <"$err")
+  if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
+  if [[ $lines -ne 1 ]]; then bad "$name ($lines lines on stderr, expected 1)"; return; fi
+  if ! grep -Eq -- "^opstate: .*$pattern" "$err"; then bad "$name (stderr does not match /$pattern/)"; return; fi
+  if [[ -s $out && -z ${STDOUT_OK:-} ]]; then bad "$name (stdout not empty)"; return; fi
+  ok
+}
+
+# json NAME PYTHON-CHECK -- ARGS...: exit 0 and stdout is JSON for which the
+# python expression (over d) is true.
+json() {
+  local name=$1 check=$2
+  shift 3
+  op "$@"
+  local got=$?
+  if [[ $got -ne 0 ]]; then bad "$name (exit $got)"; return; fi
+  if ! python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($check) else 1)" "$out" 2>>"$err"; then
+    bad "$name (not JSON, or the check '$check' is false)"
+    return
+  fi
+  ok
+}
+
+# Flips one byte at `offset` after every occurrence of `needle` in a file.
+flip() {
+  python3 - "$@" <<'EOF'
+import sys
+path, needle, offset = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+b = bytearray(open(path, "rb").read())
+i, n = b.find(needle), 0
+while i >= 0:
+    b[i + offset] ^= 0xFF
+    n += 1
+    i = b.find(needle, i + 1)
+open(path, "wb").write(b)
+sys.exit(0 if n else 1)
+EOF
+}
+
+echo "== help"
+expect "opstate --help" 0 "Exit codes:" -- --help
+expect "opstate --help lists 5 = poison" 0 "^  5  consume stopped at a poison event" -- --help
+expect "opstate --version" 0 "^opstate 0\." -- --version
+for c in publish consume replay info inspect decide export import; do
+  expect "$c --help" 0 "^Usage: opstate $c" -- "$c" --help
+done
+fails "no command" 2 "unknown command 'frobnicate'" -- frobnicate
+
+echo "== publish"
+expect "publish put" 0 "^published ops\.eu\.order\.o-1 at sequence 1 " -- publish --log "$LOG" --scope eu --kind order --key o-1 --op put --data '{"qty":1}'
+expect "publish a key with dots (escaped)" 0 "^published ops\.eu\.device\.10%2E0%2E0%2E1 at sequence 2 " -- publish --log "$LOG" --scope eu --kind device --key 10.0.0.1 --op put --data '{"temp":40}'
+printf '{"from":"stdin"}' >"$T/payload.json"
+expect "publish --data-file" 0 "at sequence 3 " -- publish --log "$LOG" --scope us --kind order --key o-2 --op put --data-file "$T/payload.json"
+op publish --log "$LOG" --scope us --kind order --key o-3 --op put --data - <"$T/payload.json"
+if [[ $? -eq 0 ]] && grep -q "at sequence 4 " "$out"; then ok; else bad "publish --data - (stdin)"; fi
+expect "publish delete" 0 "at sequence 5 " -- publish --log "$LOG" --scope eu --kind order --key o-1 --op delete
+# Application ops are poison for the KV apply that consume uses: own log.
+APPLOG="lmdb:$T/applog"
+expect "publish an application op, no key, no time" 0 "^published ops\.eu\.audit at sequence 1 " -- publish --log "$APPLOG" --scope eu --kind audit --op 16 --data note --no-time
+ID=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b
+expect "publish --id, --time" 0 "at sequence 6 \(id $ID\)" -- publish --log "$LOG" --scope us --kind order --key o-4 --op put --data '{"v":1}' --id "$ID" --time 2026-11-23T10:00:00.5+01:00
+expect "publish the same --id again: duplicate" 0 "^duplicate: id $ID is already at sequence 6" -- publish --log "$LOG" --scope us --kind order --key o-4 --op put --data '{"v":1}' --id "$ID"
+expect "publish --expect-seq 0 on a new subject" 0 "at sequence 7 " -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 1 --expect-seq 0
+fails "publish --expect-seq conflict (exit 1)" 1 "--expect-seq 0: conflict on 'ops\.us\.order\.o-5'" -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 2 --expect-seq 0
+expect "publish --expect-seq with the right sequence" 0 "at sequence 8 " -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 2 --expect-seq 7
+printf '# scope kind key op data\n\neu session s-1 put {"user":"ann"}\nus session s-2 put {"user":"bob"} \n eu  session  s-1  delete\n' >"$T/batch.txt"
+op publish --log "$LOG" --batch <"$T/batch.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates) .* last sequence 11$" "$out"; then ok; else bad "publish --batch"; fi
+printf 'ap audit - 17 free text with spaces\n' | "$OPSTATE" publish --log "$APPLOG" --batch >"$out" 2>"$err"
+if [[ $? -eq 0 ]] && grep -q "^published 1 events .* last sequence 2$" "$out"; then ok; else bad "publish --batch, an application op"; fi
+json "replay --json of application ops: both poison, data kept in the log" 'd["applied"] == 0 and d["poison"] == 2' -- replay --log "$APPLOG" --json
+printf 'eu order o-9 put {}\nbad.scope order k put x\n' >"$T/badbatch.txt"
+"$OPSTATE" publish --log "lmdb:$T/batchlog" --batch <"$T/badbatch.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: stdin line 2: scope 'bad.scope': a scope is one subject token" "$err"; then ok; else bad "publish --batch, a bad line"; fi
+printf 'eu order\n' >"$T/shortbatch.txt"
+"$OPSTATE" publish --log "lmdb:$T/batchlog" --batch <"$T/shortbatch.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 ]] && grep -q "^opstate: stdin line 1: expected" "$err"; then ok; else bad "publish --batch, a short line"; fi
+
+echo "== info"
+expect "info" 0 "^last: +seq 11 at 20[0-9-]+T[0-9:.]{18}Z$" -- info --log "$LOG"
+json "info --json" 'd["last_seq"] == 11 and d["first_seq"] == 1 and d["messages"] == 11 and d["epoch"] > 0 and d["last_time_text"].endswith("Z")' -- info --log "$LOG" --json
+
+echo "== replay"
+expect "replay" 0 "^replayed 11 events up to sequence 11 .*: 6 keys; position seq 11 " -- replay --log "$LOG"
+json "replay --json" 'd["applied"] == 11 and d["count"] == 6 and len(d["items"]) == 6 and d["position"]["seq"] == 11' -- replay --log "$LOG" --json
+json "replay --json --until-seq 4" 'd["end_seq"] == 4 and d["count"] == 4 and d["position"]["seq"] == 4' -- replay --log "$LOG" --json --until-seq 4
+json "replay --json --max-events 2" 'd["applied"] == 2 and d["count"] == 2' -- replay --log "$LOG" --json --max-events 2
+json "replay --json --scope us" 'd["applied"] == 6 and all(i["key"].startswith("us\u0000") for i in d["items"])' -- replay --log "$LOG" --json --scope us
+json "replay --json --filter ops.*.order.>" 'd["count"] == 4' -- replay --log "$LOG" --json --filter 'ops.*.order.>'
+json "replay --json --until-time before the log" 'd["applied"] == 0 and d["filtered"] == 11 and d["items"] == []' -- replay --log "$LOG" --json --until-time 2000-01-01T00:00:00Z
+json "replay --json --until-time in ns" 'd["applied"] == 11' -- replay --log "$LOG" --json --until-time 9000000000000000000ns
+
+echo "== consume"
+expect "consume: nothing stored" 0 "^decision: restore \[NOTHING_STORED\] .*; stored position none; " -- consume --log "$LOG" --exit-when-caught-up
+expect "consume: caught-up summary" 0 "^stopped \(caught up\): applied 11, .*position seq 11 " -- consume --log "$LOG" --exit-when-caught-up --clear-state
+"$OPSTATE" publish --log "$LOG" --scope eu --kind order --key o-6 --op put --data '{"late":true}' >/dev/null
+expect "consume: resume restores the stored position" 0 "^decision: restore \[RESUME\] resume after the stored position; stored position seq 11 at [^;]* restored; resume: ok; position seq 11 " -- consume --log "$LOG" --exit-when-caught-up
+json "inspect --json equals replay --json" "d['items'] == json.load(open('$T/replay.json'))['items'] if __import__('subprocess').run(['$OPSTATE', 'replay', '--log', '$LOG', '--json'], stdout=open('$T/replay.json', 'w')).returncode == 0 else False" -- inspect --log "$LOG" --json
+expect "consume --replay-from-first" 0 "^decision: clear \[FULL_REBUILD\] .*stored position seq 12 at [^;]* discarded" -- consume --log "$LOG" --exit-when-caught-up --replay-from-first
+expect "consume --replay-from-sequence at the stored one" 0 "^decision: clear \[BACKWARD_SEQUENCE\]" -- consume --log "$LOG" --exit-when-caught-up --replay-from-sequence 12
+expect "consume --replay-from-latest" 0 "^decision: clear \[LATEST\] .*position seq 12 " -- consume --log "$LOG" --exit-when-caught-up --replay-from-latest
+expect "consume --replay-from-time, earlier" 0 "^decision: clear \[BACKWARD_TIME\]" -- consume --log "$LOG" --exit-when-caught-up --replay-from-time 2000-01-01T00:00:00Z
+expect "consume --keep-state" 0 "^decision: restore \[FORCED_KEEP\]" -- consume --log "$LOG" --exit-when-caught-up --keep-state
+expect "consume --clear-state" 0 "^decision: clear \[FORCED_CLEAR\]" -- consume --log "$LOG" --exit-when-caught-up --clear-state --flush-every 2 --flush-interval-ms 0 --timestamp-fallback skip --poison skip --no-resync
+expect "consume --scope, own store, read-through" 0 "applied 6, " -- consume --log "$LOG" --exit-when-caught-up --scope eu --name eu-only --read-through
+expect "inspect --name eu-only" 0 "^keys: +2$" -- inspect --log "$LOG" --name eu-only
+(cd "$T" && "$OPSTATE" publish --scope a --kind b --op put --data 1 >/dev/null && "$OPSTATE" consume --exit-when-caught-up) >"$out" 2>"$err"
+if [[ $? -eq 0 && -d $T/opstate-data/log.state ]] && grep -q "applied 1, " "$out"; then ok; else bad "publish and consume with the default log (./opstate-data/log)"; fi
+"$OPSTATE" consume --log "$LOG" --state "$T/sig.state" --flush-interval-ms 50 >"$out" 2>"$err" &
+pid=$!
+sleep 0.5
+kill -TERM "$pid"
+wait "$pid"
+if [[ $? -eq 0 ]] && grep -q "^stopped (SIGTERM): applied 12, " "$out"; then ok; else bad "consume stops on SIGTERM with a final flush"; fi
+expect "the state SIGTERM flushed" 0 "^position: +seq 12 " -- inspect --log "$LOG" --state "$T/sig.state"
+"$OPSTATE" consume --log "$LOG" --state "$T/sigint.state" >"$out" 2>"$err" &
+pid=$!
+sleep 0.5
+kill -INT "$pid"
+wait "$pid"
+if [[ $? -eq 0 ]] && grep -q "^stopped (SIGINT): " "$out"; then ok; else bad "consume stops on SIGINT"; fi
+
+echo "== inspect"
+expect "inspect" 0 "^position: +seq 12 at " -- inspect --log "$LOG"
+expect "inspect shows schema, keys, deltas" 0 "^deltas: +[0-9]+ pending" -- inspect --log "$LOG"
+expect "inspect --keys" 0 "^eu device 10\.0\.0\.1	\{\"temp\":40\}$" -- inspect --log "$LOG" --keys
+json "inspect --json" 'd["position"]["seq"] == 12 and d["schema_version"] == 1 and d["count"] == len(d["items"]) == 7 and d["store"] == "default"' -- inspect --log "$LOG" --json
+
+echo "== decide"
+expect "decide: 101 vs 100 restores" 0 "^reason: +FORWARD_SEQUENCE: " -- decide --replay-from-sequence 101 --stored-seq 100
+expect "decide: 50 vs 100 clears" 0 "^decision: +clear" -- decide --replay-from-sequence 50 --stored-seq 100
+expect "decide: equal sequence clears" 0 "^reason: +BACKWARD_SEQUENCE: " -- decide --replay-from-sequence 100 --stored-seq 100
+expect "decide: a gap is reported" 0 "^gap: +49$" -- decide --replay-from-sequence 150 --stored-seq 100 --last-seq 200
+expect "decide: equal time (offsets) clears" 0 "^reason: +BACKWARD_TIME: " -- decide --replay-from-time 2026-11-23T11:00:00+01:00 --stored-seq 5 --stored-time 2026-11-23T10:00:00Z
+expect "decide: 1 ns later restores" 0 "^reason: +FORWARD_TIME: " -- decide --replay-from-time 2026-11-23T10:00:00.000000001Z --stored-seq 5 --stored-time 1795428000000000000ns
+expect "decide: nothing stored, resume" 0 "^reason: +NOTHING_STORED: " -- decide
+expect "decide: keep, nothing stored, restores" 0 "^decision: +restore" -- decide --mode keep
+expect "decide: epoch differs" 0 "^reason: +STREAM_RECREATED: " -- decide --stored-seq 10 --stored-epoch 1 --last-seq 20 --epoch 2
+expect "decide: expired cursor resyncs" 0 "^resync: +yes" -- decide --stored-seq 10 --first-seq 50 --last-seq 90
+json "decide --json" 'd["decision"] == "restore" and d["reason"] == "CURSOR_EXPIRED" and d["resync"] is True and d["gap"] == 39' -- decide --stored-seq 10 --first-seq 50 --last-seq 90 --json
+json "decide --json, from first" 'd["decision"] == "clear" and d["reason"] == "FULL_REBUILD" and d["resync"] is False' -- decide --replay-from-first --stored-seq 10 --json
+
+echo "== export / import"
+expect "export" 0 "^exported " -- export "$T/export" --log "$LOG"
+expect "import" 0 "^imported " -- import "$T/export" "$T/imported"
+expect "inspect the imported state" 0 "^position: +seq 12 " -- inspect --state "$T/imported"
+fails "import into a non-empty directory" 2 "directory is not empty" -- import "$T/export" "$T/imported"
+fails "import a missing export" 3 "import of '$T/nope'" -- import "$T/nope" "$T/imported2"
+cp -r "$T/export" "$T/export-bad" && printf 'x' >>"$T/export-bad/data.mdb"
+fails "import a damaged export" 4 "data.mdb does not match the manifest" -- import "$T/export-bad" "$T/imported3"
+fails "export into a non-empty directory" 2 "directory is not empty" -- export "$T/export" --log "$LOG"
+
+echo "== flag conflicts"
+starts=(--replay-from-sequence=5 --replay-from-time=2026-01-01T00:00:00Z --replay-from-latest --replay-from-first)
+for ((i = 0; i < 4; i++)); do
+  for ((j = i + 1; j < 4; j++)); do
+    a=${starts[i]%%=*} b=${starts[j]%%=*}
+    fails "consume $a + $b" 2 "consume: $a and $b exclude each other" -- consume --log "$LOG" "${starts[i]}" "${starts[j]}"
+  done
+done
+fails "decide with two starts" 2 "decide: --replay-from-latest and --replay-from-first exclude each other" -- decide --replay-from-latest --replay-from-first
+fails "consume --keep-state + --clear-state" 2 "consume: --keep-state and --clear-state exclude each other" -- consume --log "$LOG" --keep-state --clear-state
+fails "consume --scope + --filter" 2 "consume: --scope and --filter exclude each other" -- consume --log "$LOG" --scope eu --filter 'ops.>'
+fails "replay --scope + --filter" 2 "replay: --scope and --filter exclude each other" -- replay --log "$LOG" --scope eu --filter 'ops.>'
+fails "publish --data + --data-file" 2 "publish: --data and --data-file exclude each other" -- publish --log "$LOG" --scope a --kind b --op put --data x --data-file "$T/payload.json"
+fails "publish --time + --no-time" 2 "publish: --time and --no-time exclude each other" -- publish --log "$LOG" --scope a --kind b --op put --time 1ns --no-time
+fails "publish --batch + --scope" 2 "publish: --batch and --scope exclude each other" -- publish --log "$LOG" --batch --scope a
+fails "inspect --json + --keys" 2 "inspect: --json and --keys exclude each other" -- inspect --log "$LOG" --json --keys
+
+echo "== bad input"
+fails "unknown log URI" 2 "--log 'foo:bar': unknown log URI" -- info --log foo:bar
+fails "nats:// without the companion" 2 "--log 'nats://127.0.0.1:4222/OPS': built without the NATS companion" -- info --log nats://127.0.0.1:4222/OPS
+fails "lmdb: with no path" 2 "--log 'lmdb:': the path is empty" -- replay --log lmdb:
+fails "info on a missing log" 3 "no log there" -- info --log "lmdb:$T/missing"
+fails "replay on a missing log" 3 "no log there" -- replay --log "lmdb:$T/missing"
+fails "consume on a missing log" 3 "no log there" -- consume --log "lmdb:$T/missing" --exit-when-caught-up
+fails "inspect a missing state" 3 "--state '$T/none': no state there" -- inspect --state "$T/none"
+fails "inspect a store with nothing stored" 3 "nothing stored under --name 'other'" -- inspect --log "$LOG" --name other
+fails "scope with a dot" 2 "--scope 'a\.b': a scope is one subject token \(no '\.', '\*', '>', spaces\)$" -- publish --log "$LOG" --scope a.b --kind k --op put
+fails "scope filter with a dot" 2 "--scope 'a\.b': a scope is one subject token" -- replay --log "$LOG" --scope a.b
+fails "kind with a space" 2 "--kind 'a b': a kind is one subject token" -- publish --log "$LOG" --scope a --kind 'a b' --op put
+fails "scope wildcard" 2 "--scope '\*': a scope is one subject token" -- consume --log "$LOG" --scope '*'
+fails "bad op" 2 "--op 'upsert': expected put, delete or an application op" -- publish --log "$LOG" --scope a --kind b --op upsert
+fails "reserved op" 2 "--op '3': expected put, delete or an application op" -- publish --log "$LOG" --scope a --kind b --op 3
+fails "bad id" 2 "--id 'not-a-uuid': expected a lowercase UUID" -- publish --log "$LOG" --scope a --kind b --op put --id not-a-uuid
+fails "missing required flags" 2 "--scope, --kind and --op are required" -- publish --log "$LOG" --scope a
+fails "missing data file" 3 "--data-file '$T/nofile': No such file" -- publish --log "$LOG" --scope a --kind b --op put --data-file "$T/nofile"
+fails "bad time word" 2 "--replay-from-time 'yesterday': not a time" -- consume --log "$LOG" --replay-from-time yesterday
+fails "bad time month" 2 "--until-time '2026-13-01T00:00:00Z': not a time" -- replay --log "$LOG" --until-time 2026-13-01T00:00:00Z
+fails "bad time day" 2 "--until-time '2026-02-29T00:00:00Z': not a time" -- replay --log "$LOG" --until-time 2026-02-29T00:00:00Z
+fails "time without offset" 2 "--stored-time '2026-11-23T10:00:00': not a time" -- decide --stored-seq 1 --stored-time 2026-11-23T10:00:00
+fails "time without a unit" 2 "--time '1763890000': not a time" -- publish --log "$LOG" --scope a --kind b --op put --time 1763890000
+fails "time finer than ns" 2 "not a time" -- decide --replay-from-time 2026-11-23T10:00:00.1234567891Z
+fails "not a number" 2 "--until-seq 'abc': not a whole number" -- replay --log "$LOG" --until-seq abc
+fails "sequence 0" 2 "--replay-from-sequence '0': out of range" -- consume --log "$LOG" --replay-from-sequence 0
+fails "bad --timestamp-fallback" 2 "--timestamp-fallback 'maybe': expected one of wallclock\|skip" -- consume --log "$LOG" --timestamp-fallback maybe
+fails "bad --poison" 2 "--poison 'ignore': expected one of stop\|skip" -- consume --log "$LOG" --poison ignore
+fails "bad --mode" 2 "--mode 'fresh': expected one of auto\|clear\|keep" -- decide --mode fresh
+fails "bad --name" 2 "--name 'a b': a store name is" -- inspect --log "$LOG" --name 'a b'
+fails "bad --prefix" 2 "--prefix 'a\.\.b': a prefix is" -- replay --log "$LOG" --prefix a..b
+fails "bad --filter" 2 "--filter 'ops\.>\.x': a filter is" -- replay --log "$LOG" --filter 'ops.>.x'
+fails "stored-time without stored-seq" 2 "decide: --stored-time needs --stored-seq" -- decide --stored-time 1ns
+fails "unknown option" 2 "replay: unknown option '--until'" -- replay --until 5
+fails "option given twice" 2 "info: --log given twice" -- info --log "$LOG" --log "$LOG"
+fails "option without its value" 2 "replay: --until-seq needs a value" -- replay --until-seq
+fails "flag with a value" 2 "info: --json takes no value" -- info --json=yes
+fails "extra argument" 2 "info: unexpected argument 'extra'" -- info extra
+fails "missing argument" 2 "import: missing argument" -- import "$T/export"
+fails "state dir is the log's" 2 "already open" -- consume --log "$LOG" --state "$T/log"
+
+echo "== corrupt data"
+cp -r "$T/log.state" "$T/corrupt.state"
+if flip "$T/corrupt.state/data.mdb" OPSL 12; then ok; else bad "corrupting the store meta"; fi
+fails "inspect a corrupt store" 4 "checksum mismatch" -- inspect --state "$T/corrupt.state"
+fails "consume from a corrupt store" 4 "checksum mismatch" -- consume --log "$LOG" --state "$T/corrupt.state" --exit-when-caught-up
+PLOG="lmdb:$T/plog"
+for n in 1 2 3; do "$OPSTATE" publish --log "$PLOG" --scope p --kind k --key "k$n" --op put --data "MARKER-$n" >/dev/null; done
+if flip "$T/plog/data.mdb" MARKER-2 0; then ok; else bad "corrupting an event in the log"; fi
+STDOUT_OK=1 fails "consume stops at a poison event (exit 5)" 5 "stopped at a poison event: sequence 2 \(id undecodable\): checksum mismatch" -- consume --log "$PLOG" --exit-when-caught-up
+expect "the state before the poison event was kept" 0 "^position: +seq 1 " -- inspect --log "$PLOG"
+op consume --log "$PLOG" --exit-when-caught-up --poison skip
+if [[ $? -eq 0 ]] && grep -q "applied 1, skipped 1, poison 1" "$out" && grep -q "warning: skipped 1 poison event" "$err"; then ok; else bad "consume --poison skip"; fi
+STDOUT_OK=1 fails "consume stops at an application op (exit 5)" 5 "stopped at a poison event: sequence 1 \(id [0-9a-f-]{36}\): the KV apply rejected it" -- consume --log "$APPLOG" --exit-when-caught-up
+op replay --log "$PLOG"
+if [[ $? -eq 0 ]] && grep -q "poison 1" "$out" && grep -q "1 poison events skipped" "$err"; then ok; else bad "replay counts a poison event"; fi
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
