@@ -122,6 +122,9 @@ done
 echo "== the opstate tool"
 unit "cli" bash tests/cli_test.sh
 
+echo "== README: every C snippet compiles and runs"
+unit "readme" bash tests/readme_test.sh
+
 echo "== amalgamate.py"
 unit "amalgamation" bash tests/amalgamate_test.sh
 
