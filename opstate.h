@@ -655,6 +655,8 @@ typedef struct opstate_kv_item {
     opstate_bytes key;
     opstate_bytes value;       /* for a dirty delete: ptr NULL, len 0 */
     bool deleted;              /* only in opstate_kv_dirty_iterate */
+    bool in_base;              /* the base holds the key (a store records it with
+                                  a delta so a load needs no base lookup) */
     opstate_position position; /* epoch is 0: the consumer knows it */
 } opstate_kv_item;
 
@@ -696,12 +698,19 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
    changes nothing. */
 OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key,
                                              opstate_position position);
+/* For stores replaying their own records at load: sets a key (or, with
+   item->deleted, its tombstone) as clean, trusting item->in_base instead of
+   asking the base. Errors as for opstate_kv_put; INVALID_ARGUMENT when the
+   key is dirty (restoring is loading, not changing). */
+OPSTATE_API opstate_result opstate_kv_restore(opstate_kv *kv, const opstate_kv_item *item);
 /* Looks key up: OK and *item (pointers valid until the next change or
    base call), NOT_FOUND, or a base error. */
 OPSTATE_API opstate_result opstate_kv_get(const opstate_kv *kv, opstate_bytes key,
                                           opstate_kv_item *item);
 /* Number of live keys (memory and base). */
 OPSTATE_API uint64_t opstate_kv_count(const opstate_kv *kv);
+/* true when the fold reads through a base. */
+OPSTATE_API bool opstate_kv_has_base(const opstate_kv *kv);
 /* Bytes held in memory for entries (keys, values, bookkeeping). */
 OPSTATE_API size_t opstate_kv_memory(const opstate_kv *kv);
 /* Calls fn for every live key in ascending key order. NO_MEMORY (it sorts
@@ -3198,19 +3207,18 @@ OPSTATE__PRIVATE void opstate__kv_touch(opstate_kv *kv, opstate__kv_entry *e, op
 
 /* Makes a new entry for key at slot *slot (growing the table first when
    needed). The entry starts as a tombstone ("absent"), or as present when
-   the base holds the key. */
+   the base holds the key (in_base: 1 yes, 0 no, -1 ask the base). */
 OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes key, uint64_t h,
-                                                   uint32_t *slot, opstate__kv_entry **out)
+                                                   uint32_t *slot, int in_base, opstate__kv_entry **out)
 {
     opstate__kv_entry *e;
-    opstate_result r = OPSTATE_NOT_FOUND;
+    opstate_result r = in_base > 0 ? OPSTATE_OK : OPSTATE_NOT_FOUND;
     if ((kv->used + 1u) * 4u > (kv->mask + 1u) * 3u) {
-        r = opstate__kv_resize(kv, (kv->mask + 1u) * 2u);
-        if (r != OPSTATE_OK) return r;
+        opstate_result g = opstate__kv_resize(kv, (kv->mask + 1u) * 2u);
+        if (g != OPSTATE_OK) return g;
         *slot = opstate__kv_find(kv, key.ptr, key.len, h);
-        r = OPSTATE_NOT_FOUND;
     }
-    if (kv->base) {
+    if (kv->base && in_base < 0) { /* -1: ask the base */
         opstate_bytes v;
         opstate_position p;
         r = kv->base->get(kv->base->user, key, &v, &p);
@@ -3259,7 +3267,7 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
     }
     if (value.len && !(copy = (uint8_t *)opstate_alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
     if (value.len) OPSTATE_MEMCPY(copy, value.ptr, value.len); /* before the base runs: value may point into it */
-    if (!e && (r = opstate__kv_insert(kv, key, h, &slot, &e)) != OPSTATE_OK) {
+    if (!e && (r = opstate__kv_insert(kv, key, h, &slot, -1, &e)) != OPSTATE_OK) {
         opstate_free(&kv->a, copy);
         return r;
     }
@@ -3287,7 +3295,7 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     e = kv->slots[slot];
     if (!e) {
         if (!kv->base) return OPSTATE_OK;
-        if ((r = opstate__kv_insert(kv, key, h, &slot, &e)) != OPSTATE_OK) return r;
+        if ((r = opstate__kv_insert(kv, key, h, &slot, -1, &e)) != OPSTATE_OK) return r;
         if (e->flags & OPSTATE__KV_TOMB) { /* not in the base either */
             opstate__kv_remove(kv, e);
             return OPSTATE_OK;
@@ -3305,6 +3313,44 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     return OPSTATE_OK;
 }
 
+OPSTATE_API opstate_result opstate_kv_restore(opstate_kv *kv, const opstate_kv_item *item)
+{
+    uint64_t h;
+    uint32_t slot;
+    opstate__kv_entry *e;
+    uint8_t *copy = NULL;
+    int before;
+    opstate_result r = opstate__kv_key_check(kv, item->key);
+    if (r != OPSTATE_OK) return r;
+    h = opstate__hash_bytes(item->key.ptr, item->key.len);
+    slot = opstate__kv_find(kv, item->key.ptr, item->key.len, h);
+    e = kv->slots[slot];
+    if (e && (e->flags & OPSTATE__KV_DIRTY)) return OPSTATE_INVALID_ARGUMENT; /* a load, not a change */
+    if (!kv->base && item->deleted) { /* memory only: a restored delete is absence */
+        if (e) opstate__kv_remove(kv, e);
+        return OPSTATE_OK;
+    }
+    if (item->value.len > OPSTATE_MAX_DATA_LEN) return OPSTATE_OVERSIZED;
+    if (!item->deleted && item->value.len) {
+        if (!(copy = (uint8_t *)opstate_alloc(&kv->a, item->value.len))) return OPSTATE_NO_MEMORY;
+        OPSTATE_MEMCPY(copy, item->value.ptr, item->value.len);
+    }
+    if (!e && (r = opstate__kv_insert(kv, item->key, h, &slot, kv->base && item->in_base, &e)) != OPSTATE_OK) {
+        opstate_free(&kv->a, copy);
+        return r;
+    }
+    before = opstate__kv_contribution(e);
+    opstate_free(&kv->a, e->value);
+    kv->memory = kv->memory - e->value_len + (copy ? item->value.len : 0);
+    e->value = copy;
+    e->value_len = copy ? (uint32_t)item->value.len : 0;
+    e->flags = (kv->base && item->in_base ? OPSTATE__KV_IN_BASE : 0u) | (item->deleted ? OPSTATE__KV_TOMB : 0u);
+    e->seq = item->position.seq;
+    e->time = item->position.time;
+    kv->live_delta += opstate__kv_contribution(e) - before;
+    return OPSTATE_OK;
+}
+
 OPSTATE__PRIVATE void opstate__kv_item(const opstate__kv_entry *e, opstate_kv_item *item)
 {
     item->key.ptr = opstate__kv_key(e);
@@ -3312,6 +3358,7 @@ OPSTATE__PRIVATE void opstate__kv_item(const opstate__kv_entry *e, opstate_kv_it
     item->value.ptr = e->value;
     item->value.len = e->value_len;
     item->deleted = (e->flags & OPSTATE__KV_TOMB) != 0;
+    item->in_base = (e->flags & OPSTATE__KV_IN_BASE) != 0;
     item->position.seq = e->seq;
     item->position.time = e->time;
     item->position.epoch = 0;
@@ -3333,6 +3380,7 @@ OPSTATE_API opstate_result opstate_kv_get(const opstate_kv *kv, opstate_bytes ke
         if (r != OPSTATE_OK) return r;
         found.key = key;
         found.deleted = false;
+        found.in_base = true;
         *item = found;
         return OPSTATE_OK;
     }
@@ -3346,6 +3394,8 @@ OPSTATE_API uint64_t opstate_kv_count(const opstate_kv *kv)
 }
 
 OPSTATE_API size_t opstate_kv_memory(const opstate_kv *kv) { return kv->memory; }
+
+OPSTATE_API bool opstate_kv_has_base(const opstate_kv *kv) { return kv->base != NULL; }
 
 OPSTATE_API void opstate_kv_dirty_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user)
 {

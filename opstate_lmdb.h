@@ -578,6 +578,13 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__name_ok(const char *name)
 #define OPSTATE_LMDB__META_BLOB 1u /* flags: the store holds a whole blob */
 #define OPSTATE_LMDB__TABLE_FIXED 20u /* seq, time, CRC around the value */
 #define OPSTATE_LMDB__ITEM_FIXED 25u  /* op, key len, value len, seq, time */
+/* Op byte flag of a delta item: the table held the key when it was flushed.
+   The table changes only by a compaction, which consumes every delta, so a
+   read-through load can trust it instead of looking the key up. */
+#define OPSTATE_LMDB__IN_TABLE 0x80u
+/* Delta record count flag: the IN_TABLE bits are known (the flushed fold
+   read through the table); without it a load looks the keys up. */
+#define OPSTATE_LMDB__IN_TABLE_KNOWN 0x80000000u
 static const uint8_t opstate_lmdb__meta_magic[4] = {'O', 'P', 'S', 'L'};
 
 /* The meta record of a store, decoded. */
@@ -702,12 +709,13 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__table_put(const opstate_lmdb_store *st, 
 /* Walks one delta record (CRC already checked), calling fn per item. */
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_walk(opstate_bytes rec, opstate_kv_iter_fn fn, void *user)
 {
-    uint32_t count = opstate_get_le32(rec.ptr), i;
+    uint32_t count = opstate_get_le32(rec.ptr) & ~OPSTATE_LMDB__IN_TABLE_KNOWN, i;
     size_t at = 4, end = rec.len - 4;
     for (i = 0; i < count; i++) {
         opstate_kv_item item;
         if (end - at < OPSTATE_LMDB__ITEM_FIXED) return false;
-        item.deleted = rec.ptr[at] == OPSTATE_OP_DELETE;
+        item.deleted = (rec.ptr[at] & 0x7fu) == OPSTATE_OP_DELETE;
+        item.in_base = (rec.ptr[at] & OPSTATE_LMDB__IN_TABLE) != 0;
         item.key.len = opstate_get_le32(rec.ptr + at + 1);
         if (item.key.len > end - at - OPSTATE_LMDB__ITEM_FIXED) return false;
         item.key.ptr = rec.ptr + at + 5;
@@ -731,14 +739,20 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_ok(opstate_bytes rec)
 /* Applies delta items to a fold (load). */
 typedef struct opstate_lmdb__apply {
     opstate_kv *kv;
+    MDB_txn *txn;   /* set when the record's IN_TABLE bits are unknown: look keys up here */
+    MDB_dbi table;
     opstate_result r;
 } opstate_lmdb__apply;
 
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__apply_item(void *user, const opstate_kv_item *item)
 {
     opstate_lmdb__apply *a = (opstate_lmdb__apply *)user;
-    a->r = item->deleted ? opstate_kv_delete(a->kv, item->key, item->position)
-                         : opstate_kv_put(a->kv, item->key, item->value, item->position);
+    opstate_kv_item it = *item;
+    if (a->txn) { /* flushed from a fold without a base: ask the table */
+        MDB_val k = opstate_lmdb__val(it.key.ptr, it.key.len), v;
+        it.in_base = mdb_get(a->txn, a->table, &k, &v) == 0;
+    }
+    a->r = opstate_kv_restore(a->kv, &it);
     return a->r == OPSTATE_OK;
 }
 
@@ -771,7 +785,7 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__flush_item(void *user, const opstate_kv
 {
     opstate_lmdb__flush_ctx *f = (opstate_lmdb__flush_ctx *)user;
     uint8_t *p = f->at;
-    p[0] = (uint8_t)(item->deleted ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT);
+    p[0] = (uint8_t)((item->deleted ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT) | (item->in_base ? OPSTATE_LMDB__IN_TABLE : 0u));
     opstate_put_le32(p + 1, (uint32_t)item->key.len);
     OPSTATE_MEMCPY(p + 5, item->key.ptr, item->key.len);
     p += 5 + item->key.len;
@@ -798,7 +812,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
         opstate_lmdb__put_be64(key, st->m.next_flush);
         v.mv_size = f->size;
         if ((rc = mdb_put(txn, st->deltas, &k, &v, MDB_RESERVE | MDB_APPEND)) != 0) return rc;
-        opstate_put_le32((uint8_t *)v.mv_data, f->count);
+        opstate_put_le32((uint8_t *)v.mv_data, f->count | (opstate_kv_has_base(f->kv) ? OPSTATE_LMDB__IN_TABLE_KNOWN : 0u));
         f->at = (uint8_t *)v.mv_data + 4;
         opstate_kv_dirty_iterate(f->kv, opstate_lmdb__flush_item, f);
         opstate_put_le32(f->at, opstate_crc32c(0, v.mv_data, f->size - 4));
@@ -865,49 +879,96 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__meta_clear_deltas(const opstate_lmdb_sto
     return rc;
 }
 
-/* Compaction: fold every delta record into the table. */
+/* Compaction: fold every delta record into the table. The deltas are
+   first merged in memory (the newest change of a key wins), then written in
+   key order: one write per key, neighbouring keys on neighbouring pages. */
 typedef struct opstate_lmdb__compact {
     opstate_lmdb_store *st;
     MDB_txn *txn;
+    opstate_kv *merged; /* key -> u8 deleted | value */
+    uint8_t *buf;
+    size_t cap;
     int rc;
     opstate_result why;
 } opstate_lmdb__compact;
 
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_merge(void *user, const opstate_kv_item *item)
+{
+    opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
+    opstate_bytes tagged;
+    if (item->value.len + 1 > c->cap) {
+        opstate_free(&c->st->e->cfg.allocator, c->buf);
+        c->cap = (item->value.len + 1) * 2;
+        if (!(c->buf = (uint8_t *)opstate_alloc(&c->st->e->cfg.allocator, c->cap))) {
+            c->cap = 0;
+            c->why = OPSTATE_NO_MEMORY;
+            return false;
+        }
+    }
+    c->buf[0] = item->deleted ? 1 : 0;
+    if (item->value.len) OPSTATE_MEMCPY(c->buf + 1, item->value.ptr, item->value.len);
+    tagged.ptr = c->buf;
+    tagged.len = item->value.len + 1;
+    c->why = opstate_kv_put(c->merged, item->key, tagged, item->position);
+    return c->why == OPSTATE_OK;
+}
+
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_item(void *user, const opstate_kv_item *item)
 {
     opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
-    if (item->deleted) {
+    opstate_bytes value;
+    value.ptr = item->value.ptr + 1;
+    value.len = item->value.len - 1;
+    if (item->value.ptr[0]) {
         MDB_val k = opstate_lmdb__val(item->key.ptr, item->key.len);
         c->rc = mdb_del(c->txn, c->st->table, &k, NULL);
         if (c->rc == MDB_NOTFOUND) c->rc = 0;
     } else {
-        c->rc = opstate_lmdb__table_put(c->st, c->txn, item->key, item->value, item->position);
+        c->rc = opstate_lmdb__table_put(c->st, c->txn, item->key, value, item->position);
     }
     return c->rc == 0;
+}
+
+/* Merges every delta record into c->merged; 0, an LMDB status or ABORT. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_collect(opstate_lmdb__compact *c)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(c->txn, c->st->deltas, &cur);
+    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        opstate_bytes rec = opstate_lmdb__bytes(&v);
+        if (!opstate_lmdb__delta_ok(rec)) c->why = OPSTATE_CORRUPT;
+        if (c->why != OPSTATE_OK || !opstate_lmdb__delta_walk(rec, opstate_lmdb__compact_merge, c)) {
+            if (c->why == OPSTATE_OK) c->why = OPSTATE_CORRUPT;
+            rc = OPSTATE_LMDB__ABORT;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_txn(void *user, MDB_txn *txn)
 {
     opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
-    opstate_lmdb_store *st = c->st;
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(txn, st->deltas, &cur);
+    opstate_kv_config kc;
+    int rc;
+    OPSTATE_MEMSET(&kc, 0, sizeof kc);
+    kc.allocator = c->st->e->cfg.allocator;
     c->txn = txn;
-    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        opstate_bytes rec = opstate_lmdb__bytes(&v);
-        if (!opstate_lmdb__delta_ok(rec) || (!opstate_lmdb__delta_walk(rec, opstate_lmdb__compact_item, c) && !c->rc)) {
-            c->why = OPSTATE_CORRUPT;
-            rc = OPSTATE_LMDB__ABORT;
-            break;
-        }
-        if (c->rc) break;
-    }
-    mdb_cursor_close(cur);
-    if (c->rc) return c->rc;
-    if (rc != MDB_NOTFOUND) return rc;
-    if ((rc = mdb_drop(txn, st->deltas, 0)) != 0) return rc;
-    return opstate_lmdb__meta_clear_deltas(st, txn, &c->why);
+    c->rc = 0;
+    c->why = opstate_kv_create(&kc, &c->merged);
+    if (c->why != OPSTATE_OK) return OPSTATE_LMDB__ABORT;
+    rc = opstate_lmdb__compact_collect(c);
+    if (rc == 0 && (c->why = opstate_kv_iterate(c->merged, opstate_lmdb__compact_item, c)) != OPSTATE_OK) rc = OPSTATE_LMDB__ABORT;
+    if (rc == 0) rc = c->rc;
+    opstate_kv_destroy(c->merged);
+    opstate_free(&kc.allocator, c->buf);
+    c->merged = NULL;
+    c->buf = NULL;
+    c->cap = 0;
+    if (rc == 0) rc = mdb_drop(txn, c->st->deltas, 0);
+    return rc ? rc : opstate_lmdb__meta_clear_deltas(c->st, txn, &c->why);
 }
 
 OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
@@ -977,19 +1038,20 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, 
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_table_record(void *user, opstate_bytes key, opstate_bytes rec)
 {
-    opstate_bytes value;
-    opstate_position pos;
-    if (!opstate_lmdb__table_decode(key, rec, &value, &pos)) return OPSTATE_CORRUPT;
-    return opstate_kv_put((opstate_kv *)user, key, value, pos);
+    opstate_kv_item item;
+    item.key = key;
+    item.deleted = false;
+    item.in_base = false; /* load-all: the fold has no base */
+    if (!opstate_lmdb__table_decode(key, rec, &item.value, &item.position)) return OPSTATE_CORRUPT;
+    return opstate_kv_restore((opstate_kv *)user, &item);
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_delta_record(void *user, opstate_bytes key, opstate_bytes rec)
 {
-    opstate_lmdb__apply a;
+    opstate_lmdb__apply a = *(const opstate_lmdb__apply *)user;
     (void)key;
-    a.kv = (opstate_kv *)user;
-    a.r = OPSTATE_OK;
     if (!opstate_lmdb__delta_ok(rec)) return OPSTATE_CORRUPT;
+    if ((opstate_get_le32(rec.ptr) & OPSTATE_LMDB__IN_TABLE_KNOWN) || !opstate_kv_has_base(a.kv)) a.txn = NULL;
     if (!opstate_lmdb__delta_walk(rec, opstate_lmdb__apply_item, &a) && a.r == OPSTATE_OK) return OPSTATE_CORRUPT;
     return a.r;
 }
@@ -998,8 +1060,13 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_delta_record(void *user,
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
 {
     opstate_result r = OPSTATE_OK;
+    opstate_lmdb__apply a;
+    a.kv = kv;
+    a.txn = st->rd.txn;
+    a.table = st->table;
+    a.r = OPSTATE_OK;
     if (!st->cfg.read_through) r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
-    if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, kv, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, &a, err);
     return r;
 }
 
@@ -1052,6 +1119,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_iterate(void *user, opst
         opstate_kv_item item;
         item.key = opstate_lmdb__bytes(&k);
         item.deleted = false;
+        item.in_base = true;
         if (!opstate_lmdb__table_decode(item.key, opstate_lmdb__bytes(&v), &item.value, &item.position)) {
             r = OPSTATE_CORRUPT;
             break;
