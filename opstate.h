@@ -22,9 +22,18 @@
        >>resume    resume-window check and live gap classifier
        >>decide    restore-or-clear decision, timestamp fallback
        >>dedup     bounded window of recent event ids, its serialisation
+       >>alloc     allocator, logger (everything below allocates; compiled
+                   out by OPSTATE_NO_MALLOC)
+       >>kv        the KV fold: map, dirty set, ordered iteration, base
+       >>snapshot  snapshot codec, schema versions and upgrade
+       >>log       the log interface, publish, the memory log
+       >>store     the store interface, the memory store, fault injection
+       >>consumer  the consumer driver: open, poll, ack, flush, close
+       >>replay    point-in-time replay with cutoffs
 
    USAGE, step by step (the pure layer; nothing here allocates, reads a clock,
-   draws randomness or does I/O — the caller passes time and entropy in)
+   draws randomness or does I/O — the caller passes time and entropy in;
+   the consumer driver below does all of this for you)
        1. Build an event: opstate_event ev = {0}; set scope, kind, key, op,
           data; give it an id with opstate_id_time_ordered() (unique) or
           opstate_id_from_content() (re-emitting the same mutation dedups).
@@ -40,6 +49,11 @@
           which EVERY delivered event was applied, whatever the ack order.
        6. Skip redeliveries with opstate_dedup_*; persist its bytes with the
           snapshot.
+       7. Or let the consumer driver do 4-6: give opstate_consumer_open a
+          log (memory, LMDB, JetStream) and a store, call
+          opstate_consumer_poll from your loop, opstate_consumer_close at
+          the end. The state is an opstate_kv fold; opstate_replay rebuilds
+          it as of any sequence, time or count.
 
    MEMORY: the pure layer takes caller buffers only. Encoders accept a NULL
    buffer and return the size needed. The dedup window runs over storage the

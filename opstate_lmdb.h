@@ -61,6 +61,9 @@
    ERRORS: opstate results; the LMDB status code (MDB_* or errno) is kept in
    opstate_error.dep_status next to it. Files are created with mode 0600.
 
+   BUILD: needs POSIX; under -std=c99 compile with -D_POSIX_C_SOURCE=200809L
+   (or gnu99). Link with -llmdb.
+
    See the end of the file for the license. */
 
 #ifndef OPSTATE_LMDB_H_INCLUDED

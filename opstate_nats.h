@@ -55,6 +55,9 @@
    subject sequence is OPSTATE_CONFLICT, distinct from transient failures
    (TIMEOUT, IO). Credentials are never logged.
 
+   BUILD: needs POSIX; under -std=c99 compile with -D_POSIX_C_SOURCE=200809L
+   (or gnu99). Link with -lnats.
+
    See the end of the file for the license. */
 
 #ifndef OPSTATE_NATS_H_INCLUDED
