@@ -882,57 +882,57 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__meta_clear_deltas(const opstate_lmdb_sto
     return rc;
 }
 
-/* Compaction: fold every delta record into the table. The deltas are
-   first merged in memory (the newest change of a key wins), then written in
-   key order: one write per key, neighbouring keys on neighbouring pages. */
+/* Compaction: fold every delta record into the table. The items of all
+   deltas are sorted by key (pointers into the records: they stay valid in
+   this transaction, whose writes only touch the table), and only the
+   newest change of each key is written, in key order: one write per key,
+   neighbouring keys on neighbouring pages. */
+typedef struct opstate_lmdb__citem {
+    opstate_kv_item item;
+    size_t order; /* position in delta order: the higher, the newer */
+} opstate_lmdb__citem;
+
 typedef struct opstate_lmdb__compact {
     opstate_lmdb_store *st;
     MDB_txn *txn;
-    opstate_kv *merged; /* key -> u8 deleted | value */
-    uint8_t *buf;
-    size_t cap;
-    int rc;
+    opstate_lmdb__citem *items;
+    size_t n, cap;
     opstate_result why;
 } opstate_lmdb__compact;
 
-OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_merge(void *user, const opstate_kv_item *item)
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_take(void *user, const opstate_kv_item *item)
 {
     opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
-    opstate_bytes tagged;
-    if (item->value.len + 1 > c->cap) {
-        opstate_free(&c->st->e->cfg.allocator, c->buf);
-        c->cap = (item->value.len + 1) * 2;
-        if (!(c->buf = (uint8_t *)opstate_alloc(&c->st->e->cfg.allocator, c->cap))) {
-            c->cap = 0;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        opstate_lmdb__citem *grown = (opstate_lmdb__citem *)opstate_alloc(&c->st->e->cfg.allocator, cap * sizeof *grown);
+        if (!grown) {
             c->why = OPSTATE_NO_MEMORY;
             return false;
         }
+        if (c->n) OPSTATE_MEMCPY(grown, c->items, c->n * sizeof *grown);
+        opstate_free(&c->st->e->cfg.allocator, c->items);
+        c->items = grown;
+        c->cap = cap;
     }
-    c->buf[0] = item->deleted ? 1 : 0;
-    if (item->value.len) OPSTATE_MEMCPY(c->buf + 1, item->value.ptr, item->value.len);
-    tagged.ptr = c->buf;
-    tagged.len = item->value.len + 1;
-    c->why = opstate_kv_put(c->merged, item->key, tagged, item->position);
-    return c->why == OPSTATE_OK;
+    c->items[c->n].item = *item;
+    c->items[c->n].order = c->n;
+    c->n++;
+    return true;
 }
 
-OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_item(void *user, const opstate_kv_item *item)
+/* Key order; for one key, delta order. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__citem_cmp(const void *a, const void *b)
 {
-    opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
-    opstate_bytes value;
-    value.ptr = item->value.ptr + 1;
-    value.len = item->value.len - 1;
-    if (item->value.ptr[0]) {
-        MDB_val k = opstate_lmdb__val(item->key.ptr, item->key.len);
-        c->rc = mdb_del(c->txn, c->st->table, &k, NULL);
-        if (c->rc == MDB_NOTFOUND) c->rc = 0;
-    } else {
-        c->rc = opstate_lmdb__table_put(c->st, c->txn, item->key, value, item->position);
-    }
-    return c->rc == 0;
+    const opstate_lmdb__citem *x = (const opstate_lmdb__citem *)a, *y = (const opstate_lmdb__citem *)b;
+    size_t n = x->item.key.len < y->item.key.len ? x->item.key.len : y->item.key.len;
+    int c = n ? memcmp(x->item.key.ptr, y->item.key.ptr, n) : 0;
+    if (c) return c;
+    if (x->item.key.len != y->item.key.len) return x->item.key.len < y->item.key.len ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* Merges every delta record into c->merged; 0, an LMDB status or ABORT. */
+/* Gathers the items of every delta record; 0, an LMDB status or ABORT. */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_collect(opstate_lmdb__compact *c)
 {
     MDB_cursor *cur;
@@ -941,7 +941,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_collect(opstate_lmdb__compact *c
     for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         opstate_bytes rec = opstate_lmdb__bytes(&v);
         if (!opstate_lmdb__delta_ok(rec)) c->why = OPSTATE_CORRUPT;
-        if (c->why != OPSTATE_OK || !opstate_lmdb__delta_walk(rec, opstate_lmdb__compact_merge, c)) {
+        if (c->why != OPSTATE_OK || !opstate_lmdb__delta_walk(rec, opstate_lmdb__compact_take, c)) {
             if (c->why == OPSTATE_OK) c->why = OPSTATE_CORRUPT;
             rc = OPSTATE_LMDB__ABORT;
             break;
@@ -951,25 +951,35 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_collect(opstate_lmdb__compact *c
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* Writes the newest change of every key, in key order. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_write(opstate_lmdb__compact *c)
+{
+    size_t i;
+    int rc = 0;
+    qsort(c->items, c->n, sizeof *c->items, opstate_lmdb__citem_cmp);
+    for (i = 0; i < c->n && rc == 0; i++) {
+        const opstate_kv_item *it = &c->items[i].item;
+        MDB_val k = opstate_lmdb__val(it->key.ptr, it->key.len);
+        if (i + 1 < c->n && c->items[i + 1].item.key.len == it->key.len &&
+            memcmp(c->items[i + 1].item.key.ptr, it->key.ptr, it->key.len) == 0)
+            continue; /* a newer change of this key follows */
+        if (!it->deleted) rc = opstate_lmdb__table_put(c->st, c->txn, it->key, it->value, it->position);
+        else if ((rc = mdb_del(c->txn, c->st->table, &k, NULL)) == MDB_NOTFOUND) rc = 0;
+    }
+    return rc;
+}
+
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_txn(void *user, MDB_txn *txn)
 {
     opstate_lmdb__compact *c = (opstate_lmdb__compact *)user;
-    opstate_kv_config kc;
     int rc;
-    OPSTATE_MEMSET(&kc, 0, sizeof kc);
-    kc.allocator = c->st->e->cfg.allocator;
     c->txn = txn;
-    c->rc = 0;
-    c->why = opstate_kv_create(&kc, &c->merged);
-    if (c->why != OPSTATE_OK) return OPSTATE_LMDB__ABORT;
+    c->n = 0;
     rc = opstate_lmdb__compact_collect(c);
-    if (rc == 0 && (c->why = opstate_kv_iterate(c->merged, opstate_lmdb__compact_item, c)) != OPSTATE_OK) rc = OPSTATE_LMDB__ABORT;
-    if (rc == 0) rc = c->rc;
-    opstate_kv_destroy(c->merged);
-    opstate_free(&kc.allocator, c->buf);
-    c->merged = NULL;
-    c->buf = NULL;
-    c->cap = 0;
+    if (rc == 0) rc = opstate_lmdb__compact_write(c);
+    opstate_free(&c->st->e->cfg.allocator, c->items);
+    c->items = NULL;
+    c->n = c->cap = 0;
     if (rc == 0) rc = mdb_drop(txn, c->st->deltas, 0);
     return rc ? rc : opstate_lmdb__meta_clear_deltas(c->st, txn, &c->why);
 }
