@@ -136,13 +136,16 @@ typedef struct opstate_lmdb_store_config {
                                   restart is O(deltas), state may exceed RAM */
     uint64_t compact_bytes;    /* compact when deltas pass this (0: 8 MiB) */
     uint32_t compact_flushes;  /* ... or this many flushes (0: 64) */
+    bool no_compact_on_close;  /* by default closing the store folds pending
+                                  deltas in, so the next start has no tail */
 } opstate_lmdb_store_config;
 
 typedef struct opstate_lmdb_store opstate_lmdb_store;
 
 /* Opens the store `name` in env, migrating an older layout (a single
    opstate snapshot record, layout 0) in one transaction; UNKNOWN_VERSION for
-   a newer layout. */
+   a newer layout. Closing it compacts pending deltas unless
+   no_compact_on_close is set. */
 OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *env, const opstate_lmdb_store_config *cfg,
                                                    opstate_lmdb_store **out, opstate_error *err);
 OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st);
@@ -1305,6 +1308,9 @@ OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *e, const opstat
 OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st)
 {
     if (!st) return;
+    if (!st->cfg.no_compact_on_close && st->m.delta_count && opstate_lmdb_store_compact(st, NULL, NULL) != OPSTATE_OK)
+        opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_WARN, "lmdb: compaction at close failed; ", st->m.delta_count,
+                         " delta records stay for the next start");
     opstate_lmdb__reader_remove(st->e, &st->rd);
     opstate_free(&st->e->cfg.allocator, st);
 }

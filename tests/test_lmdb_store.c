@@ -133,6 +133,7 @@ static opstate_result store_open(opstate_lmdb *env, const char *name, bool rt, u
     c.read_through = rt;
     c.compact_flushes = flushes;
     c.compact_bytes = (uint64_t)1 << 40;
+    c.no_compact_on_close = true; /* these tests look at the deltas a close leaves */
     return opstate_lmdb_store_open(env, &c, out, err);
 }
 
@@ -2500,4 +2501,43 @@ TEST(lmdb_env, full_then_drop_then_flush)
     opstate_kv_destroy(loaded);
     free(val);
     rm_rf(dir);
+}
+
+/* By default a close folds the pending deltas in: the next start reads no
+   tail, and the state is the same. */
+TEST(lmdb_store, close_compacts_pending_deltas)
+{
+    fixture fx;
+    opstate_lmdb_store_config c;
+    opstate_lmdb_store *st = NULL;
+    opstate_store s;
+    opstate_kv *kv = kv_new(NULL), *oracle = kv_new(NULL), *back = kv_new(NULL);
+    opstate_snapshot_meta m = smeta(1, 50, 50, 1), got;
+    opstate_error err;
+    uint32_t dcount;
+    uint64_t dbytes;
+    REQUIRE(kv && oracle && back);
+    REQUIRE(fx_open(&fx));
+    memset(&c, 0, sizeof c);
+    c.name = "closer";
+    REQUIRE(opstate_lmdb_store_open(fx.env, &c, &st, &err) == OPSTATE_OK);
+    s = opstate_lmdb_store_iface(st);
+    fill(kv, oracle, 50, 1);
+    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    opstate_lmdb_store_deltas(st, &dcount, &dbytes);
+    CHECK_EQ_U64(dcount, 1);
+    opstate_lmdb_store_close(st);
+    REQUIRE(opstate_lmdb_store_open(fx.env, &c, &st, &err) == OPSTATE_OK);
+    opstate_lmdb_store_deltas(st, &dcount, &dbytes);
+    CHECK_EQ_U64(dcount, 0);
+    CHECK_EQ_U64(dbytes, 0);
+    s = opstate_lmdb_store_iface(st);
+    CHECK(s.load(s.user, back, &got, NULL, &err) == OPSTATE_OK);
+    CHECK(same_state(back, oracle));
+    CHECK_EQ_U64(got.position.seq, 50);
+    opstate_lmdb_store_close(st);
+    opstate_kv_destroy(kv);
+    opstate_kv_destroy(oracle);
+    opstate_kv_destroy(back);
+    fx_close(&fx);
 }
