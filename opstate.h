@@ -5023,17 +5023,13 @@ OPSTATE_API const opstate_consumer_status *opstate_consumer_get_status(const ops
 
 /* >>replay --------------------------------------------------------------- */
 
-/* Folds one message; *done once a cutoff is reached. */
+/* Folds one message (at or below the end); *done once the count cutoff is reached. */
 OPSTATE__PRIVATE opstate_result opstate__replay_one(const opstate_replay_config *cfg, opstate_kv *into,
                                                     opstate_dedup *dedup, const opstate_log_message *msg,
                                                     opstate_replay_result *res, bool *done)
 {
     opstate_event ev;
     opstate_apply_outcome outcome;
-    if (msg->position.seq > res->end_seq) {
-        *done = true;
-        return OPSTATE_OK;
-    }
     if (cfg->has_until_time && msg->position.time > cfg->until_time) {
         res->filtered++;
         return OPSTATE_OK;
@@ -5083,6 +5079,7 @@ OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opst
         r = cfg->log.read(cfg->log.user, cfg->filter, from, 0, msgs, batch, &n, err);
         if (r != OPSTATE_OK || n == 0) break;
         for (i = 0; i < n && r == OPSTATE_OK && !done; i++) {
+            if ((done = msgs[i].position.seq > res.end_seq)) break; /* appended after the start: not ours */
             r = opstate__replay_one(cfg, into, &dedup, &msgs[i], &res, &done);
             from = msgs[i].position.seq + 1;
         }
