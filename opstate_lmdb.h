@@ -192,6 +192,19 @@ OPSTATE_API void opstate_lmdb_log_close(opstate_lmdb_log *lg);
 /* The log interface (read pointers stay valid until the next call on the
    log or a map growth of the environment). */
 OPSTATE_API opstate_log opstate_lmdb_log_iface(opstate_lmdb_log *lg);
+/* One message of a batch append. */
+typedef struct opstate_lmdb_append_item {
+    opstate_bytes subject, data;
+    opstate_append_options opts; /* msg_id, expected last subject sequence */
+} opstate_lmdb_append_item;
+
+/* Appends n messages in ONE transaction (one commit, one fsync: a bulk
+   load runs at LMDB's bulk speed). All or nothing: a CONFLICT or an invalid
+   subject refuses the whole batch, with err->offset the failing item's
+   index. out[i] gets each message's sequence and duplicate flag (an id
+   repeated inside the batch is a duplicate of its first copy). */
+OPSTATE_API opstate_result opstate_lmdb_log_append_batch(opstate_lmdb_log *lg, const opstate_lmdb_append_item *items,
+                                                         size_t n, opstate_append_result *out, opstate_error *err);
 /* Deletes every message and starts a new incarnation: sequences restart
    at 1 and the epoch changes. */
 OPSTATE_API opstate_result opstate_lmdb_log_recreate(opstate_lmdb_log *lg, opstate_error *err);
@@ -1568,9 +1581,9 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__below(const opstate_lmdb_log *lg, const
 
 typedef struct opstate_lmdb__append_ctx {
     opstate_lmdb_log *lg;
-    opstate_bytes subject, data;
-    const opstate_append_options *opts;
-    opstate_append_result out;
+    const opstate_lmdb_append_item *items;
+    size_t n, at; /* at: the item being appended */
+    opstate_append_result *out;
     opstate_result why;
 } opstate_lmdb__append_ctx;
 
@@ -1602,9 +1615,9 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__remember_id(const opstate_lmdb_log *lg, 
 }
 
 /* Stores the message itself and links it into its subject. */
-OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(opstate_lmdb__append_ctx *a, MDB_txn *txn, uint64_t seq, int64_t time)
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(const opstate_lmdb_log *lg, const opstate_lmdb_append_item *a,
+                                                  MDB_txn *txn, uint64_t seq, int64_t time)
 {
-    const opstate_lmdb_log *lg = a->lg;
     uint8_t key[8] = {0}, kb[OPSTATE_LMDB__MAX_SUBJECT + 9];
     uint64_t s[3];
     MDB_val k = opstate_lmdb__val(key, 8), v, bk, empty = opstate_lmdb__val("", 0);
@@ -1616,8 +1629,8 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(opstate_lmdb__append_ctx *a, M
     p = (uint8_t *)v.mv_data;
     opstate_put_le64(p, (uint64_t)time);
     OPSTATE_MEMSET(p + 8, 0, 17);
-    if (a->opts && a->opts->msg_id) {
-        OPSTATE_MEMCPY(p + 8, a->opts->msg_id->bytes, 16);
+    if (a->opts.msg_id) {
+        OPSTATE_MEMCPY(p + 8, a->opts.msg_id->bytes, 16);
         p[24] = 1;
     }
     opstate_put_le16(p + 25, (uint16_t)a->subject.len);
@@ -1653,59 +1666,88 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__trim_subject(const opstate_lmdb_log *lg,
     return 0;
 }
 
-OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_body(void *user, MDB_txn *txn)
+/* Appends one item inside the batch's transaction. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_one(opstate_lmdb__append_ctx *a, MDB_txn *txn, opstate_lmdb__info_rec *info,
+                                                   int64_t now)
 {
-    opstate_lmdb__append_ctx *a = (opstate_lmdb__append_ctx *)user;
     const opstate_lmdb_log *lg = a->lg;
-    opstate_lmdb__info_rec info;
+    const opstate_lmdb_append_item *it = &a->items[a->at];
+    opstate_append_result *out = &a->out[a->at];
     uint64_t s[3];
-    int64_t now = opstate_lmdb__now(lg);
-    int rc = opstate_lmdb__info_get(lg, txn, &info);
-    if (rc != 0) return rc;
-    if (a->opts && a->opts->msg_id) {
-        MDB_val k = opstate_lmdb__val(a->opts->msg_id->bytes, 16), v;
+    int rc;
+    if (it->opts.msg_id) {
+        MDB_val k = opstate_lmdb__val(it->opts.msg_id->bytes, 16), v;
         if ((rc = mdb_get(txn, lg->ids, &k, &v)) == 0 && v.mv_size == 8) {
-            a->out.seq = opstate_lmdb__get_be64((const uint8_t *)v.mv_data);
-            a->out.duplicate = true;
+            out->seq = opstate_lmdb__get_be64((const uint8_t *)v.mv_data);
+            out->duplicate = true;
             return 0;
         }
     }
-    if (a->opts && a->opts->expect_last_subject_seq &&
-        (opstate_lmdb__subj_get(lg, txn, a->subject, s) ? s[1] : 0) != a->opts->last_subject_seq) {
+    if (it->opts.expect_last_subject_seq &&
+        (opstate_lmdb__subj_get(lg, txn, it->subject, s) ? s[1] : 0) != it->opts.last_subject_seq) {
         a->why = OPSTATE_CONFLICT;
         return OPSTATE_LMDB__ABORT;
     }
-    info.last_seq++;
-    info.last_time = now;
-    info.live++;
-    if ((rc = opstate_lmdb__store_msg(a, txn, info.last_seq, now)) != 0) return rc;
-    if (a->opts && a->opts->msg_id && (rc = opstate_lmdb__remember_id(lg, txn, a->opts->msg_id, info.last_seq)) != 0)
+    info->last_seq++;
+    info->last_time = now;
+    info->live++;
+    if ((rc = opstate_lmdb__store_msg(lg, it, txn, info->last_seq, now)) != 0) return rc;
+    if (it->opts.msg_id && (rc = opstate_lmdb__remember_id(lg, txn, it->opts.msg_id, info->last_seq)) != 0) return rc;
+    if ((rc = opstate_lmdb__trim_subject(lg, txn, it->subject, info)) != 0 ||
+        (rc = opstate_lmdb__trim(lg, txn, info, opstate_lmdb__over_limits, (uint64_t)now)) != 0)
         return rc;
-    if ((rc = opstate_lmdb__trim_subject(lg, txn, a->subject, &info)) != 0 ||
-        (rc = opstate_lmdb__trim(lg, txn, &info, opstate_lmdb__over_limits, (uint64_t)now)) != 0)
-        return rc;
-    a->out.seq = info.last_seq;
-    a->out.duplicate = false;
-    return opstate_lmdb__info_put(lg, txn, &info);
+    out->seq = info->last_seq;
+    out->duplicate = false;
+    return 0;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_body(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__append_ctx *a = (opstate_lmdb__append_ctx *)user;
+    opstate_lmdb__info_rec info;
+    int rc = opstate_lmdb__info_get(a->lg, txn, &info);
+    for (a->at = 0; rc == 0 && a->at < a->n; a->at++) {
+        rc = opstate_lmdb__append_one(a, txn, &info, opstate_lmdb__now(a->lg));
+        if (rc) break; /* at stays on the failing item */
+    }
+    return rc ? rc : opstate_lmdb__info_put(a->lg, txn, &info);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_log_append_batch(opstate_lmdb_log *lg, const opstate_lmdb_append_item *items,
+                                                         size_t n, opstate_append_result *out, opstate_error *err)
+{
+    opstate_lmdb__append_ctx a;
+    opstate_result r;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        opstate_bytes sj = items[i].subject;
+        if (sj.len == 0 || sj.len > OPSTATE_LMDB__MAX_SUBJECT || memchr(sj.ptr, 0, sj.len)) {
+            r = opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "subject (1..500 bytes, no 0x00)", 0);
+            if (err) err->offset = i;
+            return r;
+        }
+    }
+    OPSTATE_MEMSET(&a, 0, sizeof a);
+    a.lg = lg;
+    a.items = items;
+    a.n = n;
+    a.out = out;
+    opstate_lmdb__reader_end(&lg->rd);
+    r = opstate_lmdb__write(lg->e, opstate_lmdb__append_body, &a, &a.why, err);
+    if (r != OPSTATE_OK && err) err->offset = a.at;
+    return r;
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__append(void *user, opstate_bytes subject, opstate_bytes data,
                                                           const opstate_append_options *opts, opstate_append_result *out,
                                                           opstate_error *err)
 {
-    opstate_lmdb__append_ctx a;
-    opstate_result r;
-    if (subject.len == 0 || subject.len > OPSTATE_LMDB__MAX_SUBJECT || memchr(subject.ptr, 0, subject.len))
-        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "subject (1..500 bytes, no 0x00)", 0);
-    OPSTATE_MEMSET(&a, 0, sizeof a);
-    a.lg = (opstate_lmdb_log *)user;
-    a.subject = subject;
-    a.data = data;
-    a.opts = opts;
-    opstate_lmdb__reader_end(&a.lg->rd);
-    r = opstate_lmdb__write(a.lg->e, opstate_lmdb__append_body, &a, &a.why, err);
-    if (r == OPSTATE_OK) *out = a.out;
-    return r;
+    opstate_lmdb_append_item it;
+    OPSTATE_MEMSET(&it, 0, sizeof it);
+    it.subject = subject;
+    it.data = data;
+    if (opts) it.opts = *opts;
+    return opstate_lmdb_log_append_batch((opstate_lmdb_log *)user, &it, 1, out, err);
 }
 
 OPSTATE_LMDB__PRIVATE int64_t opstate_lmdb__monotonic_ns(void)

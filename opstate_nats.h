@@ -442,10 +442,11 @@ struct opstate_nats_log {
     opstate_nats *n;
     char *stream, *bucket, *kv_prefix, *scope, *kind, *durable;
     int64_t first_wait_ms;
-    natsSubscription *sub;   /* ordered push consumer of the current read */
+    natsSubscription *sub;   /* the consumer of the current read */
     char *sub_filter;
     uint64_t sub_next, sub_epoch, pending;
     bool pending_known;
+    bool sub_durable;        /* sub is bound to the durable (not deleted on unsubscribe) */
     opstate_nats__held *held;
     size_t n_held, cap_held;
 };
@@ -463,9 +464,10 @@ OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
 OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
 {
     if (lg->sub) {
-        if (!lg->durable) natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
+        if (!lg->sub_durable) natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
         natsSubscription_Destroy(lg->sub);
     }
+    lg->sub_durable = false;
     lg->sub = NULL;
     opstate_free(&lg->n->a, lg->sub_filter);
     lg->sub_filter = NULL;
@@ -538,6 +540,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__info(void *user, opstate_stre
     out->messages = si->State.Msgs;
     out->epoch = (uint64_t)si->Created;
     jsStreamInfo_Destroy(si);
+    if (lg->sub && lg->sub_epoch != out->epoch) opstate_nats__unsubscribe(lg); /* its consumer died with the old stream */
     return OPSTATE_OK;
 }
 
@@ -734,6 +737,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     so.Stream = lg->stream;
     so.Consumer = lg->durable;
     if (s == NATS_OK) s = js_PullSubscribe(&lg->sub, lg->n->js, filter, lg->durable, NULL, &so, &jerr);
+    lg->sub_durable = s == NATS_OK;
     return opstate_nats__bound(lg, s, jerr, filter, info.epoch, from, err);
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -76,9 +77,11 @@ NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
     char port[16];
     int i;
     snprintf(port, sizeof port, "%d", srv->port);
+    fflush(NULL); /* or the child would write our buffered output again */
     srv->pid = fork();
     if (srv->pid < 0) return -1;
     if (srv->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a crashed test program takes its server along */
         freopen("/dev/null", "w", stdout);
         freopen("/dev/null", "w", stderr);
         execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir, (char *)NULL);

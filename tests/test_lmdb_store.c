@@ -2541,3 +2541,52 @@ TEST(lmdb_store, close_compacts_pending_deltas)
     opstate_kv_destroy(back);
     fx_close(&fx);
 }
+
+/* A batch append is one transaction: sequences in order, an id repeated
+   inside the batch is a duplicate of its first copy, and a conflict refuses
+   the whole batch (nothing appended, err.offset at the failing item). */
+TEST(lmdb_log, append_batch)
+{
+    logfx fx;
+    opstate_lmdb_append_item items[4];
+    opstate_append_result out[4];
+    opstate_stream_info info;
+    opstate_id a, b;
+    opstate_error err;
+    memset(&fx, 0, sizeof fx);
+    REQUIRE(lfx_open(&fx, NULL));
+    memset(items, 0, sizeof items);
+    memset(&a, 1, sizeof a);
+    memset(&b, 2, sizeof b);
+    items[0].subject = str("ops.s.k.x");
+    items[0].data = str("1");
+    items[0].opts.msg_id = &a;
+    items[1].subject = str("ops.s.k.y");
+    items[1].data = str("2");
+    items[1].opts.msg_id = &b;
+    items[2].subject = str("ops.s.k.z");
+    items[2].data = str("3");
+    items[2].opts.msg_id = &a; /* repeats item 0 */
+    CHECK(opstate_lmdb_log_append_batch(fx.lg, items, 3, out, &err) == OPSTATE_OK);
+    CHECK_EQ_U64(out[0].seq, 1);
+    CHECK_EQ_U64(out[1].seq, 2);
+    CHECK(out[2].duplicate && out[2].seq == 1);
+    /* a conflict at item 1 refuses items 0 and 1 alike */
+    memset(items, 0, sizeof items);
+    items[0].subject = str("ops.s.k.w");
+    items[0].data = str("4");
+    items[1].subject = str("ops.s.k.x");
+    items[1].data = str("5");
+    items[1].opts.expect_last_subject_seq = true;
+    items[1].opts.last_subject_seq = 7; /* it is 1 */
+    CHECK(opstate_lmdb_log_append_batch(fx.lg, items, 2, out, &err) == OPSTATE_CONFLICT);
+    CHECK_EQ_U64(err.offset, 1);
+    CHECK(fx.log.info(fx.log.user, &info, NULL) == OPSTATE_OK);
+    CHECK_EQ_U64(info.last_seq, 2);
+    CHECK_EQ_U64(info.messages, 2);
+    /* an invalid subject is refused before anything is written */
+    items[1].subject = str("");
+    CHECK(opstate_lmdb_log_append_batch(fx.lg, items, 2, out, &err) == OPSTATE_INVALID_ARGUMENT);
+    CHECK_EQ_U64(err.offset, 1);
+    lfx_close(&fx);
+}
