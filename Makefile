@@ -21,14 +21,14 @@ TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/impl_nats.c tests
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TIME ?= 60
 
-.PHONY: all test unit demo fuzz bench clean deps
+.PHONY: all test unit demo demo-nats fuzz bench clean deps
 
 all: $(BUILD)/unit $(BUILD)/opstate
 
 # The command-line tool (LMDB logs and stores).
 $(BUILD)/opstate: examples/opstate.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) $(STD) -O2 $(POSIX) $(WARN) -I. $< -llmdb -o $@
+	$(CC) $(STD) -O2 $(POSIX) $(WARN) -I. $< -llmdb -lnats -o $@
 
 deps:
 	@bash scripts/deps.sh
@@ -102,6 +102,10 @@ test: deps
 # kill -9 part-way, restart, check against a full replay, point-in-time.
 demo: deps
 	@bash scripts/demo.sh
+
+# The same over a local nats-server (started on a free port, stopped by PID).
+demo-nats: deps
+	@bash scripts/demo_nats.sh
 
 $(BUILD)/bench_core: bench/bench_core.c $(HEADERS)
 	@mkdir -p $(BUILD)

@@ -373,6 +373,9 @@ OPSTATE_NATS__PRIVATE const char *opstate_nats__stream_diff(const jsStreamConfig
     if (have->MaxMsgsPerSubject != want->MaxMsgsPerSubject) return "existing stream has another max_per_subject";
     if (want->Duplicates && have->Duplicates != want->Duplicates) return "existing stream has another duplicate window";
     if (have->Storage != want->Storage) return "existing stream has another storage kind";
+    if (have->Retention != want->Retention) return "existing stream has another retention policy (opstate needs limits)";
+    if (have->Discard != want->Discard) return "existing stream has another discard policy (opstate needs old)";
+    if (have->MaxBytes != want->MaxBytes) return "existing stream has a max_bytes limit";
     if (have->Replicas != want->Replicas) return "existing stream has another replica count";
     return NULL;
 }
@@ -401,6 +404,9 @@ OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const ops
     c.MaxMsgsPerSubject = cfg->max_per_subject ? (int64_t)cfg->max_per_subject : -1;
     c.Duplicates = cfg->duplicate_window_ns;
     c.Storage = cfg->memory_storage ? js_MemoryStorage : js_FileStorage;
+    c.Retention = js_LimitsPolicy; /* any reader replays from any point: messages go only by the limits */
+    c.Discard = js_DiscardOld;
+    c.MaxBytes = -1;
     c.Replicas = cfg->replicas ? cfg->replicas : 1;
     s = js_AddStream(&si, n->js, &c, NULL, &jerr);
     if (s != NATS_OK && jerr == OPSTATE_NATS__STREAM_EXISTS && (s = js_GetStreamInfo(&si, n->js, cfg->stream, NULL, &jerr)) == NATS_OK)

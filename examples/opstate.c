@@ -1,11 +1,11 @@
 /* opstate — the command-line tool for opstate logs and state stores. v0.1.0
 
-   Build (from the repository root; Debian: liblmdb-dev):
+   Build (from the repository root; Debian: liblmdb-dev, libnats-dev):
 
-       cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -o build/opstate
+       cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -lnats -o build/opstate
 
    This one file holds the whole tool; it compiles the implementations of
-   opstate.h and opstate_lmdb.h itself.
+   opstate.h, opstate_lmdb.h and opstate_nats.h itself.
 
    COMMANDS (`opstate <command> --help` for each one's options)
        publish   append one event, or many with --batch (lines on stdin)
@@ -17,10 +17,18 @@
        export    copy a state environment into a verified artifact directory
        import    verify an export and install it as a new state environment
 
-   LOGS are named by URI. `lmdb:PATH` is an LMDB environment directory (the
-   log inside it is named "events"); the default is lmdb:./opstate-data/log.
-   `nats://HOST:PORT/STREAM` needs the NATS companion (opstate_nats.h): a
-   backend is one entry in `log_backends` below.
+   LOGS are named by URI; a backend is one entry in `log_backends` below.
+     lmdb:PATH   an LMDB environment directory (the log inside it is named
+                 "events"); the default is lmdb:./opstate-data/log.
+     nats://HOST[:PORT]/STREAM
+                 a JetStream stream (port 4222 by default). publish ensures
+                 it with subjects "<prefix>.>" and never changes an existing
+                 one: a stream with other subjects or limits is a conflict.
+     nats://HOST[:PORT]/kv/BUCKET
+                 a native KV bucket, read-only: every key is an event of
+                 scope BUCKET, kind "kv"; deletes and purges are deletes.
+   The state store of consume is always LMDB: --state DIR, by default
+   PATH.state next to an lmdb: log, or ./opstate-data/nats-HOST-PORT-NAME.state.
 
    TIMES are RFC 3339 (2026-11-23T10:00:00Z, fractional seconds, +hh:mm
    offsets) or an integer with the unit suffix ns (1763890000000000000ns).
@@ -31,7 +39,9 @@
 
 #define OPSTATE_IMPLEMENTATION
 #define OPSTATE_LMDB_IMPLEMENTATION
+#define OPSTATE_NATS_IMPLEMENTATION
 #include "opstate_lmdb.h"
+#include "opstate_nats.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -50,7 +60,8 @@
 #define PRINTF_LIKE(f, a)
 #endif
 
-#define DEFAULT_LOG_URI "lmdb:./opstate-data/log"
+#define DEFAULT_DATA_DIR "./opstate-data"
+#define DEFAULT_LOG_URI "lmdb:" DEFAULT_DATA_DIR "/log"
 #define DEFAULT_PREFIX "ops"
 #define DEFAULT_STORE_NAME "default"
 #define LMDB_LOG_NAME "events"
@@ -154,12 +165,35 @@ static int fail(int status, const char *fmt, ...)
     return status;
 }
 
-/* Text for a dependency's raw status in opstate_error.dep_status. LMDB is
-   the only dependency so far; mdb_strerror covers MDB_* codes and errno. A
-   NATS backend would report natsStatus through its own log errors. */
-static const char *dependency_status_text(long status)
+/* The last failure a NATS call reported (its field and natsStatus): the
+   NATS backend notes it, so an error passed on through the core is told
+   apart from an LMDB one (both keep a raw status in dep_status). */
+static struct {
+    const char *field;
+    long status;
+} nats_failure;
+
+static opstate_result note_nats_failure(opstate_result r, const opstate_error *err)
 {
-    return mdb_strerror((int)status);
+    if (r != OPSTATE_OK && err && err->dep_status) {
+        nats_failure.field = err->field;
+        nats_failure.status = err->dep_status;
+    }
+    return r;
+}
+
+/* Text for a dependency's raw status in opstate_error.dep_status: a
+   natsStatus (and JetStream error code) for a failure noted above, else
+   mdb_strerror (MDB_* codes and errno). */
+static const char *dependency_status_text(const opstate_error *err)
+{
+    static char text[160];
+    if (!nats_failure.status || err->field != nats_failure.field || err->dep_status != nats_failure.status)
+        return mdb_strerror((int)err->dep_status);
+    if (!err->dep_detail) return natsStatus_GetText((natsStatus)err->dep_status);
+    snprintf(text, sizeof text, "%s, JetStream error %ld", natsStatus_GetText((natsStatus)err->dep_status),
+             err->dep_detail);
+    return text;
 }
 
 /* "opstate: <context>: <result text> (<field>: <dependency text>)", the
@@ -173,7 +207,7 @@ static int fail_result(opstate_result r, const opstate_error *err, const char *f
     bool dep = err && err->dep_status && r != OPSTATE_NOT_FOUND; /* a missing file is said well enough */
     if (err && err->field && n > 0 && (size_t)n < sizeof suffix)
         snprintf(suffix + n, sizeof suffix - (size_t)n, dep ? " (%s: %s)" : " (%s)", err->field,
-                 dep ? dependency_status_text(err->dep_status) : "");
+                 dep ? dependency_status_text(err) : "");
     va_start(ap, fmt);
     vreport(fmt, ap, suffix);
     va_end(ap);
@@ -629,13 +663,20 @@ static int check_filter(const char *filter)
     }
 }
 
-static int check_store_name(const char *name)
+#define NAME_RULE "1..64 of A-Z a-z 0-9 _ -"
+
+/* A store, stream, bucket or durable consumer name: NAME_RULE. */
+static bool is_name(const char *name)
 {
-    size_t i, n = strlen(name);
-    for (i = 0; i < n; i++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", name[i])) break;
-    if (n == 0 || n > 64 || i < n)
-        return fail(STATUS_USAGE, "--name %s: a store name is 1..64 of A-Z a-z 0-9 _ -", quoted(name));
+    size_t n = strlen(name);
+    return n >= 1 && n <= 64 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+}
+
+/* `label` names the flag, `what` the thing ("a store name"). */
+static int check_name(const char *label, const char *name, const char *what)
+{
+    if (!is_name(name)) return fail(STATUS_USAGE, "%s %s: %s is " NAME_RULE, label, quoted(name), what);
     return STATUS_OK;
 }
 
@@ -670,6 +711,15 @@ static int subject_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *ou
     out->ptr = (const uint8_t *)buf;
     out->len = n;
     return STATUS_OK;
+}
+
+/* NUL-terminated text as bytes (NULL: none). */
+static opstate_bytes text_bytes(const char *s)
+{
+    opstate_bytes b;
+    b.ptr = (const uint8_t *)s;
+    b.len = s ? strlen(s) : 0;
+    return b;
 }
 
 /* >>files --------------------------------------------------------------- */
@@ -726,18 +776,34 @@ static int read_all(const char *label, FILE *f, uint8_t **out, size_t *len)
 
 /* >>logs ---------------------------------------------------------------- */
 
-/* How a command means to use a log. */
+/* How a command means to use a log. A backend refuses what it cannot do. */
 typedef struct log_open_options {
-    bool create; /* publish: make the log if it is not there */
-    bool bulk;   /* publish --batch: no fsync per append, one sync at the end */
+    bool create;                            /* publish: make the log (stream) if it is not there */
+    bool bulk;                              /* publish --batch: batched appends, one sync or wait at the end */
+    const char *prefix;                     /* publish: the subject prefix (a stream's subjects) */
+    const char *durable;                    /* consume --durable: a NATS durable pull consumer */
+    uint64_t max_messages, max_per_subject; /* publish: limits of a NATS stream (0: none) */
 } log_open_options;
+
+/* What publish --batch has done so far. */
+typedef struct batch_totals {
+    uint64_t lines, published, duplicates, failed, last_seq;
+    opstate_result failure; /* the first failed event: why, */
+    long js_error;          /* the server's JetStream error code (0: none), */
+    opstate_id failed_id;   /* and its id */
+} batch_totals;
 
 /* An open log of any backend. */
 typedef struct log_handle {
     const char *uri;
     opstate_log log;
+    bool bucket;   /* a native KV bucket: read-only, no subject filters */
+    bool remote;   /* a server's: timeouts and I/O errors may pass */
     void *backend; /* the backend's own state */
-    opstate_result (*sync)(struct log_handle *h, opstate_error *err);
+    /* publish --batch: append (or send) one event; at the end, wait for
+       what was sent and sync (errors printed only when `report`). */
+    int (*batch_add)(struct log_handle *h, const char *prefix, const opstate_event *ev, batch_totals *t);
+    int (*batch_end)(struct log_handle *h, batch_totals *t, bool report);
     void (*close)(struct log_handle *h);
 } log_handle;
 
@@ -749,23 +815,142 @@ typedef struct log_backend {
     int (*default_state_dir)(const char *uri, const char *rest, char *buf);
 } log_backend;
 
+static int append_event(const log_handle *h, const char *prefix, const opstate_event *ev,
+                        const opstate_append_options *opts, opstate_append_result *out);
+static void subject_text(const char *prefix, const opstate_event *ev, char *buf, size_t cap);
+
+#define LMDB_BATCH_MAX 4096u /* publish --batch: events per append transaction */
+
+/* One event of publish --batch waiting for its transaction: subject then
+   encoded event in one allocation. */
+typedef struct lmdb_pending {
+    uint8_t *bytes;
+    size_t subject_len, data_len;
+    opstate_id id;
+    bool has_id;
+} lmdb_pending;
+
 /* The LMDB backend: an environment directory holding the log "events". */
 typedef struct lmdb_backend {
     opstate_lmdb *env;
     opstate_lmdb_log *log;
+    lmdb_pending *pending; /* publish --batch (allocated on first use) */
+    opstate_lmdb_append_item *items;
+    opstate_append_result *results;
+    size_t n;
 } lmdb_backend;
 
-static opstate_result lmdb_log_sync(log_handle *h, opstate_error *err)
+/* The append of a capturing log: opstate_publish validates and encodes,
+   this keeps the bytes for the next batch transaction. */
+static opstate_result lmdb_capture(void *user, opstate_bytes subject, opstate_bytes data,
+                                   const opstate_append_options *opts, opstate_append_result *out, opstate_error *err)
 {
-    return opstate_lmdb_sync(((lmdb_backend *)h->backend)->env, err);
+    lmdb_backend *b = (lmdb_backend *)user;
+    lmdb_pending *p = &b->pending[b->n];
+    if (!(p->bytes = (uint8_t *)malloc(subject.len + data.len + 1))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "batch", 0);
+    memcpy(p->bytes, subject.ptr, subject.len);
+    memcpy(p->bytes + subject.len, data.ptr, data.len);
+    p->subject_len = subject.len;
+    p->data_len = data.len;
+    p->has_id = opts && opts->msg_id;
+    if (p->has_id) p->id = *opts->msg_id;
+    b->n++;
+    out->seq = 0;
+    out->duplicate = false;
+    return OPSTATE_OK;
+}
+
+/* Appends the pending events in one transaction and counts them. */
+static int lmdb_batch_flush(log_handle *h, batch_totals *t, bool report)
+{
+    lmdb_backend *b = (lmdb_backend *)h->backend;
+    opstate_error err;
+    opstate_result r = OPSTATE_OK;
+    size_t i, n = b->n;
+    memset(&err, 0, sizeof err);
+    for (i = 0; i < n; i++) {
+        memset(&b->items[i], 0, sizeof b->items[i]);
+        b->items[i].subject.ptr = b->pending[i].bytes;
+        b->items[i].subject.len = b->pending[i].subject_len;
+        b->items[i].data.ptr = b->pending[i].bytes + b->pending[i].subject_len;
+        b->items[i].data.len = b->pending[i].data_len;
+        if (b->pending[i].has_id) b->items[i].opts.msg_id = &b->pending[i].id;
+    }
+    if (n) r = opstate_lmdb_log_append_batch(b->log, b->items, n, b->results, &err);
+    for (i = 0; i < n; i++) {
+        free(b->pending[i].bytes);
+        if (r != OPSTATE_OK) continue;
+        if (b->results[i].duplicate) t->duplicates++;
+        else t->published++;
+        t->last_seq = b->results[i].seq > t->last_seq ? b->results[i].seq : t->last_seq;
+    }
+    b->n = 0;
+    if (r == OPSTATE_OK) return STATUS_OK;
+    t->failed += n;
+    return report ? fail_result(r, &err, "publishing a batch of %lu events to %s", (unsigned long)n, quoted(h->uri))
+                  : STATUS_FAILED;
+}
+
+/* publish --batch on an LMDB log: events are gathered and appended
+   LMDB_BATCH_MAX at a time, each batch in one transaction. */
+static int lmdb_batch_add(log_handle *h, const char *prefix, const opstate_event *ev, batch_totals *t)
+{
+    lmdb_backend *b = (lmdb_backend *)h->backend;
+    opstate_log capture;
+    opstate_append_result res;
+    opstate_error err;
+    char subject[FILTER_CAP];
+    opstate_result r;
+    if (!b->pending && (!(b->pending = (lmdb_pending *)calloc(LMDB_BATCH_MAX, sizeof *b->pending)) ||
+                        !(b->items = (opstate_lmdb_append_item *)calloc(LMDB_BATCH_MAX, sizeof *b->items)) ||
+                        !(b->results = (opstate_append_result *)calloc(LMDB_BATCH_MAX, sizeof *b->results))))
+        return fail(STATUS_FAILED, "publish --batch: out of memory");
+    memset(&capture, 0, sizeof capture);
+    capture.user = b;
+    capture.append = lmdb_capture;
+    memset(&err, 0, sizeof err);
+    r = opstate_publish(&capture, text_bytes(prefix), ev, NULL, NULL, &res, &err);
+    if (r != OPSTATE_OK) {
+        subject_text(prefix, ev, subject, sizeof subject);
+        return fail_result(r, &err, "publishing to %s (subject %s)", quoted(h->uri), quoted(subject));
+    }
+    return b->n == LMDB_BATCH_MAX ? lmdb_batch_flush(h, t, true) : STATUS_OK;
+}
+
+static int lmdb_batch_end(log_handle *h, batch_totals *t, bool report)
+{
+    opstate_error err;
+    opstate_result r;
+    int status = lmdb_batch_flush(h, t, report);
+    if (status != STATUS_OK) return status;
+    memset(&err, 0, sizeof err);
+    r = opstate_lmdb_sync(((lmdb_backend *)h->backend)->env, &err);
+    if (r == OPSTATE_OK) return STATUS_OK;
+    return report ? fail_result(r, &err, "syncing %s", quoted(h->uri)) : STATUS_FAILED;
 }
 
 static void lmdb_log_close(log_handle *h)
 {
     lmdb_backend *b = (lmdb_backend *)h->backend;
+    size_t i;
+    for (i = 0; i < b->n; i++) free(b->pending[i].bytes);
+    free(b->pending);
+    free(b->items);
+    free(b->results);
     opstate_lmdb_log_close(b->log);
     opstate_lmdb_close(b->env);
     free(b);
+}
+
+/* The options only a nats:// log has. */
+static int refuse_nats_options(const char *uri, const log_open_options *o)
+{
+    const char *name = NULL;
+    if (o->durable) name = "--durable";
+    else if (o->max_messages) name = "--max-messages";
+    else if (o->max_per_subject) name = "--max-per-subject";
+    if (name) return fail(STATUS_USAGE, "%s: only for nats:// logs, not --log %s", name, quoted(uri));
+    return STATUS_OK;
 }
 
 static int lmdb_log_open(const char *uri, const char *path, const log_open_options *o, log_handle *h)
@@ -776,6 +961,7 @@ static int lmdb_log_open(const char *uri, const char *path, const log_open_optio
     opstate_result r;
     lmdb_backend *b;
     if (!path[0]) return fail(STATUS_USAGE, "--log %s: the path is empty (use lmdb:PATH)", quoted(uri));
+    if (refuse_nats_options(uri, o) != STATUS_OK) return STATUS_USAGE;
     if (!o->create && !path_exists(path, "data.mdb"))
         return fail(STATUS_NOT_FOUND, "--log %s: no log there (%s/data.mdb not found)", quoted(uri), path);
     if (o->create && make_dirs("--log", path) != STATUS_OK) return STATUS_FAILED;
@@ -796,7 +982,8 @@ static int lmdb_log_open(const char *uri, const char *path, const log_open_optio
     }
     h->backend = b;
     h->log = opstate_lmdb_log_iface(b->log);
-    h->sync = lmdb_log_sync;
+    h->batch_add = lmdb_batch_add;
+    h->batch_end = lmdb_batch_end;
     h->close = lmdb_log_close;
     return STATUS_OK;
 }
@@ -810,29 +997,286 @@ static int lmdb_default_state_dir(const char *uri, const char *path, char *buf)
     return STATUS_OK;
 }
 
-/* Without opstate_nats.h: a clear usage error. */
-static int nats_unavailable(const char *uri)
+/* >>nats ---------------------------------------------------------------- */
+
+#define NATS_DEFAULT_PORT 4222u
+#define NATS_URI_FORMS "use nats://HOST[:PORT]/STREAM or nats://HOST[:PORT]/kv/BUCKET"
+#define NATS_BATCH_WINDOW 20000u /* publish --batch: events sent before collecting their acks */
+#define NATS_ACK_WAIT_MS 30000
+#define JS_STREAM_NOT_FOUND 10059L /* JSStreamNotFoundErr */
+#define JS_SUBJECTS_OVERLAP 10065L /* JSStreamSubjectOverlapErr */
+
+/* A nats:// URI, taken apart. */
+typedef struct nats_uri {
+    char host[256];
+    unsigned port;
+    char url[300];  /* nats://HOST:PORT, what the connection uses */
+    char name[80];  /* the stream, or the bucket */
+    bool bucket;
+} nats_uri;
+
+/* HOST[:PORT] (n bytes at text) -> u->host, u->port, u->url. */
+static int parse_nats_authority(const char *uri, const char *text, size_t n, nats_uri *u)
 {
-    return fail(STATUS_USAGE, "--log %s: built without the NATS companion (opstate_nats.h); use lmdb:PATH", quoted(uri));
+    const char *colon = (const char *)memchr(text, ':', n);
+    size_t host_len = colon ? (size_t)(colon - text) : n, port_len = colon ? n - host_len - 1 : 0;
+    char digits[8] = "";
+    uint64_t port = NATS_DEFAULT_PORT;
+    if (memchr(text, '@', n)) return fail(STATUS_USAGE, "--log: credentials in a nats:// URI are not supported (nor echoed)");
+    if (host_len == 0 || host_len >= sizeof u->host ||
+        strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") < host_len)
+        return fail(STATUS_USAGE, "--log %s: expected a host name or IPv4 address after nats:// (%s)", quoted(uri),
+                    NATS_URI_FORMS);
+    if (colon && port_len < sizeof digits) memcpy(digits, colon + 1, port_len);
+    if (colon && (port_len >= sizeof digits || !digits_to_u64(digits, &port) || port < 1 || port > 65535))
+        return fail(STATUS_USAGE, "--log %s: the port is not a number 1..65535 (%s)", quoted(uri), NATS_URI_FORMS);
+    memcpy(u->host, text, host_len);
+    u->host[host_len] = '\0';
+    u->port = (unsigned)port;
+    snprintf(u->url, sizeof u->url, "nats://%s:%u", u->host, u->port);
+    return STATUS_OK;
+}
+
+/* rest: "HOST[:PORT]/STREAM" or "HOST[:PORT]/kv/BUCKET". */
+static int parse_nats_uri(const char *uri, const char *rest, nats_uri *u)
+{
+    const char *slash = strchr(rest, '/'), *name;
+    int status;
+    memset(u, 0, sizeof *u);
+    if (!slash) return fail(STATUS_USAGE, "--log %s: no stream named (%s)", quoted(uri), NATS_URI_FORMS);
+    if ((status = parse_nats_authority(uri, rest, (size_t)(slash - rest), u)) != STATUS_OK) return status;
+    name = slash + 1;
+    u->bucket = strncmp(name, "kv/", 3) == 0;
+    if (u->bucket) name += 3;
+    if (!is_name(name))
+        return fail(STATUS_USAGE, "--log %s: %s %s: a name is " NAME_RULE " (%s)", quoted(uri),
+                    u->bucket ? "bucket" : "stream", quoted(name), NATS_URI_FORMS);
+    snprintf(u->name, sizeof u->name, "%s", name);
+    return STATUS_OK;
+}
+
+/* The NATS backend: a connection and the companion's log over a stream or
+   a KV bucket. Its interface is wrapped so that every failure is noted
+   (note_nats_failure) on its way through the core. */
+typedef struct nats_backend {
+    opstate_nats *conn;
+    opstate_nats_log *log;
+    opstate_log inner;
+    uint64_t queued; /* publish --batch: sent, acks not collected yet */
+} nats_backend;
+
+static opstate_result nats_append(void *user, opstate_bytes subject, opstate_bytes data,
+                                  const opstate_append_options *opts, opstate_append_result *out, opstate_error *err)
+{
+    const opstate_log *in = &((nats_backend *)user)->inner;
+    return note_nats_failure(in->append(in->user, subject, data, opts, out, err), err);
+}
+
+static opstate_result nats_read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
+                                opstate_log_message *msgs, size_t max, size_t *count, opstate_error *err)
+{
+    const opstate_log *in = &((nats_backend *)user)->inner;
+    return note_nats_failure(in->read(in->user, filter, from_seq, wait_ns, msgs, max, count, err), err);
+}
+
+static opstate_result nats_info(void *user, opstate_stream_info *out, opstate_error *err)
+{
+    const opstate_log *in = &((nats_backend *)user)->inner;
+    return note_nats_failure(in->info(in->user, out, err), err);
+}
+
+static opstate_result nats_last_per_subject(void *user, opstate_bytes filter, opstate_log_visit_fn fn, void *fn_user,
+                                            opstate_error *err)
+{
+    const opstate_log *in = &((nats_backend *)user)->inner;
+    return note_nats_failure(in->last_per_subject(in->user, filter, fn, fn_user, err), err);
+}
+
+static opstate_result nats_ack(void *user, uint64_t upto_seq, opstate_error *err)
+{
+    const opstate_log *in = &((nats_backend *)user)->inner;
+    return note_nats_failure(in->ack(in->user, upto_seq, err), err);
+}
+
+static void nats_wrap(nats_backend *b, opstate_log *out)
+{
+    b->inner = opstate_nats_log_iface(b->log);
+    out->user = b;
+    out->append = nats_append;
+    out->read = nats_read;
+    out->info = nats_info;
+    out->last_per_subject = nats_last_per_subject;
+    out->ack = nats_ack;
+}
+
+/* Counts one acknowledged (or refused) event of publish --batch. */
+static void tally_outcome(void *user, const opstate_nats_outcome *o)
+{
+    batch_totals *t = (batch_totals *)user;
+    if (o->result != OPSTATE_OK) {
+        if (t->failed++ == 0) {
+            t->failure = o->result;
+            t->js_error = o->js_error;
+            t->failed_id = o->id;
+        }
+        return;
+    }
+    if (o->duplicate) t->duplicates++;
+    else t->published++;
+    if (o->seq > t->last_seq) t->last_seq = o->seq;
+}
+
+/* Waits for the acks of everything sent so far and counts them. */
+static int nats_collect(log_handle *h, batch_totals *t, bool report)
+{
+    nats_backend *b = (nats_backend *)h->backend;
+    opstate_error err;
+    opstate_result r;
+    memset(&err, 0, sizeof err);
+    r = note_nats_failure(opstate_nats_publish_wait(b->log, NATS_ACK_WAIT_MS, tally_outcome, t, &err), &err);
+    b->queued = 0;
+    if (r == OPSTATE_OK || !report) return r == OPSTATE_OK ? STATUS_OK : STATUS_FAILED;
+    if (r == OPSTATE_TIMEOUT)
+        return fail(STATUS_FAILED, "publish --batch to %s: some events were not acknowledged within %d s "
+                    "(they may be appended)", quoted(h->uri), NATS_ACK_WAIT_MS / 1000);
+    return fail_result(r, &err, "publish --batch to %s: waiting for acknowledgments", quoted(h->uri));
+}
+
+/* Sends one event without waiting; every NATS_BATCH_WINDOW, collects. */
+static int nats_batch_add(log_handle *h, const char *prefix, const opstate_event *ev, batch_totals *t)
+{
+    nats_backend *b = (nats_backend *)h->backend;
+    opstate_error err;
+    opstate_result r;
+    memset(&err, 0, sizeof err);
+    r = note_nats_failure(opstate_nats_publish_async(b->log, text_bytes(prefix), ev, NULL, &err), &err);
+    if (r != OPSTATE_OK)
+        return fail_result(r, &err, "stdin line %llu: publishing to %s", (unsigned long long)t->lines, quoted(h->uri));
+    return ++b->queued < NATS_BATCH_WINDOW ? STATUS_OK : nats_collect(h, t, true);
+}
+
+static int nats_batch_end(log_handle *h, batch_totals *t, bool report)
+{
+    char id[OPSTATE_ID_TEXT_LEN + 1] = {0}, code[40] = "";
+    int status = nats_collect(h, t, report);
+    if (status != STATUS_OK || !t->failed) return status;
+    if (!report) return STATUS_FAILED;
+    opstate_id_to_text(&t->failed_id, id);
+    if (t->js_error) snprintf(code, sizeof code, ", JetStream error %ld", t->js_error);
+    return fail(STATUS_FAILED, "publish --batch to %s: %llu events were not appended; the first, id %s: %s%s", quoted(h->uri),
+                (unsigned long long)t->failed, id, opstate_result_str(t->failure), code);
+}
+
+static void nats_log_close(log_handle *h)
+{
+    nats_backend *b = (nats_backend *)h->backend;
+    if (!b) return;
+    opstate_nats_log_close(b->log);
+    opstate_nats_close(b->conn);
+    free(b);
+    h->backend = NULL;
+    nats_Close(); /* nats.c's threads and memory: the tool opens one log per run */
+}
+
+/* Connects, and opens the companion's log over the stream or bucket. */
+static int nats_connect(const char *uri, const nats_uri *u, const log_open_options *o, nats_backend *b)
+{
+    opstate_nats_config nc;
+    opstate_nats_log_config lc;
+    opstate_error err;
+    opstate_result r;
+    memset(&nc, 0, sizeof nc);
+    memset(&lc, 0, sizeof lc);
+    memset(&err, 0, sizeof err);
+    nc.urls = u->url;
+    nc.name = "opstate";
+    nc.logger = tool_logger();
+    r = note_nats_failure(opstate_nats_connect(&nc, &b->conn, &err), &err);
+    if (r != OPSTATE_OK) return fail_result(r, &err, "--log %s: cannot connect to %s", quoted(uri), u->url);
+    lc.stream = u->bucket ? NULL : u->name;
+    lc.kv_bucket = u->bucket ? u->name : NULL;
+    lc.durable = o->durable;
+    r = note_nats_failure(opstate_nats_log_open(b->conn, &lc, &b->log, &err), &err);
+    return r == OPSTATE_OK ? STATUS_OK : fail_result(r, &err, "--log %s", quoted(uri));
+}
+
+/* The stream or bucket exists (reading). */
+static int nats_check_exists(const char *uri, const nats_uri *u, nats_backend *b)
+{
+    opstate_stream_info info;
+    opstate_error err;
+    opstate_result r;
+    memset(&err, 0, sizeof err);
+    r = nats_info(b, &info, &err);
+    if (r == OPSTATE_NOT_FOUND || (r != OPSTATE_OK && err.dep_detail == JS_STREAM_NOT_FOUND))
+        return fail(STATUS_NOT_FOUND, "--log %s: no %s %s on %s", quoted(uri), u->bucket ? "KV bucket" : "stream",
+                    quoted(u->name), u->url);
+    return r == OPSTATE_OK ? STATUS_OK : fail_result(r, &err, "--log %s", quoted(uri));
+}
+
+/* publish: the stream exists with subjects "<prefix>.>" and the asked
+   limits, made if need be. An existing stream is never changed. */
+static int nats_ensure_stream(const char *uri, const nats_uri *u, const log_open_options *o, nats_backend *b)
+{
+    opstate_nats_stream_config sc;
+    opstate_error err;
+    opstate_result r;
+    memset(&sc, 0, sizeof sc);
+    memset(&err, 0, sizeof err);
+    sc.stream = u->name;
+    sc.prefix = o->prefix;
+    sc.max_messages = o->max_messages;
+    sc.max_per_subject = o->max_per_subject;
+    r = note_nats_failure(opstate_nats_stream_ensure(b->conn, &sc, &err), &err);
+    if (r == OPSTATE_CONFLICT)
+        return fail(STATUS_FAILED, "--log %s: stream %s differs from what publish asks (subjects '%s.>', --max-messages %llu, "
+                    "--max-per-subject %llu; 0: none): %s; publish never changes a stream", quoted(uri), quoted(u->name),
+                    o->prefix, (unsigned long long)o->max_messages, (unsigned long long)o->max_per_subject,
+                    err.field ? err.field : "another configuration");
+    if (r != OPSTATE_OK && err.dep_detail == JS_SUBJECTS_OVERLAP)
+        return fail(STATUS_FAILED, "--log %s: cannot create stream %s: subjects '%s.>' overlap another stream's (use another "
+                    "--prefix, or that stream)", quoted(uri), quoted(u->name), o->prefix);
+    return r == OPSTATE_OK ? STATUS_OK : fail_result(r, &err, "--log %s: ensuring stream %s", quoted(uri), quoted(u->name));
 }
 
 static int nats_log_open(const char *uri, const char *rest, const log_open_options *o, log_handle *h)
 {
-    (void)rest;
-    (void)o;
-    (void)h;
-    return nats_unavailable(uri);
+    nats_backend *b;
+    nats_uri u;
+    int status = parse_nats_uri(uri, rest, &u);
+    if (status != STATUS_OK) return status;
+    if (u.bucket && o->create)
+        return fail(STATUS_USAGE, "--log %s: a KV bucket is read-only here (write it with a KV client, e.g. nats kv put)",
+                    quoted(uri));
+    if (!(b = (nats_backend *)calloc(1, sizeof *b))) return fail(STATUS_FAILED, "--log %s: out of memory", quoted(uri));
+    h->backend = b;
+    if ((status = nats_connect(uri, &u, o, b)) == STATUS_OK) {
+        nats_wrap(b, &h->log);
+        status = o->create ? nats_ensure_stream(uri, &u, o, b) : nats_check_exists(uri, &u, b);
+    }
+    if (status != STATUS_OK) {
+        nats_log_close(h);
+        return status;
+    }
+    h->bucket = u.bucket;
+    h->remote = true;
+    h->batch_add = nats_batch_add;
+    h->batch_end = nats_batch_end;
+    h->close = nats_log_close;
+    return STATUS_OK;
 }
 
+/* nats://HOST:PORT/NAME -> ./opstate-data/nats-HOST-PORT-NAME.state (kv-NAME for a bucket). */
 static int nats_default_state_dir(const char *uri, const char *rest, char *buf)
 {
-    (void)rest;
-    (void)buf;
-    return nats_unavailable(uri);
+    nats_uri u;
+    int status = parse_nats_uri(uri, rest, &u);
+    if (status == STATUS_OK)
+        snprintf(buf, PATH_CAP, "%s/nats-%s-%u-%s%s.state", DEFAULT_DATA_DIR, u.host, u.port, u.bucket ? "kv-" : "", u.name);
+    return status;
 }
 
-/* Every kind of log the tool knows. To add the NATS backend, replace the
-   two nats_* functions above with ones over opstate_nats.h. */
+/* Every kind of log the tool knows. */
 static const log_backend log_backends[] = {
     {"lmdb:", lmdb_log_open, lmdb_default_state_dir},
     {"nats://", nats_log_open, nats_default_state_dir},
@@ -848,7 +1292,8 @@ static const log_backend *find_backend(const char *uri, const char **rest)
             return &log_backends[i];
         }
     }
-    fail(STATUS_USAGE, "--log %s: unknown log URI (use lmdb:PATH or nats://HOST:PORT/STREAM)", quoted(uri));
+    fail(STATUS_USAGE, "--log %s: unknown log URI (use lmdb:PATH, nats://HOST[:PORT]/STREAM or nats://HOST[:PORT]/kv/BUCKET)",
+         quoted(uri));
     return NULL;
 }
 
@@ -872,6 +1317,25 @@ static void log_close(log_handle *h)
 {
     if (h->close) h->close(h);
     h->close = NULL;
+}
+
+/* The options of a command that reads the log (durable: consume --durable). */
+static log_open_options read_options(const char *durable)
+{
+    log_open_options o;
+    memset(&o, 0, sizeof o);
+    o.durable = durable;
+    return o;
+}
+
+/* A KV bucket's events all have scope BUCKET and kind kv: it takes no
+   subject filter (a read of it ignores one). */
+static int check_bucket_filter(const log_handle *h, opstate_bytes filter)
+{
+    if (h->bucket && filter.len)
+        return fail(STATUS_USAGE, "--log %s: a KV bucket takes no --scope or --filter (its keys are events of scope "
+                    "BUCKET, kind kv)", quoted(h->uri));
+    return STATUS_OK;
 }
 
 /* >>state --------------------------------------------------------------- */
@@ -932,7 +1396,8 @@ static int state_open(const args *a, bool create, bool read_through, state_handl
     int status;
     memset(s, 0, sizeof *s);
     s->name = name ? name : DEFAULT_STORE_NAME;
-    if ((status = check_store_name(s->name)) != STATUS_OK || (status = state_env_open(a, create, s)) != STATUS_OK)
+    if ((status = check_name("--name", s->name, "a store name")) != STATUS_OK ||
+        (status = state_env_open(a, create, s)) != STATUS_OK)
         return status;
     memset(&sc, 0, sizeof sc);
     memset(&err, 0, sizeof err);
@@ -1066,14 +1531,6 @@ static int time_ordered_id(opstate_id *id)
     return status;
 }
 
-static opstate_bytes text_bytes(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = s ? strlen(s) : 0;
-    return b;
-}
-
 /* One event's fields, checked; `label` prefixes what names each input
    ("--" for flags, "stdin line N: " for --batch). */
 static int event_from_fields(const char *label, const char *scope, const char *kind, const char *key,
@@ -1163,13 +1620,28 @@ static int event_identity(const args *a, opstate_event *ev)
     return status;
 }
 
+/* The log options of publish: its prefix, and the limits of a NATS
+   stream it creates (an existing one must have them). */
+static int publish_log_options(const args *a, bool bulk, log_open_options *lo)
+{
+    const char *max = opt(a, "--max-messages"), *per = opt(a, "--max-per-subject");
+    int status = check_prefix(prefix_arg(a));
+    memset(lo, 0, sizeof *lo);
+    lo->create = true;
+    lo->bulk = bulk;
+    lo->prefix = prefix_arg(a);
+    if (status == STATUS_OK && max) status = parse_u64("--max-messages", max, 1, INT64_MAX, &lo->max_messages);
+    if (status == STATUS_OK && per) status = parse_u64("--max-per-subject", per, 1, INT64_MAX, &lo->max_per_subject);
+    return status;
+}
+
 static int publish_one(const args *a)
 {
     const char *scope = opt(a, "--scope"), *kind = opt(a, "--kind"), *expect = opt(a, "--expect-seq");
     opstate_event ev;
     opstate_append_options ao;
     opstate_append_result res;
-    log_open_options lo = {true, false};
+    log_open_options lo;
     log_handle h;
     uint8_t *owned = NULL;
     char idtext[OPSTATE_ID_TEXT_LEN + 1] = {0}, subject[FILTER_CAP];
@@ -1179,19 +1651,19 @@ static int publish_one(const args *a)
     if (!scope || !kind || !opt(a, "--op"))
         return fail(STATUS_USAGE, "publish: --scope, --kind and --op are required (or --batch; see opstate publish --help)");
     if ((status = event_from_fields("--", scope, kind, opt(a, "--key"), opt(a, "--op"), &ev)) != STATUS_OK ||
-        (status = check_prefix(prefix_arg(a))) != STATUS_OK || (status = event_identity(a, &ev)) != STATUS_OK ||
+        (status = publish_log_options(a, false, &lo)) != STATUS_OK || (status = event_identity(a, &ev)) != STATUS_OK ||
         (expect && (status = parse_u64("--expect-seq", expect, 0, UINT64_MAX, &ao.last_subject_seq)) != STATUS_OK) ||
         (status = event_data(a, &owned, &ev.data)) != STATUS_OK || (status = log_open(a, &lo, &h)) != STATUS_OK) {
         free(owned);
         return status;
     }
     ao.expect_last_subject_seq = expect != NULL;
-    status = append_event(&h, prefix_arg(a), &ev, &ao, &res);
+    status = append_event(&h, lo.prefix, &ev, &ao, &res);
     log_close(&h);
     free(owned);
     if (status != STATUS_OK) return status;
     opstate_id_to_text(&ev.id, idtext);
-    subject_text(prefix_arg(a), &ev, subject, sizeof subject);
+    subject_text(lo.prefix, &ev, subject, sizeof subject);
     if (res.duplicate) printf("duplicate: id %s is already at sequence %llu; not appended again\n", idtext, (unsigned long long)res.seq);
     else printf("published %s at sequence %llu (id %s)\n", subject, (unsigned long long)res.seq, idtext);
     return STATUS_OK;
@@ -1215,17 +1687,12 @@ static int split_batch_line(char *line, const char *label, char *field[4], char 
     return STATUS_OK;
 }
 
-typedef struct batch_totals {
-    uint64_t lines, published, duplicates, last_seq;
-} batch_totals;
-
 /* One stdin line of publish --batch. */
-static int publish_line(const log_handle *h, const char *prefix, char *line, batch_totals *t)
+static int publish_line(log_handle *h, const char *prefix, char *line, batch_totals *t)
 {
     char label[48], *field[4], *data = NULL;
     size_t n = strlen(line);
     opstate_event ev;
-    opstate_append_result res;
     int status;
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
     t->lines++;
@@ -1239,40 +1706,41 @@ static int publish_line(const log_handle *h, const char *prefix, char *line, bat
     ev.data = text_bytes(data);
     ev.has_time = true;
     ev.time = wallclock_ns(NULL);
-    if ((status = append_event(h, prefix, &ev, NULL, &res)) != STATUS_OK) return status;
-    if (res.duplicate) t->duplicates++;
-    else t->published++;
-    t->last_seq = res.seq;
-    return STATUS_OK;
+    return h->batch_add(h, prefix, &ev, t);
+}
+
+static void print_batch_summary(const batch_totals *t, int64_t started)
+{
+    double seconds = (double)(monotonic_ns() - started) / 1e9;
+    char failed[40] = "";
+    if (t->failed) snprintf(failed, sizeof failed, ", %llu failed", (unsigned long long)t->failed);
+    printf("published %llu events (%llu duplicates%s) in %.2f s (%.0f events/s); last sequence %llu\n",
+           (unsigned long long)t->published, (unsigned long long)t->duplicates, failed, seconds,
+           seconds > 0 ? (double)t->published / seconds : 0.0, (unsigned long long)t->last_seq);
 }
 
 static int publish_batch(const args *a)
 {
     static const char *const single[] = {"--scope", "--kind", "--key", "--op", "--data", "--data-file",
                                          "--id", "--expect-seq", "--time", "--no-time", NULL};
-    log_open_options lo = {true, true};
-    batch_totals t = {0, 0, 0, 0};
-    opstate_error err;
+    log_open_options lo;
+    batch_totals t;
     log_handle h;
     char *line = NULL;
     size_t cap = 0;
     int64_t started = monotonic_ns();
-    double seconds;
-    int i, status = check_prefix(prefix_arg(a));
+    int i, end, status = publish_log_options(a, true, &lo);
+    memset(&t, 0, sizeof t);
     for (i = 0; single[i] && status == STATUS_OK; i++)
         if (flag(a, single[i])) status = fail(STATUS_USAGE, "publish: --batch and %s exclude each other (a line gives each event)", single[i]);
     if (status != STATUS_OK || (status = log_open(a, &lo, &h)) != STATUS_OK) return status;
-    while (status == STATUS_OK && getline(&line, &cap, stdin) >= 0) status = publish_line(&h, prefix_arg(a), line, &t);
+    while (status == STATUS_OK && getline(&line, &cap, stdin) >= 0) status = publish_line(&h, lo.prefix, line, &t);
     free(line);
-    memset(&err, 0, sizeof err);
-    if (h.sync(&h, &err) != OPSTATE_OK && status == STATUS_OK) status = fail_result(OPSTATE_IO, &err, "syncing %s", quoted(h.uri));
+    end = h.batch_end(&h, &t, status == STATUS_OK); /* also after a bad line: what was sent is waited for */
+    if (status == STATUS_OK) status = end;
     log_close(&h);
-    seconds = (double)(monotonic_ns() - started) / 1e9;
-    if (status != STATUS_OK) return status;
-    printf("published %llu events (%llu duplicates) in %.2f s (%.0f events/s); last sequence %llu\n",
-           (unsigned long long)t.published, (unsigned long long)t.duplicates, seconds,
-           seconds > 0 ? (double)t.published / seconds : 0.0, (unsigned long long)t.last_seq);
-    return STATUS_OK;
+    if (status == STATUS_OK || t.failed) print_batch_summary(&t, started);
+    return status;
 }
 
 static int run_publish(const args *a) { return flag(a, "--batch") ? publish_batch(a) : publish_one(a); }
@@ -1338,7 +1806,9 @@ typedef struct consume_plan {
     opstate_consumer_config cfg;
     char filter[FILTER_CAP];
     bool exit_when_caught_up, read_through;
-    uint64_t max_rate; /* events per second, 0: unlimited */
+    uint64_t max_rate;   /* events per second, 0: unlimited */
+    const char *durable; /* --durable NAME, or NULL */
+    bool remote;         /* the log is a server's: ride out its timeouts */
 } consume_plan;
 
 static int consume_mode(const args *a, opstate_restore_mode *mode)
@@ -1385,6 +1855,8 @@ static int consume_parse(const args *a, consume_plan *p)
         (status = consume_pacing(a, p)) != STATUS_OK || (status = consume_policies(a, p)) != STATUS_OK ||
         (status = subject_filter(a, p->filter, &p->cfg.filter)) != STATUS_OK)
         return status;
+    p->durable = opt(a, "--durable");
+    if (p->durable && (status = check_name("--durable", p->durable, "a durable consumer name")) != STATUS_OK) return status;
     p->cfg.logger = tool_logger();
     p->cfg.schema.version = STATE_SCHEMA_VERSION;
     p->cfg.clock = wallclock_ns;
@@ -1477,14 +1949,52 @@ static void throttle(const consume_plan *p, uint64_t applied, int64_t started)
 #define POLL_BUDGET_NS (100 * NS_PER_MS)
 #define IDLE_WAIT_NS (20 * NS_PER_MS)
 #define APPLY_RETRIES 50
+#define REMOTE_RETRY_NS (120 * NS_PER_SECOND) /* a server restart, a network blip */
+
+/* Failures consume rides out, in a row. */
+typedef struct retry_state {
+    uint32_t apply_failures;
+    int64_t remote_failing_since; /* 0: the log answers */
+} retry_state;
+
+/* Whether to poll again after r: APPLY_FAILED a few times, and a remote
+   log's TIMEOUT or IO for up to REMOTE_RETRY_NS (warned once) unless the
+   server refused the request (a JetStream error code: no use retrying). */
+static bool retry_after(const consume_plan *p, opstate_result r, const opstate_error *err, retry_state *rs)
+{
+    int64_t now = monotonic_ns();
+    if (r == OPSTATE_APPLY_FAILED && ++rs->apply_failures <= APPLY_RETRIES) {
+        sleep_ns(100 * NS_PER_MS);
+        return true;
+    }
+    if (!p->remote || (r != OPSTATE_TIMEOUT && r != OPSTATE_IO) || err->dep_detail) return false;
+    if (!rs->remote_failing_since) {
+        rs->remote_failing_since = now;
+        library_error[0] = '\0'; /* said here */
+        warn("consume: the log failed: %s (%s); retrying for up to %lld s", opstate_result_str(r),
+             err->field ? err->field : "log", (long long)(REMOTE_RETRY_NS / NS_PER_SECOND));
+    }
+    if (now - rs->remote_failing_since > REMOTE_RETRY_NS) return false;
+    sleep_ns(NS_PER_SECOND);
+    return true;
+}
+
+/* A poll succeeded: the failures in a row are over. */
+static void retry_reset(retry_state *rs)
+{
+    if (rs->remote_failing_since) warn("consume: the log answers again");
+    rs->apply_failures = 0;
+    rs->remote_failing_since = 0;
+}
 
 /* Polls until caught up (with --exit-when-caught-up), a stop signal, or an
    error. *why says what ended it. */
 static int consume_loop(const consume_plan *p, opstate_consumer *c, const char **why)
 {
     uint64_t poisons = 0;
-    uint32_t retries = 0, per_poll = p->max_rate ? (uint32_t)(p->max_rate / 20 + 1) : 4096;
+    uint32_t per_poll = p->max_rate ? (uint32_t)(p->max_rate / 20 + 1) : 4096;
     int64_t started = monotonic_ns();
+    retry_state rs = {0, 0};
     for (;;) {
         opstate_poll_result res;
         opstate_error err;
@@ -1493,12 +2003,9 @@ static int consume_loop(const consume_plan *p, opstate_consumer *c, const char *
         if (stop_signal) break;
         r = opstate_consumer_poll(c, per_poll > 4096 ? 4096 : per_poll, POLL_BUDGET_NS, &res, &err);
         if (r == OPSTATE_POISON) return fail_poison(c);
-        if (r == OPSTATE_APPLY_FAILED && ++retries <= APPLY_RETRIES) {
-            sleep_ns(100 * NS_PER_MS);
-            continue;
-        }
+        if (r != OPSTATE_OK && retry_after(p, r, &err, &rs)) continue;
         if (r != OPSTATE_OK) return fail_result(r, &err, "consume");
-        retries = 0;
+        retry_reset(&rs);
         warn_skipped_poison(c, &poisons);
         if (res.caught_up && p->exit_when_caught_up) {
             *why = "caught up";
@@ -1539,16 +2046,19 @@ static int run_consume(const args *a)
     log_handle lh;
     state_handle sh;
     opstate_consumer *c = NULL;
-    log_open_options lo = {false, false};
+    log_open_options lo;
     progress pg;
     const char *why = "";
     int64_t started = monotonic_ns();
     int status = consume_parse(a, &p);
+    lo = read_options(p.durable);
     if (status != STATUS_OK || (status = log_open(a, &lo, &lh)) != STATUS_OK) return status;
-    if ((status = state_open(a, true, p.read_through, &sh)) != STATUS_OK) {
+    if ((status = check_bucket_filter(&lh, p.cfg.filter)) != STATUS_OK ||
+        (status = state_open(a, true, p.read_through, &sh)) != STATUS_OK) {
         log_close(&lh);
         return status;
     }
+    p.remote = lh.remote;
     install_stop_handlers();
     progress_init(&pg, "consume");
     p.cfg.progress = progress_update;
@@ -1600,7 +2110,7 @@ static int run_replay(const args *a)
     opstate_replay_result res;
     opstate_error err;
     opstate_kv *kv = NULL;
-    log_open_options lo = {false, false};
+    log_open_options lo = read_options(NULL);
     log_handle lh;
     progress pg;
     char filter[FILTER_CAP];
@@ -1610,6 +2120,10 @@ static int run_replay(const args *a)
     memset(&err, 0, sizeof err);
     if ((status = replay_parse(a, &cfg, filter)) != STATUS_OK || (status = log_open(a, &lo, &lh)) != STATUS_OK)
         return status;
+    if ((status = check_bucket_filter(&lh, cfg.filter)) != STATUS_OK) {
+        log_close(&lh);
+        return status;
+    }
     progress_init(&pg, "replay");
     cfg.log = lh.log;
     cfg.progress = progress_update;
@@ -1655,7 +2169,7 @@ static int run_info(const args *a)
 {
     opstate_stream_info s;
     opstate_error err;
-    log_open_options lo = {false, false};
+    log_open_options lo = read_options(NULL);
     log_handle lh;
     opstate_result r;
     int status = log_open(a, &lo, &lh);
@@ -1881,7 +2395,7 @@ static int run_import(const args *a)
 
 /* >>commands ------------------------------------------------------------ */
 
-#define OPT_LOG {"--log", "URI", "the log: lmdb:PATH (default " DEFAULT_LOG_URI ") or nats://HOST:PORT/STREAM"}
+#define OPT_LOG {"--log", "URI", "the log: lmdb:PATH (default " DEFAULT_LOG_URI ") or nats://HOST[:PORT]/STREAM|kv/BUCKET"}
 #define OPT_PREFIX {"--prefix", "PREFIX", "subject prefix, dot-separated tokens (default " DEFAULT_PREFIX ")"}
 #define OPT_STATE {"--state", "DIR", "LMDB directory of the state (default: the log's PATH + .state)"}
 #define OPT_NAME {"--name", "NAME", "store name in that directory (default \"" DEFAULT_STORE_NAME "\")"}
@@ -1904,6 +2418,8 @@ static const option_spec publish_options[] = {
     {"--time", "T", "event time (default: now)"},
     {"--no-time", NULL, "publish without an event time"},
     {"--batch", NULL, "read events from stdin, one per line: <scope> <kind> <key> <op> [data]"},
+    {"--max-messages", "N", "nats: the stream keeps at most N messages (made so; an existing one must match)"},
+    {"--max-per-subject", "N", "nats: the stream keeps at most N messages per subject (likewise)"},
     OPT_END};
 
 static const option_spec consume_options[] = {
@@ -1923,6 +2439,7 @@ static const option_spec consume_options[] = {
     {"--poison", "POLICY", "an event that fails: stop (default, exit 5) or skip (record, count)"},
     {"--read-through", NULL, "keep the compacted state on disk (state larger than memory)"},
     {"--max-rate", "N", "apply at most N events per second (spare a shared disk during a rebuild)"},
+    {"--durable", "NAME", "nats: read through the durable pull consumer NAME, acked as applied"},
     {"--verbose", NULL, "also print the library's info lines"},
     OPT_END};
 
@@ -1967,12 +2484,17 @@ static const command_spec commands[] = {
      "Append one event to the log, or many with --batch", 
      "--batch reads lines \"<scope> <kind> <key> <op> [data]\" (key - for none, data is the rest of\n"
      "the line), skips blank lines and # comments, appends without an fsync per event and syncs once\n"
-     "at the end. An --expect-seq conflict exits 1.\n",
+     "at the end; on a nats:// log it publishes asynchronously and counts the acknowledgments\n"
+     "(duplicates, and events the server refused: exit 1). An --expect-seq conflict exits 1.\n"
+     "On a nats:// log, publish first ensures the stream: subjects \"<prefix>.>\" and the limits\n"
+     "given; an existing stream that differs is a conflict (exit 1), never changed.\n",
      publish_options, 0, 0, run_publish},
     {"consume", "consume [options]", "Fold the log into a state store: restore, read, apply, flush, until stopped",
      "At start it prints one line: the restore decision, its reason, the resume state and the\n"
      "position. SIGINT or SIGTERM stops it with a final flush. With a terminal on stderr it shows\n"
-     "a progress line.\n",
+     "a progress line. The state is an LMDB store (--state) for every kind of log; on a nats://\n"
+     "log, reads use ephemeral ordered consumers, or with --durable a durable pull consumer that is\n"
+     "acked as events are applied (the stored position stays the truth on restart).\n",
      consume_options, 0, 0, run_consume},
     {"replay", "replay [options]", "Rebuild the state as of a point in time, from the start of the log",
      "The end is fixed when the replay starts (the last sequence then); it never waits.\n", replay_options, 0, 0,
@@ -2001,8 +2523,9 @@ static void print_main_help(FILE *out)
                  "Usage: opstate <command> [options]   (opstate <command> --help for its options)\n\nCommands:\n",
             OPSTATE_VERSION_STRING);
     for (i = 0; i < COMMAND_COUNT; i++) fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nLogs:  lmdb:PATH (an LMDB directory; default %s) or nats://HOST:PORT/STREAM\n"
-                 "       (needs the NATS companion; this build has none).\n"
+    fprintf(out, "\nLogs:  lmdb:PATH                      an LMDB directory (default %s)\n"
+                 "       nats://HOST[:PORT]/STREAM     a JetStream stream (port 4222 by default)\n"
+                 "       nats://HOST[:PORT]/kv/BUCKET  a JetStream KV bucket, read-only\n"
                  "Times: RFC 3339 (2026-11-23T10:00:00Z, 2026-11-23T10:00:00.5+01:00) or ns (1763890000000000000ns).\n\n%s",
             DEFAULT_LOG_URI, exit_codes_help);
 }
@@ -2029,7 +2552,8 @@ int main(int argc, char **argv)
         return finish_stdout(STATUS_OK);
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("opstate %s (opstate_lmdb %s)\n", OPSTATE_VERSION_STRING, OPSTATE_LMDB_VERSION_STRING);
+        printf("opstate %s (opstate_lmdb %s, opstate_nats %s, nats.c %s)\n", OPSTATE_VERSION_STRING,
+               OPSTATE_LMDB_VERSION_STRING, OPSTATE_NATS_VERSION_STRING, nats_GetVersion());
         return finish_stdout(STATUS_OK);
     }
     for (i = 0; i < COMMAND_COUNT && strcmp(argv[1], commands[i].name) != 0; i++) continue;

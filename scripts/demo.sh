@@ -3,27 +3,20 @@
 # Builds build/opstate, publishes 200,000 events over 10,000 keys, consumes
 # them, kills the consumer with SIGKILL part-way, restarts it (it restores the
 # stored position), checks its state equals a full replay, then replays to a
-# point in time. Needs cc, liblmdb-dev and python3 (scripts/deps.sh installs
-# them). Exits non-zero on any mismatch. EVENTS=N to change the workload.
+# point in time. Needs cc, liblmdb-dev, libnats-dev and python3
+# (scripts/deps.sh installs them). Exits non-zero on any mismatch.
+# EVENTS=N to change the workload. The steps are in scripts/demo_lib.sh,
+# shared with scripts/demo_nats.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/demo_lib.sh
 BUILD=${BUILD:-build}
 EVENTS=${EVENTS:-200000}
 KEYS=10000
 RATE=40000 # events/s for the first consumer run, so there is time to kill it
 started=$(date +%s%N)
 
-say() { printf '==> %s\n' "$*"; }
-show() { sed 's/^/    /' "$@"; }
-die() {
-  printf 'demo FAILED: %s\n' "$*" >&2
-  exit 1
-}
-
-say "building $BUILD/opstate"
-mkdir -p "$BUILD"
-cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -o "$BUILD/opstate"
-OP=$PWD/$BUILD/opstate
+demo_build "$BUILD"
 work=$(mktemp -d "${TMPDIR:-/tmp}/opstate-demo.XXXXXX")
 consumer=
 cleanup() {
@@ -32,95 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 LOG="lmdb:$work/log" # the state store goes next to it: $work/log.state
+STATE=()
 
-# The workload: every key is created once, then random overwrites (92%) and
-# deletes (8%); small JSON values; 4 scopes x 3 kinds; device keys are IP
-# addresses (dots are escaped in subjects). Seeded, so every run is the same.
-python3 - "$EVENTS" "$KEYS" >"$work/events.txt" <<'EOF'
-import random, sys
-events, nkeys = int(sys.argv[1]), int(sys.argv[2])
-random.seed(2026)
-scopes, kinds = ["eu-west", "us-east", "ap-south", "sa-east"], ["order", "device", "session"]
-keys = []
-for i in range(nkeys):
-    kind = kinds[i // 4 % 3]
-    key = {"order": "o-%05d" % i, "session": "s-%05d" % i,
-           "device": "10.%d.%d.%d" % (i >> 16, i >> 8 & 255, i & 255)}[kind]
-    keys.append((scopes[i % 4], kind, key))
-def value(kind, rev):
-    if kind == "order":
-        return '{"status":"%s","qty":%d,"rev":%d}' % (
-            random.choice(["new", "paid", "packed", "shipped", "delivered"]), random.randint(1, 9), rev)
-    if kind == "device":
-        return '{"fw":"2.%d.%d","temp":%.1f,"online":%s,"rev":%d}' % (
-            random.randint(0, 9), random.randint(0, 20), random.uniform(30, 80),
-            random.choice(["true", "false"]), rev)
-    return '{"user":"u%d","ttl":%d,"rev":%d}' % (random.randint(1, 5000), random.choice([300, 900, 3600]), rev)
-out = []
-for n in range(events):
-    scope, kind, key = keys[n] if n < nkeys else random.choice(keys)
-    if n >= nkeys and random.random() < 0.08:
-        out.append("%s %s %s delete\n" % (scope, kind, key))
-    else:
-        out.append("%s %s %s put %s\n" % (scope, kind, key, value(kind, n)))
-sys.stdout.write("".join(out))
-EOF
-
-say "publishing $EVENTS events over $KEYS keys (puts, overwrites, deletes; 4 scopes, 3 kinds) with publish --batch"
-"$OP" publish --batch --log "$LOG" <"$work/events.txt" | show || die "publish --batch failed"
-"$OP" info --log "$LOG" | show || die "info failed"
-
-# The position the consumer's state store has flushed (0 before the first flush).
-stored_seq() {
-  { "$OP" inspect --log "$LOG" 2>/dev/null || true; } | awk '$1 == "position:" && $2 == "seq" { print $3; found = 1 } END { if (!found) print 0 }'
-}
-
-say "consuming, throttled to $RATE events/s (--max-rate) so it can be killed part-way"
-"$OP" consume --log "$LOG" --max-rate "$RATE" --flush-interval-ms 200 >"$work/consume1.out" 2>&1 &
-consumer=$!
-while (($(stored_seq) < EVENTS / 4)); do
-  kill -0 "$consumer" 2>/dev/null || die "the consumer exited early: $(cat "$work/consume1.out")"
-  sleep 0.1
-done
-kill -9 "$consumer"
-wait "$consumer" 2>/dev/null || true
-consumer=
-show "$work/consume1.out"
-stored=$(stored_seq)
-((stored > 0 && stored < EVENTS)) || die "expected a stored position part-way through the log, found $stored"
-say "killed it with SIGKILL; its state store holds position $stored of $EVENTS"
-
-say "restarting the consumer (until caught up); its first line is the restore decision"
-"$OP" consume --log "$LOG" --exit-when-caught-up >"$work/consume2.out" || die "the restarted consumer failed"
-show "$work/consume2.out"
-grep -q "^decision: restore \[RESUME\] .*; stored position seq $stored at [^;]* restored;" "$work/consume2.out" ||
-  die "the restarted consumer did not restore the stored position $stored"
-
-say "checking the consumer's state equals a full replay (inspect --json vs replay --json, compared with python3's json module)"
-"$OP" inspect --log "$LOG" --json >"$work/state.json" || die "inspect failed"
-"$OP" replay --log "$LOG" --json >"$work/replay.json" || die "replay failed"
-python3 - "$work/state.json" "$work/replay.json" "$EVENTS" <<'EOF' | show || die "the consumer's state differs from a full replay"
-import json, sys
-state, replay, events = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
-if state["position"]["seq"] != events or replay["applied"] != events:
-    print("MISMATCH: consumer position %d, replay applied %d, expected %d" % (
-        state["position"]["seq"], replay["applied"], events))
-    sys.exit(1)
-a = {i["key"]: i for i in state["items"]}
-b = {i["key"]: i for i in replay["items"]}
-diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-if diff or state["count"] != replay["count"] or state["items"] != replay["items"]:
-    print("MISMATCH: %d keys differ, e.g. %r: consumer %r, replay %r" % (
-        len(diff), diff[:1], a.get(diff[0]) if diff else None, b.get(diff[0]) if diff else None))
-    sys.exit(1)
-print("identical: %d keys, every value, sequence and time the same (position seq %d)" % (
-    state["count"], state["position"]["seq"]))
-EOF
-
-half=$((EVENTS / 2))
-say "point-in-time: the state as of sequence $half, and one scope of it"
-"$OP" replay --log "$LOG" --until-seq "$half" | show || die "replay --until-seq failed"
-"$OP" replay --log "$LOG" --until-seq "$half" --scope eu-west | show || die "replay --scope failed"
-
-elapsed=$((($(date +%s%N) - started) / 1000000))
-say "demo passed in $((elapsed / 1000)).$((elapsed % 1000 / 100)) s"
+demo_story
+say "demo passed in $(demo_elapsed)"

@@ -116,11 +116,20 @@ for src in examples/*.c; do
   name=$(basename "$src" .c)
   [[ $name == opstate ]] && continue # the tool: tests/cli_test.sh
   line=$(grep -m1 -o 'cc -std=[^*]*' "$src" | sed "s| -o [^ ]*| -o $BUILD/examples/$name|")
+  if [[ $name == config_cache ]]; then # needs a server: one of its own, stopped by PID
+    check "example $name --demo (own nats-server): $line" bash -c "$line -I. && source scripts/nats_server.sh && \
+      d=\$(mktemp -d) && trap 'nats_server_stop; rm -rf \$d' EXIT && nats_server_start \$d && \
+      cd $BUILD/examples && ./$name --demo \$NATS_URL config"
+    continue
+  fi
   check "example $name: $line" sh -c "$line -I. && cd $BUILD/examples && ./$name"
 done
 
 echo "== the opstate tool"
 unit "cli" bash tests/cli_test.sh
+
+echo "== the opstate tool over NATS (a real nats-server)"
+unit "cli-nats" bash tests/cli_nats_test.sh
 
 echo "== README: every C snippet compiles and runs"
 unit "readme" bash tests/readme_test.sh

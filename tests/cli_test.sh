@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 if [[ -z ${OPSTATE:-} ]]; then
   mkdir -p "$BUILD"
-  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -o "$BUILD/opstate" || {
+  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -lnats -o "$BUILD/opstate" || {
     echo "cannot build $BUILD/opstate"
     echo "0 passed, 1 failed"
     exit 1
@@ -221,7 +221,7 @@ fails "inspect --json + --keys" 2 "inspect: --json and --keys exclude each other
 
 echo "== bad input"
 fails "unknown log URI" 2 "--log 'foo:bar': unknown log URI" -- info --log foo:bar
-fails "nats:// without the companion" 2 "--log 'nats://127.0.0.1:4222/OPS': built without the NATS companion" -- info --log nats://127.0.0.1:4222/OPS
+fails "nats:// with a bad port" 2 "--log 'nats://127.0.0.1:x/OPS': the port is not a number" -- info --log nats://127.0.0.1:x/OPS
 fails "lmdb: with no path" 2 "--log 'lmdb:': the path is empty" -- replay --log lmdb:
 fails "info on a missing log" 3 "no log there" -- info --log "lmdb:$T/missing"
 fails "replay on a missing log" 3 "no log there" -- replay --log "lmdb:$T/missing"

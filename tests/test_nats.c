@@ -2307,3 +2307,45 @@ TEST(nats, durable_short_waits)
     opstate_nats_log_close(lg);
     nt_teardown(&x, true);
 }
+
+/* A stream whose retention or discard policy or byte limit is not what
+   opstate needs (a work queue deletes what a consumer acks) is refused,
+   not used. */
+TEST(nats, stream_ensure_refuses_other_policies)
+{
+    static const char *const names[3] = {"T_WQ", "T_DISC", "T_BYTES"};
+    static const char *const fields[3] = {"retention", "discard", "max_bytes"};
+    nt_ctx x;
+    size_t i;
+    REQUIRE(nt_setup(&x, nt_url(), "T_POLICY", "pol", 0, 0) == 0);
+    for (i = 0; i < 3; i++) {
+        jsStreamConfig c;
+        jsStreamInfo *si = NULL;
+        jsErrCode jerr = (jsErrCode)0;
+        opstate_nats_stream_config sc;
+        opstate_error err;
+        char subject[32];
+        const char *subjects[1];
+        CASE(names[i]);
+        snprintf(subject, sizeof subject, "p%d.>", (int)i);
+        subjects[0] = subject;
+        jsStreamConfig_Init(&c);
+        c.Name = names[i];
+        c.Subjects = subjects;
+        c.SubjectsLen = 1;
+        if (i == 0) c.Retention = js_WorkQueuePolicy;
+        if (i == 1) c.Discard = js_DiscardNew;
+        if (i == 2) c.MaxBytes = 100000;
+        REQUIRE(js_AddStream(&si, opstate_nats_jetstream(x.n), &c, NULL, &jerr) == NATS_OK);
+        jsStreamInfo_Destroy(si);
+        memset(&sc, 0, sizeof sc);
+        sc.stream = names[i];
+        subject[strlen(subject) - 2] = '\0'; /* the prefix: "pN" */
+        sc.prefix = subject;
+        memset(&err, 0, sizeof err);
+        CHECK(opstate_nats_stream_ensure(x.n, &sc, &err) == OPSTATE_CONFLICT);
+        CHECK(err.field != NULL && strstr(err.field, fields[i]) != NULL);
+        opstate_nats_stream_delete(x.n, names[i], NULL);
+    }
+    nt_teardown(&x, true);
+}

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# NATS cases of the opstate command-line tool (examples/opstate.c) against a
+# real nats-server this script starts (JetStream on, 127.0.0.1, a free port,
+# a temp store dir; stopped by its PID at exit): every subcommand's happy
+# path over nats://HOST:PORT/STREAM and nats://HOST:PORT/kv/BUCKET, a
+# durable consumer, bad nats URIs (one line on stderr, exit 2), stream
+# configuration conflicts (exit 1), a missing stream (3), no server (1), and
+# every --json output checked with python3's json module. Builds
+# $BUILD/opstate unless OPSTATE names a binary. Last line:
+# "N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+if [[ -z ${OPSTATE:-} ]]; then
+  mkdir -p "$BUILD"
+  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -lnats -o "$BUILD/opstate" || {
+    echo "cannot build $BUILD/opstate"
+    echo "0 passed, 1 failed"
+    exit 1
+  }
+  OPSTATE=$PWD/$BUILD/opstate
+fi
+source scripts/nats_server.sh
+T=$(mktemp -d "${TMPDIR:-/tmp}/opstate-cli-nats.XXXXXX")
+cleanup() {
+  nats_server_stop
+  rm -rf "$T"
+}
+trap cleanup EXIT
+exec </dev/null # a command that would read stdin by mistake gets nothing
+passed=0 failed=0
+out=$T/stdout err=$T/stderr
+if ! nats_server_start "$T"; then
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+PORT=$NATS_PORT
+URL=$NATS_URL
+LOG=$URL/OPS
+
+ok() { passed=$((passed + 1)); }
+bad() {
+  failed=$((failed + 1))
+  echo "FAILED: $1"
+  sed 's/^/    stdout: /' "$out" | head -n 5
+  sed 's/^/    stderr: /' "$err" | head -n 5
+}
+op() { "$OPSTATE" "$@" >"$out" 2>"$err"; }
+
+# expect NAME RC [stdout-regex] -- ARGS...: exit code, and stdout matching.
+expect() {
+  local name=$1 rc=$2 pattern=$3
+  shift 4
+  op "$@"
+  local got=$?
+  if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
+  if [[ -n $pattern ]] && ! grep -Eq -- "$pattern" "$out"; then bad "$name (stdout does not match /$pattern/)"; return; fi
+  ok
+}
+
+# fails NAME RC STDERR-REGEX -- ARGS...: exit code RC, exactly one line on
+# stderr, matching the regex, and nothing on stdout.
+fails() {
+  local name=$1 rc=$2 pattern=$3
+  shift 4
+  op "$@"
+  local got=$? lines
+  lines=$(wc -l <"$err")
+  if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
+  if [[ $lines -ne 1 ]]; then bad "$name ($lines lines on stderr, expected 1)"; return; fi
+  if ! grep -Eq -- "^opstate: .*$pattern" "$err"; then bad "$name (stderr does not match /$pattern/)"; return; fi
+  if [[ -s $out ]]; then bad "$name (stdout not empty)"; return; fi
+  ok
+}
+
+# json NAME PYTHON-CHECK -- ARGS...: exit 0 and stdout is JSON for which the
+# python expression (over d) is true.
+json() {
+  local name=$1 check=$2
+  shift 3
+  op "$@"
+  local got=$?
+  if [[ $got -ne 0 ]]; then bad "$name (exit $got)"; return; fi
+  if ! python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($check) else 1)" "$out" 2>>"$err"; then
+    bad "$name (not JSON, or the check '$check' is false)"
+    return
+  fi
+  ok
+}
+
+# js OP...: talks to the server over the raw NATS protocol (independent of
+# nats.c and the tool). OPs, run in order:
+#   kv-create B          a KV bucket B (stream KV_B, history 5)
+#   kv-put B K V         put K=V in it      kv-del B K   a delete marker
+#   consumer-info S C    prints the JSON info of consumer C of stream S
+#   stream-wait S        waits (up to 5 s) until stream S exists
+#   stream-delete S      deletes stream S
+js() {
+  python3 - "$PORT" "$@" <<'EOF'
+import json, socket, sys, time
+port, ops = int(sys.argv[1]), sys.argv[2:]
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb")
+f.readline()  # INFO
+s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _R.> 1\r\n')
+def request(subject, body=b"", header=b""):
+    if header:
+        h = b"NATS/1.0\r\n" + header + b"\r\n\r\n"
+        s.sendall(b"HPUB %s _R.a %d %d\r\n%s%s\r\n" % (subject.encode(), len(h), len(h) + len(body), h, body))
+    else:
+        s.sendall(b"PUB %s _R.a %d\r\n%s\r\n" % (subject.encode(), len(body), body))
+    while not (line := f.readline()).startswith((b"MSG", b"HMSG")):
+        pass
+    r = json.loads(f.read(int(line.split()[-1]) + 2)[:-2] or b"{}")
+    if "error" in r and not subject.startswith("$JS.API.STREAM.INFO."):
+        sys.exit("js: %s: %s" % (subject, r["error"]))
+    return r
+while ops:
+    op, n = ops[0], {"kv-create": 1, "kv-put": 3, "kv-del": 2, "consumer-info": 2, "stream-wait": 1, "stream-delete": 1}[ops[0]]
+    a, ops = ops[1:n + 1], ops[n + 1:]
+    if op == "kv-create":
+        request("$JS.API.STREAM.CREATE.KV_" + a[0], json.dumps({
+            "name": "KV_" + a[0], "subjects": ["$KV.%s.>" % a[0]], "max_msgs_per_subject": 5,
+            "discard": "new", "allow_rollup_hdrs": True, "deny_delete": True, "allow_direct": True,
+            "storage": "file", "num_replicas": 1}).encode())
+    elif op == "kv-put":
+        request("$KV.%s.%s" % (a[0], a[1]), a[2].encode())
+    elif op == "kv-del":
+        request("$KV.%s.%s" % (a[0], a[1]), header=b"KV-Operation: DEL")
+    elif op == "consumer-info":
+        print(json.dumps(request("$JS.API.CONSUMER.INFO.%s.%s" % (a[0], a[1]))))
+    elif op == "stream-wait":
+        end = time.time() + 5
+        while "error" in request("$JS.API.STREAM.INFO." + a[0]) and time.time() < end:
+            time.sleep(0.02)
+    else:
+        request("$JS.API.STREAM.DELETE." + a[0])
+EOF
+}
+
+echo "== help"
+expect "--version names the NATS companion" 0 "opstate_nats 0\.[0-9]+\.[0-9]+, nats\.c " -- --version
+expect "--help lists nats:// logs" 0 "nats://HOST\[:PORT\]/kv/BUCKET" -- --help
+expect "publish --help: stream limits" 0 "^  --max-per-subject N" -- publish --help
+expect "consume --help: --durable" 0 "^  --durable NAME" -- consume --help
+
+echo "== publish"
+expect "publish put (creates the stream)" 0 "^published ops\.eu\.order\.o-1 at sequence 1 " -- publish --log "$LOG" --scope eu --kind order --key o-1 --op put --data '{"qty":1}'
+expect "publish a key with dots (escaped)" 0 "^published ops\.eu\.device\.10%2E0%2E0%2E1 at sequence 2 " -- publish --log "$LOG" --scope eu --kind device --key 10.0.0.1 --op put --data '{"temp":40}'
+printf '{"from":"file"}' >"$T/payload.json"
+expect "publish --data-file" 0 "at sequence 3 " -- publish --log "$LOG" --scope us --kind order --key o-2 --op put --data-file "$T/payload.json"
+expect "publish delete" 0 "at sequence 4 " -- publish --log "$LOG" --scope eu --kind order --key o-1 --op delete
+ID=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b
+expect "publish --id, --time" 0 "at sequence 5 \(id $ID\)" -- publish --log "$LOG" --scope us --kind order --key o-4 --op put --data '{"v":1}' --id "$ID" --time 2026-11-23T10:00:00Z
+expect "publish the same --id again: duplicate (Nats-Msg-Id)" 0 "^duplicate: id $ID is already at sequence 5" -- publish --log "$LOG" --scope us --kind order --key o-4 --op put --data '{"v":1}' --id "$ID"
+expect "publish --expect-seq 0 on a new subject" 0 "at sequence 6 " -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 1 --expect-seq 0
+fails "publish --expect-seq conflict (exit 1)" 1 "--expect-seq 0: conflict on 'ops\.us\.order\.o-5'" -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 2 --expect-seq 0
+expect "publish --expect-seq with the right sequence" 0 "at sequence 7 " -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 2 --expect-seq 6
+printf '# scope kind key op data\n\neu session s-1 put {"user":"ann"}\nus session s-2 put {"user":"bob"}\neu session s-1 delete\n' >"$T/batch.txt"
+op publish --log "$LOG" --batch <"$T/batch.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates) .* last sequence 10$" "$out"; then ok; else bad "publish --batch (async, acks counted)"; fi
+printf 'ap session s-3 put {}\nbad.scope order k put x\nap session s-4 put {}\n' >"$T/badbatch.txt"
+"$OPSTATE" publish --log "$URL/BATCHBAD" --prefix bb --batch <"$T/badbatch.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: stdin line 2: scope 'bad.scope'" "$err"; then ok; else bad "publish --batch, a bad line"; fi
+expect "publish --batch, a bad line: the lines before it are appended" 0 "^last: +seq 1 " -- info --log "$URL/BATCHBAD"
+seq 1 3000 | awk '{ printf "s k key%d put {\"n\":%d}\n", $1 % 97, $1 }' >"$T/many.txt"
+op publish --log "$URL/MANY" --prefix many --batch <"$T/many.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 3000 events (0 duplicates) .* last sequence 3000$" "$out"; then ok; else bad "publish --batch, 3000 events"; fi
+
+# Events the server refuses are counted and reported: the stream goes away
+# after publish ensured it and before the lines come (a FIFO orders it).
+mkfifo "$T/fifo"
+"$OPSTATE" publish --log "$URL/GONE" --prefix gone --batch <"$T/fifo" >"$out" 2>"$err" &
+pid=$!
+exec 4>"$T/fifo"
+js stream-wait GONE stream-delete GONE 2>>"$err"
+printf 'a k k1 put 1\na k k2 put 2\na k k3 put 3\n' >&4
+exec 4>&-
+wait "$pid"
+rc=$?
+if [[ $rc -eq 1 && $(wc -l <"$err") -eq 1 ]] && grep -q "^published 0 events (0 duplicates, 3 failed) " "$out" &&
+  grep -Eq "^opstate: publish --batch to '$URL/GONE': 3 events were not appended; the first, id [0-9a-f-]{36}: " "$err"; then
+  ok
+else
+  bad "publish --batch: refused events are counted and reported (exit $rc)"
+fi
+
+echo "== stream configuration"
+fails "another prefix on an existing stream: conflict (exit 1)" 1 "stream 'OPS' differs from what publish asks \(subjects 'other\.>'.*\): existing stream has other subjects; publish never changes a stream$" -- publish --log "$LOG" --prefix other --scope a --kind b --op put
+fails "other limits on an existing stream: conflict (exit 1)" 1 "existing stream has another max_per_subject; publish never changes a stream$" -- publish --log "$LOG" --max-per-subject 5 --scope a --kind b --op put
+fails "--batch on a conflicting stream (exit 1)" 1 "existing stream has another max_messages" -- publish --log "$LOG" --max-messages 100 --batch
+fails "a new stream whose subjects overlap another's (exit 1)" 1 "cannot create stream 'OTHER': subjects 'ops\.>' overlap another stream's" -- publish --log "$URL/OTHER" --scope a --kind b --op put
+expect "a new stream with limits" 0 "at sequence 1 " -- publish --log "$URL/LIM" --prefix lim --max-per-subject 2 --max-messages 1000 --scope a --kind b --key k --op put --data 1
+expect "the same limits again" 0 "at sequence 2 " -- publish --log "$URL/LIM" --prefix lim --max-per-subject 2 --max-messages 1000 --scope a --kind b --key k --op put --data 2
+fails "no limits on a stream that has some: conflict (exit 1)" 1 "existing stream has another max_messages" -- publish --log "$URL/LIM" --prefix lim --scope a --kind b --op put
+fails "stream limits on an lmdb: log (exit 2)" 2 "--max-per-subject: only for nats:// logs, not --log 'lmdb:" -- publish --log "lmdb:$T/lmdblog" --max-per-subject 2 --scope a --kind b --op put
+
+echo "== info"
+expect "info" 0 "^last: +seq 10 at 20[0-9-]+T[0-9:.]{18}Z$" -- info --log "$LOG"
+json "info --json" 'd["last_seq"] == 10 and d["first_seq"] == 1 and d["messages"] == 10 and d["epoch"] > 0 and d["log"].endswith("/OPS")' -- info --log "$LOG" --json
+fails "info on a missing stream (exit 3)" 3 "--log '$URL/NOPE': no stream 'NOPE' on $URL$" -- info --log "$URL/NOPE"
+
+echo "== replay"
+expect "replay" 0 "^replayed 10 events up to sequence 10 .*: 5 keys; position seq 10 " -- replay --log "$LOG"
+json "replay --json" 'd["applied"] == 10 and d["count"] == 5 and len(d["items"]) == 5 and d["position"]["seq"] == 10' -- replay --log "$LOG" --json
+json "replay --json --until-seq 4" 'd["end_seq"] == 4 and d["count"] == 2 and d["position"]["seq"] == 4' -- replay --log "$LOG" --json --until-seq 4
+json "replay --json --max-events 2" 'd["applied"] == 2 and d["count"] == 2' -- replay --log "$LOG" --json --max-events 2
+json "replay --json --scope us (a server-side filter)" 'd["applied"] == 5 and all(i["key"].startswith("us\u0000") for i in d["items"])' -- replay --log "$LOG" --json --scope us
+json "replay --json --filter ops.*.order.>" 'd["count"] == 3' -- replay --log "$LOG" --json --filter 'ops.*.order.>'
+json "replay --json --until-time before the log" 'd["applied"] == 0 and d["items"] == []' -- replay --log "$LOG" --json --until-time 2000-01-01T00:00:00Z
+fails "replay of a missing stream (exit 3)" 3 "no stream 'NOPE'" -- replay --log "$URL/NOPE"
+
+echo "== consume"
+S=(--state "$T/ops.state")
+expect "consume: nothing stored" 0 "^decision: restore \[NOTHING_STORED\] .*; log seq 1\.\.10$" -- consume --log "$LOG" "${S[@]}" --exit-when-caught-up
+"$OPSTATE" publish --log "$LOG" --scope eu --kind order --key o-6 --op put --data '{"late":true}' >/dev/null
+expect "consume: resume restores the stored position" 0 "^decision: restore \[RESUME\] resume after the stored position; stored position seq 10 at [^;]* restored; resume: ok; position seq 10 " -- consume --log "$LOG" "${S[@]}" --exit-when-caught-up
+if grep -q "^stopped (caught up): applied 1, .*position seq 11 " "$out"; then ok; else bad "consume: the restart applies the new event only"; fi
+"$OPSTATE" replay --log "$LOG" --json >"$T/replay.json"
+json "inspect --json equals replay --json" "d['items'] == json.load(open('$T/replay.json'))['items'] and d['position']['seq'] == 11" -- inspect --state "$T/ops.state" --json
+expect "consume --replay-from-first" 0 "^decision: clear \[FULL_REBUILD\] .*stored position seq 11 at [^;]* discarded" -- consume --log "$LOG" "${S[@]}" --exit-when-caught-up --replay-from-first
+expect "consume --replay-from-latest" 0 "^decision: clear \[LATEST\] .*position seq 11 " -- consume --log "$LOG" "${S[@]}" --exit-when-caught-up --replay-from-latest
+expect "consume --scope eu, own store" 0 "applied 6, " -- consume --log "$LOG" "${S[@]}" --name eu-only --scope eu --exit-when-caught-up
+(cd "$T" && "$OPSTATE" consume --log "$LOG" --exit-when-caught-up) >"$out" 2>"$err"
+if [[ $? -eq 0 && -d $T/opstate-data/nats-127.0.0.1-$PORT-OPS.state ]] && grep -q "applied 11, " "$out"; then ok; else bad "consume with the default state dir (./opstate-data/nats-HOST-PORT-STREAM.state)"; fi
+(cd "$T" && "$OPSTATE" inspect --log "$LOG") >"$out" 2>"$err"
+if [[ $? -eq 0 ]] && grep -q "^position: *seq 11 " "$out"; then ok; else bad "inspect --log nats:// finds the default state dir"; fi
+"$OPSTATE" consume --log "$LOG" --state "$T/sig.state" --flush-interval-ms 50 >"$out" 2>"$err" &
+pid=$!
+sleep 1
+kill -TERM "$pid"
+wait "$pid"
+if [[ $? -eq 0 ]] && grep -q "^stopped (SIGTERM): applied 11, " "$out"; then ok; else bad "consume over nats:// stops on SIGTERM with a final flush"; fi
+expect "the state SIGTERM flushed" 0 "^position: +seq 11 " -- inspect --state "$T/sig.state"
+fails "consume of a missing stream (exit 3)" 3 "no stream 'NOPE'" -- consume --log "$URL/NOPE" --state "$T/nope.state" --exit-when-caught-up
+
+echo "== consume --durable"
+D=(--state "$T/durable.state" --durable proj)
+expect "durable: from the start" 0 "^stopped \(caught up\): applied 11, .*position seq 11 " -- consume --log "$LOG" "${D[@]}" --exit-when-caught-up
+"$OPSTATE" publish --log "$LOG" --scope us --kind order --key o-7 --op put --data '{"d":1}' >/dev/null
+expect "durable: restart resumes" 0 "^decision: restore \[RESUME\] .*stored position seq 11 " -- consume --log "$LOG" "${D[@]}" --exit-when-caught-up
+if grep -q "^stopped (caught up): applied 1, .*position seq 12 " "$out"; then ok; else bad "durable: the restart applies the new event only"; fi
+js consumer-info OPS proj >"$out" 2>"$err"
+# (the next run re-creates the consumer at its start: the stored position
+# is the truth, not the server's ack floor)
+if python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["ack_floor"]["stream_seq"] == 12 else 1)' "$out" 2>>"$err"; then
+  ok
+else
+  bad "durable: the server's ack floor is the applied position"
+fi
+expect "durable: a third run has nothing to do" 0 "applied 0, .*position seq 12 " -- consume --log "$LOG" "${D[@]}" --exit-when-caught-up
+fails "--durable with a bad name (exit 2)" 2 "--durable 'a\.b': a durable consumer name is 1\.\.64 of" -- consume --log "$LOG" --durable a.b
+fails "--durable on an lmdb: log (exit 2)" 2 "--durable: only for nats:// logs" -- consume --log "lmdb:$T/lmdblog" --durable proj
+
+echo "== KV bucket"
+if js kv-create cfg kv-put cfg app.name shop kv-put cfg db.url pg://db kv-put cfg db.pool 10 kv-put cfg db.pool 20 \
+  kv-del cfg app.name kv-put cfg a.b.c dotted 2>"$err"; then ok; else bad "creating a KV bucket (raw protocol)"; fi
+KV=$URL/kv/cfg
+expect "info of a bucket" 0 "^last: +seq 6 at " -- info --log "$KV"
+json "replay --json of a bucket: puts, overwrites, deletes" 'd["count"] == 3 and {i["key"] for i in d["items"]} == {"cfg\u0000kv\u0000db.url", "cfg\u0000kv\u0000db.pool", "cfg\u0000kv\u0000a.b.c"} and d["position"]["seq"] == 6' -- replay --log "$KV" --json
+expect "consume a bucket" 0 "^stopped \(caught up\): applied 6, .*position seq 6 " -- consume --log "$KV" --state "$T/kv.state" --exit-when-caught-up
+js kv-put cfg db.pool 30 kv-del cfg db.url 2>>"$err"
+expect "consume a bucket: resume after the stored revision" 0 "applied 2, .*position seq 8 " -- consume --log "$KV" --state "$T/kv.state" --exit-when-caught-up
+expect "inspect the bucket's mirror" 0 "^cfg kv db\.pool	30$" -- inspect --state "$T/kv.state" --keys
+fails "publish to a bucket: read-only (exit 2)" 2 "--log '$KV': a KV bucket is read-only here" -- publish --log "$KV" --scope a --kind b --op put
+fails "--scope on a bucket (exit 2)" 2 "a KV bucket takes no --scope or --filter" -- replay --log "$KV" --scope eu
+fails "a missing bucket (exit 3)" 3 "no KV bucket 'nokv' on $URL$" -- info --log "$URL/kv/nokv"
+
+echo "== bad nats URIs (exit 2, one line)"
+fails "no stream" 2 "--log 'nats://127\.0\.0\.1:$PORT': no stream named \(use nats://HOST\[:PORT\]/STREAM or" -- info --log "nats://127.0.0.1:$PORT"
+fails "empty stream" 2 "stream '': a name is 1\.\.64 of" -- info --log "$URL/"
+fails "stream with a dot" 2 "stream 'a\.b': a name is 1\.\.64 of A-Z a-z 0-9 _ -" -- replay --log "$URL/a.b"
+fails "stream with a wildcard" 2 "stream '\*': a name is" -- consume --log "$URL/*"
+fails "empty bucket" 2 "bucket '': a name is" -- info --log "$URL/kv/"
+fails "port not a number" 2 "the port is not a number 1\.\.65535" -- info --log nats://127.0.0.1:x/OPS
+fails "port out of range" 2 "the port is not a number 1\.\.65535" -- publish --log nats://127.0.0.1:65536/OPS --scope a --kind b --op put
+fails "no host" 2 "expected a host name or IPv4 address after nats://" -- info --log nats://:4222/OPS
+fails "credentials are refused, not echoed" 2 "--log: credentials in a nats:// URI are not supported \(nor echoed\)$" -- info --log nats://user:s3cret@127.0.0.1:4222/OPS
+fails "the scheme needs //" 2 "unknown log URI" -- info --log nats:127.0.0.1/OPS
+fails "a bad URI with the default state dir (inspect)" 2 "stream 'a\.b': a name is" -- inspect --log "$URL/a.b"
+
+echo "== no server (exit 1)"
+NOPORT=$(nats_free_port)
+fails "info with no server" 1 "--log 'nats://127\.0\.0\.1:$NOPORT/OPS': cannot connect to nats://127\.0\.0\.1:$NOPORT: I/O error \(connect: " -- info --log "nats://127.0.0.1:$NOPORT/OPS"
+fails "publish with no server" 1 "cannot connect to" -- publish --log "nats://127.0.0.1:$NOPORT/OPS" --scope a --kind b --op put
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
