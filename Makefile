@@ -115,10 +115,15 @@ $(BUILD)/bench_lmdb: bench/bench_lmdb.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -llmdb -lsqlite3 -o $@
 
+$(BUILD)/bench_nats: bench/bench_nats.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -lnats -o $@
+
 # Benchmarks print ratios against baselines measured in the same run.
-bench: deps $(BUILD)/bench_core $(BUILD)/bench_lmdb
+bench: deps $(BUILD)/bench_core $(BUILD)/bench_lmdb $(BUILD)/bench_nats
 	./$(BUILD)/bench_core
 	./$(BUILD)/bench_lmdb $(BENCH_ARGS)
+	./$(BUILD)/bench_nats
 
 clean:
 	rm -rf $(BUILD)

@@ -3083,6 +3083,7 @@ struct opstate_kv {
     const opstate_kv_base *base;
     size_t max_key_len;
     opstate__kv_entry **slots;
+    uint32_t *tags; /* high half of each slot's hash: probes compare it without touching the entry */
     uint32_t mask, used;
     opstate__kv_entry *dirty;
     uint32_t dirty_count;
@@ -3120,32 +3121,43 @@ OPSTATE__PRIVATE int opstate__key_compare(const uint8_t *a, size_t an, const uin
     return an < bn ? -1 : an > bn ? 1 : 0;
 }
 
+OPSTATE__PRIVATE uint32_t opstate__kv_tag(uint64_t h) { return (uint32_t)(h >> 32); }
+
 /* Slot holding key, or the empty slot where it would go. */
 OPSTATE__PRIVATE uint32_t opstate__kv_find(const opstate_kv *kv, const uint8_t *key, size_t len, uint64_t h)
 {
-    uint32_t i = (uint32_t)h & kv->mask;
+    uint32_t i = (uint32_t)h & kv->mask, tag = opstate__kv_tag(h);
     for (;; i = (i + 1) & kv->mask) {
         const opstate__kv_entry *e = kv->slots[i];
-        if (!e || (e->hash == h && e->key_len == len && OPSTATE_MEMCMP(opstate__kv_key(e), key, len) == 0))
+        if (!e || (kv->tags[i] == tag && e->key_len == len && OPSTATE_MEMCMP(opstate__kv_key(e), key, len) == 0))
             return i;
     }
 }
 
+/* Puts an entry (or NULL) in slot i, with its tag. */
+OPSTATE__PRIVATE void opstate__kv_place(opstate_kv *kv, uint32_t i, opstate__kv_entry *e)
+{
+    kv->slots[i] = e;
+    kv->tags[i] = e ? opstate__kv_tag(e->hash) : 0;
+}
+
+/* Slots and tags live in one allocation. */
 OPSTATE__PRIVATE opstate_result opstate__kv_resize(opstate_kv *kv, uint32_t nslots)
 {
     opstate__kv_entry **old = kv->slots, **fresh;
     uint32_t old_n = kv->slots ? kv->mask + 1 : 0, i;
-    size_t bytes;
-    if (nslots > (UINT32_MAX / 2u) || !opstate__array_bytes(nslots, sizeof *fresh, &bytes)) return OPSTATE_NO_MEMORY;
+    size_t per = sizeof *fresh + sizeof(uint32_t), bytes;
+    if (nslots > (UINT32_MAX / 2u) || !opstate__array_bytes(nslots, per, &bytes)) return OPSTATE_NO_MEMORY;
     fresh = (opstate__kv_entry **)opstate_alloc(&kv->a, bytes);
     if (!fresh) return OPSTATE_NO_MEMORY;
-    OPSTATE_MEMSET(fresh, 0, (size_t)nslots * sizeof *fresh);
+    OPSTATE_MEMSET(fresh, 0, bytes);
     kv->slots = fresh;
+    kv->tags = (uint32_t *)(void *)(fresh + nslots);
     kv->mask = nslots - 1;
     for (i = 0; i < old_n; i++)
-        if (old[i]) fresh[opstate__kv_find(kv, opstate__kv_key(old[i]), old[i]->key_len, old[i]->hash)] = old[i];
+        if (old[i]) opstate__kv_place(kv, opstate__kv_find(kv, opstate__kv_key(old[i]), old[i]->key_len, old[i]->hash), old[i]);
     opstate_free(&kv->a, old);
-    kv->memory = kv->memory - (size_t)old_n * sizeof *fresh + (size_t)nslots * sizeof *fresh;
+    kv->memory = kv->memory - (size_t)old_n * per + bytes;
     return OPSTATE_OK;
 }
 
@@ -3184,7 +3196,7 @@ OPSTATE_API void opstate_kv_clear(opstate_kv *kv)
     uint32_t i;
     for (i = 0; i <= kv->mask; i++) {
         if (kv->slots[i]) opstate__kv_free_entry(kv, kv->slots[i]);
-        kv->slots[i] = NULL;
+        opstate__kv_place(kv, i, NULL);
     }
     kv->used = 0;
     kv->dirty = NULL;
@@ -3245,7 +3257,7 @@ OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes
     e->hash = h;
     e->key_len = (uint32_t)key.len;
     e->flags = r == OPSTATE_OK ? OPSTATE__KV_IN_BASE : OPSTATE__KV_TOMB;
-    kv->slots[*slot] = e;
+    opstate__kv_place(kv, *slot, e);
     kv->used++;
     kv->memory += sizeof *e + key.len;
     *out = e;
@@ -3427,7 +3439,7 @@ OPSTATE_API uint32_t opstate_kv_dirty_count(const opstate_kv *kv) { return kv->d
 OPSTATE__PRIVATE void opstate__kv_unlink(opstate_kv *kv, uint32_t i)
 {
     uint32_t j = i;
-    kv->slots[i] = NULL;
+    opstate__kv_place(kv, i, NULL);
     kv->used--;
     for (;;) {
         uint32_t home;
@@ -3435,8 +3447,8 @@ OPSTATE__PRIVATE void opstate__kv_unlink(opstate_kv *kv, uint32_t i)
         if (!kv->slots[j]) return;
         home = (uint32_t)kv->slots[j]->hash & kv->mask;
         if ((i <= j) ? (home <= i || home > j) : (home <= i && home > j)) {
-            kv->slots[i] = kv->slots[j];
-            kv->slots[j] = NULL;
+            opstate__kv_place(kv, i, kv->slots[j]);
+            opstate__kv_place(kv, j, NULL);
             i = j;
         }
     }

@@ -455,6 +455,8 @@ struct opstate_nats_log {
     bool sub_durable;        /* sub is bound to the durable (not deleted on unsubscribe) */
     opstate_nats__held *held;
     size_t n_held, cap_held;
+    char *scratch; /* publish_async: subject and encoding of the event being sent */
+    size_t scratch_cap;
 };
 
 OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
@@ -487,6 +489,7 @@ OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg)
     opstate_nats__release(lg);
     opstate_nats__unsubscribe(lg);
     opstate_free(&a, lg->held);
+    opstate_free(&a, lg->scratch);
     opstate_free(&a, lg->stream);
     opstate_free(&a, lg->bucket);
     opstate_free(&a, lg->kv_prefix);
@@ -914,7 +917,9 @@ OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *
     const char *id = NULL;
     (void)js;
     OPSTATE_MEMSET(&o, 0, sizeof o);
-    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id)
+    if (natsMsg_GetDataLength(msg) >= 22 && natsMsg_GetData(msg)[0] == OPSTATE_CODEC_VERSION)
+        OPSTATE_MEMCPY(o.id.bytes, natsMsg_GetData(msg) + 6, 16); /* the encoded event holds its id at 6..21 */
+    else if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id)
         opstate_id_from_text(id, strlen(id), &o.id, NULL);
     if (pa) {
         o.seq = pa->Sequence;
@@ -940,36 +945,40 @@ OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *
     natsMsg_Destroy(msg);
 }
 
-/* Builds subject and encoding of an event into one allocation:
+/* Builds subject and encoding of an event into the log's scratch buffer:
    subject NUL data. */
-OPSTATE_NATS__PRIVATE opstate_result opstate_nats__event_bytes(const opstate_allocator *a, opstate_bytes prefix,
-                                                               const opstate_event *ev, char **buf, size_t *slen,
-                                                               size_t *dlen, opstate_error *err)
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__event_bytes(opstate_nats_log *lg, opstate_bytes prefix,
+                                                               const opstate_event *ev, size_t *slen, size_t *dlen,
+                                                               opstate_error *err)
 {
     opstate_result r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, NULL, 0,
                                              slen, err);
     if (r == OPSTATE_OK) r = opstate_event_encode(ev, NULL, 0, dlen, err);
     if (r != OPSTATE_OK) return r;
-    if (!(*buf = (char *)opstate_alloc(a, *slen + 1 + *dlen))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "event", 0);
-    opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, *buf, *slen, slen, NULL);
-    (*buf)[*slen] = '\0';
-    return opstate_event_encode(ev, (uint8_t *)*buf + *slen + 1, *dlen, dlen, err);
+    if (*slen + 1 + *dlen > lg->scratch_cap) {
+        size_t cap = (*slen + 1 + *dlen) * 2;
+        char *grown = (char *)opstate_alloc(&lg->n->a, cap);
+        if (!grown) return opstate_error_set(err, OPSTATE_NO_MEMORY, "event", 0);
+        opstate_free(&lg->n->a, lg->scratch);
+        lg->scratch = grown;
+        lg->scratch_cap = cap;
+    }
+    opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, lg->scratch, *slen, slen, NULL);
+    lg->scratch[*slen] = '\0';
+    return opstate_event_encode(ev, (uint8_t *)lg->scratch + *slen + 1, *dlen, dlen, err);
 }
 
 OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opstate_bytes prefix,
                                                       const opstate_event *ev, const opstate_append_options *opts,
                                                       opstate_error *err)
 {
-    char *buf = NULL, id[OPSTATE_ID_TEXT_LEN + 1];
+    char id[OPSTATE_ID_TEXT_LEN + 1];
     size_t slen, dlen;
     jsPubOptions po;
     natsMsg *m = NULL;
     natsStatus s;
-    opstate_result r = opstate_nats__event_bytes(&lg->n->a, prefix, ev, &buf, &slen, &dlen, err);
-    if (r != OPSTATE_OK) {
-        opstate_free(&lg->n->a, buf);
-        return r;
-    }
+    opstate_result r = opstate_nats__event_bytes(lg, prefix, ev, &slen, &dlen, err);
+    if (r != OPSTATE_OK) return r;
     opstate_id_to_text(&ev->id, id);
     id[OPSTATE_ID_TEXT_LEN] = '\0';
     jsPubOptions_Init(&po);
@@ -977,11 +986,10 @@ OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opst
         po.ExpectLastSubjectSeq = opts->last_subject_seq;
         po.ExpectNoMessage = opts->last_subject_seq == 0;
     }
-    s = natsMsg_Create(&m, buf, NULL, buf + slen + 1, (int)dlen);
+    s = natsMsg_Create(&m, lg->scratch, NULL, lg->scratch + slen + 1, (int)dlen); /* copies both */
     if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
     if (s == NATS_OK) s = js_PublishMsgAsync(lg->n->js, &m, &po);
     natsMsg_Destroy(m); /* NULL once nats.c took it */
-    opstate_free(&lg->n->a, buf);
     return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "publish async");
 }
 

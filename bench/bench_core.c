@@ -1,7 +1,7 @@
 /* bench_core.c — core figures as ratios against baselines measured in the
    same run (these machines are noisy; absolute numbers are context only).
 
-     cc -std=c99 -O2 bench/bench_core.c -o build/bench_core && ./build/bench_core
+     cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L bench/bench_core.c -o build/bench_core && ./build/bench_core
 
    1. KV fold apply (opstate_apply_default over decoded events) vs a bare
       open-addressing hash map doing the same puts (same key bytes, same
