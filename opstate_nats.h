@@ -951,8 +951,18 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__event_bytes(opstate_nats_log 
                                                                const opstate_event *ev, size_t *slen, size_t *dlen,
                                                                opstate_error *err)
 {
-    opstate_result r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, NULL, 0,
-                                             slen, err);
+    opstate_result r = OPSTATE_BUFFER_TOO_SMALL;
+    if (lg->scratch) { /* usually it fits: one pass, no size queries */
+        r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, lg->scratch,
+                                  lg->scratch_cap, slen, err);
+        if (r == OPSTATE_OK)
+            r = *slen + 1 < lg->scratch_cap ? opstate_event_encode(ev, (uint8_t *)lg->scratch + *slen + 1,
+                                                                   lg->scratch_cap - *slen - 1, dlen, err)
+                                            : OPSTATE_BUFFER_TOO_SMALL;
+        if (r == OPSTATE_OK) lg->scratch[*slen] = '\0';
+        if (r != OPSTATE_BUFFER_TOO_SMALL) return r;
+    }
+    r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, NULL, 0, slen, err);
     if (r == OPSTATE_OK) r = opstate_event_encode(ev, NULL, 0, dlen, err);
     if (r != OPSTATE_OK) return r;
     if (*slen + 1 + *dlen > lg->scratch_cap) {
