@@ -33,6 +33,7 @@ typedef struct nats_server {
     int port;
     char dir[64];
     char url[64];
+    const char *user, *pass; /* set before nats_server_start: the server requires them */
 } nats_server;
 
 /* A port the kernel says is free right now. */
@@ -84,7 +85,11 @@ NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* a crashed test program takes its server along */
         freopen("/dev/null", "w", stdout);
         freopen("/dev/null", "w", stderr);
-        execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir, (char *)NULL);
+        if (srv->user)
+            execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir, "--user",
+                   srv->user, "--pass", srv->pass, (char *)NULL);
+        else
+            execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir, (char *)NULL);
         _exit(127);
     }
     for (i = 0; i < 500; i++) { /* up to 5 s */
@@ -96,7 +101,10 @@ NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
 
 NATS_SERVER_FN int nats_server_start(nats_server *srv)
 {
+    const char *user = srv->user, *pass = srv->pass; /* the only fields a caller sets */
     memset(srv, 0, sizeof *srv);
+    srv->user = user;
+    srv->pass = pass;
     snprintf(srv->dir, sizeof srv->dir, "/tmp/opstate-nats-XXXXXX");
     if (!mkdtemp(srv->dir) || (srv->port = nats_server_free_port()) < 0) return -1;
     snprintf(srv->url, sizeof srv->url, "nats://127.0.0.1:%d", srv->port);

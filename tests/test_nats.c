@@ -713,7 +713,7 @@ TEST(nats, occ)
 /* A failure that is not a conflict: the server is gone. */
 TEST(nats, occ_transient_is_not_conflict)
 {
-    nats_server srv;
+    nats_server srv = {0};
     opstate_nats *n = NULL;
     opstate_nats_log *lg = NULL;
     opstate_nats_stream_config sc;
@@ -1175,7 +1175,7 @@ TEST(nats, restart_resume_exact)
 
 TEST(nats, server_kill_restart)
 {
-    nats_server srv;
+    nats_server srv = {0};
     nt_ctx x;
     opstate_memstore *ms = NULL;
     opstate_consumer *c = NULL;
@@ -1820,7 +1820,7 @@ static opstate_result nt_connect_user(const char *url, const char *user, const c
    would make a resync remove every key. */
 TEST(nats, last_per_subject_without_consumer_info)
 {
-    nats_server srv;
+    nats_server srv = {0};
     opstate_nats *admin = NULL, *noinfo = NULL;
     opstate_nats_log *lg_admin = NULL, *lg = NULL;
     opstate_nats_stream_config sc;
@@ -2348,4 +2348,40 @@ TEST(nats, stream_ensure_refuses_other_policies)
         opstate_nats_stream_delete(x.n, names[i], NULL);
     }
     nt_teardown(&x, true);
+}
+
+/* A server that requires a user and password: opstate_nats_connect with
+   the right ones works, with a wrong password it fails cleanly (and the
+   password appears in no log line). */
+static void nt_capture_log(void *user, opstate_log_level level, const char *message)
+{
+    (void)level;
+    if (strstr(message, "s3cret-pass") || strstr(message, "wrong-pass")) *(int *)user = 1;
+}
+
+TEST(nats, user_password_auth)
+{
+    nats_server srv = {0};
+    opstate_nats_config nc;
+    opstate_nats *n = NULL;
+    opstate_error err;
+    int leaked = 0;
+    srv.user = "opstate";
+    srv.pass = "s3cret-pass";
+    REQUIRE(nt_start(&srv) == 0);
+    memset(&nc, 0, sizeof nc);
+    nc.urls = srv.url;
+    nc.user = "opstate";
+    nc.password = "wrong-pass";
+    nc.max_reconnect = 1;
+    nc.logger.fn = nt_capture_log;
+    nc.logger.user = &leaked;
+    memset(&err, 0, sizeof err);
+    CHECK(opstate_nats_connect(&nc, &n, &err) != OPSTATE_OK);
+    CHECK(n == NULL || err.result != OPSTATE_OK);
+    nc.password = "s3cret-pass";
+    CHECK(opstate_nats_connect(&nc, &n, &err) == OPSTATE_OK);
+    opstate_nats_close(n);
+    CHECK(!leaked);
+    nats_server_stop(&srv);
 }
