@@ -69,7 +69,10 @@
        OPSTATE_STATIC            make every function static (one-TU builds)
        OPSTATE_ASSERT(c)         contract checks (default: assert.h, or none
                                  under OPSTATE_NO_STDLIB)
-       OPSTATE_NO_STDLIB         no libc: built-in memcpy/memset/memcmp
+       OPSTATE_NO_STDLIB         no libc: built-in memcpy/memset/memcmp (the
+                                 compiler may still emit memcpy/memset calls
+                                 for struct copies, as gcc requires of every
+                                 freestanding environment: provide them)
        OPSTATE_MEMCPY/MEMSET/MEMCMP   your own mem* functions
        OPSTATE_NO_ERROR_STRINGS  opstate_result_str() returns "" (saves flash)
        OPSTATE_NO_HW_CRC         never use CRC32C instructions

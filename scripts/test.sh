@@ -137,6 +137,9 @@ unit "readme" bash tests/readme_test.sh
 echo "== amalgamate.py"
 unit "amalgamation" bash tests/amalgamate_test.sh
 
+echo "== portability: big-endian s390x and 32-bit i686 under qemu-user, Cortex-M3 under qemu-system-arm"
+unit "portability" bash scripts/portability.sh
+
 echo "== fuzz seed replay"
 for src in tests/fuzz/fuzz_*.c; do
   [[ -e $src ]] || continue

@@ -1194,7 +1194,7 @@ DRV_STATIC void driver_test_keep_applies_nothing_twice(const driver_backend *b)
     char key[16];
     REQUIRE(x);
     for (i = 0; i < total; i++) {
-        snprintf(key, sizeof key, "k%03u", i);
+        snprintf(key, sizeof key, "k%03u", (unsigned)i);
         REQUIRE(drv_publish(x, "s1", key, OPSTATE_OP_PUT, "v") != 0);
     }
     for (k = 0; k < COUNT_OF(kinds); k++) {
@@ -2378,7 +2378,7 @@ DRV_STATIC void driver_test_deferred_window_full(const driver_backend *b)
     REQUIRE(x);
     REQUIRE(total < DRV_MAX_EVENTS);
     for (i = 1; i <= total; i++) {
-        snprintf(key, sizeof key, "k%03u", i);
+        snprintf(key, sizeof key, "k%03u", (unsigned)i);
         REQUIRE(drv_publish(x, "s1", key, OPSTATE_OP_PUT, "v") == i);
     }
     cfg = drv_cfg(x);
