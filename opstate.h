@@ -704,6 +704,9 @@ typedef struct opstate_kv_config {
 
 /* Creates an empty fold. cfg may be NULL (defaults). */
 OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opstate_kv **out);
+/* Grows the slot table now for `keys` more keys (a store about to load that
+   many avoids rehashing as it goes). NO_MEMORY leaves the fold as it was. */
+OPSTATE_API opstate_result opstate_kv_reserve(opstate_kv *kv, uint64_t keys);
 /* Frees the fold and everything it holds. NULL is fine. */
 OPSTATE_API void opstate_kv_destroy(opstate_kv *kv);
 /* Sets key to value (copied) and marks it dirty. NO_MEMORY or OVERSIZED
@@ -3162,6 +3165,14 @@ OPSTATE__PRIVATE opstate_result opstate__kv_resize(opstate_kv *kv, uint32_t nslo
     opstate_free(&kv->a, old);
     kv->memory = kv->memory - (size_t)old_n * per + bytes;
     return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_kv_reserve(opstate_kv *kv, uint64_t keys)
+{
+    uint64_t want = (uint64_t)kv->used + keys, n = (uint64_t)kv->mask + 1;
+    while (want * 4u > n * 3u && n <= (UINT32_MAX / 4u)) n *= 2;
+    if (want * 4u > n * 3u) return OPSTATE_NO_MEMORY;
+    return n > (uint64_t)kv->mask + 1 ? opstate__kv_resize(kv, (uint32_t)n) : OPSTATE_OK;
 }
 
 OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opstate_kv **out)

@@ -1094,7 +1094,12 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_sto
     a.txn = st->rd.txn;
     a.table = st->table;
     a.r = OPSTATE_OK;
-    if (!st->cfg.read_through) r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
+    if (!st->cfg.read_through) {
+        MDB_stat ms;
+        if (mdb_stat(st->rd.txn, st->table, &ms) == 0 && (r = opstate_kv_reserve(kv, ms.ms_entries)) != OPSTATE_OK)
+            return opstate_error_set(err, r, "store table", 0);
+        r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
+    }
     if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, &a, err);
     return r;
 }

@@ -2874,3 +2874,34 @@ TEST(snapshot, schema_check)
     buf_free(&u.keys);
     free(bytes);
 }
+
+/* opstate_kv_reserve grows the table once for a known load; an impossible
+   size is refused with the fold unchanged. */
+TEST(kv, reserve)
+{
+    opstate_kv *kv = NULL;
+    opstate_position pos = {1, 1, 0};
+    size_t before, after;
+    char key[16];
+    int i;
+    REQUIRE(opstate_kv_create(NULL, &kv) == OPSTATE_OK);
+    before = opstate_kv_memory(kv);
+    CHECK(opstate_kv_reserve(kv, 1000) == OPSTATE_OK);
+    after = opstate_kv_memory(kv);
+    CHECK(after > before); /* the table grew now */
+    for (i = 0; i < 1000; i++) {
+        opstate_bytes k, v = {(const uint8_t *)"v", 1};
+        snprintf(key, sizeof key, "k%04d", i);
+        k.ptr = (const uint8_t *)key;
+        k.len = strlen(key);
+        CHECK(opstate_kv_put(kv, k, v, pos) == OPSTATE_OK);
+    }
+    CHECK_EQ_U64(opstate_kv_count(kv), 1000);
+    before = opstate_kv_memory(kv);
+    CHECK(opstate_kv_reserve(kv, 10) == OPSTATE_OK); /* enough room already: no change */
+    CHECK_EQ_U64(opstate_kv_memory(kv), before);
+    CHECK(opstate_kv_reserve(kv, (uint64_t)1 << 40) == OPSTATE_NO_MEMORY);
+    CHECK_EQ_U64(opstate_kv_memory(kv), before);
+    CHECK_EQ_U64(opstate_kv_count(kv), 1000);
+    opstate_kv_destroy(kv);
+}
