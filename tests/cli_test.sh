@@ -7,71 +7,13 @@
 # "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${BUILD:-build}
-if [[ -z ${OPSTATE:-} ]]; then
-  mkdir -p "$BUILD"
-  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -lnats -o "$BUILD/opstate" || {
-    echo "cannot build $BUILD/opstate"
-    echo "0 passed, 1 failed"
-    exit 1
-  }
-  OPSTATE=$PWD/$BUILD/opstate
-fi
+source tests/cli_lib.sh
 T=$(mktemp -d "${TMPDIR:-/tmp}/opstate-cli.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 LOG="lmdb:$T/log"
 passed=0 failed=0
 out=$T/stdout err=$T/stderr
 
-ok() { passed=$((passed + 1)); }
-bad() {
-  failed=$((failed + 1))
-  echo "FAILED: $1"
-  sed 's/^/    stdout: /' "$out" | head -n 5
-  sed 's/^/    stderr: /' "$err" | head -n 5
-}
-op() { "$OPSTATE" "$@" >"$out" 2>"$err"; }
-
-# expect NAME RC [stdout-regex] -- ARGS...: exit code, and stdout matching.
-expect() {
-  local name=$1 rc=$2 pattern=$3
-  shift 4
-  op "$@"
-  local got=$?
-  if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
-  if [[ -n $pattern ]] && ! grep -Eq -- "$pattern" "$out"; then bad "$name (stdout does not match /$pattern/)"; return; fi
-  ok
-}
-
-# fails NAME RC STDERR-REGEX -- ARGS...: exit code RC, exactly one line on
-# stderr, matching the regex, and nothing on stdout.
-fails() {
-  local name=$1 rc=$2 pattern=$3
-  shift 4
-  op "$@"
-  local got=$? lines
-  lines=$(wc -l <"$err")
-  if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
-  if [[ $lines -ne 1 ]]; then bad "$name ($lines lines on stderr, expected 1)"; return; fi
-  if ! grep -Eq -- "^opstate: .*$pattern" "$err"; then bad "$name (stderr does not match /$pattern/)"; return; fi
-  if [[ -s $out && -z ${STDOUT_OK:-} ]]; then bad "$name (stdout not empty)"; return; fi
-  ok
-}
-
-# json NAME PYTHON-CHECK -- ARGS...: exit 0 and stdout is JSON for which the
-# python expression (over d) is true.
-json() {
-  local name=$1 check=$2
-  shift 3
-  op "$@"
-  local got=$?
-  if [[ $got -ne 0 ]]; then bad "$name (exit $got)"; return; fi
-  if ! python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($check) else 1)" "$out" 2>>"$err"; then
-    bad "$name (not JSON, or the check '$check' is false)"
-    return
-  fi
-  ok
-}
 
 # Flips one byte at `offset` after every occurrence of `needle` in a file.
 flip() {
