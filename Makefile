@@ -79,12 +79,12 @@ unit: $(BUILD)/unit
 
 # Fuzz targets: the same source builds a seed-replay program (plain main) and
 # a libFuzzer binary (clang).
-$(BUILD)/fuzz-replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c tests/impl.c $(HEADERS)
+$(BUILD)/fuzz-replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(wildcard tests/fuzz/*.h) tests/impl.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    $(WARN) $< tests/fuzz/replay_main.c tests/impl.c -o $@
 
-$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c tests/impl.c $(HEADERS)
+$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) tests/impl.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CLANG) $(STD) -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) $< tests/impl.c -o $@
 
