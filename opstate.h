@@ -3764,6 +3764,15 @@ OPSTATE__PRIVATE void opstate__snap_header(uint8_t *out, const opstate_snapshot_
     opstate_put_le32(out + 36, (uint32_t)dedup_len);
 }
 
+/* Reads the meta back from a checked snapshot header (opstate__snap_header's twin). */
+OPSTATE__PRIVATE void opstate__snap_meta(const uint8_t *b, opstate_snapshot_meta *meta)
+{
+    meta->schema_version = opstate_get_le32(b + 8);
+    meta->position.seq = opstate_get_le64(b + 12);
+    meta->position.time = (int64_t)opstate_get_le64(b + 20);
+    meta->position.epoch = opstate_get_le64(b + 28);
+}
+
 OPSTATE_API opstate_result opstate_snapshot_encode(const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                                    const opstate_dedup *dedup, uint8_t *out, size_t cap,
                                                    size_t *out_len, opstate_error *err)
@@ -3888,10 +3897,7 @@ OPSTATE_API opstate_result opstate_snapshot_decode(const uint8_t *buf, size_t le
         if (dbytes.len) opstate_dedup_decode(dedup, dbytes.ptr, dbytes.len, NULL);
         else opstate_dedup_clear(dedup);
     }
-    meta->schema_version = opstate_get_le32(buf + 8);
-    meta->position.seq = opstate_get_le64(buf + 12);
-    meta->position.time = (int64_t)opstate_get_le64(buf + 20);
-    meta->position.epoch = opstate_get_le64(buf + 28);
+    opstate__snap_meta(buf, meta);
     return OPSTATE_OK;
 }
 
@@ -4384,10 +4390,7 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_read_meta(void *user, opstate_
     opstate_result r;
     if (!m->bytes) return OPSTATE_NOT_FOUND;
     if ((r = opstate__snap_frame(m->bytes, m->len, &dedup, &body, err)) != OPSTATE_OK) return r;
-    meta->schema_version = opstate_get_le32(m->bytes + 8);
-    meta->position.seq = opstate_get_le64(m->bytes + 12);
-    meta->position.time = (int64_t)opstate_get_le64(m->bytes + 20);
-    meta->position.epoch = opstate_get_le64(m->bytes + 28);
+    opstate__snap_meta(m->bytes, meta);
     return OPSTATE_OK;
 }
 
