@@ -500,14 +500,19 @@ static sample rp_opstate(void)
     return x;
 }
 
-static sample rp_push(void)
+/* The raw nats.c read: an ordered push consumer over the whole stream. With
+   fold, each message is also decoded and applied to a KV (what opstate adds
+   on top); without, only the payload length and stream time are touched. */
+static sample ordered_push_read(bool fold)
 {
     jsSubOptions so;
     natsSubscription *sub = NULL;
     jsErrCode jerr = (jsErrCode)0;
+    opstate_kv *kv = NULL;
     uint64_t got = 0, last = 0;
     sample x;
     span s;
+    if (fold) CK(opstate_kv_create(NULL, &kv));
     jsSubOptions_Init(&so);
     so.Stream = STREAM;
     so.Ordered = true;
@@ -520,57 +525,34 @@ static sample rp_push(void)
         CKN(natsSubscription_NextMsg(&m, sub, WAIT_MS));
         CKN(natsMsg_GetMetaData(&md, m));
         last = md->Sequence.Stream;
-        g_sink += (uint64_t)md->Timestamp + (uint64_t)natsMsg_GetDataLength(m);
+        if (fold) {
+            opstate_event ev;
+            CK(opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL));
+            ev.position.seq = last;
+            ev.position.time = md->Timestamp;
+            ev.position.epoch = 1;
+            if (opstate_apply_default(NULL, kv, &ev) != OPSTATE_APPLY_DONE) die("apply", 0, __LINE__);
+        } else {
+            g_sink += (uint64_t)md->Timestamp + (uint64_t)natsMsg_GetDataLength(m);
+        }
         jsMsgMetaData_Destroy(md);
         natsMsg_Destroy(m);
         got++;
     }
     x = span_end(s);
     if (last != N) die("ordered push read all", (long)last, __LINE__);
+    if (fold) {
+        g_sink += opstate_kv_count(kv);
+        opstate_kv_destroy(kv);
+    }
     natsSubscription_Unsubscribe(sub);
     natsSubscription_Destroy(sub);
     return x;
 }
 
-static sample rp_push_fold(void)
-{
-    jsSubOptions so;
-    natsSubscription *sub = NULL;
-    jsErrCode jerr = (jsErrCode)0;
-    opstate_kv *kv;
-    uint64_t got = 0, last = 0;
-    sample x;
-    span s;
-    CK(opstate_kv_create(NULL, &kv));
-    jsSubOptions_Init(&so);
-    so.Stream = STREAM;
-    so.Ordered = true;
-    s = span_start();
-    CKN(js_SubscribeSync(&sub, g_js, FILTER_ALL, NULL, &so, &jerr));
-    CKN(natsSubscription_SetPendingLimits(sub, -1, -1));
-    while (got < N) {
-        natsMsg *m = NULL;
-        jsMsgMetaData *md = NULL;
-        opstate_event ev;
-        CKN(natsSubscription_NextMsg(&m, sub, WAIT_MS));
-        CKN(natsMsg_GetMetaData(&md, m));
-        CK(opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL));
-        ev.position.seq = last = md->Sequence.Stream;
-        ev.position.time = md->Timestamp;
-        ev.position.epoch = 1;
-        if (opstate_apply_default(NULL, kv, &ev) != OPSTATE_APPLY_DONE) die("apply", 0, __LINE__);
-        jsMsgMetaData_Destroy(md);
-        natsMsg_Destroy(m);
-        got++;
-    }
-    x = span_end(s);
-    if (last != N) die("ordered push read all", (long)last, __LINE__);
-    g_sink += opstate_kv_count(kv);
-    opstate_kv_destroy(kv);
-    natsSubscription_Unsubscribe(sub);
-    natsSubscription_Destroy(sub);
-    return x;
-}
+static sample rp_push(void) { return ordered_push_read(false); }
+
+static sample rp_push_fold(void) { return ordered_push_read(true); }
 
 static sample rp_pull(void)
 {
