@@ -107,15 +107,15 @@ demo: deps
 demo-nats: deps
 	@bash scripts/demo_nats.sh
 
-$(BUILD)/bench_core: bench/bench_core.c $(HEADERS)
+$(BUILD)/bench_core: bench/bench_core.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $< -o $@
 
-$(BUILD)/bench_lmdb: bench/bench_lmdb.c $(HEADERS)
+$(BUILD)/bench_lmdb: bench/bench_lmdb.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -llmdb -lsqlite3 -o $@
 
-$(BUILD)/bench_nats: bench/bench_nats.c $(HEADERS)
+$(BUILD)/bench_nats: bench/bench_nats.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -lnats -o $@
 

@@ -13,6 +13,7 @@
    Each figure is the median of 5 runs. */
 #define OPSTATE_IMPLEMENTATION
 #include "../opstate.h"
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,24 +21,7 @@
 
 #define RUNS 5
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v)
-{
-    qsort(v, RUNS, sizeof *v, cmp_double);
-    return v[RUNS / 2];
-}
+static double now_s(void) { return now_ms() / 1e3; }
 
 static volatile uint64_t sink; /* keeps results alive */
 
@@ -198,8 +182,8 @@ static void bench_apply(void)
         b[r] = run_bare_apply();
         a[r] = run_opstate_apply();
     }
-    ma = median(a);
-    mb = median(b);
+    ma = median(a, RUNS);
+    mb = median(b, RUNS);
     printf("kv apply        %8.2f M events/s  bare hash map %8.2f M/s  ratio %.2fx the baseline time (target <= 1.5x)\n",
            EVENTS / ma / 1e6, EVENTS / mb / 1e6, ma / mb);
 }
@@ -233,8 +217,8 @@ static void bench_codec(void)
         for (i = 0; i < CODEC_EVENTS; i++) sink += opstate_crc32c(0, buf, n);
         crc1[r] = now_s() - t;
     }
-    me = median(enc);
-    mc = median(crc1);
+    me = median(enc, RUNS);
+    mc = median(crc1, RUNS);
     printf("codec 1 KiB     %8.0f MB/s enc+dec  CRC32C once %8.0f MB/s  ratio %.2fx (vs one CRC pass), %.2fx (vs the two passes a round trip checksums; target >= 0.75x)\n",
            (double)n * CODEC_EVENTS / me / 1e6, (double)n * CODEC_EVENTS / mc / 1e6, mc / me, 2 * mc / me);
     free(buf);
@@ -276,9 +260,9 @@ static void bench_snapshot(void)
         cpy[r] = now_s() - t;
         sink += copy[n / 2];
     }
-    me = median(enc);
-    md = median(dec);
-    mc = median(cpy);
+    me = median(enc, RUNS);
+    md = median(dec, RUNS);
+    mc = median(cpy, RUNS);
     printf("snapshot %.1f MB  encode %7.0f MB/s  decode %7.0f MB/s  memcpy %7.0f MB/s  (encode %.1fx, decode %.1fx the memcpy time)\n",
            (double)n / 1e6, (double)n / me / 1e6, (double)n / md / 1e6, (double)n / mc / 1e6, me / mc, md / mc);
     free(buf);

@@ -62,6 +62,7 @@
 #define OPSTATE_IMPLEMENTATION
 #define OPSTATE_LMDB_IMPLEMENTATION
 #include "../opstate_lmdb.h"
+#include "bench_util.h"
 #include <lmdb.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -141,28 +142,6 @@ static void die(const char *what, long code, int line)
             die(#expr, (long)rc_, __LINE__);                            \
     } while (0)
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static uint64_t g_rng = 0x9e3779b97f4a7c15u;
-static uint64_t rnd(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -192,7 +171,6 @@ static double mean(const double *v, size_t n)
     return s / (double)n;
 }
 
-static const char *verdict(int ok) { return ok ? "PASS" : "MISS"; }
 
 static void path_of(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", g_root, name); }
 

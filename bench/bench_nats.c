@@ -70,6 +70,7 @@
 #define OPSTATE_NATS_IMPLEMENTATION
 #include "../opstate_nats.h"
 #include "../tests/nats_server.h"
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,37 +143,6 @@ static void die_nats(const char *what, natsStatus s, int line)
         if (s_ != NATS_OK) die_nats(#expr, s_, __LINE__);               \
     } while (0)
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-static uint64_t g_rng = 0x9e3779b97f4a7c15u;
-static uint64_t rnd(void)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-    double c[64];
-    memcpy(c, v, (size_t)n * sizeof *c);
-    qsort(c, (size_t)n, sizeof *c, cmp_double);
-    return n % 2 ? c[n / 2] : (c[n / 2 - 1] + c[n / 2]) / 2;
-}
-
-static const char *verdict(int ok) { return ok ? "PASS" : "MISS"; }
 
 static opstate_bytes B(const void *p, size_t n)
 {
