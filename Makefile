@@ -113,11 +113,11 @@ $(BUILD)/bench_core: bench/bench_core.c bench/bench_util.h $(HEADERS)
 
 $(BUILD)/bench_lmdb: bench/bench_lmdb.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -llmdb -lsqlite3 -o $@
+	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L -I. $< -llmdb -lsqlite3 -o $@
 
 $(BUILD)/bench_nats: bench/bench_nats.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) -std=c99 -O2 -g -D_POSIX_C_SOURCE=200809L -I. $< -lnats -o $@
+	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L -I. $< -lnats -o $@
 
 # Benchmarks print ratios against baselines measured in the same run.
 bench: deps $(BUILD)/bench_core $(BUILD)/bench_lmdb $(BUILD)/bench_nats

@@ -110,6 +110,11 @@ if [[ -n $(ls tests/test_nats*.c 2>/dev/null) ]]; then
   if check "build unit-nats" make -s "$BUILD/unit-nats"; then unit "unit-nats" "./$BUILD/unit-nats"; fi
 fi
 
+echo "== benchmarks compile (they run under make bench, not here)"
+for b in bench_core bench_lmdb bench_nats; do
+  check "build $b" make -s -B "$BUILD/$b"
+done
+
 echo "== examples: each built with the cc line at its top, then run"
 mkdir -p "$BUILD/examples"
 for src in examples/*.c; do
