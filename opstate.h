@@ -3076,13 +3076,14 @@ OPSTATE_API opstate_result opstate_error_set(opstate_error *err, opstate_result 
 
 typedef struct opstate__kv_entry {
     struct opstate__kv_entry *dirty_next;
-    uint8_t *value;
+    uint8_t *value; /* NULL, the room after the key, or an allocation of its own */
     uint64_t hash;
     uint64_t seq;
     int64_t time;
     uint32_t key_len, value_len;
+    uint32_t room; /* bytes after the key for a value: the one it was created with fits */
     uint32_t flags;
-} opstate__kv_entry; /* the key bytes follow the struct */
+} opstate__kv_entry; /* the key bytes follow the struct, then `room` bytes */
 
 struct opstate_kv {
     opstate_allocator a;
@@ -3100,6 +3101,36 @@ struct opstate_kv {
 OPSTATE__PRIVATE uint8_t *opstate__kv_key(const opstate__kv_entry *e)
 {
     return (uint8_t *)(uintptr_t)(e + 1);
+}
+
+OPSTATE__PRIVATE uint8_t *opstate__kv_room(const opstate__kv_entry *e) { return opstate__kv_key(e) + e->key_len; }
+
+/* Frees the value when it has an allocation of its own; e holds none after. */
+OPSTATE__PRIVATE void opstate__kv_drop_value(opstate_kv *kv, opstate__kv_entry *e)
+{
+    if (e->value && e->value != opstate__kv_room(e)) {
+        opstate_free(&kv->a, e->value);
+        kv->memory -= e->value_len;
+    }
+    e->value = NULL;
+    e->value_len = 0;
+}
+
+/* Gives e a copy of value: in its room when it fits (and does not overlap
+   it), else in an allocation of its own. On failure nothing changed. */
+OPSTATE__PRIVATE opstate_result opstate__kv_set_value(opstate_kv *kv, opstate__kv_entry *e, opstate_bytes value)
+{
+    uint8_t *room = opstate__kv_room(e), *dst = room;
+    uintptr_t at = (uintptr_t)value.ptr, lo = (uintptr_t)room;
+    if (value.len > e->room || (value.len && at < lo + e->room && at + value.len > lo)) {
+        if (!(dst = (uint8_t *)opstate_alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
+        kv->memory += value.len;
+    }
+    if (value.len) OPSTATE_MEMCPY(dst, value.ptr, value.len);
+    opstate__kv_drop_value(kv, e);
+    e->value = value.len ? dst : NULL;
+    e->value_len = (uint32_t)value.len;
+    return OPSTATE_OK;
 }
 
 OPSTATE__PRIVATE uint64_t opstate__mix64(uint64_t x)
@@ -3200,8 +3231,8 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
 
 OPSTATE__PRIVATE void opstate__kv_free_entry(opstate_kv *kv, opstate__kv_entry *e)
 {
-    kv->memory -= sizeof *e + e->key_len + e->value_len;
-    opstate_free(&kv->a, e->value);
+    opstate__kv_drop_value(kv, e);
+    kv->memory -= sizeof *e + e->key_len + e->room;
     opstate_free(&kv->a, e);
 }
 
@@ -3246,9 +3277,11 @@ OPSTATE__PRIVATE void opstate__kv_touch(opstate_kv *kv, opstate__kv_entry *e, op
 }
 
 /* Makes a new entry for key at slot *slot (growing the table first when
-   needed). The entry starts as a tombstone ("absent"), or as present when
-   the base holds the key (in_base: 1 yes, 0 no, -1 ask the base). */
-OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes key, uint64_t h,
+   needed), holding a copy of value in its room (one allocation). Its flags
+   say whether the base holds the key (in_base: 1 yes, 0 no, -1 ask the
+   base; value is copied first, as it may point into the base): IN_BASE, or
+   TOMB when not; the caller settles them. */
+OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes key, opstate_bytes value, uint64_t h,
                                                    uint32_t *slot, int in_base, opstate__kv_entry **out)
 {
     opstate__kv_entry *e;
@@ -3258,22 +3291,29 @@ OPSTATE__PRIVATE opstate_result opstate__kv_insert(opstate_kv *kv, opstate_bytes
         if (g != OPSTATE_OK) return g;
         *slot = opstate__kv_find(kv, key.ptr, key.len, h);
     }
+    e = (opstate__kv_entry *)opstate_alloc(&kv->a, sizeof *e + key.len + value.len);
+    if (!e) return OPSTATE_NO_MEMORY;
+    OPSTATE_MEMSET(e, 0, sizeof *e);
+    OPSTATE_MEMCPY(opstate__kv_key(e), key.ptr, key.len);
+    e->key_len = (uint32_t)key.len;
+    e->room = (uint32_t)value.len;
+    if (value.len) OPSTATE_MEMCPY(opstate__kv_room(e), value.ptr, value.len);
+    e->value = value.len ? opstate__kv_room(e) : NULL;
+    e->value_len = (uint32_t)value.len;
     if (kv->base && in_base < 0) { /* -1: ask the base */
         opstate_bytes v;
         opstate_position p;
         r = kv->base->get(kv->base->user, key, &v, &p);
-        if (r != OPSTATE_OK && r != OPSTATE_NOT_FOUND) return r;
+        if (r != OPSTATE_OK && r != OPSTATE_NOT_FOUND) {
+            opstate_free(&kv->a, e);
+            return r;
+        }
     }
-    e = (opstate__kv_entry *)opstate_alloc(&kv->a, sizeof *e + key.len);
-    if (!e) return OPSTATE_NO_MEMORY;
-    OPSTATE_MEMSET(e, 0, sizeof *e);
-    OPSTATE_MEMCPY(opstate__kv_key(e), key.ptr, key.len);
     e->hash = h;
-    e->key_len = (uint32_t)key.len;
     e->flags = r == OPSTATE_OK ? OPSTATE__KV_IN_BASE : OPSTATE__KV_TOMB;
     opstate__kv_place(kv, *slot, e);
     kv->used++;
-    kv->memory += sizeof *e + key.len;
+    kv->memory += sizeof *e + key.len + value.len;
     *out = e;
     return OPSTATE_OK;
 }
@@ -3292,7 +3332,6 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
     uint64_t h;
     uint32_t slot;
     opstate__kv_entry *e;
-    uint8_t *copy = NULL;
     int before;
     opstate_result r = opstate__kv_key_check(kv, key);
     if (r != OPSTATE_OK) return r;
@@ -3301,21 +3340,13 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
     slot = opstate__kv_find(kv, key.ptr, key.len, h);
     e = kv->slots[slot];
     if (e && value.len && e->value_len == value.len) { /* live, same size: overwrite in place */
-        OPSTATE_MEMCPY(e->value, value.ptr, value.len);
+        if (e->value != value.ptr) OPSTATE_MEMCPY(e->value, value.ptr, value.len);
         opstate__kv_touch(kv, e, position);
         return OPSTATE_OK;
     }
-    if (value.len && !(copy = (uint8_t *)opstate_alloc(&kv->a, value.len))) return OPSTATE_NO_MEMORY;
-    if (value.len) OPSTATE_MEMCPY(copy, value.ptr, value.len); /* before the base runs: value may point into it */
-    if (!e && (r = opstate__kv_insert(kv, key, h, &slot, -1, &e)) != OPSTATE_OK) {
-        opstate_free(&kv->a, copy);
-        return r;
-    }
-    before = opstate__kv_contribution(e);
-    opstate_free(&kv->a, e->value);
-    kv->memory = kv->memory - e->value_len + value.len;
-    e->value = copy;
-    e->value_len = (uint32_t)value.len;
+    r = e ? opstate__kv_set_value(kv, e, value) : opstate__kv_insert(kv, key, value, h, &slot, -1, &e);
+    if (r != OPSTATE_OK) return r;
+    before = opstate__kv_contribution(e); /* set_value and insert leave the flags as they were (or would be) */
     e->flags &= ~OPSTATE__KV_TOMB;
     kv->live_delta += opstate__kv_contribution(e) - before;
     opstate__kv_touch(kv, e, position);
@@ -3335,7 +3366,10 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     e = kv->slots[slot];
     if (!e) {
         if (!kv->base) return OPSTATE_OK;
-        if ((r = opstate__kv_insert(kv, key, h, &slot, -1, &e)) != OPSTATE_OK) return r;
+        opstate_bytes none;
+        none.ptr = NULL;
+        none.len = 0;
+        if ((r = opstate__kv_insert(kv, key, none, h, &slot, -1, &e)) != OPSTATE_OK) return r;
         if (e->flags & OPSTATE__KV_TOMB) { /* not in the base either */
             opstate__kv_remove(kv, e);
             return OPSTATE_OK;
@@ -3343,10 +3377,7 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     }
     if (e->flags & OPSTATE__KV_TOMB) return OPSTATE_OK;
     before = opstate__kv_contribution(e);
-    opstate_free(&kv->a, e->value);
-    kv->memory -= e->value_len;
-    e->value = NULL;
-    e->value_len = 0;
+    opstate__kv_drop_value(kv, e);
     e->flags |= OPSTATE__KV_TOMB;
     kv->live_delta += opstate__kv_contribution(e) - before;
     opstate__kv_touch(kv, e, position);
@@ -3358,7 +3389,7 @@ OPSTATE_API opstate_result opstate_kv_restore(opstate_kv *kv, const opstate_kv_i
     uint64_t h;
     uint32_t slot;
     opstate__kv_entry *e;
-    uint8_t *copy = NULL;
+    opstate_bytes value = item->value;
     int before;
     opstate_result r = opstate__kv_key_check(kv, item->key);
     if (r != OPSTATE_OK) return r;
@@ -3371,19 +3402,10 @@ OPSTATE_API opstate_result opstate_kv_restore(opstate_kv *kv, const opstate_kv_i
         return OPSTATE_OK;
     }
     if (item->value.len > OPSTATE_MAX_DATA_LEN) return OPSTATE_OVERSIZED;
-    if (!item->deleted && item->value.len) {
-        if (!(copy = (uint8_t *)opstate_alloc(&kv->a, item->value.len))) return OPSTATE_NO_MEMORY;
-        OPSTATE_MEMCPY(copy, item->value.ptr, item->value.len);
-    }
-    if (!e && (r = opstate__kv_insert(kv, item->key, h, &slot, kv->base && item->in_base, &e)) != OPSTATE_OK) {
-        opstate_free(&kv->a, copy);
-        return r;
-    }
+    if (item->deleted) value.len = 0;
+    r = e ? opstate__kv_set_value(kv, e, value) : opstate__kv_insert(kv, item->key, value, h, &slot, kv->base && item->in_base, &e);
+    if (r != OPSTATE_OK) return r;
     before = opstate__kv_contribution(e);
-    opstate_free(&kv->a, e->value);
-    kv->memory = kv->memory - e->value_len + (copy ? item->value.len : 0);
-    e->value = copy;
-    e->value_len = copy ? (uint32_t)item->value.len : 0;
     e->flags = (kv->base && item->in_base ? OPSTATE__KV_IN_BASE : 0u) | (item->deleted ? OPSTATE__KV_TOMB : 0u);
     e->seq = item->position.seq;
     e->time = item->position.time;
