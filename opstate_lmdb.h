@@ -902,11 +902,21 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__meta_clear_deltas(const opstate_lmdb_sto
    deltas are sorted by key (pointers into the records: they stay valid in
    this transaction, whose writes only touch the table), and only the
    newest change of each key is written, in key order: one write per key,
-   neighbouring keys on neighbouring pages. */
+   neighbouring keys on neighbouring pages. Keys often share a long prefix
+   (scope, kind), so the sort compares first the 8 bytes that follow the
+   prefix every key shares, held next to the item: most comparisons then
+   touch no key bytes. (Those 8 bytes are a function of the key, so the
+   order stays total and the changes of one key adjacent whatever they
+   hold; that they follow the shared prefix is what makes it key order.) */
 typedef struct opstate_lmdb__citem {
     opstate_kv_item item;
     size_t order; /* position in delta order: the higher, the newer */
 } opstate_lmdb__citem;
+
+typedef struct opstate_lmdb__csort {
+    uint64_t next8; /* big-endian bytes [shared, shared + 8) of the key, zero-padded */
+    const opstate_lmdb__citem *c;
+} opstate_lmdb__csort;
 
 typedef struct opstate_lmdb__compact {
     opstate_lmdb_store *st;
@@ -940,9 +950,12 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_take(void *user, const opstate_
 /* Key order; for one key, delta order. */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__citem_cmp(const void *a, const void *b)
 {
-    const opstate_lmdb__citem *x = (const opstate_lmdb__citem *)a, *y = (const opstate_lmdb__citem *)b;
+    const opstate_lmdb__csort *sa = (const opstate_lmdb__csort *)a, *sb = (const opstate_lmdb__csort *)b;
+    const opstate_lmdb__citem *x = sa->c, *y = sb->c;
     size_t n = x->item.key.len < y->item.key.len ? x->item.key.len : y->item.key.len;
-    int c = n ? memcmp(x->item.key.ptr, y->item.key.ptr, n) : 0;
+    int c;
+    if (sa->next8 != sb->next8) return sa->next8 < sb->next8 ? -1 : 1; /* padding sorts a shorter key first */
+    c = n ? memcmp(x->item.key.ptr, y->item.key.ptr, n) : 0;
     if (c) return c;
     if (x->item.key.len != y->item.key.len) return x->item.key.len < y->item.key.len ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
@@ -967,21 +980,47 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_collect(opstate_lmdb__compact *c
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+/* The sort array: each item with the 8 key bytes after the shared prefix. */
+OPSTATE_LMDB__PRIVATE opstate_lmdb__csort *opstate_lmdb__compact_order(const opstate_lmdb__compact *c)
+{
+    opstate_lmdb__csort *o = (opstate_lmdb__csort *)opstate_alloc(&c->st->e->cfg.allocator, c->n * sizeof *o);
+    size_t shared = c->n ? c->items[0].item.key.len : 0, i, j;
+    if (!o) return NULL;
+    for (i = 1; i < c->n && shared; i++) {
+        const opstate_bytes *k = &c->items[i].item.key, *k0 = &c->items[0].item.key;
+        for (j = 0; j < shared && j < k->len && k->ptr[j] == k0->ptr[j]; j++) {}
+        shared = j;
+    }
+    for (i = 0; i < c->n; i++) {
+        const opstate_bytes *k = &c->items[i].item.key;
+        o[i].next8 = 0;
+        for (j = 0; j < 8; j++) o[i].next8 = o[i].next8 << 8 | (shared + j < k->len ? k->ptr[shared + j] : 0u);
+        o[i].c = &c->items[i];
+    }
+    qsort(o, c->n, sizeof *o, opstate_lmdb__citem_cmp);
+    return o;
+}
+
 /* Writes the newest change of every key, in key order. */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_write(opstate_lmdb__compact *c)
 {
     size_t i;
     int rc = 0;
-    qsort(c->items, c->n, sizeof *c->items, opstate_lmdb__citem_cmp);
+    opstate_lmdb__csort *o = c->n ? opstate_lmdb__compact_order(c) : NULL;
+    if (c->n && !o) {
+        c->why = OPSTATE_NO_MEMORY;
+        return OPSTATE_LMDB__ABORT;
+    }
     for (i = 0; i < c->n && rc == 0; i++) {
-        const opstate_kv_item *it = &c->items[i].item;
+        const opstate_kv_item *it = &o[i].c->item;
         MDB_val k = opstate_lmdb__val(it->key.ptr, it->key.len);
-        if (i + 1 < c->n && c->items[i + 1].item.key.len == it->key.len &&
-            memcmp(c->items[i + 1].item.key.ptr, it->key.ptr, it->key.len) == 0)
+        if (i + 1 < c->n && o[i + 1].next8 == o[i].next8 && o[i + 1].c->item.key.len == it->key.len &&
+            memcmp(o[i + 1].c->item.key.ptr, it->key.ptr, it->key.len) == 0)
             continue; /* a newer change of this key follows */
         if (!it->deleted) rc = opstate_lmdb__table_put(c->st, c->txn, it->key, it->value, it->position);
         else if ((rc = mdb_del(c->txn, c->st->table, &k, NULL)) == MDB_NOTFOUND) rc = 0;
     }
+    opstate_free(&c->st->e->cfg.allocator, o);
     return rc;
 }
 

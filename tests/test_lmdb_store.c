@@ -738,6 +738,71 @@ TEST(lmdb_store, read_through_loads_only_deltas)
 }
 
 /* Compaction every 4 flushes, in both modes: the state never changes. */
+/* Compaction sorts every delta item by key with the 8 bytes after the
+   prefix all keys share as a first comparison: keys that are prefixes of
+   each other, that differ only past those 8 bytes or in binary bytes, and
+   many versions of one key across deltas still come out newest-wins. */
+TEST(lmdb_store, compaction_sorts_tricky_keys)
+{
+    static const char *const tails[] = {"a", "a\0", "a\0\0", "a\xff", "b", "ab", "aaaaaaaa", "aaaaaaaab",
+                                        "aaaaaaaaa", "aaaaaaaa\0", "\xff\xff\xff\xff\xff\xff\xff\xff\x01", "\x01"};
+    static const size_t tail_len[] = {1, 2, 3, 2, 1, 2, 8, 9, 9, 9, 9, 1};
+    fixture fx;
+    opstate_lmdb_store *st = NULL;
+    opstate_store s;
+    opstate_kv *kv, *oracle = kv_new(NULL), *loaded = NULL;
+    opstate_snapshot_meta m = smeta(1, 0, 0, 1), got;
+    opstate_error err;
+    uint64_t seq = 1, rng = 7;
+    unsigned flush, i;
+    REQUIRE(oracle);
+    REQUIRE(fx_open(&fx));
+    REQUIRE(store_open(fx.env, "sort", false, 1000, &st, &err) == OPSTATE_OK);
+    s = opstate_lmdb_store_iface(st);
+    kv = kv_new(NULL);
+    REQUIRE(kv);
+    for (flush = 0; flush < 6; flush++) {
+        for (i = 0; i < 300; i++) {
+            uint8_t key[32], val[8];
+            size_t t, len = 12;
+            opstate_position p = pos(seq, (int64_t)seq);
+            memcpy(key, "scope\0kind\0k", 12);
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            t = (size_t)(rng >> 33) % (COUNT_OF(tails) + 8);
+            if (t < COUNT_OF(tails)) { /* a tricky tail */
+                memcpy(key + 12, tails[t], tail_len[t]);
+                len += tail_len[t];
+            } else { /* a binary tail of 1..16 bytes from a small alphabet: repeats happen */
+                size_t j, n = 1 + (size_t)(rng >> 40) % 16;
+                for (j = 0; j < n; j++) key[12 + j] = (uint8_t)((rng >> (j * 3 % 60)) % 3 * 0x7f);
+                len += n;
+            }
+            memcpy(val, &seq, sizeof val);
+            if ((rng >> 20) % 5 == 0) {
+                opstate_kv_delete(kv, by(key, len), p);
+                opstate_kv_delete(oracle, by(key, len), p);
+            } else {
+                CHECK(opstate_kv_put(kv, by(key, len), by(val, sizeof val), p) == OPSTATE_OK);
+                opstate_kv_put(oracle, by(key, len), by(val, sizeof val), p);
+            }
+            seq++;
+        }
+        m.position.seq = seq - 1;
+        CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    }
+    CHECK(opstate_lmdb_store_compact(st, kv, &err) == OPSTATE_OK);
+    loaded = kv_new(NULL);
+    REQUIRE(loaded);
+    CHECK(s.load(s.user, loaded, &got, NULL, &err) == OPSTATE_OK);
+    CHECK(opstate_kv_count(loaded) > 20);
+    CHECK(same_state(loaded, oracle));
+    opstate_kv_destroy(loaded);
+    opstate_kv_destroy(kv);
+    opstate_kv_destroy(oracle);
+    opstate_lmdb_store_close(st);
+    fx_close(&fx);
+}
+
 TEST(lmdb_store, compaction_keeps_state)
 {
     int mode;
