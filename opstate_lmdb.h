@@ -133,7 +133,9 @@ OPSTATE_API opstate_result opstate_lmdb_sync(opstate_lmdb *env, opstate_error *e
 typedef struct opstate_lmdb_store_config {
     const char *name;          /* 1..64 bytes of [A-Za-z0-9_-] */
     bool read_through;         /* the fold reads the table through a base:
-                                  restart is O(deltas), state may exceed RAM */
+                                  restart is O(deltas), state may exceed RAM;
+                                  false (load-all): load copies the whole
+                                  table into the fold, O(state) */
     uint64_t compact_bytes;    /* compact when deltas pass this (0: 8 MiB) */
     uint32_t compact_flushes;  /* ... or this many flushes (0: 64) */
     bool no_compact_on_close;  /* by default closing the store folds pending
