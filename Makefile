@@ -70,6 +70,11 @@ $(BUILD)/nats/impl_nats.o: tests/impl_nats.c $(HEADERS)
 $(BUILD)/unit-nats: $(NATS_SRCS) tests/main.c tests/runner.h tests/*.h $(BUILD)/nats/impl_nats.o
 	$(CC) $(STD) $(POSIX) $(CFLAGS) $(WARN) $(NATS_SRCS) tests/main.c $(BUILD)/nats/impl_nats.o -lnats -o $@
 
+$(BUILD)/unit-nats-asan: $(NATS_SRCS) tests/main.c tests/runner.h tests/*.h tests/impl_nats.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(POSIX) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer $(WARN) $(NATS_SRCS) tests/main.c tests/impl_nats.c -lnats -o $@
+
 $(BUILD)/kill9: tests/chaos/kill9.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) $(POSIX) -O2 $(WARN) -I. $< -llmdb -o $@

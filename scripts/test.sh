@@ -105,9 +105,13 @@ fi
 echo "== chaos: kill -9 of a consuming process, 200+ times"
 check_show "kill -9 chaos (state == fold up to the stored position)" sh -c "make -s $BUILD/kill9 && ./$BUILD/kill9"
 
-echo "== NATS companion tests (real nats-server on 127.0.0.1)"
+echo "== NATS companion tests (real nats-server on 127.0.0.1; plain, ASan+UBSan, valgrind)"
 if [[ -n $(ls tests/test_nats*.c 2>/dev/null) ]]; then
-  if check "build unit-nats" make -s "$BUILD/unit-nats"; then unit "unit-nats" "./$BUILD/unit-nats"; fi
+  if check "build unit-nats" make -s "$BUILD/unit-nats"; then
+    unit "unit-nats" "./$BUILD/unit-nats"
+    unit "unit-nats (valgrind)" valgrind -q --error-exitcode=99 --leak-check=full "./$BUILD/unit-nats"
+  fi
+  if check "build unit-nats-asan" make -s "$BUILD/unit-nats-asan"; then unit "unit-nats (asan+ubsan)" "./$BUILD/unit-nats-asan"; fi
 fi
 
 echo "== benchmarks compile (they run under make bench, not here)"
