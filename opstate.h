@@ -858,7 +858,8 @@ typedef struct opstate_log {
 
 /* Encodes an event and appends it under "<prefix>.<scope>.<kind>[.<key>]"
    with its id as the duplicate-check id. `a` may be NULL (default
-   allocator). opts->msg_id is ignored (the event's id is used). */
+   allocator), `out` too (the sequence is not wanted). opts->msg_id is
+   ignored (the event's id is used). */
 OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes prefix,
                                            const opstate_event *ev, const opstate_append_options *opts,
                                            const opstate_allocator *a, opstate_append_result *out,
@@ -3948,6 +3949,7 @@ OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes
 {
     opstate_allocator none;
     opstate_append_options o;
+    opstate_append_result unused;
     opstate_bytes subject, data;
     size_t slen = 0, dlen = 0;
     uint8_t *buf;
@@ -3970,7 +3972,7 @@ OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes
     if (opts) o = *opts;
     else OPSTATE_MEMSET(&o, 0, sizeof o);
     o.msg_id = &ev->id;
-    r = log->append(log->user, subject, data, &o, out, err);
+    r = log->append(log->user, subject, data, &o, out ? out : &unused, err);
     opstate_free(a, buf);
     return r;
 }

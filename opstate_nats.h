@@ -91,7 +91,8 @@ typedef struct opstate_nats_config {
     const char *creds_file;     /* NATS credentials (JWT + seed) */
     const char *user, *password;
     const char *token;
-    const char *tls_ca, *tls_cert, *tls_key; /* TLS files (any set: TLS on) */
+    const char *tls_ca;         /* PEM CA the server's certificate must chain to (set: TLS on) */
+    const char *tls_cert, *tls_key; /* PEM client certificate and its key, both or neither (set: TLS on) */
     int max_reconnect;          /* 0: 60; -1: for ever */
     int64_t reconnect_wait_ms;  /* 0: 2000 */
     int64_t request_timeout_ms; /* JetStream API calls (0: 5000) */
@@ -101,7 +102,10 @@ typedef struct opstate_nats_config {
 
 typedef struct opstate_nats opstate_nats;
 
-/* Connects (or wraps cfg->connection) and makes a JetStream context. */
+/* Connects (or wraps cfg->connection) and makes a JetStream context.
+   INVALID_ARGUMENT (nothing tried) for tls_cert without tls_key or the
+   reverse, or more than 32 urls; a failed connect (refused, TLS handshake
+   or certificate, authentication) is IO with the natsStatus in dep_status. */
 OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *cfg, opstate_nats **out,
                                                 opstate_error *err);
 /* Closes what opstate_nats_connect opened (not a caller's connection). */
@@ -277,15 +281,30 @@ OPSTATE_NATS__PRIVATE char *opstate_nats__strndup(const opstate_allocator *a, co
     return copy;
 }
 
+#define OPSTATE_NATS__MAX_URLS 32
+
+/* What connect refuses before trying: a client certificate without its key
+   (or a key alone), more URLs than it takes. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__config_check(const opstate_nats_config *cfg, opstate_error *err)
+{
+    const char *p = cfg->urls;
+    int n = 1;
+    if (!cfg->tls_cert != !cfg->tls_key)
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "tls_cert and tls_key go together", 0);
+    for (; p && *p; p++) n += *p == ',';
+    if (n > OPSTATE_NATS__MAX_URLS) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "more than 32 urls", 0);
+    return OPSTATE_OK;
+}
+
 /* Splits "a,b,c" into natsOptions_SetServers. */
 OPSTATE_NATS__PRIVATE natsStatus opstate_nats__servers(natsOptions *o, const opstate_allocator *a, const char *urls)
 {
-    const char *list[32];
+    const char *list[OPSTATE_NATS__MAX_URLS];
     char *copy = opstate_nats__strndup(a, urls, strlen(urls)), *p, *save = NULL;
     int n = 0;
     natsStatus s;
     if (!copy) return NATS_NO_MEMORY;
-    for (p = strtok_r(copy, ",", &save); p && n < 32; p = strtok_r(NULL, ",", &save)) list[n++] = p;
+    for (p = strtok_r(copy, ",", &save); p && n < OPSTATE_NATS__MAX_URLS; p = strtok_r(NULL, ",", &save)) list[n++] = p;
     s = natsOptions_SetServers(o, list, n);
     opstate_free(a, copy);
     return s;
@@ -299,7 +318,7 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__options(natsOptions *o, const ops
     if (s == NATS_OK && cfg->creds_file) s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds_file, NULL);
     if (s == NATS_OK && cfg->user) s = natsOptions_SetUserInfo(o, cfg->user, cfg->password);
     if (s == NATS_OK && cfg->token) s = natsOptions_SetToken(o, cfg->token);
-    if (s == NATS_OK && (cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true);
+    if (s == NATS_OK && (cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true); /* the key came with the cert */
     if (s == NATS_OK && cfg->tls_ca) s = natsOptions_LoadCATrustedCertificates(o, cfg->tls_ca);
     if (s == NATS_OK && cfg->tls_cert) s = natsOptions_LoadCertificatesChain(o, cfg->tls_cert, cfg->tls_key);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, cfg->max_reconnect ? cfg->max_reconnect : 60);
@@ -326,6 +345,7 @@ OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *cfg, 
     natsOptions *o = NULL;
     natsStatus s = NATS_OK;
     opstate_result r;
+    if (!cfg->connection && (r = opstate_nats__config_check(cfg, err)) != OPSTATE_OK) return r;
     if (!(n = (opstate_nats *)opstate_alloc(&cfg->allocator, sizeof *n))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "nats", 0);
     OPSTATE_MEMSET(n, 0, sizeof *n);
     n->a = cfg->allocator;

@@ -27,6 +27,11 @@
      nats://HOST[:PORT]/kv/BUCKET
                  a native KV bucket, read-only: every key is an event of
                  scope BUCKET, kind "kv"; deletes and purges are deletes.
+   A nats:// log authenticates and encrypts from the environment (the
+   names the `nats` CLI uses; secrets stay out of argv and out of every
+   message): NATS_CREDS (credentials file), NATS_USER + NATS_PASSWORD,
+   NATS_CA (TLS: the CA the server's certificate must chain to), NATS_CERT +
+   NATS_KEY (TLS client certificate).
    The state store of consume is always LMDB: --state DIR, by default
    PATH.state next to an lmdb: log, or ./opstate-data/nats-HOST-PORT-NAME.state.
 
@@ -1178,6 +1183,13 @@ static void nats_log_close(log_handle *h)
     nats_Close(); /* nats.c's threads and memory: the tool opens one log per run */
 }
 
+/* An environment variable, NULL when unset or empty. */
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
 /* Connects, and opens the companion's log over the stream or bucket. */
 static int nats_connect(const char *uri, const nats_uri *u, const log_open_options *o, nats_backend *b)
 {
@@ -1191,6 +1203,12 @@ static int nats_connect(const char *uri, const nats_uri *u, const log_open_optio
     nc.urls = u->url;
     nc.name = "opstate";
     nc.logger = tool_logger();
+    nc.creds_file = env_value("NATS_CREDS");
+    nc.user = env_value("NATS_USER");
+    nc.password = env_value("NATS_PASSWORD");
+    nc.tls_ca = env_value("NATS_CA");
+    nc.tls_cert = env_value("NATS_CERT");
+    nc.tls_key = env_value("NATS_KEY");
     r = note_nats_failure(opstate_nats_connect(&nc, &b->conn, &err), &err);
     if (r != OPSTATE_OK) return fail_result(r, &err, "--log %s: cannot connect to %s", quoted(uri), u->url);
     lc.stream = u->bucket ? NULL : u->name;
@@ -2526,6 +2544,8 @@ static void print_main_help(FILE *out)
     fprintf(out, "\nLogs:  lmdb:PATH                      an LMDB directory (default %s)\n"
                  "       nats://HOST[:PORT]/STREAM     a JetStream stream (port 4222 by default)\n"
                  "       nats://HOST[:PORT]/kv/BUCKET  a JetStream KV bucket, read-only\n"
+                 "       (NATS auth and TLS from the environment: NATS_CREDS, NATS_USER + NATS_PASSWORD,\n"
+                 "        NATS_CA, NATS_CERT + NATS_KEY)\n"
                  "Times: RFC 3339 (2026-11-23T10:00:00Z, 2026-11-23T10:00:00.5+01:00) or ns (1763890000000000000ns).\n\n%s",
             DEFAULT_LOG_URI, exit_codes_help);
 }

@@ -17,6 +17,7 @@ declare -A probe=(
   [libsqlite3-dev]=/usr/include/sqlite3.h
   [libnats-dev]=/usr/include/nats/nats.h
   [nats-server]=nats-server
+  [openssl]=openssl
 )
 
 missing=()

@@ -2,10 +2,13 @@
 # twin of tests/nats_server.h): JetStream on, 127.0.0.1 only, a free port, a
 # store directory of the caller's; stopped by its PID, never by name.
 #
-#   nats_server_start DIR   starts it with its store in DIR/js and its log in
-#                           DIR/nats-server.log; sets NATS_PID, NATS_PORT and
-#                           NATS_URL (nats://127.0.0.1:PORT). Returns 1 when
-#                           it does not accept connections within 5 s.
+#   nats_server_start DIR [ARG...]
+#                           starts it with its store in DIR/js and its log in
+#                           DIR/nats-server.log (ARGs go to nats-server, e.g.
+#                           --user U --pass P, --tls ...); sets NATS_PID,
+#                           NATS_PORT and NATS_URL (nats://127.0.0.1:PORT).
+#                           Returns 1 when it does not accept connections
+#                           within 5 s.
 #   nats_server_stop        SIGTERM to NATS_PID, and waits for it (the
 #                           caller's EXIT trap calls it).
 #   nats_free_port          prints a port the kernel says is free right now.
@@ -18,9 +21,10 @@ nats_free_port() {
 
 nats_server_start() {
   local dir=$1 i
+  shift
   NATS_PORT=$(nats_free_port) || return 1
   NATS_URL=nats://127.0.0.1:$NATS_PORT
-  nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$dir/js" >"$dir/nats-server.log" 2>&1 &
+  nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$dir/js" "$@" >"$dir/nats-server.log" 2>&1 &
   NATS_PID=$!
   for ((i = 0; i < 100; i++)); do
     (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && return 0

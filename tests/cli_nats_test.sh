@@ -226,5 +226,47 @@ NOPORT=$(nats_free_port)
 fails "info with no server" 1 "--log 'nats://127\.0\.0\.1:$NOPORT/OPS': cannot connect to nats://127\.0\.0\.1:$NOPORT: I/O error \(connect: " -- info --log "nats://127.0.0.1:$NOPORT/OPS"
 fails "publish with no server" 1 "cannot connect to" -- publish --log "nats://127.0.0.1:$NOPORT/OPS" --scope a --kind b --op put
 
+echo "== authentication and TLS from the environment (servers of their own)"
+nats_server_stop
+mkdir -p "$T/auth"
+if nats_server_start "$T/auth" --user opstate --pass 's3cret-pw'; then
+  AUTH=$NATS_URL/OPS
+  fails "no NATS_USER: refused (exit 1), the URL named" 1 "cannot connect to $NATS_URL: " -- info --log "$AUTH"
+  if NATS_USER=opstate NATS_PASSWORD=wrong-pw op info --log "$AUTH"; then bad "a wrong password connects"
+  elif grep -q "wrong-pw" "$err"; then bad "the password is echoed"; else ok; fi
+  if NATS_USER=opstate NATS_PASSWORD=s3cret-pw op publish --log "$AUTH" --scope a --kind b --key k --op put --data v &&
+    grep -q "sequence 1" "$out"; then ok; else bad "NATS_USER + NATS_PASSWORD: publish"; cat "$err"; fi
+  nats_server_stop
+else bad "a nats-server with --user/--pass did not start"; fi
+mkdir -p "$T/tls"
+pki=$T/pki
+mkdir -p "$pki"
+if (cd "$pki" && for k in ca other server client; do
+      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $k.key 2>/dev/null || exit 1
+    done &&
+    openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj /CN=opstate-test-ca &&
+    openssl req -x509 -new -key other.key -out other.pem -days 2 -subj /CN=opstate-other-ca &&
+    printf 'subjectAltName=IP:127.0.0.1\n' >server.ext && printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
+    openssl req -new -key server.key -out server.csr -subj /CN=127.0.0.1 &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext &&
+    openssl req -new -key client.key -out client.csr -subj /CN=opstate-client &&
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext
+  ) >/dev/null 2>&1 &&
+  nats_server_start "$T/tls" --tls --tlscert "$pki/server.pem" --tlskey "$pki/server.key" --tlsverify --tlscacert "$pki/ca.pem"; then
+  TLS=$NATS_URL/OPS
+  fails "TLS required, none asked (exit 1)" 1 "cannot connect to $NATS_URL: " -- info --log "$TLS"
+  if NATS_CA=$pki/other.pem NATS_CERT=$pki/client.pem NATS_KEY=$pki/client.key op info --log "$TLS"; then
+    bad "a server certificate from another CA is trusted"; else ok; fi
+  if NATS_CA=$pki/ca.pem op info --log "$TLS"; then bad "no client certificate, yet admitted"; else ok; fi
+  if NATS_CA=$pki/ca.pem NATS_CERT=$pki/client.pem op info --log "$TLS"; then bad "NATS_CERT without NATS_KEY accepted"
+  elif [[ $? -eq 2 ]] && grep -q "tls_cert and tls_key go together" "$err"; then ok; else bad "NATS_CERT without NATS_KEY: exit 2, one line"; cat "$err"; fi
+  if NATS_CA=$pki/ca.pem NATS_CERT=$pki/client.pem NATS_KEY=$pki/client.key \
+    op publish --log "$TLS" --scope a --kind b --key k --op put --data v && grep -q "sequence 1" "$out" &&
+    NATS_CA=$pki/ca.pem NATS_CERT=$pki/client.pem NATS_KEY=$pki/client.key \
+    op replay --log "$TLS" --json && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["count"] != 1)' "$out"
+  then ok; else bad "NATS_CA + NATS_CERT + NATS_KEY: publish and replay over TLS"; cat "$err"; fi
+  nats_server_stop
+else bad "a TLS nats-server did not start (or openssl failed)"; fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

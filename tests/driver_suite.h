@@ -921,6 +921,7 @@ DRV_STATIC void driver_test_publisher_duplicate(const driver_backend *b)
     CHECK(opstate_publish(&x->log, drv_bytes(DRV_PREFIX), &ev[5], NULL, NULL, &ar, NULL) == OPSTATE_OK);
     CHECK(ar.duplicate);
     CHECK_EQ_U64(ar.seq, 6);
+    CHECK(opstate_publish(&x->log, drv_bytes(DRV_PREFIX), &ev[5], NULL, NULL, NULL, NULL) == OPSTATE_OK); /* no out */
     /* four newer ids later, the window (4) has forgotten ev[0]: the retry
        is appended again (a backend whose window cannot be that small gets
        the same bytes without an id) */

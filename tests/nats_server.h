@@ -34,6 +34,8 @@ typedef struct nats_server {
     char dir[64];
     char url[64];
     const char *user, *pass; /* set before nats_server_start: the server requires them */
+    const char *tls_cert, *tls_key; /* set before nats_server_start: TLS required */
+    const char *tls_ca;             /* ... and client certificates signed by this CA */
 } nats_server;
 
 /* A port the kernel says is free right now. */
@@ -72,12 +74,41 @@ NATS_SERVER_FN void nats_server_sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* The server's command line for srv (argv has room for 20). */
+NATS_SERVER_FN void nats_server_argv(const nats_server *srv, const char *port, const char **argv)
+{
+    int n = 0;
+    const char *base[] = {"nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir};
+    for (; n < 8; n++) argv[n] = base[n];
+    if (srv->user) {
+        argv[n++] = "--user";
+        argv[n++] = srv->user;
+        argv[n++] = "--pass";
+        argv[n++] = srv->pass;
+    }
+    if (srv->tls_cert) {
+        argv[n++] = "--tls";
+        argv[n++] = "--tlscert";
+        argv[n++] = srv->tls_cert;
+        argv[n++] = "--tlskey";
+        argv[n++] = srv->tls_key;
+    }
+    if (srv->tls_ca) {
+        argv[n++] = "--tlsverify";
+        argv[n++] = "--tlscacert";
+        argv[n++] = srv->tls_ca;
+    }
+    argv[n] = NULL;
+}
+
 /* (Re)starts the server process on srv->port and srv->dir. */
 NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
 {
     char port[16];
+    const char *argv[20];
     int i;
     snprintf(port, sizeof port, "%d", srv->port);
+    nats_server_argv(srv, port, argv);
     fflush(NULL); /* or the child would write our buffered output again */
     srv->pid = fork();
     if (srv->pid < 0) return -1;
@@ -85,11 +116,7 @@ NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* a crashed test program takes its server along */
         freopen("/dev/null", "w", stdout);
         freopen("/dev/null", "w", stderr);
-        if (srv->user)
-            execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir, "--user",
-                   srv->user, "--pass", srv->pass, (char *)NULL);
-        else
-            execlp("nats-server", "nats-server", "-js", "-a", "127.0.0.1", "-p", port, "-sd", srv->dir, (char *)NULL);
+        execvp(argv[0], (char *const *)(void *)argv);
         _exit(127);
     }
     for (i = 0; i < 500; i++) { /* up to 5 s */
@@ -101,10 +128,13 @@ NATS_SERVER_FN int nats_server_spawn(nats_server *srv)
 
 NATS_SERVER_FN int nats_server_start(nats_server *srv)
 {
-    const char *user = srv->user, *pass = srv->pass; /* the only fields a caller sets */
+    nats_server asked = *srv; /* the fields a caller sets */
     memset(srv, 0, sizeof *srv);
-    srv->user = user;
-    srv->pass = pass;
+    srv->user = asked.user;
+    srv->pass = asked.pass;
+    srv->tls_cert = asked.tls_cert;
+    srv->tls_key = asked.tls_key;
+    srv->tls_ca = asked.tls_ca;
     snprintf(srv->dir, sizeof srv->dir, "/tmp/opstate-nats-XXXXXX");
     if (!mkdtemp(srv->dir) || (srv->port = nats_server_free_port()) < 0) return -1;
     snprintf(srv->url, sizeof srv->url, "nats://127.0.0.1:%d", srv->port);

@@ -2403,3 +2403,153 @@ TEST(nats, user_password_auth)
     CHECK(!leaked);
     nats_server_stop(&srv);
 }
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* Test PKI in a temp dir, made with the openssl tool: a CA, a server
+   certificate for 127.0.0.1 and a client certificate signed by it, and a
+   second CA that signed neither. */
+typedef struct nt_pki {
+    char dir[64];
+    char ca[96], other_ca[96], server_cert[96], server_key[96], client_cert[96], client_key[96];
+} nt_pki;
+
+static int nt_pki_make(nt_pki *p)
+{
+    static const char *const script =
+        "set -e; cd '%s';"
+        "k() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $1 2>/dev/null; };"
+        "k ca.key; k other.key; k server.key; k client.key;"
+        "openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj /CN=opstate-test-ca;"
+        "openssl req -x509 -new -key other.key -out other.pem -days 2 -subj /CN=opstate-other-ca;"
+        "printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext;"
+        "printf 'extendedKeyUsage=clientAuth\\n' > client.ext;"
+        "openssl req -new -key server.key -out server.csr -subj /CN=127.0.0.1;"
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 "
+        "-extfile server.ext 2>/dev/null;"
+        "openssl req -new -key client.key -out client.csr -subj /CN=opstate-client;"
+        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 "
+        "-extfile client.ext 2>/dev/null";
+    char cmd[1536];
+    snprintf(p->dir, sizeof p->dir, "/tmp/opstate-pki-XXXXXX");
+    if (!mkdtemp(p->dir)) return -1;
+    snprintf(p->ca, sizeof p->ca, "%s/ca.pem", p->dir);
+    snprintf(p->other_ca, sizeof p->other_ca, "%s/other.pem", p->dir);
+    snprintf(p->server_cert, sizeof p->server_cert, "%s/server.pem", p->dir);
+    snprintf(p->server_key, sizeof p->server_key, "%s/server.key", p->dir);
+    snprintf(p->client_cert, sizeof p->client_cert, "%s/client.pem", p->dir);
+    snprintf(p->client_key, sizeof p->client_key, "%s/client.key", p->dir);
+    snprintf(cmd, sizeof cmd, script, p->dir);
+    fflush(NULL);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void nt_pki_remove(const nt_pki *p)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p->dir);
+    if (system(cmd) != 0) printf("nats: could not remove %s\n", p->dir);
+}
+
+/* A connection over TLS carries the JetStream work: a stream, a publish,
+   a read back. */
+static bool nt_tls_roundtrip(opstate_nats *n)
+{
+    opstate_nats_stream_config sc;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    opstate_log_message msg;
+    opstate_event ev = nt_ev("s", "k", "key", OPSTATE_OP_PUT, "over tls");
+    opstate_error err;
+    size_t got = 0;
+    bool ok;
+    memset(&sc, 0, sizeof sc);
+    sc.stream = "T_TLS";
+    sc.prefix = "tls";
+    ok = opstate_nats_stream_ensure(n, &sc, &err) == OPSTATE_OK && nt_log_open(n, "T_TLS", &lg) == OPSTATE_OK;
+    if (ok) {
+        log = opstate_nats_log_iface(lg);
+        ok = opstate_publish(&log, nt_b("tls"), &ev, NULL, NULL, NULL, &err) == OPSTATE_OK &&
+             log.read(log.user, nt_b(""), 1, 2000000000, &msg, 1, &got, &err) == OPSTATE_OK && got == 1 &&
+             opstate_event_decode(msg.data.ptr, msg.data.len, &ev, &err) == OPSTATE_OK && ev.data.len == 8 &&
+             memcmp(ev.data.ptr, "over tls", 8) == 0;
+    }
+    opstate_nats_log_close(lg);
+    return ok;
+}
+
+static opstate_result nt_tls_connect(const char *url, const char *ca, const char *cert, const char *key,
+                                     opstate_nats **out, opstate_error *err)
+{
+    opstate_nats_config nc;
+    memset(&nc, 0, sizeof nc);
+    nc.urls = url;
+    nc.tls_ca = ca;
+    nc.tls_cert = cert;
+    nc.tls_key = key;
+    nc.max_reconnect = 1;
+    nc.reconnect_wait_ms = 10;
+    memset(err, 0, sizeof *err);
+    *out = NULL;
+    return opstate_nats_connect(&nc, out, err);
+}
+
+/* Makes the PKI and starts a server that requires TLS (and, with
+   verify_clients, a client certificate from the CA). 0 when it runs. */
+static int nt_tls_server(nt_pki *pki, nats_server *srv, bool verify_clients)
+{
+    memset(srv, 0, sizeof *srv);
+    if (nt_pki_make(pki) != 0) return -1;
+    srv->tls_cert = pki->server_cert;
+    srv->tls_key = pki->server_key;
+    srv->tls_ca = verify_clients ? pki->ca : NULL;
+    if (nt_start(srv) == 0) return 0;
+    nt_pki_remove(pki);
+    return -1;
+}
+
+TEST(nats, tls_server_verified_by_ca)
+{
+    nt_pki pki;
+    nats_server srv;
+    opstate_nats *n = NULL;
+    opstate_error err;
+    REQUIRE(nt_tls_server(&pki, &srv, false) == 0);
+    CASE("trusting the CA that signed the server: JetStream works over TLS");
+    CHECK(nt_tls_connect(srv.url, pki.ca, NULL, NULL, &n, &err) == OPSTATE_OK);
+    if (n) CHECK(nt_tls_roundtrip(n));
+    opstate_nats_close(n);
+    CASE("another CA: the server is not trusted, the connect fails");
+    CHECK(nt_tls_connect(srv.url, pki.other_ca, NULL, NULL, &n, &err) == OPSTATE_IO);
+    CHECK(n == NULL && err.result == OPSTATE_IO && err.dep_status != 0);
+    CASE("no TLS asked: the server requires it, the connect fails");
+    CHECK(nt_tls_connect(srv.url, NULL, NULL, NULL, &n, &err) == OPSTATE_IO);
+    CHECK(n == NULL);
+    CASE(NULL);
+    nats_server_stop(&srv);
+    nt_pki_remove(&pki);
+}
+
+TEST(nats, tls_client_certificate)
+{
+    nt_pki pki;
+    nats_server srv;
+    opstate_nats *n = NULL;
+    opstate_error err;
+    REQUIRE(nt_tls_server(&pki, &srv, true) == 0); /* --tlsverify: clients need a certificate from the CA */
+    CASE("client certificate signed by the CA: admitted");
+    CHECK(nt_tls_connect(srv.url, pki.ca, pki.client_cert, pki.client_key, &n, &err) == OPSTATE_OK);
+    if (n) CHECK(nt_tls_roundtrip(n));
+    opstate_nats_close(n);
+    CASE("no client certificate: refused");
+    CHECK(nt_tls_connect(srv.url, pki.ca, NULL, NULL, &n, &err) == OPSTATE_IO);
+    CHECK(n == NULL);
+    CASE("a certificate without its key (or a key alone): refused before connecting");
+    CHECK(nt_tls_connect(srv.url, pki.ca, pki.client_cert, NULL, &n, &err) == OPSTATE_INVALID_ARGUMENT);
+    CHECK(n == NULL && err.result == OPSTATE_INVALID_ARGUMENT);
+    CHECK(nt_tls_connect(srv.url, pki.ca, NULL, pki.client_key, &n, &err) == OPSTATE_INVALID_ARGUMENT);
+    CHECK(n == NULL);
+    CASE(NULL);
+    nats_server_stop(&srv);
+    nt_pki_remove(&pki);
+}
