@@ -734,7 +734,8 @@ OPSTATE_API bool opstate_kv_has_base(const opstate_kv *kv);
 /* Bytes held in memory for entries (keys, values, bookkeeping). */
 OPSTATE_API size_t opstate_kv_memory(const opstate_kv *kv);
 /* Calls fn for every live key in ascending key order. NO_MEMORY (it sorts
-   the memory part in a temporary array) or a base error. */
+   the memory part in a temporary array of 32 bytes per entry) or a base
+   error. */
 OPSTATE_API opstate_result opstate_kv_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user);
 /* Calls fn for every dirty key (puts and deletes since the last
    opstate_kv_mark_clean), in no particular order, with current values. */
@@ -3574,19 +3575,85 @@ OPSTATE__PRIVATE void opstate__kv_sort(opstate__kv_entry **v, size_t n)
     }
 }
 
+/* An entry with the 8 key bytes that follow the prefix every key shares
+   (big-endian, zero-padded): ordering these first is key order, and they
+   sit next to the pointer, so most of the sort touches no entry. */
+typedef struct opstate__kv_ref {
+    uint64_t next8;
+    opstate__kv_entry *e;
+} opstate__kv_ref;
+
+/* Length of the prefix every entry's key shares. */
+OPSTATE__PRIVATE size_t opstate__kv_shared_prefix(const opstate__kv_ref *r, size_t n)
+{
+    const uint8_t *k0 = opstate__kv_key(r[0].e);
+    size_t shared = r[0].e->key_len, i, j;
+    for (i = 1; i < n && shared; i++) {
+        const uint8_t *k = opstate__kv_key(r[i].e);
+        size_t len = r[i].e->key_len < shared ? r[i].e->key_len : shared;
+        for (j = 0; j < len && k[j] == k0[j]; j++) {}
+        shared = j;
+    }
+    return shared;
+}
+
+/* Stable LSD radix sort of r by next8, one byte a pass (a pass where every
+   ref has the same byte is skipped); tmp holds n refs. */
+OPSTATE__PRIVATE void opstate__kv_radix(opstate__kv_ref *r, opstate__kv_ref *tmp, size_t n)
+{
+    size_t count[256], shift, i, sum;
+    opstate__kv_ref *from = r, *to = tmp, *t;
+    for (shift = 0; shift < 64; shift += 8) {
+        OPSTATE_MEMSET(count, 0, sizeof count);
+        for (i = 0; i < n; i++) count[(from[i].next8 >> shift) & 255u]++;
+        if (count[(from[0].next8 >> shift) & 255u] == n) continue;
+        for (i = 0, sum = 0; i < 256; i++) {
+            size_t c = count[i];
+            count[i] = sum;
+            sum += c;
+        }
+        for (i = 0; i < n; i++) to[count[(from[i].next8 >> shift) & 255u]++] = from[i];
+        t = from;
+        from = to;
+        to = t;
+    }
+    if (from != r) OPSTATE_MEMCPY(r, from, n * sizeof *r);
+}
+
 /* The memory entries in key order (tombstones included: they hide base
-   keys). *out is freed with opstate__free by the caller. */
+   keys): radix by the 8 bytes after the shared prefix, then the entries
+   those bytes do not tell apart by whole key. *out (an array of n entry
+   pointers) is freed with opstate_free by the caller. */
 OPSTATE__PRIVATE opstate_result opstate__kv_sorted(const opstate_kv *kv, opstate__kv_entry ***out, size_t *n)
 {
-    opstate__kv_entry **v = NULL;
-    size_t k = 0;
-    uint32_t i;
-    if (kv->used) {
-        v = (opstate__kv_entry **)opstate_alloc(&kv->a, (size_t)kv->used * sizeof *v);
-        if (!v) return OPSTATE_NO_MEMORY;
-        for (i = 0; i <= kv->mask; i++)
-            if (kv->slots[i]) v[k++] = kv->slots[i];
-        opstate__kv_sort(v, k);
+    opstate__kv_ref *r;
+    opstate__kv_entry **v;
+    size_t k = 0, shared, i, j, run;
+    if (!kv->used) {
+        *out = NULL;
+        *n = 0;
+        return OPSTATE_OK;
+    }
+    if (!(r = (opstate__kv_ref *)opstate_alloc(&kv->a, (size_t)kv->used * 2u * sizeof *r))) return OPSTATE_NO_MEMORY;
+    for (i = 0; i <= kv->mask; i++)
+        if (kv->slots[i]) r[k++].e = kv->slots[i];
+    shared = opstate__kv_shared_prefix(r, k);
+    for (i = 0; i < k; i++) {
+        const uint8_t *key = opstate__kv_key(r[i].e);
+        r[i].next8 = 0;
+        for (j = shared; j < shared + 8; j++) r[i].next8 = r[i].next8 << 8 | (j < r[i].e->key_len ? key[j] : 0u);
+    }
+    opstate__kv_radix(r, r + k, k);
+    /* the pointers, compacted forward over the refs already read; a run of
+       equal next8 is sorted by whole key once its last pointer is in */
+    v = (opstate__kv_entry **)(void *)r;
+    for (i = 0, run = 0; i < k; i++) {
+        bool run_ends = i + 1 == k || r[i + 1].next8 != r[i].next8;
+        v[i] = r[i].e;
+        if (run_ends) {
+            if (i > run) opstate__kv_sort(v + run, i + 1 - run);
+            run = i + 1;
+        }
     }
     *out = v;
     *n = k;

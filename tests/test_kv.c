@@ -602,6 +602,64 @@ TEST(kv, iteration_order_edge_keys)
     CASE(NULL);
 }
 
+/* Keys that share a long prefix (as scope\0kind\0 keys do): iteration
+   sorts first by the 8 bytes after the shared prefix, so keys that stop
+   inside those bytes, run past them, equal the prefix itself, or differ
+   only after them must still come out in byte order (against qsort). */
+typedef struct skey {
+    uint8_t k[40];
+    size_t len;
+} skey;
+
+static int skey_cmp(const void *a, const void *b)
+{
+    const skey *x = (const skey *)a, *y = (const skey *)b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->k, y->k, n);
+    return c ? c : x->len < y->len ? -1 : x->len > y->len;
+}
+
+TEST(kv, iteration_order_shared_prefix)
+{
+    static const uint8_t alphabet[] = {0x00, 0x01, 'a', 0xff};
+    enum { N = 3000 };
+    static skey keys[N];
+    rng r = {0xabcdef};
+    opstate_kv *kv = new_kv(NULL, NULL);
+    buf got = {0}, want = {0};
+    size_t n = 0, i, j;
+    REQUIRE(kv != NULL);
+    for (i = 0; i < N; i++) { /* "scope\0kind\0" then 0..20 bytes of a small alphabet: repeats happen */
+        skey k;
+        size_t tail = below(&r, 21);
+        memcpy(k.k, "scope\0kind\0", 11);
+        for (j = 0; j < tail; j++) k.k[11 + j] = alphabet[below(&r, 4)];
+        k.len = 11 + tail;
+        if (i == 0) k.len = 11; /* the shared prefix itself */
+        CHECK(opstate_kv_put(kv, by(k.k, k.len), by(k.k, k.len), pos(i + 1, 0)) == OPSTATE_OK);
+    }
+    for (i = 0, r.s = 0xabcdef; i < N; i++) { /* the same keys again, for the reference */
+        size_t tail = below(&r, 21);
+        memcpy(keys[n].k, "scope\0kind\0", 11);
+        for (j = 0; j < tail; j++) keys[n].k[11 + j] = alphabet[below(&r, 4)];
+        keys[n].len = i == 0 ? 11 : 11 + tail;
+        n++;
+    }
+    qsort(keys, n, sizeof *keys, skey_cmp);
+    for (i = 0; i < n; i++) {
+        opstate_kv_item it;
+        if (i + 1 < n && skey_cmp(&keys[i], &keys[i + 1]) == 0) continue; /* a later put of it is the live one */
+        REQUIRE(opstate_kv_get(kv, by(keys[i].k, keys[i].len), &it) == OPSTATE_OK);
+        dump_item(&want, keys[i].k, keys[i].len, keys[i].k, keys[i].len, it.position.seq, 0, 0, false);
+    }
+    CHECK(opstate_kv_count(kv) > 1000);
+    CHECK(iter_dump(kv, &got) == OPSTATE_OK);
+    CHECK(buf_same(&got, &want));
+    buf_free(&got);
+    buf_free(&want);
+    opstate_kv_destroy(kv);
+}
+
 /* Random put / delete / mark_clean / forget_clean against the oracle. In a
    memory-only fold forget_clean frees the clean entries (there is no base
    to hold them), so their keys disappear; dirty ones stay. */
