@@ -48,6 +48,15 @@
    pass a bound (bytes or flushes), in its own transaction, never inside a
    flush. Keys are at most 511 bytes (LMDB's limit).
 
+   READ-THROUGH OR LOAD-ALL (opstate_lmdb_store_config.read_through)
+       read-through  the fold holds only what changed since the last
+                     compaction and reads the rest from the table (zero
+                     copy): restart is O(deltas), ~0.2-0.3 ms whatever the
+                     state size; state may exceed RAM. Best for restarts.
+       load-all      (the default) the fold holds every key: restart copies
+                     the table into memory, O(state) (~10 ms for 8 MiB);
+                     reads never touch LMDB afterwards.
+
    DURABILITY (opstate_lmdb_config.durability)
        OPSTATE_LMDB_SYNC_FULL (default)  fsync data and meta on commit: a
                                          commit survives power loss
