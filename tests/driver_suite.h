@@ -75,6 +75,7 @@
 #include <stdbool.h>
 
 #include "../opstate.h"
+#include "test_bytes.h"
 #include "runner.h"
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -141,14 +142,6 @@ DRV_STATIC void drv_set_range(drv_set *s, uint64_t lo, uint64_t hi)
 DRV_STATIC bool drv_set_has(const drv_set *s, uint64_t seq)
 {
     return seq < 256 && ((s->w[seq / 64] >> (seq % 64)) & 1u) != 0;
-}
-
-DRV_STATIC opstate_bytes drv_bytes(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = s ? strlen(s) : 0;
-    return b;
 }
 
 /* Copies of kv items, for comparisons. */
@@ -444,11 +437,11 @@ DRV_STATIC opstate_event drv_event(const char *scope, const char *key, uint32_t 
     opstate_event ev;
     uint8_t entropy[8];
     memset(&ev, 0, sizeof ev);
-    ev.scope = drv_bytes(scope);
-    ev.kind = drv_bytes(DRV_KIND);
-    ev.key = drv_bytes(key);
+    ev.scope = str(scope);
+    ev.kind = str(DRV_KIND);
+    ev.key = str(key);
     ev.op = op;
-    ev.data = drv_bytes(val);
+    ev.data = str(val);
     ev.has_time = true;
     ev.time = DRV_EVENT_NS + (int64_t)ident * 1000;
     entropy[0] = 0x15;
@@ -470,7 +463,7 @@ DRV_STATIC uint64_t drv_publish_ev(drv_ctx *x, const opstate_event *ev)
     opstate_append_result ar;
     opstate_result r;
     memset(&ar, 0, sizeof ar);
-    r = opstate_publish(&x->log, drv_bytes(DRV_PREFIX), ev, NULL, NULL, &ar, NULL);
+    r = opstate_publish(&x->log, str(DRV_PREFIX), ev, NULL, NULL, &ar, NULL);
     CHECK(r == OPSTATE_OK);
     CHECK(!ar.duplicate);
     if (r != OPSTATE_OK || x->n == DRV_MAX_EVENTS) return 0;
@@ -495,7 +488,7 @@ DRV_STATIC uint64_t drv_append_raw(drv_ctx *x, const char *subject, const uint8_
     opstate_bytes s, d;
     memset(&o, 0, sizeof o);
     memset(&ar, 0, sizeof ar);
-    s = drv_bytes(subject);
+    s = str(subject);
     d.ptr = data;
     d.len = len;
     if (x->log.append(x->log.user, s, d, &o, &ar, NULL) != OPSTATE_OK) {
@@ -631,9 +624,9 @@ DRV_STATIC opstate_bytes drv_key(const char *scope, const char *key, uint8_t *bu
     opstate_event ev;
     opstate_bytes k = {NULL, 0};
     memset(&ev, 0, sizeof ev);
-    ev.scope = drv_bytes(scope);
-    ev.kind = drv_bytes(DRV_KIND);
-    ev.key = drv_bytes(key);
+    ev.scope = str(scope);
+    ev.kind = str(DRV_KIND);
+    ev.key = str(key);
     if (opstate_kv_event_key(&ev, buf, cap, &k.len) == OPSTATE_OK) k.ptr = buf;
     return k;
 }
@@ -797,7 +790,7 @@ DRV_STATIC opstate_kv *drv_model(const drv_op *ops, size_t n)
     size_t i;
     for (i = 0; kv && i < n; i++) {
         opstate_bytes key = drv_key(ops[i].scope, ops[i].key, buf, sizeof buf);
-        if (ops[i].op == OPSTATE_OP_PUT) CHECK(opstate_kv_put(kv, key, drv_bytes(ops[i].val), pos) == OPSTATE_OK);
+        if (ops[i].op == OPSTATE_OP_PUT) CHECK(opstate_kv_put(kv, key, str(ops[i].val), pos) == OPSTATE_OK);
         else CHECK(opstate_kv_delete(kv, key, pos) == OPSTATE_OK);
     }
     return kv;
@@ -918,15 +911,15 @@ DRV_STATIC void driver_test_publisher_duplicate(const driver_backend *b)
     for (i = 0; i < 6; i++) REQUIRE(drv_publish_ev(x, &ev[i]) == i + 1);
     /* inside the log's window the log itself drops the retry */
     memset(&ar, 0, sizeof ar);
-    CHECK(opstate_publish(&x->log, drv_bytes(DRV_PREFIX), &ev[5], NULL, NULL, &ar, NULL) == OPSTATE_OK);
+    CHECK(opstate_publish(&x->log, str(DRV_PREFIX), &ev[5], NULL, NULL, &ar, NULL) == OPSTATE_OK);
     CHECK(ar.duplicate);
     CHECK_EQ_U64(ar.seq, 6);
-    CHECK(opstate_publish(&x->log, drv_bytes(DRV_PREFIX), &ev[5], NULL, NULL, NULL, NULL) == OPSTATE_OK); /* no out */
+    CHECK(opstate_publish(&x->log, str(DRV_PREFIX), &ev[5], NULL, NULL, NULL, NULL) == OPSTATE_OK); /* no out */
     /* four newer ids later, the window (4) has forgotten ev[0]: the retry
        is appended again (a backend whose window cannot be that small gets
        the same bytes without an id) */
     memset(&ar, 0, sizeof ar);
-    CHECK(opstate_publish(&x->log, drv_bytes(DRV_PREFIX), &ev[0], NULL, NULL, &ar, NULL) == OPSTATE_OK);
+    CHECK(opstate_publish(&x->log, str(DRV_PREFIX), &ev[0], NULL, NULL, &ar, NULL) == OPSTATE_OK);
     dup1 = ar.duplicate ? drv_append_event_raw(x, &ev[0], 0) : ar.seq;
     CHECK_EQ_U64(dup1, 7);
     REQUIRE(drv_publish_ev(x, &ev[6]) == 8);
@@ -1309,7 +1302,7 @@ DRV_STATIC void driver_test_expired_twins(const driver_backend *b)
                 p.seq = 2;
                 p.time = b_time;
                 p.epoch = 0;
-                CHECK(opstate_kv_put(want, drv_key("s1", "B", kb, sizeof kb), drv_bytes("b1"), p) == OPSTATE_OK);
+                CHECK(opstate_kv_put(want, drv_key("s1", "B", kb, sizeof kb), str("b1"), p) == OPSTATE_OK);
             }
         } else {
             CHECK(!drv_has(opstate_consumer_state(c), "s1", "B", NULL));
@@ -1810,7 +1803,7 @@ DRV_STATIC void driver_test_replay_cutoffs(const driver_backend *b)
     got = want = NULL;
 
     CASE("one scope");
-    REQUIRE(opstate_subject_filter(DRV_PREFIX, strlen(DRV_PREFIX), drv_bytes("s2"), filter, sizeof filter, &flen, NULL) ==
+    REQUIRE(opstate_subject_filter(DRV_PREFIX, strlen(DRV_PREFIX), str("s2"), filter, sizeof filter, &flen, NULL) ==
             OPSTATE_OK);
     memset(&rc, 0, sizeof rc);
     rc.filter.ptr = (const uint8_t *)filter;
@@ -2306,7 +2299,7 @@ DRV_STATIC void driver_test_filtered_consumer(const driver_backend *b)
             drv_set_add(&s1, x->seqs[i]);
             last_s1 = x->seqs[i];
         }
-    REQUIRE(opstate_subject_filter(DRV_PREFIX, strlen(DRV_PREFIX), drv_bytes("s1"), filter, sizeof filter, &flen, NULL) ==
+    REQUIRE(opstate_subject_filter(DRV_PREFIX, strlen(DRV_PREFIX), str("s1"), filter, sizeof filter, &flen, NULL) ==
             OPSTATE_OK);
     cfg = drv_cfg(x);
     cfg.filter.ptr = (const uint8_t *)filter;
@@ -2415,7 +2408,7 @@ DRV_STATIC opstate_result drv_upgrade(void *user, uint32_t from_version, opstate
     x->upgrades++;
     x->upgraded_from = from_version;
     if (x->upgrade_result != OPSTATE_OK) return x->upgrade_result;
-    return opstate_kv_put(kv, drv_bytes("upgraded"), drv_bytes("yes"), p);
+    return opstate_kv_put(kv, str("upgraded"), str("yes"), p);
 }
 
 /* Log of 6 events; a consumer with schema 2 stored 1..4. */
@@ -2472,7 +2465,7 @@ DRV_STATIC void driver_test_schema_versions(const driver_backend *b)
     CHECK(drv_drain(c, 0, &sum) == OPSTATE_OK);
     CHECK_EQ_U64(sum.applied, 2);
     want = drv_fold(x, NULL);
-    if (want) CHECK(opstate_kv_put(want, drv_bytes("upgraded"), drv_bytes("yes"), p) == OPSTATE_OK);
+    if (want) CHECK(opstate_kv_put(want, str("upgraded"), str("yes"), p) == OPSTATE_OK);
     CHECK(drv_kv_equal(opstate_consumer_state(c), want, true, "upgraded state"));
     CHECK(opstate_consumer_close(c, NULL) == OPSTATE_OK);
     CHECK_EQ_U64(drv_committed(x).schema_version, 3);

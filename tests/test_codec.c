@@ -20,6 +20,7 @@
 
 #include "runner.h"
 #include "../opstate.h"
+#include "test_bytes.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -66,21 +67,6 @@ enum {
     OFF_SCOPE_LEN = 34, OFF_KIND_LEN = 36, OFF_KEY_LEN = 38, OFF_DATA_LEN = 40, HDR = 44
 };
 
-static opstate_bytes B(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = s ? strlen(s) : 0;
-    if (!s) b.ptr = NULL;
-    return b;
-}
-static opstate_bytes BN(const void *p, size_t n)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)p;
-    b.len = n;
-    return b;
-}
 
 static opstate_id make_id(uint8_t seed)
 {
@@ -96,9 +82,9 @@ static opstate_event make_event(const char *scope, const char *kind, const char 
     opstate_event ev;
     memset(&ev, 0, sizeof ev);
     ev.id = make_id(0);
-    ev.scope = B(scope);
-    ev.kind = B(kind);
-    ev.key = B(key);
+    ev.scope = str(scope);
+    ev.kind = str(kind);
+    ev.key = str(key);
     ev.op = op;
     ev.data = data;
     ev.has_time = has_time != 0;
@@ -253,7 +239,7 @@ static const uint8_t golden_data[] = { 0x00, 0xff };
 
 static opstate_event golden_ev(void)
 {
-    opstate_event ev = make_event("ab", "k", "x.y", 0x1244u, BN(golden_data, 2), 1,
+    opstate_event ev = make_event("ab", "k", "x.y", 0x1244u, by(golden_data, 2), 1,
                                   (int64_t)0x1122334455667788);
     return ev;
 }
@@ -324,10 +310,10 @@ static const codec_case codec_cases[] = {
 
 static opstate_event case_event(const codec_case *c)
 {
-    opstate_event ev = make_event(c->scope, c->kind, NULL, c->op, BN(c->data, c->data_len),
+    opstate_event ev = make_event(c->scope, c->kind, NULL, c->op, by(c->data, c->data_len),
                                   c->has_time, c->time);
-    if (c->key == bin_key) ev.key = BN(bin_key, c->key_len);
-    else ev.key = B(c->key);
+    if (c->key == bin_key) ev.key = by(bin_key, c->key_len);
+    else ev.key = str(c->key);
     ev.id = make_id((uint8_t)(c->op & 0x7f));
     return ev;
 }
@@ -362,7 +348,7 @@ TEST(codec, no_time_encodes_zero_time_field)
 {
     /* the time field of an event without time does not leak the caller's
        ev.time; decode -> encode stays byte-identical either way */
-    opstate_event ev = make_event("s", "k", "k", 1, B("d"), 0, 123456), out;
+    opstate_event ev = make_event("s", "k", "k", 1, str("d"), 0, 123456), out;
     uint8_t a[128], b[128];
     size_t n = 0, m = 0;
     REQUIRE(opstate_event_encode(&ev, a, sizeof a, &n, NULL) == OPSTATE_OK);
@@ -385,10 +371,10 @@ TEST(codec, round_trip_max_lengths)
     for (i = 0; i < sizeof scope; i++) { scope[i] = (char)('a' + i % 26); kind[i] = (char)('A' + i % 26); }
     for (i = 0; i < sizeof key; i++) key[i] = (uint8_t)(i * 7);
     for (i = 0; i < data_len; i++) data[i] = (uint8_t)(i ^ (i >> 8));
-    ev = make_event("x", "y", NULL, 9, BN(data, data_len), 1, -42);
-    ev.scope = BN(scope, sizeof scope);
-    ev.kind = BN(kind, sizeof kind);
-    ev.key = BN(key, sizeof key);
+    ev = make_event("x", "y", NULL, 9, by(data, data_len), 1, -42);
+    ev.scope = by(scope, sizeof scope);
+    ev.kind = by(kind, sizeof kind);
+    ev.key = by(key, sizeof key);
     want = HDR + sizeof scope + sizeof kind + sizeof key + data_len + 4;
     CHECK_EQ_U64(opstate_event_encode(&ev, NULL, 0, &n, NULL), OPSTATE_OK);
     CHECK_EQ_U64(n, want);
@@ -481,24 +467,24 @@ TEST(codec, encode_refuses_bad_events)
 #define ADD(nm, want_, mod)                                                         \
     do {                                                                            \
         rows[nrows].name = nm;                                                      \
-        rows[nrows].ev = make_event("scope", "kind", "key", 1, B("d"), 1, 1);        \
+        rows[nrows].ev = make_event("scope", "kind", "key", 1, str("d"), 1, 1);        \
         rows[nrows].want = want_;                                                   \
         { opstate_event *e = &rows[nrows].ev; mod; }                                \
         nrows++;                                                                    \
     } while (0)
-    ADD("scope with dot", OPSTATE_INVALID_TOKEN, e->scope = B("a.b"));
-    ADD("scope with star", OPSTATE_INVALID_TOKEN, e->scope = B("*"));
-    ADD("scope with gt", OPSTATE_INVALID_TOKEN, e->scope = B("a>"));
-    ADD("scope with space", OPSTATE_INVALID_TOKEN, e->scope = B("a b"));
-    ADD("empty scope", OPSTATE_INVALID_TOKEN, e->scope = B(""));
-    ADD("kind with tab", OPSTATE_INVALID_TOKEN, e->kind = B("a\tb"));
-    ADD("kind non-ascii", OPSTATE_INVALID_TOKEN, e->kind = B("caf\xc3\xa9"));
-    ADD("empty kind", OPSTATE_INVALID_TOKEN, e->kind = B(""));
+    ADD("scope with dot", OPSTATE_INVALID_TOKEN, e->scope = str("a.b"));
+    ADD("scope with star", OPSTATE_INVALID_TOKEN, e->scope = str("*"));
+    ADD("scope with gt", OPSTATE_INVALID_TOKEN, e->scope = str("a>"));
+    ADD("scope with space", OPSTATE_INVALID_TOKEN, e->scope = str("a b"));
+    ADD("empty scope", OPSTATE_INVALID_TOKEN, e->scope = str(""));
+    ADD("kind with tab", OPSTATE_INVALID_TOKEN, e->kind = str("a\tb"));
+    ADD("kind non-ascii", OPSTATE_INVALID_TOKEN, e->kind = str("caf\xc3\xa9"));
+    ADD("empty kind", OPSTATE_INVALID_TOKEN, e->kind = str(""));
     ADD("op zero", OPSTATE_INVALID_ARGUMENT, e->op = 0);
-    ADD("scope too long", OPSTATE_OVERSIZED, (e->scope = BN(long_tok, sizeof long_tok)));
-    ADD("kind too long", OPSTATE_OVERSIZED, (e->kind = BN(long_tok, sizeof long_tok)));
-    ADD("key too long", OPSTATE_OVERSIZED, (e->key = BN(long_key, sizeof long_key)));
-    ADD("data too long", OPSTATE_OVERSIZED, (e->data = BN(big_data, OPSTATE_MAX_DATA_LEN + 1u)));
+    ADD("scope too long", OPSTATE_OVERSIZED, (e->scope = by(long_tok, sizeof long_tok)));
+    ADD("kind too long", OPSTATE_OVERSIZED, (e->kind = by(long_tok, sizeof long_tok)));
+    ADD("key too long", OPSTATE_OVERSIZED, (e->key = by(long_key, sizeof long_key)));
+    ADD("data too long", OPSTATE_OVERSIZED, (e->data = by(big_data, OPSTATE_MAX_DATA_LEN + 1u)));
 #undef ADD
     for (i = 0; i < nrows; i++) {
         uint8_t buf[256], before[256];
@@ -525,7 +511,7 @@ TEST(codec, decode_truncated_every_prefix)
     size_t i, k;
     const uint8_t *src[2];
     size_t lens[2];
-    opstate_event nokey = make_event("s", "k", NULL, 1, B(""), 0, 0);
+    opstate_event nokey = make_event("s", "k", NULL, 1, str(""), 0, 0);
     size_t n2 = ref_encode(&nokey, big_b);
     src[0] = golden_event; lens[0] = sizeof golden_event;
     src[1] = big_b; lens[1] = n2;
@@ -634,15 +620,15 @@ TEST(codec, decode_malformed)
    with a consistent total length and a valid CRC. */
 static size_t build_with_field(uint8_t *buf, int which, size_t len, uint8_t fill)
 {
-    opstate_event ev = make_event("s", "k", "key", 1, B("d"), 1, 1);
+    opstate_event ev = make_event("s", "k", "key", 1, str("d"), 1, 1);
     uint8_t *blob = (uint8_t *)malloc(len ? len : 1);
     size_t n;
     if (!blob) return 0;
     memset(blob, fill, len);
-    if (which == 0) ev.scope = BN(blob, len);
-    if (which == 1) ev.kind = BN(blob, len);
-    if (which == 2) ev.key = BN(blob, len);
-    if (which == 3) ev.data = BN(blob, len);
+    if (which == 0) ev.scope = by(blob, len);
+    if (which == 1) ev.kind = by(blob, len);
+    if (which == 2) ev.key = by(blob, len);
+    if (which == 3) ev.data = by(blob, len);
     n = ref_encode(&ev, buf);
     free(blob);
     return n;
@@ -715,8 +701,8 @@ TEST(codec, decode_every_bit_flip)
     size_t k;
     int mismatches = 0;
     evs[0] = golden_ev();
-    evs[1] = make_event("sc", "kd", "k", OPSTATE_OP_PUT, B("{}"), 0, 0); /* op 1: a flip can make 0 */
-    evs[2] = make_event("sc", "kd", NULL, OPSTATE_OP_DELETE, B(""), 1, -1);
+    evs[1] = make_event("sc", "kd", "k", OPSTATE_OP_PUT, str("{}"), 0, 0); /* op 1: a flip can make 0 */
+    evs[2] = make_event("sc", "kd", NULL, OPSTATE_OP_DELETE, str(""), 1, -1);
     for (k = 0; k < COUNT_OF(evs); k++) {
         size_t n = ref_encode(&evs[k], big_b), byte;
         int bit;
@@ -763,7 +749,7 @@ TEST(codec, decode_invalid_token)
     };
     size_t i;
     for (i = 0; i < COUNT_OF(rows); i++) {
-        opstate_event ev = make_event(rows[i].scope, rows[i].kind, "key", 1, B("d"), 1, 1), out;
+        opstate_event ev = make_event(rows[i].scope, rows[i].kind, "key", 1, str("d"), 1, 1), out;
         size_t n = ref_encode(&ev, big_a);
         opstate_error err;
         opstate_result r;
@@ -861,7 +847,7 @@ TEST(codec, decode_time_without_flag)
 {
     /* an event without time is encoded with a zero time field; anything
        else would give one event two encodings */
-    opstate_event ev = make_event("s", "k", "k", 1, B("d"), 0, 0);
+    opstate_event ev = make_event("s", "k", "k", 1, str("d"), 0, 0);
     size_t n = ref_encode(&ev, big_a);
     opstate_error err;
     opstate_event out;
@@ -956,7 +942,7 @@ static size_t render(const opstate_event *ev)
 
 static opstate_event json_ev(void)
 {
-    opstate_event ev = make_event("ab", "k", "x.y", OPSTATE_OP_PUT, B("{\"a\":[1,2]}"), 1, -1500);
+    opstate_event ev = make_event("ab", "k", "x.y", OPSTATE_OP_PUT, str("{\"a\":[1,2]}"), 1, -1500);
     ev.position.seq = 7;
     ev.position.time = -5;
     ev.position.epoch = 3;
@@ -978,7 +964,7 @@ TEST(json, exact_fixed_event)
 TEST(json, exact_delete_no_time_binary)
 {
     static const uint8_t d[] = { 0xff, 0x00, 0x01 };
-    opstate_event ev = make_event("s", "k", "key", OPSTATE_OP_DELETE, BN(d, sizeof d), 0, 99);
+    opstate_event ev = make_event("s", "k", "key", OPSTATE_OP_DELETE, by(d, sizeof d), 0, 99);
     const char *want =
         "{\"id\":\"00010203-0405-0607-0809-0a0b0c0d0e0f\",\"scope\":\"s\",\"kind\":\"k\","
         "\"key\":\"key\",\"op\":\"delete\",\"time\":null,"
@@ -1019,7 +1005,7 @@ static const char *member(const char *json, const char *name)
 TEST(json, escaping)
 {
     static const char key[] = "q\"b\\s/\x01\n\t\b\f\r\x1f" "e";
-    opstate_event ev = make_event("a\"b\\c", "k", key, 1, B("1"), 1, 0);
+    opstate_event ev = make_event("a\"b\\c", "k", key, 1, str("1"), 1, 0);
     const char *p;
     render(&ev);
     p = member(json_buf, "scope");
@@ -1041,9 +1027,9 @@ TEST(json, escaping)
 TEST(json, nul_in_key)
 {
     static const char key[] = { 'a', 0, 'b' };
-    opstate_event ev = make_event("s", "k", NULL, 1, B("1"), 1, 0);
+    opstate_event ev = make_event("s", "k", NULL, 1, str("1"), 1, 0);
     const char *p;
-    ev.key = BN(key, 3);
+    ev.key = by(key, 3);
     render(&ev);
     p = member(json_buf, "key");
     REQUIRE(p != NULL);
@@ -1053,7 +1039,7 @@ TEST(json, nul_in_key)
 TEST(json, utf8_passthrough)
 {
     static const char key[] = "\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80-\xf4\x8f\xbf\xbf-\xed\x9f\xbf";
-    opstate_event ev = make_event("s", "k", key, 1, B("\"\xc3\xa9\""), 1, 0);
+    opstate_event ev = make_event("s", "k", key, 1, str("\"\xc3\xa9\""), 1, 0);
     const char *p;
     render(&ev);
     p = member(json_buf, "key");
@@ -1081,12 +1067,12 @@ TEST(json, non_utf8_key_is_base64)
     };
     size_t i;
     for (i = 0; i < COUNT_OF(rows); i++) {
-        opstate_event ev = make_event("s", "k", NULL, 1, B("1"), 1, 0);
+        opstate_event ev = make_event("s", "k", NULL, 1, str("1"), 1, 0);
         char want[64];
         const char *p;
         size_t w;
         CASE(rows[i].name);
-        ev.key = BN(rows[i].key, rows[i].len);
+        ev.key = by(rows[i].key, rows[i].len);
         render(&ev);
         CHECK(member(json_buf, "key") == NULL);
         p = member(json_buf, "key_b64");
@@ -1132,7 +1118,7 @@ TEST(json, valid_data_is_embedded)
     };
     size_t i;
     for (i = 0; i < COUNT_OF(rows); i++) {
-        opstate_event ev = make_event("s", "k", "k", 1, B(rows[i]), 1, 0);
+        opstate_event ev = make_event("s", "k", "k", 1, str(rows[i]), 1, 0);
         char got[256], want[256];
         const char *p;
         size_t n, gn, wn;
@@ -1171,7 +1157,7 @@ TEST(json, invalid_data_is_base64)
     };
     size_t i;
     for (i = 0; i < COUNT_OF(rows); i++) {
-        opstate_event ev = make_event("s", "k", "k", 1, BN(rows[i].data, rows[i].len), 1, 0);
+        opstate_event ev = make_event("s", "k", "k", 1, by(rows[i].data, rows[i].len), 1, 0);
         char want[64];
         const char *p;
         size_t w;
@@ -1194,7 +1180,7 @@ TEST(json, base64_all_lengths)
     size_t len, i;
     for (i = 0; i < sizeof d; i++) d[i] = (uint8_t)(0xff - i * 13);
     for (len = 1; len <= sizeof d; len++) {
-        opstate_event ev = make_event("s", "k", "k", 1, BN(d, len), 1, 0);
+        opstate_event ev = make_event("s", "k", "k", 1, by(d, len), 1, 0);
         char want[80];
         const char *p;
         size_t w;
@@ -1210,17 +1196,17 @@ TEST(json, base64_all_lengths)
 
 TEST(json, empty_data_is_null)
 {
-    opstate_event ev = make_event("s", "k", "k", 1, B(NULL), 1, 0);
+    opstate_event ev = make_event("s", "k", "k", 1, str(NULL), 1, 0);
     render(&ev);
     CHECK(strstr(json_buf, ",\"data\":null}") != NULL);
-    ev.data = BN("x", 0);
+    ev.data = by("x", 0);
     render(&ev);
     CHECK(strstr(json_buf, ",\"data\":null}") != NULL);
 }
 
 TEST(json, numbers_and_ops)
 {
-    opstate_event ev = make_event("s", "k", "k", OPSTATE_OP_APP, B("1"), 1, -1);
+    opstate_event ev = make_event("s", "k", "k", OPSTATE_OP_APP, str("1"), 1, -1);
     render(&ev);
     CHECK(strstr(json_buf, "\"op\":16,\"time\":-1,") != NULL);
     ev.time = INT64_MIN;
@@ -1280,7 +1266,7 @@ TEST(json, outputs_parse_with_python)
     for (i = 0; i < COUNT_OF(datas); i++) {
         for (j = 0; j < COUNT_OF(keys); j++) {
             opstate_event ev = make_event("s\"c", "k\\d", keys[j], (uint32_t)(1 + i + j),
-                                          B(datas[i]), (int)(i & 1), -(int64_t)i);
+                                          str(datas[i]), (int)(i & 1), -(int64_t)i);
             size_t n = render(&ev);
             fwrite(json_buf, 1, n, f);
             fputc(0, f); /* embedded data may hold raw newlines: NUL separates */
@@ -1407,21 +1393,21 @@ TEST(json, deep_data_keeps_output_valid)
     int i;
     opstate_event ev;
     for (i = 0; i < 65; i++) { d[i] = '['; d[130 - 1 - i] = ']'; }
-    ev = make_event("s", "k", "k", 1, BN(d, 130), 1, 0);
+    ev = make_event("s", "k", "k", 1, by(d, 130), 1, 0);
     render(&ev);
     CHECK(member(json_buf, "data_b64") != NULL);
     CASE("data 64 deep");
-    ev.data = BN(d + 1, 128);
+    ev.data = by(d + 1, 128);
     render(&ev);
     CASE("data 63 deep is embedded");
-    ev.data = BN(d + 2, 126);
+    ev.data = by(d + 2, 126);
     render(&ev);
     CHECK(member(json_buf, "data") != NULL);
 }
 
 TEST(json, no_key_is_null)
 {
-    opstate_event ev = make_event("s", "k", NULL, 1, B("1"), 1, 0);
+    opstate_event ev = make_event("s", "k", NULL, 1, str("1"), 1, 0);
     render(&ev);
     CHECK(strstr(json_buf, "\"kind\":\"k\",\"key\":null,\"op\":") != NULL);
 }
@@ -1429,9 +1415,9 @@ TEST(json, no_key_is_null)
 TEST(json, non_utf8_scope_and_kind_are_base64)
 {
     /* encode never makes such an event, but to_json takes any event */
-    opstate_event ev = make_event("s", "k", "k", 1, B("1"), 1, 0);
-    ev.scope = BN("a\xff", 2);
-    ev.kind = BN("\xc0\x80", 2);
+    opstate_event ev = make_event("s", "k", "k", 1, str("1"), 1, 0);
+    ev.scope = by("a\xff", 2);
+    ev.kind = by("\xc0\x80", 2);
     render(&ev);
     CHECK(strstr(json_buf, "\"scope_b64\":\"Yf8=\",\"kind_b64\":\"wIA=\",\"key\":\"k\"") != NULL);
 }

@@ -3,6 +3,7 @@
    xorshift stream makes every run the same), no allocation, no printf. */
 #include "runner.h"
 #include "../opstate.h"
+#include "test_bytes.h"
 
 #include <string.h>
 
@@ -26,20 +27,6 @@ static void t_fill(uint8_t *p, size_t n)
     for (i = 0; i < n; i++) p[i] = (uint8_t)t_rand();
 }
 
-static opstate_bytes t_str(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = strlen(s);
-    return b;
-}
-static opstate_bytes t_mem(const void *p, size_t n)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)p;
-    b.len = n;
-    return b;
-}
 static opstate_error t_err(void)
 {
     opstate_error e;
@@ -310,11 +297,11 @@ static opstate_event t_base_event(void)
 {
     opstate_event ev;
     memset(&ev, 0, sizeof ev);
-    ev.scope = t_str("ab");
-    ev.kind = t_str("c");
-    ev.key = t_str("k1");
+    ev.scope = str("ab");
+    ev.kind = str("c");
+    ev.key = str("k1");
     ev.op = OPSTATE_OP_PUT;
-    ev.data = t_str("hello");
+    ev.data = str("hello");
     ev.has_time = true;
     ev.time = 123;
     return ev;
@@ -333,10 +320,10 @@ TEST(ids, content_id_deterministic)
     memcpy(key, "k1", 2);
     memcpy(data, "hello", 5);
     b = a;
-    b.scope = t_mem(scope, 2);
-    b.kind = t_mem(kind, 1);
-    b.key = t_mem(key, 2);
-    b.data = t_mem(data, 5);
+    b.scope = by(scope, 2);
+    b.kind = by(kind, 1);
+    b.key = by(key, 2);
+    b.data = by(data, 5);
     /* The id field and the position are not content. */
     memset(b.id.bytes, 0x77, 16);
     b.position.seq = 99;
@@ -355,10 +342,10 @@ TEST(ids, content_id_deterministic)
     /* An empty byte string may have a NULL pointer. */
     a = t_base_event();
     b = a;
-    a.key = t_mem(NULL, 0);
-    a.data = t_mem(NULL, 0);
-    b.key = t_mem("zz", 0);
-    b.data = t_mem("zz", 0);
+    a.key = by(NULL, 0);
+    a.data = by(NULL, 0);
+    b.key = by("zz", 0);
+    b.data = by("zz", 0);
     ia = opstate_id_from_content(&a);
     ib = opstate_id_from_content(&b);
     CHECK(opstate_id_equal(&ia, &ib));
@@ -375,28 +362,28 @@ TEST(ids, content_id_every_field_matters)
 #define T_VARIANT(label, stmt) \
     do { ev[n] = t_base_event(); { opstate_event *e = &ev[n]; stmt; } name[n++] = label; } while (0)
     T_VARIANT("base", (void)e);
-    T_VARIANT("scope", e->scope = t_str("ab2"));
-    T_VARIANT("scope case", e->scope = t_str("AB"));
-    T_VARIANT("kind", e->kind = t_str("d"));
-    T_VARIANT("key", e->key = t_str("k2"));
-    T_VARIANT("no key", e->key = t_mem(NULL, 0));
+    T_VARIANT("scope", e->scope = str("ab2"));
+    T_VARIANT("scope case", e->scope = str("AB"));
+    T_VARIANT("kind", e->kind = str("d"));
+    T_VARIANT("key", e->key = str("k2"));
+    T_VARIANT("no key", e->key = by(NULL, 0));
     T_VARIANT("op delete", e->op = OPSTATE_OP_DELETE);
     T_VARIANT("op app", e->op = OPSTATE_OP_APP);
     T_VARIANT("op 257", e->op = 257);
-    T_VARIANT("data", e->data = t_str("hellp"));
-    T_VARIANT("no data", e->data = t_mem(NULL, 0));
+    T_VARIANT("data", e->data = str("hellp"));
+    T_VARIANT("no data", e->data = by(NULL, 0));
     T_VARIANT("no time", e->has_time = false);
     T_VARIANT("time", e->time = 124);
     T_VARIANT("time high", e->time = 123 + (INT64_C(1) << 40));
     T_VARIANT("time negative", e->time = -123);
     T_VARIANT("time zero", e->time = 0);
     /* Field-boundary shifts: the same concatenated bytes, cut elsewhere. */
-    T_VARIANT("scope|kind shift", (e->scope = t_str("a"), e->kind = t_str("bc")));
-    T_VARIANT("kind|key shift", (e->kind = t_str("ck"), e->key = t_str("1")));
-    T_VARIANT("key|data shift", (e->key = t_str("k1h"), e->data = t_str("ello")));
-    T_VARIANT("key|data shift 2", (e->key = t_str("k"), e->data = t_str("1hello")));
-    T_VARIANT("key into data", (e->key = t_mem(NULL, 0), e->data = t_str("k1hello")));
-    T_VARIANT("data into key", (e->key = t_str("k1hello"), e->data = t_mem(NULL, 0)));
+    T_VARIANT("scope|kind shift", (e->scope = str("a"), e->kind = str("bc")));
+    T_VARIANT("kind|key shift", (e->kind = str("ck"), e->key = str("1")));
+    T_VARIANT("key|data shift", (e->key = str("k1h"), e->data = str("ello")));
+    T_VARIANT("key|data shift 2", (e->key = str("k"), e->data = str("1hello")));
+    T_VARIANT("key into data", (e->key = by(NULL, 0), e->data = str("k1hello")));
+    T_VARIANT("data into key", (e->key = str("k1hello"), e->data = by(NULL, 0)));
 #undef T_VARIANT
     REQUIRE(n == N);
     for (i = 0; i < N; i++) {
@@ -445,19 +432,19 @@ TEST(ids, content_id_golden)
     opstate_id_to_text(&id, txt);
     CHECK_MEM(txt, "970570a4-08e8-8464-afb8-0f214f6e757b", OPSTATE_ID_TEXT_LEN);
     memset(&ev, 0, sizeof ev);
-    ev.scope = t_str("tenant1");
-    ev.kind = t_str("device");
-    ev.key = t_str("10.0.0.1");
+    ev.scope = str("tenant1");
+    ev.kind = str("device");
+    ev.key = str("10.0.0.1");
     ev.op = OPSTATE_OP_DELETE;
     id = opstate_id_from_content(&ev);
     opstate_id_to_text(&id, txt);
     CHECK_MEM(txt, "3da5ea1f-1223-86fc-a46a-16633a5d1565", OPSTATE_ID_TEXT_LEN);
     for (i = 0; i < 200; i++) data[i] = (uint8_t)i;
     memset(&ev, 0, sizeof ev);
-    ev.scope = t_str("s");
-    ev.kind = t_str("k");
+    ev.scope = str("s");
+    ev.kind = str("k");
     ev.op = 0x12345678u;
-    ev.data = t_mem(data, sizeof data);
+    ev.data = by(data, sizeof data);
     ev.has_time = true;
     ev.time = -INT64_C(1700000000123456789);
     id = opstate_id_from_content(&ev);
@@ -476,8 +463,8 @@ TEST(ids, content_id_random_single_byte_changes)
     t_fill(data, sizeof data);
     t_fill(key, sizeof key);
     ev = t_base_event();
-    ev.key = t_mem(key, sizeof key);
-    ev.data = t_mem(data, sizeof data);
+    ev.key = by(key, sizeof key);
+    ev.data = by(data, sizeof data);
     base = opstate_id_from_content(&ev);
     for (i = 0; i < 200; i++) {
         size_t at = t_below(sizeof data);
@@ -1223,21 +1210,21 @@ TEST(subjects, build_exact)
         size_t n = 0, q = 0, wl = strlen(rows[i].want);
         opstate_error err = t_err();
         CASE(rows[i].name);
-        REQUIRE(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), t_str(rows[i].scope),
-                                      t_str(rows[i].kind), t_str(rows[i].key), NULL, 0, &q,
+        REQUIRE(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), str(rows[i].scope),
+                                      str(rows[i].kind), str(rows[i].key), NULL, 0, &q,
                                       &err) == OPSTATE_OK);
         CHECK_EQ_U64(q, wl);
         memset(out, '#', sizeof out);
-        REQUIRE(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), t_str(rows[i].scope),
-                                      t_str(rows[i].kind), t_str(rows[i].key), out, sizeof out, &n,
+        REQUIRE(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), str(rows[i].scope),
+                                      str(rows[i].kind), str(rows[i].key), out, sizeof out, &n,
                                       &err) == OPSTATE_OK);
         CHECK_EQ_U64(n, wl);
         CHECK_MEM(out, rows[i].want, wl);
         CHECK(out[wl] == '#');
         /* exact capacity */
         memset(out, '#', sizeof out);
-        CHECK(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), t_str(rows[i].scope),
-                                    t_str(rows[i].kind), t_str(rows[i].key), out, wl, &n,
+        CHECK(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), str(rows[i].scope),
+                                    str(rows[i].kind), str(rows[i].key), out, wl, &n,
                                     NULL) == OPSTATE_OK);
         CHECK_MEM(out, rows[i].want, wl);
     }
@@ -1247,7 +1234,7 @@ TEST(subjects, build_buffer_too_small_untouched)
 {
     char out[64], pre[64];
     size_t need = 0, cap, n;
-    REQUIRE(opstate_subject_build("ops", 3, t_str("s"), t_str("k"), t_str("a.b"), NULL, 0, &need,
+    REQUIRE(opstate_subject_build("ops", 3, str("s"), str("k"), str("a.b"), NULL, 0, &need,
                                   NULL) == OPSTATE_OK);
     REQUIRE(need == strlen("ops.s.k.a%2Eb"));
     for (cap = 0; cap < need; cap++) {
@@ -1255,17 +1242,17 @@ TEST(subjects, build_buffer_too_small_untouched)
         memcpy(pre, out, sizeof out);
         n = 999;
         CASE("build cap below need");
-        CHECK(opstate_subject_build("ops", 3, t_str("s"), t_str("k"), t_str("a.b"), out, cap, &n,
+        CHECK(opstate_subject_build("ops", 3, str("s"), str("k"), str("a.b"), out, cap, &n,
                                     NULL) == OPSTATE_BUFFER_TOO_SMALL);
         CHECK_MEM(out, pre, sizeof out);
     }
-    REQUIRE(opstate_subject_filter("ops", 3, t_str("s"), NULL, 0, &need, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_subject_filter("ops", 3, str("s"), NULL, 0, &need, NULL) == OPSTATE_OK);
     REQUIRE(need == 7);
     for (cap = 0; cap < need; cap++) {
         memset(out, 0x5C, sizeof out);
         memcpy(pre, out, sizeof out);
         CASE("filter cap below need");
-        CHECK(opstate_subject_filter("ops", 3, t_str("s"), out, cap, &n, NULL) ==
+        CHECK(opstate_subject_filter("ops", 3, str("s"), out, cap, &n, NULL) ==
               OPSTATE_BUFFER_TOO_SMALL);
         CHECK_MEM(out, pre, sizeof out);
     }
@@ -1302,41 +1289,41 @@ TEST(subjects, build_rejects_bad_parts)
         CASE(rows[i].name);
         memset(out, '#', sizeof out);
         n = 4242;
-        r = opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), t_str(rows[i].scope),
-                                  t_str(rows[i].kind), t_str("key"), out, sizeof out, &n, &err);
+        r = opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), str(rows[i].scope),
+                                  str(rows[i].kind), str("key"), out, sizeof out, &n, &err);
         CHECK(r == OPSTATE_INVALID_TOKEN);
         CHECK(err.result == r);
         CHECK(out[0] == '#');
-        CHECK(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), t_str(rows[i].scope),
-                                    t_str(rows[i].kind), t_str(""), NULL, 0, &n, NULL) ==
+        CHECK(opstate_subject_build(rows[i].prefix, strlen(rows[i].prefix), str(rows[i].scope),
+                                    str(rows[i].kind), str(""), NULL, 0, &n, NULL) ==
               OPSTATE_INVALID_TOKEN);
         if (strlen(rows[i].kind) > 0 && strchr(rows[i].kind, '.') == NULL &&
             strchr(rows[i].kind, '*') == NULL && strchr(rows[i].kind, '\t') == NULL) {
             /* the filter takes only prefix and scope */
             CHECK(opstate_subject_filter(rows[i].prefix, strlen(rows[i].prefix),
-                                         t_str(rows[i].scope), out, sizeof out, &n, NULL) ==
+                                         str(rows[i].scope), out, sizeof out, &n, NULL) ==
                   OPSTATE_INVALID_TOKEN);
         }
     }
     /* Over-long parts. */
     memset(longtok, 'x', sizeof longtok);
     CASE("long scope");
-    CHECK(opstate_subject_build("ops", 3, t_mem(longtok, sizeof longtok), t_str("k"), t_str(""),
+    CHECK(opstate_subject_build("ops", 3, by(longtok, sizeof longtok), str("k"), str(""),
                                 NULL, 0, &n, NULL) == OPSTATE_OVERSIZED);
-    CHECK(opstate_subject_build("ops", 3, t_mem(longtok, sizeof longtok - 1), t_str("k"),
-                                t_str(""), NULL, 0, &n, NULL) == OPSTATE_OK);
+    CHECK(opstate_subject_build("ops", 3, by(longtok, sizeof longtok - 1), str("k"),
+                                str(""), NULL, 0, &n, NULL) == OPSTATE_OK);
     CASE("long kind");
-    CHECK(opstate_subject_build("ops", 3, t_str("s"), t_mem(longtok, sizeof longtok), t_str(""),
+    CHECK(opstate_subject_build("ops", 3, str("s"), by(longtok, sizeof longtok), str(""),
                                 NULL, 0, &n, NULL) == OPSTATE_OVERSIZED);
     CASE("long filter scope");
-    CHECK(opstate_subject_filter("ops", 3, t_mem(longtok, sizeof longtok), NULL, 0, &n, NULL) ==
+    CHECK(opstate_subject_filter("ops", 3, by(longtok, sizeof longtok), NULL, 0, &n, NULL) ==
           OPSTATE_OVERSIZED);
     CASE("long key");
-    CHECK(opstate_subject_build("ops", 3, t_str("s"), t_str("k"),
-                                t_mem(bigkey, OPSTATE_MAX_KEY_LEN + 1), NULL, 0, &n, NULL) !=
+    CHECK(opstate_subject_build("ops", 3, str("s"), str("k"),
+                                by(bigkey, OPSTATE_MAX_KEY_LEN + 1), NULL, 0, &n, NULL) !=
           OPSTATE_OK);
-    CHECK(opstate_subject_build("ops", 3, t_str("s"), t_str("k"),
-                                t_mem(bigkey, OPSTATE_MAX_KEY_LEN), NULL, 0, &n, NULL) ==
+    CHECK(opstate_subject_build("ops", 3, str("s"), str("k"),
+                                by(bigkey, OPSTATE_MAX_KEY_LEN), NULL, 0, &n, NULL) ==
           OPSTATE_OK);
     CHECK_EQ_U64(n, 8 + 3 * OPSTATE_MAX_KEY_LEN);
 }
@@ -1345,14 +1332,14 @@ TEST(subjects, filter_exact)
 {
     char out[64];
     size_t n = 0, q = 0;
-    REQUIRE(opstate_subject_filter("ops", 3, t_str("tenant1"), NULL, 0, &q, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_subject_filter("ops", 3, str("tenant1"), NULL, 0, &q, NULL) == OPSTATE_OK);
     CHECK_EQ_U64(q, strlen("ops.tenant1.>"));
     memset(out, '#', sizeof out);
-    REQUIRE(opstate_subject_filter("ops", 3, t_str("tenant1"), out, sizeof out, &n, NULL) ==
+    REQUIRE(opstate_subject_filter("ops", 3, str("tenant1"), out, sizeof out, &n, NULL) ==
             OPSTATE_OK);
     CHECK_EQ_U64(n, q);
     CHECK_MEM(out, "ops.tenant1.>#", n + 1);
-    REQUIRE(opstate_subject_filter("a.b.c", 5, t_str("s"), out, sizeof out, &n, NULL) ==
+    REQUIRE(opstate_subject_filter("a.b.c", 5, str("s"), out, sizeof out, &n, NULL) ==
             OPSTATE_OK);
     CHECK_EQ_U64(n, 9);
     CHECK_MEM(out, "a.b.c.s.>", n);
@@ -1376,8 +1363,8 @@ TEST(subjects, parse_round_trip)
         opstate_subject_parts parts;
         opstate_error err = t_err();
         CASE(rows[i].name);
-        REQUIRE(opstate_subject_build(rows[i].prefix, pl, t_str(rows[i].scope),
-                                      t_str(rows[i].kind), t_str(rows[i].key), subj, sizeof subj,
+        REQUIRE(opstate_subject_build(rows[i].prefix, pl, str(rows[i].scope),
+                                      str(rows[i].kind), str(rows[i].key), subj, sizeof subj,
                                       &n, NULL) == OPSTATE_OK);
         memset(&parts, 0, sizeof parts);
         REQUIRE(opstate_subject_parse(subj, n, rows[i].prefix, pl, &parts, &err) == OPSTATE_OK);
@@ -1486,15 +1473,15 @@ TEST(subjects, build_null_empty_parts)
     char out[32];
     none.ptr = NULL;
     none.len = 0;
-    CHECK(opstate_subject_build("ops", 3, t_str("s"), none, t_str("x"), out, sizeof out, &n,
+    CHECK(opstate_subject_build("ops", 3, str("s"), none, str("x"), out, sizeof out, &n,
                                 NULL) == OPSTATE_INVALID_TOKEN);
-    CHECK(opstate_subject_build("ops", 3, none, t_str("k"), t_str("x"), out, sizeof out, &n,
+    CHECK(opstate_subject_build("ops", 3, none, str("k"), str("x"), out, sizeof out, &n,
                                 NULL) == OPSTATE_INVALID_TOKEN);
-    CHECK(opstate_subject_build("ops", 3, t_str("s"), none, none, NULL, 0, &n, NULL) ==
+    CHECK(opstate_subject_build("ops", 3, str("s"), none, none, NULL, 0, &n, NULL) ==
           OPSTATE_INVALID_TOKEN);
     CHECK(opstate_subject_filter("ops", 3, none, NULL, 0, &n, NULL) == OPSTATE_INVALID_TOKEN);
     /* An empty key with a NULL pointer is "no key". */
-    REQUIRE(opstate_subject_build("ops", 3, t_str("s"), t_str("k"), none, out, sizeof out, &n,
+    REQUIRE(opstate_subject_build("ops", 3, str("s"), str("k"), none, out, sizeof out, &n,
                                   NULL) == OPSTATE_OK);
     CHECK_EQ_U64(n, 7);
     CHECK_MEM(out, "ops.s.k", 7);
@@ -1581,8 +1568,8 @@ TEST(subjects, property_build_parse_and_isolation)
             other[j] = other[j] == 'a' ? 'b' : 'a';
         }
         CASE("random subject");
-        REQUIRE(opstate_subject_build(prefix, pl, t_mem(scope, sl), t_mem(kind, kl),
-                                      t_mem(key, keyl), subj, sizeof subj, &n, NULL) ==
+        REQUIRE(opstate_subject_build(prefix, pl, by(scope, sl), by(kind, kl),
+                                      by(key, keyl), subj, sizeof subj, &n, NULL) ==
                 OPSTATE_OK);
         REQUIRE(opstate_subject_parse(subj, n, prefix, pl, &parts, NULL) == OPSTATE_OK);
         CHECK(t_bytes_eq(parts.scope, scope, sl));
@@ -1604,9 +1591,9 @@ TEST(subjects, property_build_parse_and_isolation)
             CHECK(memchr(subj + pl, '*', n - pl) == NULL);
             CHECK(memchr(subj + pl, '>', n - pl) == NULL);
         }
-        REQUIRE(opstate_subject_filter(prefix, pl, t_mem(scope, sl), filt, sizeof filt, &fn,
+        REQUIRE(opstate_subject_filter(prefix, pl, by(scope, sl), filt, sizeof filt, &fn,
                                        NULL) == OPSTATE_OK);
-        REQUIRE(opstate_subject_filter(prefix, pl, t_mem(other, yl), filt2, sizeof filt2, &f2,
+        REQUIRE(opstate_subject_filter(prefix, pl, by(other, yl), filt2, sizeof filt2, &f2,
                                        NULL) == OPSTATE_OK);
         CHECK(t_nats_match(filt, fn, subj, n));
         CHECK(!t_nats_match(filt2, f2, subj, n));

@@ -11,27 +11,9 @@
 
 #include "runner.h"
 #include "../opstate.h"
+#include "test_bytes.h"
 
 /* ---------------------------------------------------------------- helpers */
-
-static opstate_bytes by(const void *p, size_t n)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)p;
-    b.len = n;
-    return b;
-}
-
-static opstate_bytes str(const char *s) { return by(s, strlen(s)); }
-
-static opstate_position pos(uint64_t seq, int64_t time)
-{
-    opstate_position p;
-    p.seq = seq;
-    p.time = time;
-    p.epoch = 0;
-    return p;
-}
 
 /* A literal with embedded NULs: K("a\0b") gives pointer and length 3. */
 #define K(s) by((s), sizeof(s) - 1)

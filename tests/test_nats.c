@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "../opstate_nats.h"
+#include "test_bytes.h"
 #include "nats_server.h"
 #include "runner.h"
 
@@ -88,14 +89,6 @@ static int64_t nt_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static opstate_bytes nt_b(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = s ? strlen(s) : 0;
-    return b;
-}
-
 /* An event with a fresh time-ordered id and an event time. */
 static opstate_event nt_ev(const char *scope, const char *kind, const char *key, uint32_t op, const char *data)
 {
@@ -108,11 +101,11 @@ static opstate_event nt_ev(const char *scope, const char *kind, const char *key,
     for (i = 0; i < 8; i++) ent[7 - i] = (uint8_t)(counter >> (8 * i));
     ent[0] = (uint8_t)(ent[0] ^ 0x15); /* some entropy in the bits used */
     opstate_id_time_ordered(nt_now_ns(), ent, &ev.id);
-    ev.scope = nt_b(scope);
-    ev.kind = nt_b(kind);
-    ev.key = nt_b(key);
+    ev.scope = str(scope);
+    ev.kind = str(kind);
+    ev.key = str(key);
     ev.op = op;
-    ev.data = nt_b(data);
+    ev.data = str(data);
     ev.has_time = true;
     ev.time = nt_now_ns();
     return ev;
@@ -201,7 +194,7 @@ static uint64_t nt_pub(nt_ctx *x, const char *scope, const char *key, uint32_t o
     opstate_append_result ar;
     opstate_error err;
     memset(&ar, 0, sizeof ar);
-    if (opstate_publish(&x->log, nt_b(x->prefix), &ev, NULL, NULL, &ar, &err) != OPSTATE_OK) return 0;
+    if (opstate_publish(&x->log, str(x->prefix), &ev, NULL, NULL, &ar, &err) != OPSTATE_OK) return 0;
     return ar.seq;
 }
 
@@ -220,9 +213,9 @@ static size_t nt_key(const char *scope, const char *kind, const char *key, uint8
     opstate_event ev;
     size_t len = 0;
     memset(&ev, 0, sizeof ev);
-    ev.scope = nt_b(scope);
-    ev.kind = nt_b(kind);
-    ev.key = nt_b(key);
+    ev.scope = str(scope);
+    ev.kind = str(kind);
+    ev.key = str(key);
     ev.op = OPSTATE_OP_PUT;
     if (opstate_kv_event_key(&ev, buf, cap, &len) != OPSTATE_OK) return 0;
     return len;
@@ -348,7 +341,7 @@ static opstate_kv *nt_oracle(opstate_nats *n, const char *stream, const char *fi
         }
         subject = natsMsg_GetSubject(m);
         memset(&none, 0, sizeof none);
-        if (filter && !opstate_subject_matches(nt_b(filter), nt_b(subject))) {
+        if (filter && !opstate_subject_matches(str(filter), str(subject))) {
             natsMsg_Destroy(m);
             continue;
         }
@@ -559,11 +552,11 @@ TEST(nats, publish_dedup)
 
     CASE("sync: same id twice");
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "v1");
-    REQUIRE(opstate_publish(&x.log, nt_b("dd"), &ev, NULL, NULL, &a1, &err) == OPSTATE_OK);
+    REQUIRE(opstate_publish(&x.log, str("dd"), &ev, NULL, NULL, &a1, &err) == OPSTATE_OK);
     CHECK_EQ_U64(a1.seq, 1);
     CHECK(!a1.duplicate);
-    ev.data = nt_b("another payload, same id");
-    REQUIRE(opstate_publish(&x.log, nt_b("dd"), &ev, NULL, NULL, &a2, &err) == OPSTATE_OK);
+    ev.data = str("another payload, same id");
+    REQUIRE(opstate_publish(&x.log, str("dd"), &ev, NULL, NULL, &a2, &err) == OPSTATE_OK);
     CHECK_EQ_U64(a2.seq, 1);
     CHECK(a2.duplicate);
     CHECK_EQ_U64(nt_info(&x).messages, 1);
@@ -573,8 +566,8 @@ TEST(nats, publish_dedup)
     for (i = 0; i < 10; i++) {
         static const char *keys[] = {"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"};
         evs[i] = nt_ev("s", "k", keys[i], OPSTATE_OP_PUT, "x");
-        REQUIRE(opstate_nats_publish_async(x.lg, nt_b("dd"), &evs[i], NULL, &err) == OPSTATE_OK);
-        if (i == 4) REQUIRE(opstate_nats_publish_async(x.lg, nt_b("dd"), &evs[i], NULL, &err) == OPSTATE_OK);
+        REQUIRE(opstate_nats_publish_async(x.lg, str("dd"), &evs[i], NULL, &err) == OPSTATE_OK);
+        if (i == 4) REQUIRE(opstate_nats_publish_async(x.lg, str("dd"), &evs[i], NULL, &err) == OPSTATE_OK);
     }
     memset(&outs, 0, sizeof outs);
     REQUIRE(opstate_nats_publish_wait(x.lg, 5000, nt_collect, &outs, &err) == OPSTATE_OK);
@@ -608,7 +601,7 @@ TEST(nats, publish_dedup)
     CASE("async: no stream for the subject -> a failure outcome, not a conflict");
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "v");
     memset(&outs, 0, sizeof outs);
-    REQUIRE(opstate_nats_publish_async(x.lg, nt_b("nostream"), &ev, NULL, &err) == OPSTATE_OK);
+    REQUIRE(opstate_nats_publish_async(x.lg, str("nostream"), &ev, NULL, &err) == OPSTATE_OK);
     CHECK(opstate_nats_publish_wait(x.lg, 3000, nt_collect, &outs, &err) == OPSTATE_OK);
     CHECK_EQ_U64(outs.n, 1);
     if (outs.n == 1) {
@@ -620,7 +613,7 @@ TEST(nats, publish_dedup)
     CASE("sync: no stream for the subject");
     memset(&err, 0, sizeof err);
     {
-        opstate_result r = opstate_publish(&x.log, nt_b("nostream"), &ev, NULL, NULL, &a1, &err);
+        opstate_result r = opstate_publish(&x.log, str("nostream"), &ev, NULL, NULL, &a1, &err);
         CHECK(r != OPSTATE_OK && r != OPSTATE_CONFLICT);
     }
 
@@ -653,7 +646,7 @@ TEST(nats, occ)
     ao.last_subject_seq = s1;
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "2");
     memset(&err, 0, sizeof err);
-    REQUIRE(opstate_publish(&x.log, nt_b("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_OK);
+    REQUIRE(opstate_publish(&x.log, str("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_OK);
     s2 = ar.seq;
     CHECK_EQ_U64(s2, 3);
 
@@ -661,7 +654,7 @@ TEST(nats, occ)
     ao.last_subject_seq = s1;
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "3");
     memset(&err, 0, sizeof err);
-    CHECK(opstate_publish(&x.log, nt_b("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_CONFLICT);
+    CHECK(opstate_publish(&x.log, str("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_CONFLICT);
     CHECK(err.result == OPSTATE_CONFLICT);
     CHECK_EQ_U64(err.dep_detail, 10071);
 
@@ -669,20 +662,20 @@ TEST(nats, occ)
     ao.last_subject_seq = 99;
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "3");
     memset(&err, 0, sizeof err);
-    CHECK(opstate_publish(&x.log, nt_b("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_CONFLICT);
+    CHECK(opstate_publish(&x.log, str("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_CONFLICT);
     CHECK_EQ_U64(err.dep_detail, 10071);
 
     CASE("expected 0 (no message) on an existing subject");
     ao.last_subject_seq = 0;
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "4");
     memset(&err, 0, sizeof err);
-    CHECK(opstate_publish(&x.log, nt_b("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_CONFLICT);
+    CHECK(opstate_publish(&x.log, str("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_CONFLICT);
     CHECK_EQ_U64(err.dep_detail, 10071);
 
     CASE("expected 0 on a new subject");
     ev = nt_ev("s", "k", "new", OPSTATE_OP_PUT, "1");
     memset(&err, 0, sizeof err);
-    CHECK(opstate_publish(&x.log, nt_b("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_OK);
+    CHECK(opstate_publish(&x.log, str("occ"), &ev, &ao, NULL, &ar, &err) == OPSTATE_OK);
     CHECK_EQ_U64(ar.seq, 4);
     CHECK_EQ_U64(nt_info(&x).messages, 4); /* nothing stored by the refused ones */
 
@@ -690,7 +683,7 @@ TEST(nats, occ)
     memset(&outs, 0, sizeof outs);
     ao.last_subject_seq = s2;
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "5");
-    REQUIRE(opstate_nats_publish_async(x.lg, nt_b("occ"), &ev, &ao, &err) == OPSTATE_OK);
+    REQUIRE(opstate_nats_publish_async(x.lg, str("occ"), &ev, &ao, &err) == OPSTATE_OK);
     REQUIRE(opstate_nats_publish_wait(x.lg, 5000, nt_collect, &outs, &err) == OPSTATE_OK);
     REQUIRE(outs.n == 1);
     CHECK(outs.o[0].result == OPSTATE_OK);
@@ -698,7 +691,7 @@ TEST(nats, occ)
     ao.last_subject_seq = s2; /* stale now */
     ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "6");
     memset(&outs, 0, sizeof outs);
-    REQUIRE(opstate_nats_publish_async(x.lg, nt_b("occ"), &ev, &ao, &err) == OPSTATE_OK);
+    REQUIRE(opstate_nats_publish_async(x.lg, str("occ"), &ev, &ao, &err) == OPSTATE_OK);
     REQUIRE(opstate_nats_publish_wait(x.lg, 5000, nt_collect, &outs, &err) == OPSTATE_OK);
     REQUIRE(outs.n == 1);
     CHECK(outs.o[0].result == OPSTATE_CONFLICT);
@@ -711,7 +704,7 @@ TEST(nats, occ)
     ao.last_subject_seq = 0;
     ev = nt_ev("s", "k", "b", OPSTATE_OP_PUT, "7");
     memset(&outs, 0, sizeof outs);
-    REQUIRE(opstate_nats_publish_async(x.lg, nt_b("occ"), &ev, &ao, &err) == OPSTATE_OK);
+    REQUIRE(opstate_nats_publish_async(x.lg, str("occ"), &ev, &ao, &err) == OPSTATE_OK);
     REQUIRE(opstate_nats_publish_wait(x.lg, 5000, nt_collect, &outs, &err) == OPSTATE_OK);
     REQUIRE(outs.n == 1);
     CHECK(outs.o[0].result == OPSTATE_CONFLICT);
@@ -746,14 +739,14 @@ TEST(nats, occ_transient_is_not_conflict)
     if (lg) {
         log = opstate_nats_log_iface(lg);
         ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "1");
-        CHECK(opstate_publish(&log, nt_b("tr"), &ev, NULL, NULL, &ar, &err) == OPSTATE_OK);
+        CHECK(opstate_publish(&log, str("tr"), &ev, NULL, NULL, &ar, &err) == OPSTATE_OK);
         nats_server_kill(&srv, SIGTERM);
         memset(&ao, 0, sizeof ao);
         ao.expect_last_subject_seq = true;
         ao.last_subject_seq = 7; /* would be a conflict if the server could say so */
         ev = nt_ev("s", "k", "a", OPSTATE_OP_PUT, "2");
         memset(&err, 0, sizeof err);
-        r = opstate_publish(&log, nt_b("tr"), &ev, &ao, NULL, &ar, &err);
+        r = opstate_publish(&log, str("tr"), &ev, &ao, NULL, &ar, &err);
         CHECK(r == OPSTATE_TIMEOUT || r == OPSTATE_IO);
         CHECK(r != OPSTATE_CONFLICT);
         CHECK(err.dep_detail != 10071);
@@ -1098,7 +1091,7 @@ TEST(nats, stale_cursor_above_last)
     memset(&pos, 0, sizeof pos);
     pos.seq = si.last_seq + 10;
     pos.epoch = si.epoch;
-    REQUIRE(opstate_kv_put(crafted, k, nt_b("boo"), pos) == OPSTATE_OK);
+    REQUIRE(opstate_kv_put(crafted, k, str("boo"), pos) == OPSTATE_OK);
     memset(&meta, 0, sizeof meta);
     meta.position = pos;
     meta.position.time = si.last_time + 1000;
@@ -1297,7 +1290,7 @@ TEST(nats, replay_cutoffs)
     /* publish times from the log itself (a read may return fewer than
        asked: read on until all 10 came) */
     for (got_n = 0; got_n < 10;) {
-        REQUIRE(x.log.read(x.log.user, nt_b(NULL), got_n + 1, 0, msgs, 16, &n, &err) == OPSTATE_OK);
+        REQUIRE(x.log.read(x.log.user, str(NULL), got_n + 1, 0, msgs, 16, &n, &err) == OPSTATE_OK);
         REQUIRE(n > 0);
         for (i = 0; i < n && got_n < 10; i++) {
             CHECK_EQ_U64(msgs[i].position.seq, got_n + 1);
@@ -1380,7 +1373,7 @@ TEST(nats, replay_cutoffs)
     {
         char f[64];
         size_t fl = 0;
-        REQUIRE(opstate_subject_filter("rep", 3, nt_b("s"), f, sizeof f, &fl, NULL) == OPSTATE_OK);
+        REQUIRE(opstate_subject_filter("rep", 3, str("s"), f, sizeof f, &fl, NULL) == OPSTATE_OK);
         memset(&rc, 0, sizeof rc);
         rc.log = x.log;
         rc.filter.ptr = (const uint8_t *)f;
@@ -1424,7 +1417,7 @@ TEST(nats, replay_cutoffs)
     opstate_kv_destroy(got);
 
     CASE("a replay of the whole stream now includes them");
-    want = nt_fold(&x.log, nt_b(NULL), &rr);
+    want = nt_fold(&x.log, str(NULL), &rr);
     REQUIRE(want != NULL);
     CHECK_EQ_U64(rr.applied, 15);
     CHECK(nt_has(want, "s", "k", "late", "late") == 1);
@@ -1490,7 +1483,7 @@ TEST(nats, kv_bucket)
     {
         opstate_append_result ar;
         opstate_event ev = nt_ev("s", "k", "x", OPSTATE_OP_PUT, "1");
-        CHECK(opstate_publish(&log, nt_b("p"), &ev, NULL, NULL, &ar, &err) == OPSTATE_INVALID_ARGUMENT);
+        CHECK(opstate_publish(&log, str("p"), &ev, NULL, NULL, &ar, &err) == OPSTATE_INVALID_ARGUMENT);
     }
     REQUIRE(nt_open(log, ms, false, NULL, &c, &err) == OPSTATE_OK);
     CHECK(nt_catch_up(c, &log, 5000, false) == OPSTATE_OK);
@@ -1601,7 +1594,7 @@ TEST(nats, recorder)
     for (i = 0; i < 3; i++) ev[i] = nt_ev("s", "k", i == 0 ? "a" : i == 1 ? "b" : "c", OPSTATE_OP_PUT, "v");
 
     CASE("disabled");
-    REQUIRE(opstate_recorder_create(OPSTATE_RECORDER_DISABLED, NULL, nt_b("rec"), NULL, &r) == OPSTATE_OK);
+    REQUIRE(opstate_recorder_create(OPSTATE_RECORDER_DISABLED, NULL, str("rec"), NULL, &r) == OPSTATE_OK);
     seq = 99;
     CHECK(opstate_recorder_record(r, &ev[0], &seq, &err) == OPSTATE_OK);
     CHECK_EQ_U64(seq, 0);
@@ -1610,7 +1603,7 @@ TEST(nats, recorder)
     CHECK_EQ_U64(nt_info(&x).messages, 0);
 
     CASE("capturing");
-    REQUIRE(opstate_recorder_create(OPSTATE_RECORDER_CAPTURING, NULL, nt_b("rec"), NULL, &r) == OPSTATE_OK);
+    REQUIRE(opstate_recorder_create(OPSTATE_RECORDER_CAPTURING, NULL, str("rec"), NULL, &r) == OPSTATE_OK);
     for (i = 0; i < 3; i++) {
         CHECK(opstate_recorder_record(r, &ev[i], &seq, &err) == OPSTATE_OK);
         CHECK_EQ_U64(seq, i + 1);
@@ -1625,7 +1618,7 @@ TEST(nats, recorder)
     CHECK_EQ_U64(nt_info(&x).messages, 0);
 
     CASE("log");
-    REQUIRE(opstate_recorder_create(OPSTATE_RECORDER_LOG, &x.log, nt_b("rec"), NULL, &r) == OPSTATE_OK);
+    REQUIRE(opstate_recorder_create(OPSTATE_RECORDER_LOG, &x.log, str("rec"), NULL, &r) == OPSTATE_OK);
     for (i = 0; i < 3; i++) {
         CHECK(opstate_recorder_record(r, &ev[i], &seq, &err) == OPSTATE_OK);
         CHECK_EQ_U64(seq, i + 1);
@@ -1635,7 +1628,7 @@ TEST(nats, recorder)
     CHECK_EQ_U64(nt_info(&x).messages, 3);
     CHECK_EQ_U64(opstate_recorder_captured(r, got, 4), 0);
     opstate_recorder_destroy(r);
-    CHECK(opstate_recorder_create(OPSTATE_RECORDER_LOG, NULL, nt_b("rec"), NULL, &r) == OPSTATE_INVALID_ARGUMENT);
+    CHECK(opstate_recorder_create(OPSTATE_RECORDER_LOG, NULL, str("rec"), NULL, &r) == OPSTATE_INVALID_ARGUMENT);
     nt_teardown(&x, true);
 }
 
@@ -1656,7 +1649,7 @@ TEST(nats, log_read)
     REQUIRE(nt_setup(&x, nt_url(), "T_READ", "rd", 0, 0) == 0);
     CASE("empty stream");
     t0 = nt_mono_ms();
-    CHECK(x.log.read(x.log.user, nt_b(NULL), 1, 0, msgs, 8, &n, &err) == OPSTATE_OK);
+    CHECK(x.log.read(x.log.user, str(NULL), 1, 0, msgs, 8, &n, &err) == OPSTATE_OK);
     CHECK_EQ_U64(n, 0);
     CHECK(nt_mono_ms() - t0 < 1000);
     REQUIRE(nt_pub(&x, "s1", "a", OPSTATE_OP_PUT, "1") == 1);
@@ -1664,7 +1657,7 @@ TEST(nats, log_read)
     REQUIRE(nt_pub(&x, "s1", "b", OPSTATE_OP_PUT, "3") == 3);
 
     CASE("from 2");
-    CHECK(x.log.read(x.log.user, nt_b(NULL), 2, 0, msgs, 8, &n, &err) == OPSTATE_OK);
+    CHECK(x.log.read(x.log.user, str(NULL), 2, 0, msgs, 8, &n, &err) == OPSTATE_OK);
     REQUIRE(n == 2);
     CHECK_EQ_U64(msgs[0].position.seq, 2);
     CHECK_EQ_U64(msgs[1].position.seq, 3);
@@ -1673,7 +1666,7 @@ TEST(nats, log_read)
     CHECK(dec.data.len == 1 && dec.data.ptr[0] == '2');
 
     CASE("filtered");
-    REQUIRE(opstate_subject_filter("rd", 2, nt_b("s1"), f, sizeof f, &fl, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_subject_filter("rd", 2, str("s1"), f, sizeof f, &fl, NULL) == OPSTATE_OK);
     {
         opstate_bytes fb;
         fb.ptr = (const uint8_t *)f;
@@ -1690,13 +1683,13 @@ TEST(nats, log_read)
 
     CASE("caught up read returns at once");
     t0 = nt_mono_ms();
-    CHECK(x.log.read(x.log.user, nt_b(NULL), 4, 0, msgs, 8, &n, &err) == OPSTATE_OK);
+    CHECK(x.log.read(x.log.user, str(NULL), 4, 0, msgs, 8, &n, &err) == OPSTATE_OK);
     CHECK_EQ_U64(n, 0);
     CHECK(nt_mono_ms() - t0 < 1000);
 
     CASE("a wait sees a message published meanwhile");
     REQUIRE(nt_pub(&x, "s1", "c", OPSTATE_OP_PUT, "4") == 4);
-    CHECK(x.log.read(x.log.user, nt_b(NULL), 4, 500000000, msgs, 8, &n, &err) == OPSTATE_OK);
+    CHECK(x.log.read(x.log.user, str(NULL), 4, 500000000, msgs, 8, &n, &err) == OPSTATE_OK);
     CHECK_EQ_U64(n, 1);
     if (n == 1) CHECK_EQ_U64(msgs[0].position.seq, 4);
     nt_teardown(&x, true);
@@ -1727,7 +1720,7 @@ TEST(nats, last_per_subject)
     CASE("empty stream");
     memset(&l, 0, sizeof l);
     t0 = nt_mono_ms();
-    CHECK(x.log.last_per_subject(x.log.user, nt_b(NULL), nt_lps_visit, &l, &err) == OPSTATE_OK);
+    CHECK(x.log.last_per_subject(x.log.user, str(NULL), nt_lps_visit, &l, &err) == OPSTATE_OK);
     CHECK_EQ_U64(l.n, 0);
     CHECK(nt_mono_ms() - t0 < 1000);
     REQUIRE(nt_pub(&x, "s", "a", OPSTATE_OP_PUT, "1") == 1);
@@ -1739,7 +1732,7 @@ TEST(nats, last_per_subject)
     CASE("three subjects");
     memset(&l, 0, sizeof l);
     t0 = nt_mono_ms();
-    CHECK(x.log.last_per_subject(x.log.user, nt_b(NULL), nt_lps_visit, &l, &err) == OPSTATE_OK);
+    CHECK(x.log.last_per_subject(x.log.user, str(NULL), nt_lps_visit, &l, &err) == OPSTATE_OK);
     CHECK(nt_mono_ms() - t0 < 1000);
     CHECK_EQ_U64(l.n, 3);
     for (i = 0; i < l.n && i < 32; i++) {
@@ -1876,19 +1869,19 @@ TEST(nats, last_per_subject_without_consumer_info)
         for (i = 0; i < 6; i++) {
             static const char *keys[] = {"a", "b", "a", "c", "b", "a"};
             ev = nt_ev("s", "k", keys[i], OPSTATE_OP_PUT, "v");
-            CHECK(opstate_publish(&log_admin, nt_b("ni"), &ev, NULL, NULL, &ar, &err) == OPSTATE_OK);
+            CHECK(opstate_publish(&log_admin, str("ni"), &ev, NULL, NULL, &ar, &err) == OPSTATE_OK);
         }
         CASE("admin sees three subjects");
         memset(&l, 0, sizeof l);
-        CHECK(log_admin.last_per_subject(log_admin.user, nt_b(NULL), nt_lps_visit, &l, &err) == OPSTATE_OK);
+        CHECK(log_admin.last_per_subject(log_admin.user, str(NULL), nt_lps_visit, &l, &err) == OPSTATE_OK);
         CHECK_EQ_U64(l.n, 3);
         CASE("noinfo: an error, not an empty view");
         memset(&l, 0, sizeof l);
-        r = log.last_per_subject(log.user, nt_b(NULL), nt_lps_visit, &l, &err);
+        r = log.last_per_subject(log.user, str(NULL), nt_lps_visit, &l, &err);
         CHECK(r != OPSTATE_OK || l.n == 3);
         CASE("noinfo can still read");
         {
-            opstate_kv *kv = nt_fold(&log, nt_b(NULL), NULL);
+            opstate_kv *kv = nt_fold(&log, str(NULL), NULL);
             CHECK(kv != NULL);
             if (kv) CHECK_EQ_U64(opstate_kv_count(kv), 3);
             opstate_kv_destroy(kv);
@@ -1949,7 +1942,7 @@ TEST(nats, filtered_consumer)
     int i;
     REQUIRE(nt_setup(&x, nt_url(), "T_FILT", "filt", 0, 0) == 0);
     REQUIRE(opstate_memstore_create(NULL, &ms) == OPSTATE_OK);
-    REQUIRE(opstate_subject_filter("filt", 4, nt_b("mine"), f, sizeof f, &fl, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_subject_filter("filt", 4, str("mine"), f, sizeof f, &fl, NULL) == OPSTATE_OK);
     f[fl] = '\0';
     filter.ptr = (const uint8_t *)f;
     filter.len = fl;
@@ -2004,7 +1997,7 @@ TEST(nats, many_events)
         snprintf(k, sizeof k, "k%d", i % 257);
         snprintf(v, sizeof v, "v%d", i);
         ev = nt_ev("s", "k", k, i % 11 == 10 ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT, v);
-        if (opstate_nats_publish_async(x.lg, nt_b("many"), &ev, NULL, &err) != OPSTATE_OK) failed++;
+        if (opstate_nats_publish_async(x.lg, str("many"), &ev, NULL, &err) != OPSTATE_OK) failed++;
     }
     CHECK_EQ_U64(failed, 0);
     memset(&outs, 0, sizeof outs);
@@ -2053,7 +2046,7 @@ TEST(nats, first_read_and_replay_complete)
             opstate_event ev;
             snprintf(k, sizeof k, "k%d", (total + i) % 101);
             ev = nt_ev("s", "k", k, OPSTATE_OP_PUT, k);
-            REQUIRE(opstate_nats_publish_async(x.lg, nt_b("cpl"), &ev, NULL, &err) == OPSTATE_OK);
+            REQUIRE(opstate_nats_publish_async(x.lg, str("cpl"), &ev, NULL, &err) == OPSTATE_OK);
         }
         memset(&outs, 0, sizeof outs);
         REQUIRE(opstate_nats_publish_wait(x.lg, 10000, nt_collect, &outs, &err) == OPSTATE_OK);
@@ -2061,7 +2054,7 @@ TEST(nats, first_read_and_replay_complete)
         /* a fresh log: its first read subscribes */
         REQUIRE(nt_log_open(x.n, x.stream, &lg) == OPSTATE_OK);
         log = opstate_nats_log_iface(lg);
-        CHECK(log.read(log.user, nt_b(NULL), 1, 0, msgs, 64, &n, &err) == OPSTATE_OK);
+        CHECK(log.read(log.user, str(NULL), 1, 0, msgs, 64, &n, &err) == OPSTATE_OK);
         if (n == 0) empty_reads++;
         opstate_nats_log_close(lg);
         REQUIRE(nt_log_open(x.n, x.stream, &lg) == OPSTATE_OK);
@@ -2299,7 +2292,7 @@ TEST(nats, durable_short_waits)
     REQUIRE(nt_setup(&x, nt_url(), "T_DURSHORT", "dshort", 0, 0) == 0);
     for (i = 0; i < N; i++) {
         opstate_event ev = nt_ev("s", "k", "k", OPSTATE_OP_PUT, "0123456789012345678901234567890123456789");
-        REQUIRE(opstate_nats_publish_async(x.lg, nt_b("dshort"), &ev, NULL, &err) == OPSTATE_OK);
+        REQUIRE(opstate_nats_publish_async(x.lg, str("dshort"), &ev, NULL, &err) == OPSTATE_OK);
     }
     memset(&outs, 0, sizeof outs);
     REQUIRE(opstate_nats_publish_wait(x.lg, 10000, nt_collect, &outs, &err) == OPSTATE_OK);
@@ -2308,7 +2301,7 @@ TEST(nats, durable_short_waits)
     end = nt_mono_ms() + 15000;
     while (next <= (uint64_t)N && nt_mono_ms() < end) {
         size_t n = 0, j;
-        opstate_result r = log.read(log.user, nt_b(NULL), next, 1000000 /* 1 ms */, msgs, reads % 2 ? 300 : 7, &n, &err);
+        opstate_result r = log.read(log.user, str(NULL), next, 1000000 /* 1 ms */, msgs, reads % 2 ? 300 : 7, &n, &err);
         reads++;
         if (r != OPSTATE_OK) {
             bad++;
@@ -2469,8 +2462,8 @@ static bool nt_tls_roundtrip(opstate_nats *n)
     ok = opstate_nats_stream_ensure(n, &sc, &err) == OPSTATE_OK && nt_log_open(n, "T_TLS", &lg) == OPSTATE_OK;
     if (ok) {
         log = opstate_nats_log_iface(lg);
-        ok = opstate_publish(&log, nt_b("tls"), &ev, NULL, NULL, NULL, &err) == OPSTATE_OK &&
-             log.read(log.user, nt_b(""), 1, 2000000000, &msg, 1, &got, &err) == OPSTATE_OK && got == 1 &&
+        ok = opstate_publish(&log, str("tls"), &ev, NULL, NULL, NULL, &err) == OPSTATE_OK &&
+             log.read(log.user, str(""), 1, 2000000000, &msg, 1, &got, &err) == OPSTATE_OK && got == 1 &&
              opstate_event_decode(msg.data.ptr, msg.data.len, &ev, &err) == OPSTATE_OK && ev.data.len == 8 &&
              memcmp(ev.data.ptr, "over tls", 8) == 0;
     }
