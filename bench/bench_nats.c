@@ -331,6 +331,20 @@ static void fresh_stream(void)
     CK(opstate_nats_stream_ensure(g_n, &sc, &err));
 }
 
+/* A log over the stream (a durable pull consumer when durable is set). */
+static opstate_nats_log *open_log(const char *durable)
+{
+    opstate_nats_log_config lc;
+    opstate_nats_log *lg;
+    opstate_error err;
+    memset(&lc, 0, sizeof lc);
+    lc.stream = STREAM;
+    lc.first_message_wait_ms = WAIT_MS;
+    lc.durable = durable;
+    CK(opstate_nats_log_open(g_n, &lc, &lg, &err));
+    return lg;
+}
+
 static void check_stream(uint64_t msgs, int line)
 {
     jsStreamInfo *si = NULL;
@@ -356,7 +370,6 @@ static void count_outcome(void *user, const opstate_nats_outcome *o)
 static sample pub_opstate(void)
 {
     opstate_nats_log *lg;
-    opstate_nats_log_config lc;
     opstate_error err;
     outcome_count oc = {0, 0};
     sample x;
@@ -364,10 +377,7 @@ static sample pub_opstate(void)
     double mid;
     uint32_t i;
     fresh_stream();
-    memset(&lc, 0, sizeof lc);
-    lc.stream = STREAM;
-    lc.first_message_wait_ms = WAIT_MS;
-    CK(opstate_nats_log_open(g_n, &lc, &lg, &err));
+    lg = open_log(NULL);
     s = span_start();
     for (i = 0; i < N; i++) CK(opstate_nats_publish_async(lg, B(PREFIX, strlen(PREFIX)), &g_ev[i], NULL, &err));
     mid = now_ms();
@@ -446,17 +456,13 @@ static int g_consumer_no, g_driver_timeouts;
 static sample rp_opstate(void)
 {
     opstate_nats_log *lg;
-    opstate_nats_log_config lc;
     opstate_replay_config rc;
     opstate_replay_result rr;
     opstate_kv *kv;
     opstate_error err;
     sample x;
     span s;
-    memset(&lc, 0, sizeof lc);
-    lc.stream = STREAM;
-    lc.first_message_wait_ms = WAIT_MS;
-    CK(opstate_nats_log_open(g_n, &lc, &lg, &err));
+    lg = open_log(NULL);
     CK(opstate_kv_create(NULL, &kv));
     memset(&rc, 0, sizeof rc);
     rc.log = opstate_nats_log_iface(lg);
@@ -577,7 +583,6 @@ static sample rp_pull(void)
 static sample rp_driver(void)
 {
     opstate_nats_log *lg;
-    opstate_nats_log_config lc;
     opstate_consumer_config cfg;
     opstate_consumer *c;
     opstate_memstore *ms;
@@ -588,11 +593,7 @@ static sample rp_driver(void)
     sample x;
     span s;
     snprintf(durable, sizeof durable, "drv%d", g_consumer_no++);
-    memset(&lc, 0, sizeof lc);
-    lc.stream = STREAM;
-    lc.first_message_wait_ms = WAIT_MS;
-    lc.durable = durable;
-    CK(opstate_nats_log_open(g_n, &lc, &lg, &err));
+    lg = open_log(durable);
     CK(opstate_memstore_create(NULL, &ms));
     memset(&cfg, 0, sizeof cfg);
     cfg.log = opstate_nats_log_iface(lg);
@@ -652,17 +653,13 @@ static void part2(void)
     {
         /* the stream to replay: the 100k events published once (opstate's async publish) */
         opstate_nats_log *lg;
-        opstate_nats_log_config lc;
         opstate_error err;
         outcome_count oc = {0, 0};
         opstate_append_result ar;
         opstate_log ml;
         uint32_t i;
         fresh_stream();
-        memset(&lc, 0, sizeof lc);
-        lc.stream = STREAM;
-    lc.first_message_wait_ms = WAIT_MS;
-        CK(opstate_nats_log_open(g_n, &lc, &lg, &err));
+        lg = open_log(NULL);
         for (i = 0; i < N; i++) CK(opstate_nats_publish_async(lg, B(PREFIX, strlen(PREFIX)), &g_ev[i], NULL, &err));
         CK(opstate_nats_publish_wait(lg, 120000, count_outcome, &oc, &err));
         opstate_nats_log_close(lg);
