@@ -241,17 +241,7 @@ else bad "a nats-server with --user/--pass did not start"; fi
 mkdir -p "$T/tls"
 pki=$T/pki
 mkdir -p "$pki"
-if (cd "$pki" && for k in ca other server client; do
-      openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $k.key 2>/dev/null || exit 1
-    done &&
-    openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj /CN=opstate-test-ca &&
-    openssl req -x509 -new -key other.key -out other.pem -days 2 -subj /CN=opstate-other-ca &&
-    printf 'subjectAltName=IP:127.0.0.1\n' >server.ext && printf 'extendedKeyUsage=clientAuth\n' >client.ext &&
-    openssl req -new -key server.key -out server.csr -subj /CN=127.0.0.1 &&
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext &&
-    openssl req -new -key client.key -out client.csr -subj /CN=opstate-client &&
-    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext
-  ) >/dev/null 2>&1 &&
+if bash scripts/test_pki.sh "$pki" &&
   nats_server_start "$T/tls" --tls --tlscert "$pki/server.pem" --tlskey "$pki/server.key" --tlsverify --tlscacert "$pki/ca.pem"; then
   TLS=$NATS_URL/OPS
   fails "TLS required, none asked (exit 1)" 1 "cannot connect to $NATS_URL: " -- info --log "$TLS"
