@@ -21,7 +21,7 @@ TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/impl_nats.c tests
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TIME ?= 60
 
-.PHONY: all test unit demo demo-nats fuzz bench clean deps
+.PHONY: all test unit demo demo-nats fuzz bench clean deps chaos
 
 all: $(BUILD)/unit $(BUILD)/opstate
 
@@ -78,6 +78,17 @@ $(BUILD)/unit-nats-asan: $(NATS_SRCS) tests/main.c tests/runner.h tests/*.h test
 $(BUILD)/kill9: tests/chaos/kill9.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) $(POSIX) -O2 $(WARN) -I. $< -llmdb -o $@
+
+$(BUILD)/cluster_chaos: tests/chaos/cluster.c tests/nats_cluster.h tests/nats_server.h $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(POSIX) -O2 $(WARN) -I. $< -lnats -llmdb -lpthread -o $@
+
+# Long chaos (bounded, loopback only, seed printed): kill -9 of a consuming
+# process 200+ times, then >= 50 leader kills on a three-node JetStream
+# cluster with an R3 stream (~8 min). CHAOS_ARGS="--seed S" repeats a run.
+chaos: deps $(BUILD)/kill9 $(BUILD)/cluster_chaos
+	./$(BUILD)/kill9
+	./$(BUILD)/cluster_chaos --long $(CHAOS_ARGS)
 
 unit: $(BUILD)/unit
 	./$(BUILD)/unit $(FILTER)

@@ -45,6 +45,11 @@
           stored snapshot may be restored; opstate_resume_check() says where
           to read from and whether the cursor expired or the stream was
           recreated; opstate_gap_classify() checks every delivered sequence.
+          A hole that is neither evicted nor a reset is taken as empty only
+          when the log vouches for it (opstate_log_message.contiguous);
+          the driver otherwise re-reads from the hole, and after a bounded
+          number of re-reads stops with OPSTATE_GAP: the mark never passes
+          an event it did not apply.
        5. Track progress with opstate_hwm_*: the mark is the position up to
           which EVERY delivered event was applied, whatever the ack order.
        6. Skip redeliveries with opstate_dedup_*; persist its bytes with the
@@ -158,7 +163,8 @@ extern "C" {
     X(POISON, 21, "stopped at a poison event")                                   \
     X(ALREADY_OPEN, 22, "already open in this process")                          \
     X(FULL, 23, "storage full: map size limit reached or disk full")             \
-    X(APPLY_FAILED, 24, "apply could not complete (memory or storage); retried at the next poll")
+    X(APPLY_FAILED, 24, "apply could not complete (memory or storage); retried at the next poll") \
+    X(GAP, 25, "a hole in the log could not be proven empty: events may be lost in transit")
 
 typedef enum opstate_result {
 #define OPSTATE__RESULT_ENUM(name, value, msg) OPSTATE_##name = value,
@@ -464,8 +470,11 @@ OPSTATE_API const char *opstate_resume_state_str(opstate_resume_state s);
 typedef enum opstate_gap_kind {
     OPSTATE_GAP_NONE = 0,    /* delivered == expected */
     OPSTATE_GAP_REDELIVERY,  /* delivered < expected: already applied, skip */
-    OPSTATE_GAP_SKIPPED,     /* delivered > expected, the missing sequences
-                                are retained (other subjects / deleted) */
+    OPSTATE_GAP_SKIPPED,     /* delivered > expected, not evicted, same
+                                incarnation: empty (other subjects, deleted)
+                                ONLY if the log vouches for it (see
+                                opstate_log_message.contiguous); otherwise
+                                events may be lost in transit: re-read */
     OPSTATE_GAP_EVICTED,     /* delivered > expected and expected < first_seq:
                                 events were lost to retention -> resync */
     OPSTATE_GAP_RESET        /* the stream is another incarnation */
@@ -815,6 +824,13 @@ typedef struct opstate_log_message {
     opstate_position position;
     opstate_bytes subject;
     opstate_bytes data; /* an encoded event (opstate_event_encode) */
+    /* Set by read: the log vouches that no retained message matching the
+       read's filter lies between the previous message of this read stream
+       (or from_seq, for the first one after a new from_seq) and this one.
+       The memory and LMDB logs look and always vouch; JetStream vouches
+       when the consumer's delivery sequence is contiguous. false: the
+       consumer does not take a hole before this message as empty. */
+    bool contiguous;
 } opstate_log_message;
 
 typedef struct opstate_append_options {
@@ -1028,6 +1044,7 @@ typedef struct opstate_consumer_status {
     uint64_t resync_removed;   /* keys removed by resyncs */
     uint64_t resets;           /* stream recreations seen while live */
     uint64_t applied, skipped; /* events applied; redeliveries and duplicates skipped */
+    uint64_t rereads;          /* holes the log did not vouch for, read again */
     uint64_t flushes, flush_failures;
     uint64_t poison_count;
     opstate_poison last_poison;
@@ -4348,6 +4365,7 @@ OPSTATE__PRIVATE void opstate__memlog_message(const opstate__memlog_msg *msg, ui
     out->subject = opstate__memlog_subject_of(msg);
     out->data.ptr = msg->bytes + msg->subject_len;
     out->data.len = msg->data_len;
+    out->contiguous = true; /* the memory log reads every retained message: it vouches */
 }
 
 OPSTATE__PRIVATE bool opstate__filter_matches(opstate_bytes filter, opstate_bytes subject)
@@ -4655,6 +4673,8 @@ struct opstate_consumer {
     opstate_log_message *batch;
     opstate__deferred deferred[OPSTATE_HWM_CAPACITY];
     uint32_t deferred_count;
+    uint64_t reread_seq;  /* where the last unproven hole started, */
+    uint32_t rereads;     /* and how often it was re-read in a row */
     opstate_consumer_status status;
 };
 
@@ -5023,32 +5043,78 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_take(opstate_consumer *c, cons
     return OPSTATE_OK;
 }
 
-/* Checks a batch's sequences against what was expected. *restarted is set
-   when a resync or reset made the batch stale. */
-OPSTATE__PRIVATE opstate_result opstate__consumer_check_gaps(opstate_consumer *c, size_t n, bool *restarted,
+/* Re-reads allowed at one place before an unproven hole is an error. */
+#define OPSTATE__GAP_REREADS 8u
+
+/* A hole before batch[i] that the log did not vouch for: keep only what
+   comes before it and read again from the hole (the log starts a fresh
+   read there). GAP when the same hole stays unproven. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_unproven(opstate_consumer *c, size_t i, uint64_t expected,
+                                                           size_t *n, opstate_error *err)
+{
+    if (c->reread_seq != expected) c->rereads = 0;
+    c->reread_seq = expected;
+    if (++c->rereads > OPSTATE__GAP_REREADS) {
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_ERROR, "sequence ", expected,
+                         " and after: a hole the log cannot prove empty, still there after re-reading");
+        return opstate__fail(err, OPSTATE_GAP, 0, "sequence");
+    }
+    c->status.rereads++;
+    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_INFO, "hole before a delivery not vouched for: re-reading from ",
+                     expected, "");
+    *n = i;
+    return OPSTATE_OK;
+}
+
+/* A hole [expected, delivered - 1] before batch[i], classified against
+   *info (read once per batch, on the first hole). OK: empty and vouched
+   for. Otherwise the batch is cut (unproven) or made stale (*restarted:
+   a resync or reset). */
+OPSTATE__PRIVATE opstate_result opstate__consumer_hole(opstate_consumer *c, size_t i, uint64_t expected,
+                                                       opstate_stream_info *info, bool *have_info, size_t *n,
+                                                       bool *restarted, opstate_error *err)
+{
+    opstate_gap gap;
+    opstate_result r;
+    if (!*have_info && (r = c->cfg.log.info(c->cfg.log.user, info, err)) != OPSTATE_OK) return r;
+    *have_info = true;
+    if ((r = opstate_gap_classify(expected, c->batch[i].position.seq, c->epoch, info, &gap)) != OPSTATE_OK)
+        return opstate__fail(err, r, 0, "sequence");
+    if (gap.kind == OPSTATE_GAP_SKIPPED)
+        return c->batch[i].contiguous ? OPSTATE_OK : opstate__consumer_unproven(c, i, expected, n, err);
+    *restarted = true;
+    if (gap.kind == OPSTATE_GAP_RESET) return opstate__consumer_reset(c, info, err);
+    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "gap while reading: ", gap.evicted,
+                     " events were evicted before they were read");
+    return opstate__consumer_expired(c, info, err);
+}
+
+/* Checks a batch's sequences against what was expected: the mark never
+   passes an event it did not apply. Every hole is evicted (resync), a
+   reset, or empty only when the log vouches for it; otherwise *n is cut
+   before it and the next read starts over at the hole (a log whose read
+   position is past it starts a fresh read there). *restarted is set when
+   a resync or reset made the batch stale. */
+OPSTATE__PRIVATE opstate_result opstate__consumer_check_gaps(opstate_consumer *c, size_t *n, bool *restarted,
                                                              opstate_error *err)
 {
     opstate_stream_info info;
-    opstate_gap gap;
     uint64_t expected = c->next_seq;
+    bool have_info = false;
     size_t i;
-    opstate_result r;
     *restarted = false;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < *n; i++) {
         uint64_t seq = c->batch[i].position.seq;
-        if (seq > expected) break;
-        if (seq == expected) expected++;
+        size_t before = *n;
+        opstate_result r;
+        if (seq < expected) continue; /* a redelivery: take() skips it */
+        if (seq > expected) {
+            r = opstate__consumer_hole(c, i, expected, &info, &have_info, n, restarted, err);
+            if (r != OPSTATE_OK || *restarted || *n != before) return r;
+        }
+        expected = seq + 1;
     }
-    if (i == n) return OPSTATE_OK;
-    if ((r = c->cfg.log.info(c->cfg.log.user, &info, err)) != OPSTATE_OK) return r;
-    if ((r = opstate_gap_classify(expected, c->batch[i].position.seq, c->epoch, &info, &gap)) != OPSTATE_OK)
-        return opstate__fail(err, r, 0, "sequence");
-    if (gap.kind == OPSTATE_GAP_SKIPPED) return OPSTATE_OK;
-    *restarted = true;
-    if (gap.kind == OPSTATE_GAP_RESET) return opstate__consumer_reset(c, &info, err);
-    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "gap while reading: ", gap.evicted,
-                          " events were evicted before they were read");
-    return opstate__consumer_expired(c, &info, err);
+    return OPSTATE_OK;
 }
 
 /* Reads one batch and handles it; *left counts down, *stop is set when
@@ -5066,7 +5132,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_batch(opstate_consumer *c, uin
         *stop = true;
         return OPSTATE_OK;
     }
-    if ((r = opstate__consumer_check_gaps(c, n, &restarted, err)) != OPSTATE_OK || restarted) return r;
+    if ((r = opstate__consumer_check_gaps(c, &n, &restarted, err)) != OPSTATE_OK || restarted) return r;
     for (i = 0; i < n && r == OPSTATE_OK; i++) r = opstate__consumer_take(c, &c->batch[i], res);
     *left -= (uint32_t)i;
     if (c->cfg.log.ack && c->hwm.mark.seq && c->cfg.log.ack(c->cfg.log.user, c->hwm.mark.seq, NULL) != OPSTATE_OK)

@@ -1890,6 +1890,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *l
         msgs[n].position.time = m.time;
         msgs[n].position.epoch = epoch;
         msgs[n].subject = m.subject;
+        msgs[n].contiguous = true; /* the cursor walked every retained message: vouched */
         msgs[n++].data = m.data;
     }
     mdb_cursor_close(cur);
@@ -1975,6 +1976,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__last_per_subject(void *user, 
             msg.position.epoch = info.epoch;
             msg.subject = m.subject;
             msg.data = m.data;
+            msg.contiguous = false; /* one message per subject: no order to vouch for */
             fn(fn_user, &msg);
         }
         mdb_cursor_close(cur);

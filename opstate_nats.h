@@ -14,9 +14,11 @@
 
    CONTENTS (grep the tag)
        >>conn     connection from options, or the caller's natsConnection
-       >>stream   ensure a stream for "<prefix>.>", refuse an incompatible one
+       >>stream   ensure a stream for "<prefix>.>" (an existing one is used
+                  as it is), refuse one that would break replay
        >>publish  sync and async publish (Nats-Msg-Id = event id, expected
-                  last subject sequence), per-message outcomes, recorder
+                  last subject sequence), per-message outcomes (every
+                  event reported once, acknowledged or not), recorder
        >>log      the core log interface over JetStream: ordered push reads
                   from a sequence, stream info (epoch = stream Created),
                   last value per subject, native KV buckets as a source
@@ -40,6 +42,12 @@
        server without a word: the consumer driver compares the first
        delivered sequence with the requested one and classifies every gap
        (opstate_gap_classify) against fresh stream info.
+     - A pull response lost while a consumer leader moves leaves a hole
+       that looks like skipped subjects: each message carries whether the
+       consumer's delivery sequence is contiguous, and the driver re-reads
+       (a fresh consumer at the hole) whatever is not. Leader elections,
+       404/408/409/503 pulls, timeouts and reconnects are ridden through
+       with bounded back-off (transient_wait_ms).
      - A deleted and recreated stream restarts its sequences: the stream's
        Created time is the epoch, so stored positions of the old incarnation
        are recognised.
@@ -126,9 +134,18 @@ typedef struct opstate_nats_stream_config {
     int replicas;                /* 0: 1 */
 } opstate_nats_stream_config;
 
-/* Creates the stream, or accepts an existing one with the same limits.
-   An existing stream with different limits or subjects is NOT changed:
-   CONFLICT, with err->field naming the first difference. */
+/* Creates the stream (subjects "<prefix>.>", limits retention, discard
+   old, the limits and replica count asked), or uses an existing one as it
+   is: it is never changed. An existing stream is refused only for a
+   difference that changes what opstate relies on, with CONFLICT and
+   err->field naming it: subjects that do not cover "<prefix>.>" (one of
+   them must be it or wider, e.g. ">"), a retention policy other than
+   limits (work-queue and interest streams delete messages: replay and
+   resume need them), or a limit the caller set (non-zero: max_messages,
+   max_age_ns, max_per_subject, duplicate_window_ns; memory_storage when
+   true) that differs. What the caller left at 0 is taken as the stream has
+   it, and so is the replica count (when another was asked, an info line is
+   logged: replicas change availability, not what a reader sees). */
 OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const opstate_nats_stream_config *cfg,
                                                       opstate_error *err);
 /* Deletes a stream (NOT_FOUND when there is none). */
@@ -156,6 +173,13 @@ typedef struct opstate_nats_log_config {
        floor); the consumer driver acks after each applied batch. NULL:
        ephemeral ordered push consumers, no acks (the fastest; replay). */
     const char *durable;
+    /* How long read, info and last_per_subject ride through transients
+       (a leader election, a pull answered 404/408/409/503, a timeout, a
+       reconnect, a consumer that must be re-created) with bounded
+       back-off, re-creating the consumer at the same position, before they
+       return the error. 0: 30000; -1: never retry. A missing stream, a
+       closed connection and bad arguments are returned at once. */
+    int64_t transient_wait_ms;
 } opstate_nats_log_config;
 
 typedef struct opstate_nats_log opstate_nats_log;
@@ -184,9 +208,16 @@ typedef struct opstate_nats_outcome {
 OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opstate_bytes prefix,
                                                       const opstate_event *ev, const opstate_append_options *opts,
                                                       opstate_error *err);
-/* Waits (up to timeout_ms) until every asynchronous publish is
-   acknowledged, then calls fn once per message with its outcome. TIMEOUT
-   when some are still unacknowledged (their outcomes come later). */
+/* Waits up to timeout_ms (0: for ever) until every asynchronous publish
+   is acknowledged, then calls fn exactly once for each message sent since
+   the last wait: with its outcome when the server answered (OK, perhaps a
+   duplicate; or its refusal: CONFLICT, IO, ...), or with result TIMEOUT
+   when it did not answer in time. Those are taken back from nats.c (a
+   late acknowledgment is dropped): each may or may not be in the stream,
+   and publishing it again with the same id is safe within the stream's
+   duplicate window. Returns TIMEOUT when some were not acknowledged,
+   NO_MEMORY when an outcome could not be kept; a lost connection ends in
+   TIMEOUT, never a hang. */
 OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64_t timeout_ms,
                                                      void (*fn)(void *user, const opstate_nats_outcome *o),
                                                      void *user, opstate_error *err);
@@ -239,6 +270,7 @@ OPSTATE_API size_t opstate_recorder_captured(const opstate_recorder *r, opstate_
 #define OPSTATE_NATS__WRONG_LAST_SEQ 10071 /* JSStreamWrongLastSequenceErr */
 #define OPSTATE_NATS__WRONG_LAST_ID 10070  /* JSStreamWrongLastMsgIDErr */
 #define OPSTATE_NATS__STREAM_EXISTS 10058  /* name in use with another config */
+#define OPSTATE_NATS__STREAM_NOT_FOUND 10059 /* JSStreamNotFoundErr */
 
 /* >>conn ----------------------------------------------------------------- */
 
@@ -384,20 +416,59 @@ OPSTATE_API jsCtx *opstate_nats_jetstream(opstate_nats *n) { return n->js; }
 
 /* >>stream --------------------------------------------------------------- */
 
-/* The first limit where an existing stream differs from what is asked. */
-OPSTATE_NATS__PRIVATE const char *opstate_nats__stream_diff(const jsStreamConfig *have, const jsStreamConfig *want)
+/* true when the stream subject `have` takes every subject under
+   "<prefix>.>": it is "<prefix>.>" or wider (">", or "a.>" and "*.b.>" for
+   the prefix "a.b"). */
+OPSTATE_NATS__PRIVATE bool opstate_nats__covers(const char *have, const char *prefix)
 {
-    if (have->SubjectsLen != 1 || strcmp(have->Subjects[0], want->Subjects[0]) != 0) return "existing stream has other subjects";
-    if (have->MaxMsgs != want->MaxMsgs) return "existing stream has another max_messages";
-    if (have->MaxAge != want->MaxAge) return "existing stream has another max_age";
-    if (have->MaxMsgsPerSubject != want->MaxMsgsPerSubject) return "existing stream has another max_per_subject";
-    if (want->Duplicates && have->Duplicates != want->Duplicates) return "existing stream has another duplicate window";
-    if (have->Storage != want->Storage) return "existing stream has another storage kind";
-    if (have->Retention != want->Retention) return "existing stream has another retention policy (opstate needs limits)";
-    if (have->Discard != want->Discard) return "existing stream has another discard policy (opstate needs old)";
-    if (have->MaxBytes != want->MaxBytes) return "existing stream has a max_bytes limit";
-    if (have->Replicas != want->Replicas) return "existing stream has another replica count";
+    for (;;) {
+        size_t h = strcspn(have, "."), p = strcspn(prefix, ".");
+        if (h == 1 && have[0] == '>') return true;
+        if (p == 0 || !have[h]) return false; /* "<prefix>.>" goes on where `have` stops */
+        if (!(h == 1 && have[0] == '*') && (h != p || OPSTATE_MEMCMP(have, prefix, p) != 0)) return false;
+        have += h + 1;
+        prefix += prefix[p] ? p + 1 : p;
+    }
+}
+
+/* What makes an existing stream unusable as asked (NULL: nothing): see
+   opstate_nats_stream_ensure. */
+OPSTATE_NATS__PRIVATE const char *opstate_nats__stream_diff(const jsStreamConfig *have,
+                                                            const opstate_nats_stream_config *cfg)
+{
+    bool covered = false;
+    int i;
+    for (i = 0; i < have->SubjectsLen && !covered; i++) covered = opstate_nats__covers(have->Subjects[i], cfg->prefix);
+    if (!covered) return "existing stream's subjects do not cover <prefix>.>";
+    if (have->Retention != js_LimitsPolicy)
+        return "existing stream has another retention policy (opstate needs limits: the others delete messages replay needs)";
+    if (cfg->max_messages && have->MaxMsgs != (int64_t)cfg->max_messages) return "existing stream has another max_messages";
+    if (cfg->max_age_ns && have->MaxAge != cfg->max_age_ns) return "existing stream has another max_age";
+    if (cfg->max_per_subject && have->MaxMsgsPerSubject != (int64_t)cfg->max_per_subject)
+        return "existing stream has another max_per_subject";
+    if (cfg->duplicate_window_ns && have->Duplicates != cfg->duplicate_window_ns)
+        return "existing stream has another duplicate window";
+    if (cfg->memory_storage && have->Storage != js_MemoryStorage) return "existing stream has another storage kind";
     return NULL;
+}
+
+/* The stream as it exists: OK (usable as it is), CONFLICT naming why
+   not, or NOT_FOUND (err untouched) when there is no such stream. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__stream_existing(opstate_nats *n, const opstate_nats_stream_config *cfg,
+                                                                   opstate_error *err)
+{
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    const char *diff;
+    natsStatus s = js_GetStreamInfo(&si, n->js, cfg->stream, NULL, &jerr);
+    if (s == NATS_NOT_FOUND) return OPSTATE_NOT_FOUND;
+    if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "stream");
+    diff = opstate_nats__stream_diff(si->Config, cfg);
+    if (!diff && cfg->replicas && si->Config->Replicas != cfg->replicas)
+        opstate_log_line(&n->logger, OPSTATE_LOG_INFO, "nats: existing stream used as it is, with ",
+                         (uint64_t)si->Config->Replicas, " replicas (another count was asked)");
+    jsStreamInfo_Destroy(si);
+    return diff ? opstate_error_set(err, OPSTATE_CONFLICT, diff, 0) : OPSTATE_OK;
 }
 
 OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const opstate_nats_stream_config *cfg,
@@ -408,8 +479,8 @@ OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const ops
     jsErrCode jerr = (jsErrCode)0;
     char subject[300];
     const char *subjects[1];
-    const char *diff = NULL;
     natsStatus s;
+    opstate_result r;
     if (!cfg->stream || !cfg->prefix || opstate_prefix_validate(cfg->prefix, strlen(cfg->prefix), NULL) != OPSTATE_OK ||
         strlen(cfg->prefix) > sizeof subject - 3)
         return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "stream name or prefix", 0);
@@ -428,13 +499,12 @@ OPSTATE_API opstate_result opstate_nats_stream_ensure(opstate_nats *n, const ops
     c.Discard = js_DiscardOld;
     c.MaxBytes = -1;
     c.Replicas = cfg->replicas ? cfg->replicas : 1;
+    if ((r = opstate_nats__stream_existing(n, cfg, err)) != OPSTATE_NOT_FOUND) return r;
     s = js_AddStream(&si, n->js, &c, NULL, &jerr);
-    if (s != NATS_OK && jerr == OPSTATE_NATS__STREAM_EXISTS && (s = js_GetStreamInfo(&si, n->js, cfg->stream, NULL, &jerr)) == NATS_OK)
-        diff = opstate_nats__stream_diff(si->Config, &c);
     jsStreamInfo_Destroy(si);
-    if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "stream");
-    if (diff) return opstate_error_set(err, OPSTATE_CONFLICT, diff, 0);
-    return OPSTATE_OK;
+    if (s != NATS_OK && jerr == OPSTATE_NATS__STREAM_EXISTS) /* made meanwhile by another publisher */
+        return opstate_nats__stream_existing(n, cfg, err);
+    return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, jerr, "stream");
 }
 
 OPSTATE_API opstate_result opstate_nats_stream_delete(opstate_nats *n, const char *stream, opstate_error *err)
@@ -467,8 +537,9 @@ typedef struct opstate_nats__held {
 struct opstate_nats_log {
     opstate_nats *n;
     char *stream, *bucket, *kv_prefix, *scope, *kind, *durable;
-    int64_t first_wait_ms;
+    int64_t first_wait_ms, transient_wait_ms;
     natsSubscription *sub;   /* the consumer of the current read */
+    uint64_t last_delivery;  /* its delivery sequence of the last message (0: none yet) */
     char *sub_filter;
     uint64_t sub_next, sub_epoch, pending;
     bool pending_known;
@@ -535,6 +606,7 @@ OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_
     OPSTATE_MEMSET(lg, 0, sizeof *lg);
     lg->n = n;
     lg->first_wait_ms = cfg->first_message_wait_ms ? cfg->first_message_wait_ms : 5000;
+    lg->transient_wait_ms = cfg->transient_wait_ms ? cfg->transient_wait_ms : 30000;
     if (cfg->kv_bucket) {
         snprintf(buf, sizeof buf, "KV_%s", cfg->kv_bucket);
         ok = (lg->stream = opstate_nats__dup(&n->a, buf)) && (lg->bucket = opstate_nats__dup(&n->a, cfg->kv_bucket));
@@ -554,9 +626,10 @@ OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_
     return OPSTATE_OK;
 }
 
-OPSTATE_NATS__PRIVATE opstate_result opstate_nats__info(void *user, opstate_stream_info *out, opstate_error *err)
+/* The stream's state now (one API call, no retry). */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__stream_state(opstate_nats_log *lg, opstate_stream_info *out,
+                                                                opstate_error *err)
 {
-    opstate_nats_log *lg = (opstate_nats_log *)user;
     jsStreamInfo *si = NULL;
     jsErrCode jerr = (jsErrCode)0;
     natsStatus s = js_GetStreamInfo(&si, lg->n->js, lg->stream, NULL, &jerr);
@@ -639,6 +712,10 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     out->subject.len = strlen(natsMsg_GetSubject(m));
     out->data.ptr = (const uint8_t *)natsMsg_GetData(m);
     out->data.len = (size_t)natsMsg_GetDataLength(m);
+    /* the consumer numbers what it delivers: no number skipped, nothing lost
+       (a consumer starts at 1 on the first in-filter message at its start) */
+    out->contiguous = md->Sequence.Consumer == lg->last_delivery + 1;
+    lg->last_delivery = md->Sequence.Consumer;
     *pending = md->NumPending;
     if (lg->bucket) { /* an unusable bucket message becomes empty data: the consumer records it as poison */
         r = opstate_nats__synthesize(lg, m, md->Timestamp, &h->event, &out->data.len);
@@ -673,6 +750,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__bound(opstate_nats_log *lg, n
     }
     lg->sub_epoch = epoch;
     lg->sub_next = from;
+    lg->last_delivery = 0;
     return OPSTATE_OK;
 }
 
@@ -686,7 +764,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__subscribe(opstate_nats_log *l
     jsErrCode jerr = (jsErrCode)0;
     opstate_stream_info info;
     natsStatus s;
-    opstate_result r = opstate_nats__info(lg, &info, err);
+    opstate_result r = opstate_nats__stream_state(lg, &info, err);
     opstate_nats__unsubscribe(lg);
     if (r != OPSTATE_OK) return r;
     jsSubOptions_Init(&so);
@@ -744,7 +822,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     jsErrCode jerr = (jsErrCode)0;
     opstate_stream_info info;
     natsStatus s;
-    opstate_result r = opstate_nats__info(lg, &info, err);
+    opstate_result r = opstate_nats__stream_state(lg, &info, err);
     opstate_nats__unsubscribe(lg);
     if (r != OPSTATE_OK) return r;
     js_DeleteConsumer(lg->n->js, lg->stream, lg->durable, NULL, NULL); /* absent is fine */
@@ -813,7 +891,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, i
     }
     natsMsgList_Destroy(&list);
     *count = n;
-    if (s != NATS_OK && s != NATS_TIMEOUT && n == 0) {
+    /* 404 (nothing there for a no-wait pull) and 408 / timeout: no messages now */
+    if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NOT_FOUND && n == 0) {
         opstate_nats__unsubscribe(lg);
         return opstate_nats__fail(err, s, 0, "fetch");
     }
@@ -834,25 +913,85 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__ack_upto(void *user, uint64_t
     return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "ack");
 }
 
+/* The arguments of one log call, for opstate_nats__ride. */
+typedef struct opstate_nats__call {
+    opstate_bytes filter;
+    uint64_t from_seq;
+    int64_t wait_ns;
+    opstate_log_message *msgs;
+    size_t max, *count;
+    opstate_stream_info *info;
+    opstate_log_visit_fn fn;
+    void *fn_user;
+} opstate_nats__call;
+
+typedef opstate_result (*opstate_nats__op)(opstate_nats_log *lg, const opstate_nats__call *c, opstate_error *err);
+
+/* A failure worth retrying: not a missing stream (JSStreamNotFoundErr), a
+   closed connection, a bad argument or a lack of memory. */
+OPSTATE_NATS__PRIVATE bool opstate_nats__transient(opstate_result r, const opstate_error *e)
+{
+    if (r != OPSTATE_TIMEOUT && r != OPSTATE_IO && r != OPSTATE_NOT_FOUND) return false;
+    return e->dep_detail != OPSTATE_NATS__STREAM_NOT_FOUND && e->dep_status != (long)NATS_CONNECTION_CLOSED;
+}
+
+/* Runs op, riding through transients: each retry starts a fresh consumer
+   at the same position after a back-off (50 ms doubling to 1 s) until
+   transient_wait_ms has passed; then the last error is returned. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__ride(opstate_nats_log *lg, opstate_nats__op op,
+                                                        const opstate_nats__call *c, opstate_error *err)
+{
+    int64_t deadline = nats_Now() + lg->transient_wait_ms, pause = 50;
+    for (;;) {
+        opstate_error e;
+        opstate_result r;
+        OPSTATE_MEMSET(&e, 0, sizeof e);
+        r = op(lg, c, &e);
+        if (r == OPSTATE_OK || !opstate_nats__transient(r, &e) || lg->transient_wait_ms < 0 ||
+            nats_Now() + pause > deadline) {
+            if (r != OPSTATE_OK && err) *err = e;
+            return r;
+        }
+        opstate_nats__unsubscribe(lg);
+        opstate_log_line(&lg->n->logger, OPSTATE_LOG_INFO, "nats: transient failure (", (uint64_t)e.dep_status,
+                         "), riding through");
+        nats_Sleep(pause);
+        pause = pause * 2 > 1000 ? 1000 : pause * 2;
+    }
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__read_once(opstate_nats_log *lg, const opstate_nats__call *c,
+                                                             opstate_error *err)
+{
+    char buf[1024];
+    const char *f = opstate_nats__filter(lg, c->filter, buf, sizeof buf);
+    int64_t wait_ms;
+    opstate_nats__release(lg);
+    *c->count = 0;
+    if (!lg->sub || strcmp(f, lg->sub_filter) != 0 || c->from_seq != lg->sub_next) {
+        opstate_result r = lg->durable ? opstate_nats__pull_bind(lg, f, c->from_seq, err)
+                                       : opstate_nats__subscribe(lg, f, c->from_seq, false, err);
+        if (r != OPSTATE_OK) return r;
+    }
+    if (lg->durable) return opstate_nats__fetch(lg, c->wait_ns, c->msgs, c->max, c->count, err);
+    if (c->wait_ns > 0) wait_ms = c->wait_ns / 1000000 > 0 ? c->wait_ns / 1000000 : 1;
+    else wait_ms = lg->pending_known && lg->pending == 0 ? 0 : lg->first_wait_ms;
+    return opstate_nats__drain(lg, wait_ms, c->msgs, c->max, c->count, err);
+}
+
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
                                                         opstate_log_message *msgs, size_t max, size_t *count,
                                                         opstate_error *err)
 {
-    opstate_nats_log *lg = (opstate_nats_log *)user;
-    char buf[1024];
-    const char *f = opstate_nats__filter(lg, filter, buf, sizeof buf);
-    int64_t wait_ms;
-    opstate_nats__release(lg);
-    *count = 0;
-    if (!lg->sub || strcmp(f, lg->sub_filter) != 0 || from_seq != lg->sub_next) {
-        opstate_result r = lg->durable ? opstate_nats__pull_bind(lg, f, from_seq, err)
-                                       : opstate_nats__subscribe(lg, f, from_seq, false, err);
-        if (r != OPSTATE_OK) return r;
-    }
-    if (lg->durable) return opstate_nats__fetch(lg, wait_ns, msgs, max, count, err);
-    if (wait_ns > 0) wait_ms = wait_ns / 1000000 > 0 ? wait_ns / 1000000 : 1;
-    else wait_ms = lg->pending_known && lg->pending == 0 ? 0 : lg->first_wait_ms;
-    return opstate_nats__drain(lg, wait_ms, msgs, max, count, err);
+    opstate_nats__call c;
+    OPSTATE_MEMSET(&c, 0, sizeof c);
+    c.filter = filter;
+    c.from_seq = from_seq;
+    c.wait_ns = wait_ns;
+    c.msgs = msgs;
+    c.max = max;
+    c.count = count;
+    return opstate_nats__ride((opstate_nats_log *)user, opstate_nats__read_once, &c, err);
 }
 
 /* Appends one message: Nats-Msg-Id for dedup, the expected last subject
@@ -892,27 +1031,53 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__append(void *user, opstate_by
     return OPSTATE_OK;
 }
 
-OPSTATE_NATS__PRIVATE opstate_result opstate_nats__last_per_subject(void *user, opstate_bytes filter,
-                                                                    opstate_log_visit_fn fn, void *fn_user,
-                                                                    opstate_error *err)
+/* One pass over the last message of every subject (after a retry, fn
+   sees a subject again: the resync's use of it is idempotent). */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__last_once(opstate_nats_log *lg, const opstate_nats__call *c,
+                                                             opstate_error *err)
 {
-    opstate_nats_log *lg = (opstate_nats_log *)user;
     char buf[1024];
     opstate_log_message batch[64];
     size_t n, i;
     opstate_result r;
     opstate_nats__release(lg);
-    r = opstate_nats__subscribe(lg, opstate_nats__filter(lg, filter, buf, sizeof buf), 0, true, err);
+    r = opstate_nats__subscribe(lg, opstate_nats__filter(lg, c->filter, buf, sizeof buf), 0, true, err);
     if (r == OPSTATE_OK && !lg->pending_known) /* an unknown view must not look empty: resync would wipe the state */
         r = opstate_error_set(err, OPSTATE_IO, "consumer info for last value per subject", 0);
     while (r == OPSTATE_OK && lg->pending > 0) {
         r = opstate_nats__drain(lg, lg->first_wait_ms, batch, 64, &n, err);
         if (r == OPSTATE_OK && n == 0) r = opstate_error_set(err, OPSTATE_TIMEOUT, "last value per subject", 0);
-        for (i = 0; r == OPSTATE_OK && i < n; i++) fn(fn_user, &batch[i]);
+        for (i = 0; r == OPSTATE_OK && i < n; i++) c->fn(c->fn_user, &batch[i]);
         opstate_nats__release(lg);
     }
     opstate_nats__unsubscribe(lg); /* a read after this starts its own consumer */
     return r;
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__last_per_subject(void *user, opstate_bytes filter,
+                                                                    opstate_log_visit_fn fn, void *fn_user,
+                                                                    opstate_error *err)
+{
+    opstate_nats__call c;
+    OPSTATE_MEMSET(&c, 0, sizeof c);
+    c.filter = filter;
+    c.fn = fn;
+    c.fn_user = fn_user;
+    return opstate_nats__ride((opstate_nats_log *)user, opstate_nats__last_once, &c, err);
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__info_once(opstate_nats_log *lg, const opstate_nats__call *c,
+                                                             opstate_error *err)
+{
+    return opstate_nats__stream_state(lg, c->info, err);
+}
+
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__info(void *user, opstate_stream_info *out, opstate_error *err)
+{
+    opstate_nats__call c;
+    OPSTATE_MEMSET(&c, 0, sizeof c);
+    c.info = out;
+    return opstate_nats__ride((opstate_nats_log *)user, opstate_nats__info_once, &c, err);
 }
 
 OPSTATE_API opstate_log opstate_nats_log_iface(opstate_nats_log *lg)
@@ -929,25 +1094,20 @@ OPSTATE_API opstate_log opstate_nats_log_iface(opstate_nats_log *lg)
 
 /* >>publish -------------------------------------------------------------- */
 
-/* nats.c's thread: records the outcome of one asynchronous publish. */
-OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+/* The id of a message this companion published: the encoded event holds
+   it at bytes 6..21; other bytes carry it in their Nats-Msg-Id. */
+OPSTATE_NATS__PRIVATE void opstate_nats__msg_id(natsMsg *msg, opstate_id *out)
 {
-    opstate_nats *n = (opstate_nats *)closure;
-    opstate_nats_outcome o;
     const char *id = NULL;
-    (void)js;
-    OPSTATE_MEMSET(&o, 0, sizeof o);
     if (natsMsg_GetDataLength(msg) >= 22 && natsMsg_GetData(msg)[0] == OPSTATE_CODEC_VERSION)
-        OPSTATE_MEMCPY(o.id.bytes, natsMsg_GetData(msg) + 6, 16); /* the encoded event holds its id at 6..21 */
+        OPSTATE_MEMCPY(out->bytes, natsMsg_GetData(msg) + 6, 16);
     else if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id)
-        opstate_id_from_text(id, strlen(id), &o.id, NULL);
-    if (pa) {
-        o.seq = pa->Sequence;
-        o.duplicate = pa->Duplicate;
-    } else if (pae) {
-        o.js_error = (long)pae->ErrCode;
-        o.result = opstate_nats__fail(NULL, pae->Err, (long)pae->ErrCode, "publish");
-    }
+        opstate_id_from_text(id, strlen(id), out, NULL);
+}
+
+/* Keeps one outcome for the next opstate_nats_publish_wait (any thread). */
+OPSTATE_NATS__PRIVATE void opstate_nats__keep(opstate_nats *n, const opstate_nats_outcome *o)
+{
     pthread_mutex_lock(&n->lock);
     if (n->n_outcomes == n->cap_outcomes) {
         size_t cap = n->cap_outcomes ? n->cap_outcomes * 2 : 1024;
@@ -959,10 +1119,54 @@ OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *
             n->cap_outcomes = cap;
         }
     }
-    if (n->n_outcomes < n->cap_outcomes) n->outcomes[n->n_outcomes++] = o;
+    if (n->n_outcomes < n->cap_outcomes) n->outcomes[n->n_outcomes++] = *o;
     else n->outcomes_lost = true;
     pthread_mutex_unlock(&n->lock);
+}
+
+/* nats.c's thread: records the outcome of one asynchronous publish. */
+OPSTATE_NATS__PRIVATE void opstate_nats__ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    opstate_nats_outcome o;
+    (void)js;
+    OPSTATE_MEMSET(&o, 0, sizeof o);
+    opstate_nats__msg_id(msg, &o.id);
+    if (pa) {
+        o.seq = pa->Sequence;
+        o.duplicate = pa->Duplicate;
+    } else if (pae) {
+        o.js_error = (long)pae->ErrCode;
+        o.result = opstate_nats__fail(NULL, pae->Err, (long)pae->ErrCode, "publish");
+    }
+    opstate_nats__keep((opstate_nats *)closure, &o);
     natsMsg_Destroy(msg);
+}
+
+/* After a wait that ran out: takes the unacknowledged messages back from
+   nats.c (it drops an acknowledgment that comes for them later) and
+   records each as TIMEOUT, then waits for the acknowledgments nats.c was
+   handing over meanwhile, so that none is reported late or twice. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__take_unacknowledged(opstate_nats *n)
+{
+    natsMsgList pending;
+    jsPubOptions po;
+    int i;
+    natsStatus s;
+    OPSTATE_MEMSET(&pending, 0, sizeof pending);
+    s = js_PublishAsyncGetPendingList(&pending, n->js);
+    if (s == NATS_NOT_FOUND) return NATS_OK; /* the last ones came in the meantime */
+    if (s != NATS_OK) return s;
+    for (i = 0; i < pending.Count; i++) {
+        opstate_nats_outcome o;
+        OPSTATE_MEMSET(&o, 0, sizeof o);
+        opstate_nats__msg_id(pending.Msgs[i], &o.id);
+        o.result = OPSTATE_TIMEOUT;
+        opstate_nats__keep(n, &o);
+    }
+    natsMsgList_Destroy(&pending);
+    jsPubOptions_Init(&po);
+    po.MaxWait = 5000; /* only handlers already running are left: they take microseconds */
+    return js_PublishAsyncComplete(n->js, &po);
 }
 
 /* Builds subject and encoding of an event into the log's scratch buffer:
@@ -1030,12 +1234,14 @@ OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64
     opstate_nats *n = lg->n;
     opstate_nats_outcome *taken;
     size_t count, i;
-    bool lost;
+    bool lost, ran_out;
     jsPubOptions po;
     natsStatus s;
     jsPubOptions_Init(&po);
     po.MaxWait = timeout_ms;
     s = js_PublishAsyncComplete(n->js, &po);
+    ran_out = s == NATS_TIMEOUT;
+    if (ran_out) s = opstate_nats__take_unacknowledged(n);
     pthread_mutex_lock(&n->lock);
     taken = n->outcomes;
     count = n->n_outcomes;
@@ -1047,7 +1253,9 @@ OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64
     for (i = 0; fn && i < count; i++) fn(user, &taken[i]);
     opstate_free(&n->a, taken);
     if (s != NATS_OK) return opstate_nats__fail(err, s, 0, "publish wait");
-    return lost ? opstate_error_set(err, OPSTATE_NO_MEMORY, "some outcomes could not be kept", 0) : OPSTATE_OK;
+    if (lost) return opstate_error_set(err, OPSTATE_NO_MEMORY, "some outcomes could not be kept", 0);
+    return ran_out ? opstate_error_set(err, OPSTATE_TIMEOUT, "publish wait: some were not acknowledged", NATS_TIMEOUT)
+                   : OPSTATE_OK;
 }
 
 /* The recorder. */

@@ -20,11 +20,19 @@
    LOGS are named by URI; a backend is one entry in `log_backends` below.
      lmdb:PATH   an LMDB environment directory (the log inside it is named
                  "events"); the default is lmdb:./opstate-data/log.
-     nats://HOST[:PORT]/STREAM
-                 a JetStream stream (port 4222 by default). publish ensures
-                 it with subjects "<prefix>.>" and never changes an existing
-                 one: a stream with other subjects or limits is a conflict.
-     nats://HOST[:PORT]/kv/BUCKET
+     nats://HOST[:PORT][,HOST[:PORT]...]/STREAM
+                 a JetStream stream (port 4222 by default) on one server or
+                 a cluster (the client fails over between the servers).
+                 publish ensures it with subjects "<prefix>.>" (--replicas
+                 when it makes it) and never changes an existing one: it is
+                 used as it is unless its subjects do not cover "<prefix>.>",
+                 its retention is not limits, or a limit given differs.
+     nats:///STREAM
+                 the same with the servers from --server URLS, else NATS_URL
+                 (comma-separated, as the nats CLI reads it), else
+                 127.0.0.1:4222. Servers in the URI and --server exclude
+                 each other; NATS_URL is only a default.
+     nats://.../kv/BUCKET
                  a native KV bucket, read-only: every key is an event of
                  scope BUCKET, kind "kv"; deletes and purges are deletes.
    A nats:// log authenticates and encrypts from the environment (the
@@ -33,7 +41,13 @@
    NATS_CA (TLS: the CA the server's certificate must chain to), NATS_CERT +
    NATS_KEY (TLS client certificate).
    The state store of consume is always LMDB: --state DIR, by default
-   PATH.state next to an lmdb: log, or ./opstate-data/nats-HOST-PORT-NAME.state.
+   PATH.state next to an lmdb: log, or ./opstate-data/nats-HOST-PORT-NAME.state
+   after the first server of a nats:// log.
+
+   PUBLISH --BATCH reads all of stdin and checks every line before it
+   appends anything; a line without id= gets an id derived from a digest
+   of the whole input and its line number (the same input is the same
+   events: a retry appends nothing twice). See `opstate publish --help`.
 
    TIMES are RFC 3339 (2026-11-23T10:00:00Z, fractional seconds, +hh:mm
    offsets) or an integer with the unit suffix ns (1763890000000000000ns).
@@ -754,25 +768,26 @@ static int make_dirs(const char *label, const char *path)
     return STATUS_OK;
 }
 
-/* The whole stream into a malloc'd buffer of at most OPSTATE_MAX_DATA_LEN. */
-static int read_all(const char *label, FILE *f, uint8_t **out, size_t *len)
+/* The whole stream into a malloc'd buffer of at most `max` bytes, with a
+   spare byte after them (for a terminator). */
+static int read_all(const char *label, FILE *f, size_t max, uint8_t **out, size_t *len)
 {
     size_t cap = 4096, n = 0;
     uint8_t *buf = (uint8_t *)malloc(cap), *bigger;
     while (buf) {
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap) break;
-        if (cap > OPSTATE_MAX_DATA_LEN) break;
+        if (cap > max) break;
         bigger = (uint8_t *)realloc(buf, cap * 2);
         if (!bigger) free(buf);
         buf = bigger;
         cap *= 2;
     }
     if (!buf) return fail(STATUS_FAILED, "%s: out of memory", label);
-    if (ferror(f) || n > OPSTATE_MAX_DATA_LEN) {
+    if (ferror(f) || n > max) {
         free(buf);
         return ferror(f) ? fail(STATUS_FAILED, "%s: read error: %s", label, strerror(errno))
-                         : fail(STATUS_USAGE, "%s: data larger than %u bytes", label, (unsigned)OPSTATE_MAX_DATA_LEN);
+                         : fail(STATUS_USAGE, "%s: larger than %llu bytes", label, (unsigned long long)max);
     }
     *out = buf;
     *len = n;
@@ -787,15 +802,38 @@ typedef struct log_open_options {
     bool bulk;                              /* publish --batch: batched appends, one sync or wait at the end */
     const char *prefix;                     /* publish: the subject prefix (a stream's subjects) */
     const char *durable;                    /* consume --durable: a NATS durable pull consumer */
-    uint64_t max_messages, max_per_subject; /* publish: limits of a NATS stream (0: none) */
+    const char *server;                     /* --server: NATS servers for a nats:///STREAM log */
+    uint64_t max_messages, max_per_subject; /* publish: limits of a NATS stream (0: not asked) */
+    uint64_t replicas;                      /* publish: replicas of a NATS stream it makes (0: 1) */
+    uint64_t ack_wait_ms;                   /* publish --batch on NATS: the wait for acknowledgments (0: default) */
 } log_open_options;
 
-/* What publish --batch has done so far. */
+/* Where one event of publish --batch stands. */
+enum { BATCH_UNSENT = 0, BATCH_SENT, BATCH_PUBLISHED, BATCH_DUPLICATE, BATCH_REFUSED };
+
+/* One event line of publish --batch, checked before anything is sent. */
+typedef struct batch_event {
+    opstate_event ev; /* scope, kind, key and data point into the input */
+    uint64_t line;    /* its line number in the input (from 1) */
+    int state;        /* BATCH_* */
+} batch_event;
+
+/* The whole input of publish --batch, read and parsed first. */
+typedef struct batch_input {
+    uint8_t *bytes; /* all of stdin; lines are cut in place */
+    size_t len;
+    batch_event *events;
+    size_t n;
+} batch_input;
+
+/* What publish --batch did. */
 typedef struct batch_totals {
-    uint64_t lines, published, duplicates, failed, last_seq;
-    opstate_result failure; /* the first failed event: why, */
-    long js_error;          /* the server's JetStream error code (0: none), */
-    opstate_id failed_id;   /* and its id */
+    uint64_t published, duplicates, unacked, refused, last_seq;
+    const batch_event *first_refused; /* the first event the server refused: which, */
+    opstate_result refusal;           /* why, */
+    long js_error;                    /* and its JetStream error code (0: none) */
+    uint64_t stopped_at;              /* the line where sending stopped (0: it did not) */
+    opstate_result stop_reason;
 } batch_totals;
 
 /* An open log of any backend. */
@@ -805,10 +843,11 @@ typedef struct log_handle {
     bool bucket;   /* a native KV bucket: read-only, no subject filters */
     bool remote;   /* a server's: timeouts and I/O errors may pass */
     void *backend; /* the backend's own state */
-    /* publish --batch: append (or send) one event; at the end, wait for
-       what was sent and sync (errors printed only when `report`). */
-    int (*batch_add)(struct log_handle *h, const char *prefix, const opstate_event *ev, batch_totals *t);
-    int (*batch_end)(struct log_handle *h, batch_totals *t, bool report);
+    /* publish --batch: appends (or sends) every event of the input and
+       sets each one's state; returns a status after printing a failure
+       that ended the batch (events not acknowledged or refused are not
+       one: their states tell). */
+    int (*batch_publish)(struct log_handle *h, const char *prefix, batch_input *in, batch_totals *t);
     void (*close)(struct log_handle *h);
 } log_handle;
 
@@ -816,132 +855,110 @@ typedef struct log_handle {
 typedef struct log_backend {
     const char *scheme;
     int (*open)(const char *uri, const char *rest, const log_open_options *o, log_handle *h);
-    /* Where consume keeps its state by default (into buf, PATH_CAP). */
-    int (*default_state_dir)(const char *uri, const char *rest, char *buf);
+    /* Where consume keeps its state by default (into buf, PATH_CAP);
+       server: --server (NULL: not given). */
+    int (*default_state_dir)(const char *uri, const char *rest, const char *server, char *buf);
 } log_backend;
-
-static int append_event(const log_handle *h, const char *prefix, const opstate_event *ev,
-                        const opstate_append_options *opts, opstate_append_result *out);
-static void subject_text(const char *prefix, const opstate_event *ev, char *buf, size_t cap);
-
-#define LMDB_BATCH_MAX 4096u /* publish --batch: events per append transaction */
-
-/* One event of publish --batch waiting for its transaction: subject then
-   encoded event in one allocation. */
-typedef struct lmdb_pending {
-    uint8_t *bytes;
-    size_t subject_len, data_len;
-    opstate_id id;
-    bool has_id;
-} lmdb_pending;
 
 /* The LMDB backend: an environment directory holding the log "events". */
 typedef struct lmdb_backend {
     opstate_lmdb *env;
     opstate_lmdb_log *log;
-    lmdb_pending *pending; /* publish --batch (allocated on first use) */
-    opstate_lmdb_append_item *items;
-    opstate_append_result *results;
-    size_t n;
 } lmdb_backend;
 
-/* The append of a capturing log: opstate_publish validates and encodes,
-   this keeps the bytes for the next batch transaction. */
+/* publish --batch on an LMDB log: what opstate_publish hands its log for
+   each event (subject, encoding, id), kept for one transaction. */
+typedef struct lmdb_batch {
+    opstate_lmdb_append_item *items; /* subject and data in one allocation each */
+    opstate_id *ids;
+    opstate_append_result *results;
+    size_t n;
+} lmdb_batch;
+
+/* The append of a capturing log: keeps the bytes for the transaction. */
 static opstate_result lmdb_capture(void *user, opstate_bytes subject, opstate_bytes data,
                                    const opstate_append_options *opts, opstate_append_result *out, opstate_error *err)
 {
-    lmdb_backend *b = (lmdb_backend *)user;
-    lmdb_pending *p = &b->pending[b->n];
-    if (!(p->bytes = (uint8_t *)malloc(subject.len + data.len + 1))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "batch", 0);
-    memcpy(p->bytes, subject.ptr, subject.len);
-    memcpy(p->bytes + subject.len, data.ptr, data.len);
-    p->subject_len = subject.len;
-    p->data_len = data.len;
-    p->has_id = opts && opts->msg_id;
-    if (p->has_id) p->id = *opts->msg_id;
+    lmdb_batch *b = (lmdb_batch *)user;
+    opstate_lmdb_append_item *it = &b->items[b->n];
+    uint8_t *copy = (uint8_t *)malloc(subject.len + data.len + 1);
+    if (!copy) return opstate_error_set(err, OPSTATE_NO_MEMORY, "batch", 0);
+    memcpy(copy, subject.ptr, subject.len);
+    memcpy(copy + subject.len, data.ptr, data.len);
+    memset(it, 0, sizeof *it);
+    it->subject.ptr = copy;
+    it->subject.len = subject.len;
+    it->data.ptr = copy + subject.len;
+    it->data.len = data.len;
+    if (opts && opts->msg_id) {
+        b->ids[b->n] = *opts->msg_id;
+        it->opts.msg_id = &b->ids[b->n];
+    }
     b->n++;
     out->seq = 0;
     out->duplicate = false;
     return OPSTATE_OK;
 }
 
-/* Appends the pending events in one transaction and counts them. */
-static int lmdb_batch_flush(log_handle *h, batch_totals *t, bool report)
+static void lmdb_batch_free(lmdb_batch *b)
 {
-    lmdb_backend *b = (lmdb_backend *)h->backend;
-    opstate_error err;
-    opstate_result r = OPSTATE_OK;
-    size_t i, n = b->n;
-    memset(&err, 0, sizeof err);
-    for (i = 0; i < n; i++) {
-        memset(&b->items[i], 0, sizeof b->items[i]);
-        b->items[i].subject.ptr = b->pending[i].bytes;
-        b->items[i].subject.len = b->pending[i].subject_len;
-        b->items[i].data.ptr = b->pending[i].bytes + b->pending[i].subject_len;
-        b->items[i].data.len = b->pending[i].data_len;
-        if (b->pending[i].has_id) b->items[i].opts.msg_id = &b->pending[i].id;
-    }
-    if (n) r = opstate_lmdb_log_append_batch(b->log, b->items, n, b->results, &err);
-    for (i = 0; i < n; i++) {
-        free(b->pending[i].bytes);
-        if (r != OPSTATE_OK) continue;
-        if (b->results[i].duplicate) t->duplicates++;
-        else t->published++;
-        t->last_seq = b->results[i].seq > t->last_seq ? b->results[i].seq : t->last_seq;
-    }
-    b->n = 0;
-    if (r == OPSTATE_OK) return STATUS_OK;
-    t->failed += n;
-    return report ? fail_result(r, &err, "publishing a batch of %lu events to %s", (unsigned long)n, quoted(h->uri))
-                  : STATUS_FAILED;
+    size_t i;
+    for (i = 0; i < b->n; i++) free((void *)(uintptr_t)b->items[i].subject.ptr);
+    free(b->items);
+    free(b->ids);
+    free(b->results);
 }
 
-/* publish --batch on an LMDB log: events are gathered and appended
-   LMDB_BATCH_MAX at a time, each batch in one transaction. */
-static int lmdb_batch_add(log_handle *h, const char *prefix, const opstate_event *ev, batch_totals *t)
+/* Encodes every event of the input and appends them all in ONE
+   transaction: all or nothing (*line: the line that failed). */
+static opstate_result lmdb_batch_append(lmdb_backend *lb, const char *prefix, batch_input *in, batch_totals *t,
+                                        uint64_t *line, opstate_error *err)
 {
-    lmdb_backend *b = (lmdb_backend *)h->backend;
+    lmdb_batch b;
     opstate_log capture;
     opstate_append_result res;
-    opstate_error err;
-    char subject[FILTER_CAP];
-    opstate_result r;
-    if (!b->pending && (!(b->pending = (lmdb_pending *)calloc(LMDB_BATCH_MAX, sizeof *b->pending)) ||
-                        !(b->items = (opstate_lmdb_append_item *)calloc(LMDB_BATCH_MAX, sizeof *b->items)) ||
-                        !(b->results = (opstate_append_result *)calloc(LMDB_BATCH_MAX, sizeof *b->results))))
-        return fail(STATUS_FAILED, "publish --batch: out of memory");
+    opstate_result r = OPSTATE_OK;
+    size_t i, n = in->n ? in->n : 1;
+    memset(&b, 0, sizeof b);
     memset(&capture, 0, sizeof capture);
-    capture.user = b;
+    capture.user = &b;
     capture.append = lmdb_capture;
-    memset(&err, 0, sizeof err);
-    r = opstate_publish(&capture, text_bytes(prefix), ev, NULL, NULL, &res, &err);
-    if (r != OPSTATE_OK) {
-        subject_text(prefix, ev, subject, sizeof subject);
-        return fail_result(r, &err, "publishing to %s (subject %s)", quoted(h->uri), quoted(subject));
+    b.items = (opstate_lmdb_append_item *)calloc(n, sizeof *b.items);
+    b.ids = (opstate_id *)calloc(n, sizeof *b.ids);
+    b.results = (opstate_append_result *)calloc(n, sizeof *b.results);
+    if (!b.items || !b.ids || !b.results) r = opstate_error_set(err, OPSTATE_NO_MEMORY, "batch", 0);
+    for (i = 0; r == OPSTATE_OK && i < in->n; i++)
+        if ((r = opstate_publish(&capture, text_bytes(prefix), &in->events[i].ev, NULL, NULL, &res, err)) != OPSTATE_OK)
+            *line = in->events[i].line;
+    if (r == OPSTATE_OK && in->n && (r = opstate_lmdb_log_append_batch(lb->log, b.items, b.n, b.results, err)) != OPSTATE_OK)
+        *line = err->offset < in->n ? in->events[err->offset].line : 0;
+    for (i = 0; r == OPSTATE_OK && i < in->n; i++) {
+        in->events[i].state = b.results[i].duplicate ? BATCH_DUPLICATE : BATCH_PUBLISHED;
+        if (b.results[i].seq > t->last_seq) t->last_seq = b.results[i].seq;
     }
-    return b->n == LMDB_BATCH_MAX ? lmdb_batch_flush(h, t, true) : STATUS_OK;
+    lmdb_batch_free(&b);
+    return r;
 }
 
-static int lmdb_batch_end(log_handle *h, batch_totals *t, bool report)
+/* publish --batch on an LMDB log: one transaction for the whole input,
+   then one sync. */
+static int lmdb_batch_publish(log_handle *h, const char *prefix, batch_input *in, batch_totals *t)
 {
+    lmdb_backend *lb = (lmdb_backend *)h->backend;
     opstate_error err;
     opstate_result r;
-    int status = lmdb_batch_flush(h, t, report);
-    if (status != STATUS_OK) return status;
+    uint64_t line = 0;
     memset(&err, 0, sizeof err);
-    r = opstate_lmdb_sync(((lmdb_backend *)h->backend)->env, &err);
-    if (r == OPSTATE_OK) return STATUS_OK;
-    return report ? fail_result(r, &err, "syncing %s", quoted(h->uri)) : STATUS_FAILED;
+    if ((r = lmdb_batch_append(lb, prefix, in, t, &line, &err)) != OPSTATE_OK)
+        return fail_result(r, &err, "publish --batch of %llu events to %s: nothing appended (failed at line %llu)",
+                           (unsigned long long)in->n, quoted(h->uri), (unsigned long long)line);
+    if ((r = opstate_lmdb_sync(lb->env, &err)) != OPSTATE_OK) return fail_result(r, &err, "syncing %s", quoted(h->uri));
+    return STATUS_OK;
 }
 
 static void lmdb_log_close(log_handle *h)
 {
     lmdb_backend *b = (lmdb_backend *)h->backend;
-    size_t i;
-    for (i = 0; i < b->n; i++) free(b->pending[i].bytes);
-    free(b->pending);
-    free(b->items);
-    free(b->results);
     opstate_lmdb_log_close(b->log);
     opstate_lmdb_close(b->env);
     free(b);
@@ -952,8 +969,11 @@ static int refuse_nats_options(const char *uri, const log_open_options *o)
 {
     const char *name = NULL;
     if (o->durable) name = "--durable";
+    else if (o->server) name = "--server";
     else if (o->max_messages) name = "--max-messages";
     else if (o->max_per_subject) name = "--max-per-subject";
+    else if (o->replicas) name = "--replicas";
+    else if (o->ack_wait_ms) name = "--ack-wait-ms";
     if (name) return fail(STATUS_USAGE, "%s: only for nats:// logs, not --log %s", name, quoted(uri));
     return STATUS_OK;
 }
@@ -987,16 +1007,16 @@ static int lmdb_log_open(const char *uri, const char *path, const log_open_optio
     }
     h->backend = b;
     h->log = opstate_lmdb_log_iface(b->log);
-    h->batch_add = lmdb_batch_add;
-    h->batch_end = lmdb_batch_end;
+    h->batch_publish = lmdb_batch_publish;
     h->close = lmdb_log_close;
     return STATUS_OK;
 }
 
 /* lmdb:PATH -> PATH.state */
-static int lmdb_default_state_dir(const char *uri, const char *path, char *buf)
+static int lmdb_default_state_dir(const char *uri, const char *path, const char *server, char *buf)
 {
     if (!path[0]) return fail(STATUS_USAGE, "--log %s: the path is empty (use lmdb:PATH)", quoted(uri));
+    if (server) return fail(STATUS_USAGE, "--server: only for nats:// logs, not --log %s", quoted(uri));
     if ((size_t)snprintf(buf, PATH_CAP, "%s.state", path) >= PATH_CAP)
         return fail(STATUS_USAGE, "--log %s: path too long", quoted(uri));
     return STATUS_OK;
@@ -1005,51 +1025,112 @@ static int lmdb_default_state_dir(const char *uri, const char *path, char *buf)
 /* >>nats ---------------------------------------------------------------- */
 
 #define NATS_DEFAULT_PORT 4222u
-#define NATS_URI_FORMS "use nats://HOST[:PORT]/STREAM or nats://HOST[:PORT]/kv/BUCKET"
+#define NATS_MAX_SERVERS 32 /* what opstate_nats_connect takes */
+#define NATS_URI_FORMS                                                                                           \
+    "use nats://HOST[:PORT][,HOST[:PORT]...]/STREAM, nats:///STREAM with --server or NATS_URL, or .../kv/BUCKET"
+#define NATS_SERVER_FORMS "use [nats://]HOST[:PORT], comma-separated"
 #define NATS_BATCH_WINDOW 20000u /* publish --batch: events sent before collecting their acks */
 #define NATS_ACK_WAIT_MS 30000
 #define JS_STREAM_NOT_FOUND 10059L /* JSStreamNotFoundErr */
 #define JS_SUBJECTS_OVERLAP 10065L /* JSStreamSubjectOverlapErr */
 
+/* An environment variable, NULL when unset or empty. */
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* Where a list of servers comes from, for its error lines. */
+typedef struct server_source {
+    const char *label; /* "--log", "--server" or "NATS_URL" */
+    const char *whole; /* all it says */
+    const char *forms; /* how it is written */
+} server_source;
+
 /* A nats:// URI, taken apart. */
 typedef struct nats_uri {
-    char host[256];
-    unsigned port;
-    char url[300];  /* nats://HOST:PORT, what the connection uses */
-    char name[80];  /* the stream, or the bucket */
+    char urls[NATS_MAX_SERVERS * 272]; /* "nats://HOST:PORT,...": what the connection uses */
+    char first[272];                   /* "HOST-PORT" of the first server (the default state directory) */
+    int servers;
+    char name[80]; /* the stream, or the bucket */
     bool bucket;
 } nats_uri;
 
-/* HOST[:PORT] (n bytes at text) -> u->host, u->port, u->url. */
-static int parse_nats_authority(const char *uri, const char *text, size_t n, nats_uri *u)
+/* One server, HOST[:PORT] (n bytes at text), appended to u->urls. */
+static int add_server(const server_source *src, const char *text, size_t n, nats_uri *u)
 {
     const char *colon = (const char *)memchr(text, ':', n);
-    size_t host_len = colon ? (size_t)(colon - text) : n, port_len = colon ? n - host_len - 1 : 0;
+    size_t host_len = colon ? (size_t)(colon - text) : n, port_len = colon ? n - host_len - 1 : 0, used = strlen(u->urls);
     char digits[8] = "";
     uint64_t port = NATS_DEFAULT_PORT;
-    if (memchr(text, '@', n)) return fail(STATUS_USAGE, "--log: credentials in a nats:// URI are not supported (nor echoed)");
-    if (host_len == 0 || host_len >= sizeof u->host ||
+    if (host_len == 0 || host_len > 255 ||
         strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") < host_len)
-        return fail(STATUS_USAGE, "--log %s: expected a host name or IPv4 address after nats:// (%s)", quoted(uri),
-                    NATS_URI_FORMS);
+        return fail(STATUS_USAGE, "%s %s: expected a host name or IPv4 address%s (%s)", src->label, quoted(src->whole),
+                    strcmp(src->label, "--log") == 0 ? " after nats://" : "", src->forms);
     if (colon && port_len < sizeof digits) memcpy(digits, colon + 1, port_len);
     if (colon && (port_len >= sizeof digits || !digits_to_u64(digits, &port) || port < 1 || port > 65535))
-        return fail(STATUS_USAGE, "--log %s: the port is not a number 1..65535 (%s)", quoted(uri), NATS_URI_FORMS);
-    memcpy(u->host, text, host_len);
-    u->host[host_len] = '\0';
-    u->port = (unsigned)port;
-    snprintf(u->url, sizeof u->url, "nats://%s:%u", u->host, u->port);
+        return fail(STATUS_USAGE, "%s %s: the port is not a number 1..65535 (%s)", src->label, quoted(src->whole), src->forms);
+    if (++u->servers > NATS_MAX_SERVERS)
+        return fail(STATUS_USAGE, "%s %s: more than %d servers", src->label, quoted(src->whole), NATS_MAX_SERVERS);
+    snprintf(u->urls + used, sizeof u->urls - used, "%snats://%.*s:%u", used ? "," : "", (int)host_len, text, (unsigned)port);
+    if (u->servers == 1) snprintf(u->first, sizeof u->first, "%.*s-%u", (int)host_len, text, (unsigned)port);
     return STATUS_OK;
 }
 
-/* rest: "HOST[:PORT]/STREAM" or "HOST[:PORT]/kv/BUCKET". */
-static int parse_nats_uri(const char *uri, const char *rest, nats_uri *u)
+/* A comma-separated list of servers (n bytes at text); `schemes`: each may
+   start with nats:// (--server, NATS_URL; not inside a nats:// URI). */
+static int add_servers(const server_source *src, const char *text, size_t n, bool schemes, nats_uri *u)
+{
+    const char *end = text + n;
+    int status = STATUS_OK;
+    if (memchr(text, '@', n))
+        return fail(STATUS_USAGE, "%s: credentials in a server URL are not supported (nor echoed): use NATS_USER and "
+                    "NATS_PASSWORD, or NATS_CREDS", src->label);
+    while (status == STATUS_OK) {
+        const char *comma = (const char *)memchr(text, ',', (size_t)(end - text)), *stop = comma ? comma : end;
+        const char *colon = (const char *)memchr(text, ':', (size_t)(stop - text));
+        if (schemes && stop - text > 7 && strncmp(text, "nats://", 7) == 0) text += 7;
+        else if (colon && stop - colon > 2 && colon[1] == '/' && colon[2] == '/')
+            return fail(STATUS_USAGE, "%s %s: only nats:// servers (TLS comes from NATS_CA, NATS_CERT and NATS_KEY)",
+                        src->label, quoted(src->whole));
+        status = add_server(src, text, (size_t)(stop - text), u);
+        if (!comma) break;
+        text = comma + 1;
+    }
+    return status;
+}
+
+/* The servers of a nats:///STREAM log: --server, else NATS_URL (a
+   comma-separated list, as the nats CLI reads it), else 127.0.0.1:4222. */
+static int default_servers(const char *server, nats_uri *u)
+{
+    server_source src;
+    const char *env = env_value("NATS_URL");
+    src.label = server ? "--server" : "NATS_URL";
+    src.whole = server ? server : env ? env : "127.0.0.1";
+    src.forms = NATS_SERVER_FORMS;
+    return add_servers(&src, src.whole, strlen(src.whole), true, u);
+}
+
+/* rest: "[SERVERS]/STREAM" or "[SERVERS]/kv/BUCKET", SERVERS being
+   HOST[:PORT],...; with none, default_servers. `server`: --server (only
+   with none). */
+static int parse_nats_uri(const char *uri, const char *rest, const char *server, nats_uri *u)
 {
     const char *slash = strchr(rest, '/'), *name;
+    server_source src;
     int status;
     memset(u, 0, sizeof *u);
     if (!slash) return fail(STATUS_USAGE, "--log %s: no stream named (%s)", quoted(uri), NATS_URI_FORMS);
-    if ((status = parse_nats_authority(uri, rest, (size_t)(slash - rest), u)) != STATUS_OK) return status;
+    if (slash > rest && server)
+        return fail(STATUS_USAGE, "--server: --log %s names its servers already (use nats:///%s with --server)", quoted(uri),
+                    slash + 1);
+    src.label = "--log";
+    src.whole = uri;
+    src.forms = NATS_URI_FORMS;
+    status = slash > rest ? add_servers(&src, rest, (size_t)(slash - rest), false, u) : default_servers(server, u);
+    if (status != STATUS_OK) return status;
     name = slash + 1;
     u->bucket = strncmp(name, "kv/", 3) == 0;
     if (u->bucket) name += 3;
@@ -1067,7 +1148,7 @@ typedef struct nats_backend {
     opstate_nats *conn;
     opstate_nats_log *log;
     opstate_log inner;
-    uint64_t queued; /* publish --batch: sent, acks not collected yet */
+    int64_t ack_wait_ms; /* publish --batch: the wait for the acknowledgments of a window */
 } nats_backend;
 
 static opstate_result nats_append(void *user, opstate_bytes subject, opstate_bytes data,
@@ -1114,62 +1195,111 @@ static void nats_wrap(nats_backend *b, opstate_log *out)
     out->ack = nats_ack;
 }
 
-/* Counts one acknowledged (or refused) event of publish --batch. */
-static void tally_outcome(void *user, const opstate_nats_outcome *o)
+/* An event of publish --batch by its id (outcomes name events by id). */
+typedef struct id_index {
+    opstate_id id;
+    size_t at; /* in batch_input.events */
+} id_index;
+
+static int id_index_compare(const void *a, const void *b)
 {
-    batch_totals *t = (batch_totals *)user;
+    const id_index *x = (const id_index *)a, *y = (const id_index *)b;
+    int c = memcmp(x->id.bytes, y->id.bytes, sizeof x->id.bytes);
+    return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* publish --batch on NATS: the input, its events sorted by id, the totals. */
+typedef struct nats_batch {
+    batch_input *in;
+    id_index *by_id;
+    batch_totals *t;
+} nats_batch;
+
+/* The first event sent with this id that has no outcome yet (an id may be
+   on several lines), or NULL. */
+static batch_event *nats_batch_find(const nats_batch *b, const opstate_id *id)
+{
+    size_t lo = 0, hi = b->in->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (memcmp(b->by_id[mid].id.bytes, id->bytes, sizeof id->bytes) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    for (; lo < b->in->n && opstate_id_equal(&b->by_id[lo].id, id); lo++)
+        if (b->in->events[b->by_id[lo].at].state == BATCH_SENT) return &b->in->events[b->by_id[lo].at];
+    return NULL;
+}
+
+/* One outcome of opstate_nats_publish_wait: the event's new state (a
+   TIMEOUT leaves it SENT: not acknowledged). */
+static void nats_batch_outcome(void *user, const opstate_nats_outcome *o)
+{
+    nats_batch *b = (nats_batch *)user;
+    batch_event *e = nats_batch_find(b, &o->id);
+    if (!e || o->result == OPSTATE_TIMEOUT) return;
     if (o->result != OPSTATE_OK) {
-        if (t->failed++ == 0) {
-            t->failure = o->result;
-            t->js_error = o->js_error;
-            t->failed_id = o->id;
+        e->state = BATCH_REFUSED;
+        if (!b->t->first_refused) {
+            b->t->first_refused = e;
+            b->t->refusal = o->result;
+            b->t->js_error = o->js_error;
         }
         return;
     }
-    if (o->duplicate) t->duplicates++;
-    else t->published++;
-    if (o->seq > t->last_seq) t->last_seq = o->seq;
+    e->state = o->duplicate ? BATCH_DUPLICATE : BATCH_PUBLISHED;
+    if (o->seq > b->t->last_seq) b->t->last_seq = o->seq;
 }
 
-/* Waits for the acks of everything sent so far and counts them. */
-static int nats_collect(log_handle *h, batch_totals *t, bool report)
+/* Sends events [from, to) without waiting; returns where sending stopped
+   (to: all were sent). */
+static size_t nats_batch_send(nats_backend *nb, const char *prefix, batch_input *in, size_t from, size_t to,
+                              batch_totals *t)
 {
-    nats_backend *b = (nats_backend *)h->backend;
     opstate_error err;
     opstate_result r;
-    memset(&err, 0, sizeof err);
-    r = note_nats_failure(opstate_nats_publish_wait(b->log, NATS_ACK_WAIT_MS, tally_outcome, t, &err), &err);
-    b->queued = 0;
-    if (r == OPSTATE_OK || !report) return r == OPSTATE_OK ? STATUS_OK : STATUS_FAILED;
-    if (r == OPSTATE_TIMEOUT)
-        return fail(STATUS_FAILED, "publish --batch to %s: some events were not acknowledged within %d s "
-                    "(they may be appended)", quoted(h->uri), NATS_ACK_WAIT_MS / 1000);
+    for (; from < to; from++) {
+        memset(&err, 0, sizeof err);
+        r = note_nats_failure(opstate_nats_publish_async(nb->log, text_bytes(prefix), &in->events[from].ev, NULL, &err), &err);
+        if (r != OPSTATE_OK) {
+            t->stopped_at = in->events[from].line;
+            t->stop_reason = r;
+            return from;
+        }
+        in->events[from].state = BATCH_SENT;
+    }
+    return to;
+}
+
+/* publish --batch on NATS: windows of NATS_BATCH_WINDOW events sent
+   asynchronously, each followed by the wait for their acknowledgments
+   (bounded: --ack-wait-ms). Sending stops after a window that could not
+   all be sent or not all acknowledged: the connection is in doubt. */
+static int nats_batch_publish(log_handle *h, const char *prefix, batch_input *in, batch_totals *t)
+{
+    nats_backend *nb = (nats_backend *)h->backend;
+    nats_batch b;
+    opstate_error err;
+    opstate_result r = OPSTATE_OK;
+    size_t i, at = 0, end;
+    b.in = in;
+    b.t = t;
+    if (!(b.by_id = (id_index *)calloc(in->n ? in->n : 1, sizeof *b.by_id)))
+        return fail(STATUS_FAILED, "publish --batch: out of memory");
+    for (i = 0; i < in->n; i++) {
+        b.by_id[i].id = in->events[i].ev.id;
+        b.by_id[i].at = i;
+    }
+    qsort(b.by_id, in->n, sizeof *b.by_id, id_index_compare);
+    while (r == OPSTATE_OK && at < in->n) {
+        end = in->n - at > NATS_BATCH_WINDOW ? at + NATS_BATCH_WINDOW : in->n;
+        at = nats_batch_send(nb, prefix, in, at, end, t);
+        memset(&err, 0, sizeof err);
+        r = note_nats_failure(opstate_nats_publish_wait(nb->log, nb->ack_wait_ms, nats_batch_outcome, &b, &err), &err);
+        if (at < end) break;
+    }
+    free(b.by_id);
+    if (r == OPSTATE_OK || r == OPSTATE_TIMEOUT) return STATUS_OK;
     return fail_result(r, &err, "publish --batch to %s: waiting for acknowledgments", quoted(h->uri));
-}
-
-/* Sends one event without waiting; every NATS_BATCH_WINDOW, collects. */
-static int nats_batch_add(log_handle *h, const char *prefix, const opstate_event *ev, batch_totals *t)
-{
-    nats_backend *b = (nats_backend *)h->backend;
-    opstate_error err;
-    opstate_result r;
-    memset(&err, 0, sizeof err);
-    r = note_nats_failure(opstate_nats_publish_async(b->log, text_bytes(prefix), ev, NULL, &err), &err);
-    if (r != OPSTATE_OK)
-        return fail_result(r, &err, "stdin line %llu: publishing to %s", (unsigned long long)t->lines, quoted(h->uri));
-    return ++b->queued < NATS_BATCH_WINDOW ? STATUS_OK : nats_collect(h, t, true);
-}
-
-static int nats_batch_end(log_handle *h, batch_totals *t, bool report)
-{
-    char id[OPSTATE_ID_TEXT_LEN + 1] = {0}, code[40] = "";
-    int status = nats_collect(h, t, report);
-    if (status != STATUS_OK || !t->failed) return status;
-    if (!report) return STATUS_FAILED;
-    opstate_id_to_text(&t->failed_id, id);
-    if (t->js_error) snprintf(code, sizeof code, ", JetStream error %ld", t->js_error);
-    return fail(STATUS_FAILED, "publish --batch to %s: %llu events were not appended; the first, id %s: %s%s", quoted(h->uri),
-                (unsigned long long)t->failed, id, opstate_result_str(t->failure), code);
 }
 
 static void nats_log_close(log_handle *h)
@@ -1183,13 +1313,6 @@ static void nats_log_close(log_handle *h)
     nats_Close(); /* nats.c's threads and memory: the tool opens one log per run */
 }
 
-/* An environment variable, NULL when unset or empty. */
-static const char *env_value(const char *name)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : NULL;
-}
-
 /* Connects, and opens the companion's log over the stream or bucket. */
 static int nats_connect(const char *uri, const nats_uri *u, const log_open_options *o, nats_backend *b)
 {
@@ -1200,7 +1323,7 @@ static int nats_connect(const char *uri, const nats_uri *u, const log_open_optio
     memset(&nc, 0, sizeof nc);
     memset(&lc, 0, sizeof lc);
     memset(&err, 0, sizeof err);
-    nc.urls = u->url;
+    nc.urls = u->urls;
     nc.name = "opstate";
     nc.logger = tool_logger();
     nc.creds_file = env_value("NATS_CREDS");
@@ -1210,7 +1333,7 @@ static int nats_connect(const char *uri, const nats_uri *u, const log_open_optio
     nc.tls_cert = env_value("NATS_CERT");
     nc.tls_key = env_value("NATS_KEY");
     r = note_nats_failure(opstate_nats_connect(&nc, &b->conn, &err), &err);
-    if (r != OPSTATE_OK) return fail_result(r, &err, "--log %s: cannot connect to %s", quoted(uri), u->url);
+    if (r != OPSTATE_OK) return fail_result(r, &err, "--log %s: cannot connect to %s", quoted(uri), u->urls);
     lc.stream = u->bucket ? NULL : u->name;
     lc.kv_bucket = u->bucket ? u->name : NULL;
     lc.durable = o->durable;
@@ -1228,7 +1351,7 @@ static int nats_check_exists(const char *uri, const nats_uri *u, nats_backend *b
     r = nats_info(b, &info, &err);
     if (r == OPSTATE_NOT_FOUND || (r != OPSTATE_OK && err.dep_detail == JS_STREAM_NOT_FOUND))
         return fail(STATUS_NOT_FOUND, "--log %s: no %s %s on %s", quoted(uri), u->bucket ? "KV bucket" : "stream",
-                    quoted(u->name), u->url);
+                    quoted(u->name), u->urls);
     return r == OPSTATE_OK ? STATUS_OK : fail_result(r, &err, "--log %s", quoted(uri));
 }
 
@@ -1245,10 +1368,11 @@ static int nats_ensure_stream(const char *uri, const nats_uri *u, const log_open
     sc.prefix = o->prefix;
     sc.max_messages = o->max_messages;
     sc.max_per_subject = o->max_per_subject;
+    sc.replicas = (int)o->replicas;
     r = note_nats_failure(opstate_nats_stream_ensure(b->conn, &sc, &err), &err);
     if (r == OPSTATE_CONFLICT)
         return fail(STATUS_FAILED, "--log %s: stream %s differs from what publish asks (subjects '%s.>', --max-messages %llu, "
-                    "--max-per-subject %llu; 0: none): %s; publish never changes a stream", quoted(uri), quoted(u->name),
+                    "--max-per-subject %llu; 0: not asked): %s; publish never changes a stream", quoted(uri), quoted(u->name),
                     o->prefix, (unsigned long long)o->max_messages, (unsigned long long)o->max_per_subject,
                     err.field ? err.field : "another configuration");
     if (r != OPSTATE_OK && err.dep_detail == JS_SUBJECTS_OVERLAP)
@@ -1261,13 +1385,14 @@ static int nats_log_open(const char *uri, const char *rest, const log_open_optio
 {
     nats_backend *b;
     nats_uri u;
-    int status = parse_nats_uri(uri, rest, &u);
+    int status = parse_nats_uri(uri, rest, o->server, &u);
     if (status != STATUS_OK) return status;
     if (u.bucket && o->create)
         return fail(STATUS_USAGE, "--log %s: a KV bucket is read-only here (write it with a KV client, e.g. nats kv put)",
                     quoted(uri));
     if (!(b = (nats_backend *)calloc(1, sizeof *b))) return fail(STATUS_FAILED, "--log %s: out of memory", quoted(uri));
     h->backend = b;
+    b->ack_wait_ms = o->ack_wait_ms ? (int64_t)o->ack_wait_ms : NATS_ACK_WAIT_MS;
     if ((status = nats_connect(uri, &u, o, b)) == STATUS_OK) {
         nats_wrap(b, &h->log);
         status = o->create ? nats_ensure_stream(uri, &u, o, b) : nats_check_exists(uri, &u, b);
@@ -1278,19 +1403,19 @@ static int nats_log_open(const char *uri, const char *rest, const log_open_optio
     }
     h->bucket = u.bucket;
     h->remote = true;
-    h->batch_add = nats_batch_add;
-    h->batch_end = nats_batch_end;
+    h->batch_publish = nats_batch_publish;
     h->close = nats_log_close;
     return STATUS_OK;
 }
 
-/* nats://HOST:PORT/NAME -> ./opstate-data/nats-HOST-PORT-NAME.state (kv-NAME for a bucket). */
-static int nats_default_state_dir(const char *uri, const char *rest, char *buf)
+/* nats://HOST:PORT[,...]/NAME -> ./opstate-data/nats-HOST-PORT-NAME.state,
+   after the first server (kv-NAME for a bucket). */
+static int nats_default_state_dir(const char *uri, const char *rest, const char *server, char *buf)
 {
     nats_uri u;
-    int status = parse_nats_uri(uri, rest, &u);
+    int status = parse_nats_uri(uri, rest, server, &u);
     if (status == STATUS_OK)
-        snprintf(buf, PATH_CAP, "%s/nats-%s-%u-%s%s.state", DEFAULT_DATA_DIR, u.host, u.port, u.bucket ? "kv-" : "", u.name);
+        snprintf(buf, PATH_CAP, "%s/nats-%s-%s%s.state", DEFAULT_DATA_DIR, u.first, u.bucket ? "kv-" : "", u.name);
     return status;
 }
 
@@ -1310,7 +1435,8 @@ static const log_backend *find_backend(const char *uri, const char **rest)
             return &log_backends[i];
         }
     }
-    fail(STATUS_USAGE, "--log %s: unknown log URI (use lmdb:PATH, nats://HOST[:PORT]/STREAM or nats://HOST[:PORT]/kv/BUCKET)",
+    fail(STATUS_USAGE, "--log %s: unknown log URI (use lmdb:PATH, nats://HOST[:PORT][,...]/STREAM, nats:///STREAM or "
+         "nats://.../kv/BUCKET)",
          quoted(uri));
     return NULL;
 }
@@ -1325,10 +1451,12 @@ static int log_open(const args *a, const log_open_options *o, log_handle *h)
 {
     const char *rest;
     const log_backend *b;
+    log_open_options with_server = *o;
     memset(h, 0, sizeof *h);
     h->uri = log_uri_arg(a);
+    with_server.server = opt(a, "--server");
     if (!(b = find_backend(h->uri, &rest))) return STATUS_USAGE;
-    return b->open(h->uri, rest, o, h);
+    return b->open(h->uri, rest, &with_server, h);
 }
 
 static void log_close(log_handle *h)
@@ -1379,7 +1507,7 @@ static int state_dir_arg(const args *a, char *buf, const char **label)
         return STATUS_OK;
     }
     if (!(b = find_backend(log_uri_arg(a), &rest))) return STATUS_USAGE;
-    return b->default_state_dir(log_uri_arg(a), rest, buf);
+    return b->default_state_dir(log_uri_arg(a), rest, opt(a, "--server"), buf);
 }
 
 static int state_env_open(const args *a, bool create, state_handle *s)
@@ -1616,10 +1744,19 @@ static int event_data(const args *a, uint8_t **owned, opstate_bytes *data)
     if (!text && !file) return STATUS_OK;
     if (!(f = text ? stdin : fopen(file, "rb")))
         return fail(errno == ENOENT ? STATUS_NOT_FOUND : STATUS_FAILED, "--data-file %s: %s", quoted(file), strerror(errno));
-    status = read_all(text ? "--data -" : "--data-file", f, owned, &data->len);
+    status = read_all(text ? "--data -" : "--data-file", f, OPSTATE_MAX_DATA_LEN, owned, &data->len);
     if (f != stdin) fclose(f);
     data->ptr = *owned;
     return status;
+}
+
+/* An event id given as text; `label` names the input. */
+static int parse_id(const char *label, const char *text, opstate_id *out)
+{
+    if (opstate_id_from_text(text, strlen(text), out, NULL) != OPSTATE_OK)
+        return fail(STATUS_USAGE, "%s %s: expected a lowercase UUID like 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", label,
+                    quoted(text));
+    return STATUS_OK;
 }
 
 /* --id TEXT or a fresh time-ordered id; --time T / --no-time. */
@@ -1629,8 +1766,7 @@ static int event_identity(const args *a, opstate_event *ev)
     const char *id = opt(a, "--id"), *when = opt(a, "--time");
     int status = exclusive(a, one_of);
     if (status != STATUS_OK) return status;
-    if (id && opstate_id_from_text(id, strlen(id), &ev->id, NULL) != OPSTATE_OK)
-        return fail(STATUS_USAGE, "--id %s: expected a lowercase UUID like 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", quoted(id));
+    if (id && (status = parse_id("--id", id, &ev->id)) != STATUS_OK) return status;
     if (!id && (status = time_ordered_id(&ev->id)) != STATUS_OK) return status;
     ev->has_time = !flag(a, "--no-time");
     ev->time = wallclock_ns(NULL);
@@ -1642,7 +1778,7 @@ static int event_identity(const args *a, opstate_event *ev)
    stream it creates (an existing one must have them). */
 static int publish_log_options(const args *a, bool bulk, log_open_options *lo)
 {
-    const char *max = opt(a, "--max-messages"), *per = opt(a, "--max-per-subject");
+    const char *max = opt(a, "--max-messages"), *per = opt(a, "--max-per-subject"), *replicas = opt(a, "--replicas");
     int status = check_prefix(prefix_arg(a));
     memset(lo, 0, sizeof *lo);
     lo->create = true;
@@ -1650,6 +1786,7 @@ static int publish_log_options(const args *a, bool bulk, log_open_options *lo)
     lo->prefix = prefix_arg(a);
     if (status == STATUS_OK && max) status = parse_u64("--max-messages", max, 1, INT64_MAX, &lo->max_messages);
     if (status == STATUS_OK && per) status = parse_u64("--max-per-subject", per, 1, INT64_MAX, &lo->max_per_subject);
+    if (status == STATUS_OK && replicas) status = parse_u64("--replicas", replicas, 1, 5, &lo->replicas);
     return status;
 }
 
@@ -1687,81 +1824,287 @@ static int publish_one(const args *a)
     return STATUS_OK;
 }
 
-/* Splits "<scope> <kind> <key> <op> <data...>" in place; key "-" is none. */
-static int split_batch_line(char *line, const char *label, char *field[4], char **data)
+/* publish --batch. The whole input is read and every line checked before
+   anything is appended. A line without id= gets an id derived from the
+   input's digest and the line number: the same input, byte for byte, is
+   the same events, so publishing it again is deduplicated by the log. */
+
+#define BATCH_INPUT_MAX ((size_t)1 << 31) /* bytes of stdin publish --batch reads */
+#define BATCH_LINE_FORM "[id=UUID] [time=T] <scope> <kind> <key> <op> [data]"
+
+/* What every line of one input shares. */
+typedef struct batch_context {
+    const char *prefix;
+    opstate_id digest; /* of the whole input */
+    int64_t now;       /* the time of events without time= */
+} batch_context;
+
+/* A digest of the whole input: the content id of an event holding it. */
+static opstate_id batch_digest(const uint8_t *bytes, size_t len)
 {
-    char *p = line;
-    int i;
-    for (i = 0; i < 4; i++) {
-        while (*p == ' ' || *p == '\t') p++;
-        field[i] = p;
-        while (*p && *p != ' ' && *p != '\t') p++;
-        if (p == field[i])
-            return fail(STATUS_USAGE, "%sexpected \"<scope> <kind> <key> <op> [data]\" (key - for none)", label);
-        if (*p) *p++ = '\0';
-    }
-    *data = p;
-    if (strcmp(field[2], "-") == 0) field[2] = NULL;
-    return STATUS_OK;
+    opstate_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.scope = text_bytes("opstate-batch-input");
+    ev.data.ptr = bytes;
+    ev.data.len = len;
+    return opstate_id_from_content(&ev);
 }
 
-/* One stdin line of publish --batch. */
-static int publish_line(log_handle *h, const char *prefix, char *line, batch_totals *t)
+/* The id of line `number` of an input without id=: the content id of an
+   event naming the input's digest and the line number (so equal lines
+   stay distinct events, and other inputs get other ids). */
+static opstate_id derived_id(const opstate_id *digest, uint64_t number)
 {
-    char label[48], *field[4], *data = NULL;
-    size_t n = strlen(line);
+    char key[OPSTATE_ID_TEXT_LEN + 24];
     opstate_event ev;
-    int status;
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
-    t->lines++;
-    if (n == 0 || line[0] == '#') return STATUS_OK;
     memset(&ev, 0, sizeof ev);
-    snprintf(label, sizeof label, "stdin line %llu: ", (unsigned long long)t->lines);
-    if ((status = split_batch_line(line, label, field, &data)) != STATUS_OK ||
-        (status = event_from_fields(label, field[0], field[1], field[2], field[3], &ev)) != STATUS_OK ||
-        (status = time_ordered_id(&ev.id)) != STATUS_OK)
+    opstate_id_to_text(digest, key);
+    snprintf(key + OPSTATE_ID_TEXT_LEN, sizeof key - OPSTATE_ID_TEXT_LEN, "/%llu", (unsigned long long)number);
+    ev.scope = text_bytes("opstate-batch-line");
+    ev.key = text_bytes(key);
+    return opstate_id_from_content(&ev);
+}
+
+/* The next blank-separated field of *p, cut in place (NULL: none left);
+   *p moves past the one blank after it. */
+static char *next_field(char **p)
+{
+    char *start = *p + strspn(*p, " \t"), *end = start + strcspn(start, " \t");
+    if (end == start) return NULL;
+    *p = *end ? end + 1 : end;
+    *end = '\0';
+    return start;
+}
+
+/* The event can go under the prefix: its subject and encoding are within
+   their limits (checked before anything is sent). */
+static int check_publishable(const char *label, const char *prefix, const opstate_event *ev)
+{
+    opstate_error err;
+    size_t n = 0;
+    opstate_result r;
+    memset(&err, 0, sizeof err);
+    r = opstate_subject_build(prefix, strlen(prefix), ev->scope, ev->kind, ev->key, NULL, 0, &n, &err);
+    if (r == OPSTATE_OK) r = opstate_event_encode(ev, NULL, 0, &n, &err);
+    return r == OPSTATE_OK ? STATUS_OK : fail_result(r, &err, "%sthe event cannot be published", label);
+}
+
+/* id= or the derived id; time= or the batch's time. */
+static int batch_identity(const char *label, const char *id, const char *when, uint64_t number,
+                          const batch_context *c, opstate_event *ev)
+{
+    char name[64];
+    int status = STATUS_OK;
+    ev->has_time = true;
+    ev->time = c->now;
+    snprintf(name, sizeof name, "%sid", label);
+    if (id) status = parse_id(name, id, &ev->id);
+    else ev->id = derived_id(&c->digest, number);
+    snprintf(name, sizeof name, "%stime", label);
+    if (status == STATUS_OK && when) status = parse_time(name, when, &ev->time);
+    return status;
+}
+
+/* One line, BATCH_LINE_FORM (key - for none, data the rest of the line),
+   into *out; *is_event is false for a blank line or a # comment. */
+static int batch_line(char *line, uint64_t number, const batch_context *c, batch_event *out, bool *is_event)
+{
+    char label[48], *p = line, *field[4];
+    const char *id = NULL, *when = NULL;
+    size_t n = strlen(line);
+    int i, status;
+    while (n && line[n - 1] == '\r') line[--n] = '\0';
+    *is_event = false;
+    if (line[strspn(line, " \t")] == '\0' || line[0] == '#') return STATUS_OK;
+    snprintf(label, sizeof label, "stdin line %llu: ", (unsigned long long)number);
+    while ((field[0] = next_field(&p)) && (strncmp(field[0], "id=", 3) == 0 || strncmp(field[0], "time=", 5) == 0)) {
+        const char **slot = field[0][0] == 'i' ? &id : &when;
+        if (*slot) return fail(STATUS_USAGE, "%s%s given twice", label, field[0][0] == 'i' ? "id=" : "time=");
+        *slot = strchr(field[0], '=') + 1;
+    }
+    for (i = 1; i < 4; i++) field[i] = field[i - 1] ? next_field(&p) : NULL;
+    if (!field[3]) return fail(STATUS_USAGE, "%sexpected \"" BATCH_LINE_FORM "\" (key - for none)", label);
+    if (strcmp(field[2], "-") == 0) field[2] = NULL;
+    memset(out, 0, sizeof *out);
+    out->line = number;
+    if ((status = event_from_fields(label, field[0], field[1], field[2], field[3], &out->ev)) != STATUS_OK ||
+        (status = batch_identity(label, id, when, number, c, &out->ev)) != STATUS_OK)
         return status;
-    ev.data = text_bytes(data);
-    ev.has_time = true;
-    ev.time = wallclock_ns(NULL);
-    return h->batch_add(h, prefix, &ev, t);
+    out->ev.data = text_bytes(p);
+    *is_event = true;
+    return check_publishable(label, c->prefix, &out->ev);
+}
+
+/* Reads all of stdin and parses every line: the first bad one ends it
+   (exit 2) before anything is appended. */
+static int batch_read(const char *prefix, batch_input *in)
+{
+    batch_context c;
+    char *p, *end, *stop;
+    uint64_t number = 0;
+    bool is_event;
+    int status = read_all("publish --batch: stdin", stdin, BATCH_INPUT_MAX, &in->bytes, &in->len);
+    if (status != STATUS_OK) return status;
+    c.prefix = prefix;
+    c.digest = batch_digest(in->bytes, in->len);
+    c.now = wallclock_ns(NULL);
+    stop = (char *)in->bytes + in->len;
+    for (p = (char *)in->bytes; p < stop; p++) number += *p == '\n';
+    if (!(in->events = (batch_event *)calloc(number + 1, sizeof *in->events)))
+        return fail(STATUS_FAILED, "publish --batch: out of memory for %llu lines", (unsigned long long)number + 1);
+    for (p = (char *)in->bytes, number = 1; status == STATUS_OK && p < stop; p = end + 1, number++) {
+        if (!(end = (char *)memchr(p, '\n', (size_t)(stop - p)))) end = stop;
+        *end = '\0'; /* read_all leaves a spare byte after the input */
+        status = batch_line(p, number, &c, &in->events[in->n], &is_event);
+        if (is_event && status == STATUS_OK) in->n++;
+    }
+    return status;
+}
+
+/* Counts the events by state. */
+static void batch_count(const batch_input *in, batch_totals *t)
+{
+    size_t i;
+    for (i = 0; i < in->n; i++) {
+        int state = in->events[i].state;
+        if (state == BATCH_PUBLISHED) t->published++;
+        else if (state == BATCH_DUPLICATE) t->duplicates++;
+        else if (state == BATCH_REFUSED) t->refused++;
+        else t->unacked++;
+    }
 }
 
 static void print_batch_summary(const batch_totals *t, int64_t started)
 {
     double seconds = (double)(monotonic_ns() - started) / 1e9;
-    char failed[40] = "";
-    if (t->failed) snprintf(failed, sizeof failed, ", %llu failed", (unsigned long long)t->failed);
-    printf("published %llu events (%llu duplicates%s) in %.2f s (%.0f events/s); last sequence %llu\n",
-           (unsigned long long)t->published, (unsigned long long)t->duplicates, failed, seconds,
-           seconds > 0 ? (double)t->published / seconds : 0.0, (unsigned long long)t->last_seq);
+    printf("published %llu events (%llu duplicates, %llu not acknowledged, %llu refused) in %.2f s (%.0f events/s); "
+           "last sequence %llu\n",
+           (unsigned long long)t->published, (unsigned long long)t->duplicates, (unsigned long long)t->unacked,
+           (unsigned long long)t->refused, seconds, seconds > 0 ? (double)t->published / seconds : 0.0,
+           (unsigned long long)t->last_seq);
 }
 
-static int publish_batch(const args *a)
+/* The one error line of a batch with events not acknowledged or refused. */
+static int batch_failure(const char *uri, const batch_totals *t)
+{
+    char unacked[300] = "", stopped[100] = "", refused[200] = "", id[OPSTATE_ID_TEXT_LEN + 1] = {0}, code[40] = "";
+    if (!t->unacked && !t->refused) return STATUS_OK;
+    if (t->stopped_at)
+        snprintf(stopped, sizeof stopped, "; sending stopped at line %llu: %s", (unsigned long long)t->stopped_at,
+                 opstate_result_str(t->stop_reason));
+    if (t->unacked)
+        snprintf(unacked, sizeof unacked, "%llu events not acknowledged (they may or may not be in the log: publish the "
+                 "same input, or the --unacked file, again; their ids make repeats duplicates)%s",
+                 (unsigned long long)t->unacked, stopped);
+    if (t->first_refused) {
+        opstate_id_to_text(&t->first_refused->ev.id, id);
+        if (t->js_error) snprintf(code, sizeof code, ", JetStream error %ld", t->js_error);
+        snprintf(refused, sizeof refused, "%s%llu events refused; the first, line %llu (id %s): %s%s", t->unacked ? "; " : "",
+                 (unsigned long long)t->refused, (unsigned long long)t->first_refused->line, id,
+                 opstate_result_str(t->refusal), code);
+    }
+    return fail(STATUS_FAILED, "publish --batch to %s: %s%s", quoted(uri), unacked, refused);
+}
+
+/* One event as a batch line with its id and time given, so that
+   publishing the line again sends the same event. */
+static void write_batch_line(FILE *f, const batch_event *e)
+{
+    char id[OPSTATE_ID_TEXT_LEN + 1] = {0};
+    const opstate_event *ev = &e->ev;
+    opstate_id_to_text(&ev->id, id);
+    fprintf(f, "id=%s time=%lldns %.*s %.*s ", id, (long long)ev->time, (int)ev->scope.len, (const char *)ev->scope.ptr,
+            (int)ev->kind.len, (const char *)ev->kind.ptr);
+    if (ev->key.len) fwrite(ev->key.ptr, 1, ev->key.len, f);
+    else fputc('-', f);
+    if (ev->op == OPSTATE_OP_PUT) fputs(" put", f);
+    else if (ev->op == OPSTATE_OP_DELETE) fputs(" delete", f);
+    else fprintf(f, " %lu", (unsigned long)ev->op);
+    if (ev->data.len) {
+        fputc(' ', f);
+        fwrite(ev->data.ptr, 1, ev->data.len, f);
+    }
+    fputc('\n', f);
+}
+
+/* --unacked FILE: every line not known to be in the log (not
+   acknowledged, not sent, refused), with its id and time. */
+static int write_unacked(const char *path, FILE *f, const batch_input *in)
+{
+    size_t i;
+    bool bad;
+    for (i = 0; i < in->n; i++)
+        if (in->events[i].state != BATCH_PUBLISHED && in->events[i].state != BATCH_DUPLICATE)
+            write_batch_line(f, &in->events[i]);
+    bad = ferror(f) != 0;
+    if (fclose(f) != 0) bad = true;
+    return bad ? fail(STATUS_FAILED, "--unacked %s: cannot write it: %s", quoted(path), strerror(errno)) : STATUS_OK;
+}
+
+/* The options of publish --batch (none of the single event's). */
+static int batch_options(const args *a, log_open_options *lo)
 {
     static const char *const single[] = {"--scope", "--kind", "--key", "--op", "--data", "--data-file",
                                          "--id", "--expect-seq", "--time", "--no-time", NULL};
-    log_open_options lo;
-    batch_totals t;
-    log_handle h;
-    char *line = NULL;
-    size_t cap = 0;
-    int64_t started = monotonic_ns();
-    int i, end, status = publish_log_options(a, true, &lo);
-    memset(&t, 0, sizeof t);
+    const char *wait = opt(a, "--ack-wait-ms");
+    int i, status = publish_log_options(a, true, lo);
     for (i = 0; single[i] && status == STATUS_OK; i++)
         if (flag(a, single[i])) status = fail(STATUS_USAGE, "publish: --batch and %s exclude each other (a line gives each event)", single[i]);
-    if (status != STATUS_OK || (status = log_open(a, &lo, &h)) != STATUS_OK) return status;
-    while (status == STATUS_OK && getline(&line, &cap, stdin) >= 0) status = publish_line(&h, lo.prefix, line, &t);
-    free(line);
-    end = h.batch_end(&h, &t, status == STATUS_OK); /* also after a bad line: what was sent is waited for */
-    if (status == STATUS_OK) status = end;
-    log_close(&h);
-    if (status == STATUS_OK || t.failed) print_batch_summary(&t, started);
+    if (status == STATUS_OK && wait) status = parse_u64("--ack-wait-ms", wait, 1, INT32_MAX, &lo->ack_wait_ms);
     return status;
 }
 
-static int run_publish(const args *a) { return flag(a, "--batch") ? publish_batch(a) : publish_one(a); }
+/* Publishes the parsed input; the summary on stdout, one error line for
+   events not acknowledged or refused. */
+static int batch_run(const args *a, const log_open_options *lo, batch_input *in, int64_t started)
+{
+    batch_totals t;
+    log_handle h;
+    int status = log_open(a, lo, &h);
+    memset(&t, 0, sizeof t);
+    if (status != STATUS_OK) return status;
+    status = h.batch_publish(&h, lo->prefix, in, &t);
+    log_close(&h);
+    if (status != STATUS_OK) return status;
+    batch_count(in, &t);
+    print_batch_summary(&t, started);
+    return batch_failure(h.uri, &t);
+}
+
+/* publish --batch: stdin is read and checked first, then --unacked FILE
+   opened (so FILE may be the input), then the log. */
+static int publish_batch(const args *a)
+{
+    const char *unacked_path = opt(a, "--unacked");
+    log_open_options lo;
+    batch_input in;
+    FILE *unacked = NULL;
+    int64_t started = monotonic_ns();
+    int status = batch_options(a, &lo);
+    memset(&in, 0, sizeof in);
+    if (status == STATUS_OK) status = batch_read(lo.prefix, &in);
+    if (status == STATUS_OK && unacked_path && !(unacked = fopen(unacked_path, "w")))
+        status = fail(errno == ENOENT ? STATUS_NOT_FOUND : STATUS_FAILED, "--unacked %s: %s", quoted(unacked_path),
+                      strerror(errno));
+    if (status == STATUS_OK) status = batch_run(a, &lo, &in, started);
+    if (unacked) {
+        int written = write_unacked(unacked_path, unacked, &in);
+        if (status == STATUS_OK) status = written;
+    }
+    free(in.events);
+    free(in.bytes);
+    return status;
+}
+
+static int run_publish(const args *a)
+{
+    static const char *const batch_only[] = {"--unacked", "--ack-wait-ms", NULL};
+    int i;
+    if (flag(a, "--batch")) return publish_batch(a);
+    for (i = 0; batch_only[i]; i++)
+        if (flag(a, batch_only[i])) return fail(STATUS_USAGE, "publish: %s goes with --batch", batch_only[i]);
+    return publish_one(a);
+}
 
 /* >>start --------------------------------------------------------------- */
 
@@ -2413,7 +2756,10 @@ static int run_import(const args *a)
 
 /* >>commands ------------------------------------------------------------ */
 
-#define OPT_LOG {"--log", "URI", "the log: lmdb:PATH (default " DEFAULT_LOG_URI ") or nats://HOST[:PORT]/STREAM|kv/BUCKET"}
+#define OPT_LOG                                                                                           \
+    {"--log", "URI", "the log: lmdb:PATH (default " DEFAULT_LOG_URI ") or nats://HOST[:PORT][,...]/STREAM|kv/BUCKET"}, \
+    {"--server", "URLS", "nats: the servers of a nats:///STREAM log, comma-separated (default $NATS_URL, else "   \
+                         "127.0.0.1:4222)"}
 #define OPT_PREFIX {"--prefix", "PREFIX", "subject prefix, dot-separated tokens (default " DEFAULT_PREFIX ")"}
 #define OPT_STATE {"--state", "DIR", "LMDB directory of the state (default: the log's PATH + .state)"}
 #define OPT_NAME {"--name", "NAME", "store name in that directory (default \"" DEFAULT_STORE_NAME "\")"}
@@ -2435,9 +2781,12 @@ static const option_spec publish_options[] = {
     {"--expect-seq", "N", "append only if the subject's last message is at sequence N (0: none yet)"},
     {"--time", "T", "event time (default: now)"},
     {"--no-time", NULL, "publish without an event time"},
-    {"--batch", NULL, "read events from stdin, one per line: <scope> <kind> <key> <op> [data]"},
+    {"--batch", NULL, "read events from stdin, one per line: " BATCH_LINE_FORM},
+    {"--unacked", "FILE", "--batch: write the lines not known to be appended to FILE, ids given (for the retry)"},
     {"--max-messages", "N", "nats: the stream keeps at most N messages (made so; an existing one must match)"},
     {"--max-per-subject", "N", "nats: the stream keeps at most N messages per subject (likewise)"},
+    {"--replicas", "N", "nats: a stream publish makes has N replicas, 1..5 (default 1; an existing one is kept)"},
+    {"--ack-wait-ms", "MS", "nats, --batch: wait this long for each 20,000 events' acknowledgments (default 30000)"},
     OPT_END};
 
 static const option_spec consume_options[] = {
@@ -2499,13 +2848,28 @@ static const option_spec import_options[] = {OPT_END};
 static const command_spec commands[] = {
     {"publish", "publish --scope S --kind K --op OP [--key K] [--data TEXT|-|--data-file F] [options]\n"
                 "       opstate publish --batch [--log URI] [--prefix P] < lines",
-     "Append one event to the log, or many with --batch", 
-     "--batch reads lines \"<scope> <kind> <key> <op> [data]\" (key - for none, data is the rest of\n"
-     "the line), skips blank lines and # comments, appends without an fsync per event and syncs once\n"
-     "at the end; on a nats:// log it publishes asynchronously and counts the acknowledgments\n"
-     "(duplicates, and events the server refused: exit 1). An --expect-seq conflict exits 1.\n"
-     "On a nats:// log, publish first ensures the stream: subjects \"<prefix>.>\" and the limits\n"
-     "given; an existing stream that differs is a conflict (exit 1), never changed.\n",
+     "Append one event to the log, or many with --batch",
+     "--batch reads all of stdin, one event a line:\n"
+     "    " BATCH_LINE_FORM "\n"
+     "(key - for none, data the rest of the line; a first token id=... or time=... is never a scope;\n"
+     "blank lines and # comments are skipped) and checks every line before it appends anything: a bad\n"
+     "line exits 2 naming it, nothing appended. A line without id= gets an id derived from a SHA-256\n"
+     "digest of the whole input and its line number: the same input, byte for byte, is the same events,\n"
+     "so publishing it again appends nothing twice. The log drops a repeated id within its duplicate\n"
+     "window (JetStream: the stream's Duplicates, 2 min by default; lmdb: the ids of its last 100,000\n"
+     "messages); beyond it only a consumer's recent-id window drops it. Another input (a byte changed,\n"
+     "a line added) gets other ids: give id= to control them. Lines without time= get the time the\n"
+     "input was read (the derived id does not depend on it).\n"
+     "On an lmdb: log the whole input is one transaction: all or nothing. On a nats:// log it goes out\n"
+     "asynchronously, 20,000 events at a time, each window's acknowledgments awaited (--ack-wait-ms);\n"
+     "every event ends published, duplicate, refused or not acknowledged (it may or may not be in the\n"
+     "stream; sending stops after that window), and the counts are printed. Refused or unacknowledged\n"
+     "events exit 1; --unacked FILE gets their lines with id= and time=, so publishing FILE (it may be\n"
+     "the input itself) sends the same events again.\n"
+     "An --expect-seq conflict exits 1. On a nats:// log, publish first ensures the stream: subjects\n"
+     "\"<prefix>.>\" and the limits and replicas given. An existing stream is used as it is, never\n"
+     "changed; it is refused (exit 1) only when its subjects do not cover \"<prefix>.>\", its retention\n"
+     "is not limits, or a limit given here differs.\n",
      publish_options, 0, 0, run_publish},
     {"consume", "consume [options]", "Fold the log into a state store: restore, read, apply, flush, until stopped",
      "At start it prints one line: the restore decision, its reason, the resume state and the\n"
@@ -2543,6 +2907,8 @@ static void print_main_help(FILE *out)
     for (i = 0; i < COMMAND_COUNT; i++) fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\nLogs:  lmdb:PATH                      an LMDB directory (default %s)\n"
                  "       nats://HOST[:PORT]/STREAM     a JetStream stream (port 4222 by default)\n"
+                 "       nats://H1:P1,H2:P2/STREAM     the same on a cluster (several servers)\n"
+                 "       nats:///STREAM                servers from --server URLS, else NATS_URL, else 127.0.0.1:4222\n"
                  "       nats://HOST[:PORT]/kv/BUCKET  a JetStream KV bucket, read-only\n"
                  "       (NATS auth and TLS from the environment: NATS_CREDS, NATS_USER + NATS_PASSWORD,\n"
                  "        NATS_CA, NATS_CERT + NATS_KEY)\n"

@@ -104,6 +104,8 @@ fi
 
 echo "== chaos: kill -9 of a consuming process, 200+ times"
 check_show "kill -9 chaos (state == fold up to the stored position)" sh -c "make -s $BUILD/kill9 && ./$BUILD/kill9"
+echo "== chaos: leader kills on a three-node JetStream cluster, R3 stream (short; make chaos runs the long one)"
+check_show "cluster chaos (leader killed mid-publish and mid-consume)" sh -c "make -s $BUILD/cluster_chaos && ./$BUILD/cluster_chaos"
 
 echo "== NATS companion tests (real nats-server on 127.0.0.1; plain, ASan+UBSan, valgrind)"
 if [[ -n $(ls tests/test_nats*.c 2>/dev/null) ]]; then

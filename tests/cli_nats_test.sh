@@ -37,6 +37,14 @@ LOG=$URL/OPS
 #   consumer-info S C    prints the JSON info of consumer C of stream S
 #   stream-wait S        waits (up to 5 s) until stream S exists
 #   stream-delete S      deletes stream S
+#   stream-create S SUBJECT RETENTION MAX_MSGS DISCARD
+#                        a stream as another NATS client would make it
+#                        (RETENTION limits|workqueue|interest, DISCARD old|new)
+#   stream-count S       prints its message count
+#   stream-reach S N     waits (up to 10 s) until stream S holds N messages
+#                        or more, and prints the count
+#   stream-ids S         prints "MESSAGES DISTINCT-IDS": every message read
+#                        through a push consumer, ids from Nats-Msg-Id
 js() {
   python3 - "$PORT" "$@" <<'EOF'
 import json, socket, sys, time
@@ -45,20 +53,52 @@ s = socket.create_connection(("127.0.0.1", port))
 f = s.makefile("rb")
 f.readline()  # INFO
 s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _R.> 1\r\n')
+def next_msg():
+    """(sid, headers, body) of the next message; answers PINGs."""
+    while True:
+        line = f.readline()
+        if not line:
+            sys.exit("js: connection closed")
+        if line.startswith(b"PING"):
+            s.sendall(b"PONG\r\n")
+        if line.startswith((b"MSG", b"HMSG")):
+            parts = line.split()
+            hlen = int(parts[-2]) if parts[0] == b"HMSG" else 0
+            payload = f.read(int(parts[-1]) + 2)[:-2]
+            return int(parts[2]), payload[:hlen], payload[hlen:]
 def request(subject, body=b"", header=b""):
     if header:
         h = b"NATS/1.0\r\n" + header + b"\r\n\r\n"
         s.sendall(b"HPUB %s _R.a %d %d\r\n%s%s\r\n" % (subject.encode(), len(h), len(h) + len(body), h, body))
     else:
         s.sendall(b"PUB %s _R.a %d\r\n%s\r\n" % (subject.encode(), len(body), body))
-    while not (line := f.readline()).startswith((b"MSG", b"HMSG")):
-        pass
-    r = json.loads(f.read(int(line.split()[-1]) + 2)[:-2] or b"{}")
+    while True:
+        sid, _, payload = next_msg()
+        if sid == 1:
+            break
+    r = json.loads(payload or b"{}")
     if "error" in r and not subject.startswith("$JS.API.STREAM.INFO."):
         sys.exit("js: %s: %s" % (subject, r["error"]))
     return r
+def ids(stream):
+    total = request("$JS.API.STREAM.INFO." + stream)["state"]["messages"]
+    s.sendall(b"SUB _D.ids 2\r\n")
+    request("$JS.API.CONSUMER.CREATE." + stream, json.dumps({"stream_name": stream, "config": {
+        "deliver_subject": "_D.ids", "ack_policy": "none", "deliver_policy": "all"}}).encode())
+    seen, count, end = set(), 0, time.time() + 60
+    while count < total and time.time() < end:
+        sid, headers, _ = next_msg()
+        if sid != 2:
+            continue
+        count += 1
+        for h in headers.split(b"\r\n"):
+            if h.lower().startswith(b"nats-msg-id:"):
+                seen.add(h.split(b":", 1)[1].strip())
+    print(count, len(seen))
+arity = {"kv-create": 1, "kv-put": 3, "kv-del": 2, "consumer-info": 2, "stream-wait": 1, "stream-delete": 1,
+         "stream-create": 5, "stream-count": 1, "stream-reach": 2, "stream-ids": 1}
 while ops:
-    op, n = ops[0], {"kv-create": 1, "kv-put": 3, "kv-del": 2, "consumer-info": 2, "stream-wait": 1, "stream-delete": 1}[ops[0]]
+    op, n = ops[0], arity[ops[0]]
     a, ops = ops[1:n + 1], ops[n + 1:]
     if op == "kv-create":
         request("$JS.API.STREAM.CREATE.KV_" + a[0], json.dumps({
@@ -75,8 +115,22 @@ while ops:
         end = time.time() + 5
         while "error" in request("$JS.API.STREAM.INFO." + a[0]) and time.time() < end:
             time.sleep(0.02)
-    else:
+    elif op == "stream-delete":
         request("$JS.API.STREAM.DELETE." + a[0])
+    elif op == "stream-create":
+        request("$JS.API.STREAM.CREATE." + a[0], json.dumps({
+            "name": a[0], "subjects": [a[1]], "retention": a[2], "max_msgs": int(a[3]), "discard": a[4],
+            "storage": "file", "num_replicas": 1}).encode())
+    elif op == "stream-count":
+        print(request("$JS.API.STREAM.INFO." + a[0])["state"]["messages"])
+    elif op == "stream-reach":
+        end, n = time.time() + 10, 0
+        while n < int(a[1]) and time.time() < end:
+            n = request("$JS.API.STREAM.INFO." + a[0]).get("state", {}).get("messages", 0)
+            time.sleep(0.002)
+        print(n)
+    else:
+        ids(a[0])
 EOF
 }
 
@@ -100,42 +154,57 @@ fails "publish --expect-seq conflict (exit 1)" 1 "--expect-seq 0: conflict on 'o
 expect "publish --expect-seq with the right sequence" 0 "at sequence 7 " -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 2 --expect-seq 6
 printf '# scope kind key op data\n\neu session s-1 put {"user":"ann"}\nus session s-2 put {"user":"bob"}\neu session s-1 delete\n' >"$T/batch.txt"
 op publish --log "$LOG" --batch <"$T/batch.txt"
-if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates) .* last sequence 10$" "$out"; then ok; else bad "publish --batch (async, acks counted)"; fi
-printf 'ap session s-3 put {}\nbad.scope order k put x\nap session s-4 put {}\n' >"$T/badbatch.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates, 0 not acknowledged, 0 refused) .* last sequence 10$" "$out"; then ok; else bad "publish --batch (async, acks counted)"; fi
+op publish --log "$LOG" --batch <"$T/batch.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 0 events (3 duplicates, 0 not acknowledged, 0 refused) .* last sequence 10$" "$out"; then ok; else bad "publish --batch of the same input again: all duplicates (derived ids)"; fi
+if [[ $(js stream-count OPS) -eq 10 ]]; then ok; else bad "the same batch twice: the stream holds it once"; fi
+printf 'ap session s-3 put {}\nap session s-4 put {}\nbad.scope order k put x\nap session s-5 put {}\n' >"$T/badbatch.txt"
 "$OPSTATE" publish --log "$URL/BATCHBAD" --prefix bb --batch <"$T/badbatch.txt" >"$out" 2>"$err"
-if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: stdin line 2: scope 'bad.scope'" "$err"; then ok; else bad "publish --batch, a bad line"; fi
-expect "publish --batch, a bad line: the lines before it are appended" 0 "^last: +seq 1 " -- info --log "$URL/BATCHBAD"
+if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 && ! -s $out ]] && grep -q "^opstate: stdin line 3: scope 'bad.scope'" "$err"; then ok; else bad "publish --batch, a bad line 3: exit 2, one line"; fi
+fails "publish --batch, a bad line: nothing was sent (not even the stream made)" 3 "no stream 'BATCHBAD'" -- info --log "$URL/BATCHBAD"
+"$OPSTATE" publish --log "$LOG" --prefix ops --batch <"$T/badbatch.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 && $(js stream-count OPS) -eq 10 ]]; then ok; else bad "publish --batch, a bad line 3, to an existing stream: nothing appended"; fi
 seq 1 3000 | awk '{ printf "s k key%d put {\"n\":%d}\n", $1 % 97, $1 }' >"$T/many.txt"
 op publish --log "$URL/MANY" --prefix many --batch <"$T/many.txt"
-if [[ $? -eq 0 ]] && grep -q "^published 3000 events (0 duplicates) .* last sequence 3000$" "$out"; then ok; else bad "publish --batch, 3000 events"; fi
+if [[ $? -eq 0 ]] && grep -q "^published 3000 events (0 duplicates, 0 not acknowledged, 0 refused) .* last sequence 3000$" "$out"; then ok; else bad "publish --batch, 3000 events"; fi
+printf '# again\n' | cat - "$T/many.txt" >"$T/many2.txt"
+op publish --log "$URL/MANY" --prefix many --batch <"$T/many2.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 3000 events (0 duplicates," "$out"; then ok; else bad "publish --batch, another input (one line more): other ids"; fi
+printf 'id=%s s k key1 put {"explicit":1}\nid=%s s k key1 put {"explicit":2}\n' "$ID" "$ID" >"$T/ids.txt"
+op publish --log "$URL/MANY" --prefix many --batch <"$T/ids.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 1 events (1 duplicates, 0 not acknowledged, 0 refused) .* last sequence 6001$" "$out"; then ok; else bad "publish --batch, id= given: the second line with the same id is a duplicate"; fi
 
-# Events the server refuses are counted and reported: the stream goes away
-# after publish ensured it and before the lines come (a FIFO orders it).
-mkfifo "$T/fifo"
-"$OPSTATE" publish --log "$URL/GONE" --prefix gone --batch <"$T/fifo" >"$out" 2>"$err" &
-pid=$!
-exec 4>"$T/fifo"
-js stream-wait GONE stream-delete GONE 2>>"$err"
-printf 'a k k1 put 1\na k k2 put 2\na k k3 put 3\n' >&4
-exec 4>&-
-wait "$pid"
+# Events the server refuses are counted, reported and written to --unacked:
+# a stream another client made with at most 2 messages, discard new.
+js stream-create LIMITED 'lt.>' limits 2 new 2>>"$err"
+printf 'a k k1 put 1\na k k2 put 2\na k k3 put 3\n' >"$T/three.txt"
+"$OPSTATE" publish --log "$URL/LIMITED" --prefix lt --batch --unacked "$T/refused.txt" <"$T/three.txt" >"$out" 2>"$err"
 rc=$?
-if [[ $rc -eq 1 && $(wc -l <"$err") -eq 1 ]] && grep -q "^published 0 events (0 duplicates, 3 failed) " "$out" &&
-  grep -Eq "^opstate: publish --batch to '$URL/GONE': 3 events were not appended; the first, id [0-9a-f-]{36}: " "$err"; then
+if [[ $rc -eq 1 && $(wc -l <"$err") -eq 1 ]] && grep -q "^published 2 events (0 duplicates, 0 not acknowledged, 1 refused) " "$out" &&
+  grep -Eq "^opstate: publish --batch to '$URL/LIMITED': 1 events refused; the first, line 3 \(id [0-9a-f-]{36}\): .*JetStream error [0-9]+$" "$err" &&
+  grep -Eq "^id=[0-9a-f-]{36} time=[0-9]+ns a k k3 put 3$" "$T/refused.txt" && [[ $(wc -l <"$T/refused.txt") -eq 1 ]]; then
   ok
 else
-  bad "publish --batch: refused events are counted and reported (exit $rc)"
+  bad "publish --batch: refused events are counted, reported and written to --unacked (exit $rc)"
 fi
 
 echo "== stream configuration"
-fails "another prefix on an existing stream: conflict (exit 1)" 1 "stream 'OPS' differs from what publish asks \(subjects 'other\.>'.*\): existing stream has other subjects; publish never changes a stream$" -- publish --log "$LOG" --prefix other --scope a --kind b --op put
+fails "another prefix on an existing stream: conflict (exit 1)" 1 "stream 'OPS' differs from what publish asks \(subjects 'other\.>'.*\): existing stream's subjects do not cover <prefix>\.>; publish never changes a stream$" -- publish --log "$LOG" --prefix other --scope a --kind b --op put
 fails "other limits on an existing stream: conflict (exit 1)" 1 "existing stream has another max_per_subject; publish never changes a stream$" -- publish --log "$LOG" --max-per-subject 5 --scope a --kind b --op put
 fails "--batch on a conflicting stream (exit 1)" 1 "existing stream has another max_messages" -- publish --log "$LOG" --max-messages 100 --batch
 fails "a new stream whose subjects overlap another's (exit 1)" 1 "cannot create stream 'OTHER': subjects 'ops\.>' overlap another stream's" -- publish --log "$URL/OTHER" --scope a --kind b --op put
 expect "a new stream with limits" 0 "at sequence 1 " -- publish --log "$URL/LIM" --prefix lim --max-per-subject 2 --max-messages 1000 --scope a --kind b --key k --op put --data 1
 expect "the same limits again" 0 "at sequence 2 " -- publish --log "$URL/LIM" --prefix lim --max-per-subject 2 --max-messages 1000 --scope a --kind b --key k --op put --data 2
-fails "no limits on a stream that has some: conflict (exit 1)" 1 "existing stream has another max_messages" -- publish --log "$URL/LIM" --prefix lim --scope a --kind b --op put
+expect "no limits asked: the stream's own are used" 0 "at sequence 3 " -- publish --log "$URL/LIM" --prefix lim --scope a --kind b --op put
+expect "--replicas 3 on an existing R1 stream: used as it is" 0 "at sequence 4 " -- publish --log "$URL/LIM" --prefix lim --replicas 3 --scope a --kind b --op put
+fails "--replicas 3 for a new stream on one server: the server refuses (exit 1)" 1 "--log '$URL/R3': ensuring stream 'R3': " -- publish --log "$URL/R3" --prefix r3 --replicas 3 --scope a --kind b --op put
+expect "--replicas 1 for a new stream" 0 "at sequence 1 " -- publish --log "$URL/R1" --prefix r1 --replicas 1 --scope a --kind b --op put
+fails "--replicas 6 (exit 2)" 2 "--replicas '6': out of range" -- publish --log "$URL/R1" --prefix r1 --replicas 6 --scope a --kind b --op put
+js stream-create WQ 'wq.>' workqueue -1 old stream-create WIDE 'wide.>' limits -1 old 2>>"$err"
+fails "a work-queue stream: refused, naming the retention (exit 1)" 1 "stream 'WQ' differs .*: existing stream has another retention policy" -- publish --log "$URL/WQ" --prefix wq --scope a --kind b --op put
+expect "a stream wider than <prefix>.>: used as it is" 0 "^published wide\.sub\.a\.b at sequence 1 " -- publish --log "$URL/WIDE" --prefix wide.sub --scope a --kind b --op put
 fails "stream limits on an lmdb: log (exit 2)" 2 "--max-per-subject: only for nats:// logs, not --log 'lmdb:" -- publish --log "lmdb:$T/lmdblog" --max-per-subject 2 --scope a --kind b --op put
+fails "--replicas on an lmdb: log (exit 2)" 2 "--replicas: only for nats:// logs, not --log 'lmdb:" -- publish --log "lmdb:$T/lmdblog" --replicas 3 --scope a --kind b --op put
 
 echo "== info"
 expect "info" 0 "^last: +seq 10 at 20[0-9-]+T[0-9:.]{18}Z$" -- info --log "$LOG"
@@ -209,7 +278,7 @@ fails "--scope on a bucket (exit 2)" 2 "a KV bucket takes no --scope or --filter
 fails "a missing bucket (exit 3)" 3 "no KV bucket 'nokv' on $URL$" -- info --log "$URL/kv/nokv"
 
 echo "== bad nats URIs (exit 2, one line)"
-fails "no stream" 2 "--log 'nats://127\.0\.0\.1:$PORT': no stream named \(use nats://HOST\[:PORT\]/STREAM or" -- info --log "nats://127.0.0.1:$PORT"
+fails "no stream" 2 "--log 'nats://127\.0\.0\.1:$PORT': no stream named \(use nats://HOST\[:PORT\]\[,HOST\[:PORT\]\.\.\.\]/STREAM, nats:///STREAM with --server or NATS_URL" -- info --log "nats://127.0.0.1:$PORT"
 fails "empty stream" 2 "stream '': a name is 1\.\.64 of" -- info --log "$URL/"
 fails "stream with a dot" 2 "stream 'a\.b': a name is 1\.\.64 of A-Z a-z 0-9 _ -" -- replay --log "$URL/a.b"
 fails "stream with a wildcard" 2 "stream '\*': a name is" -- consume --log "$URL/*"
@@ -217,14 +286,82 @@ fails "empty bucket" 2 "bucket '': a name is" -- info --log "$URL/kv/"
 fails "port not a number" 2 "the port is not a number 1\.\.65535" -- info --log nats://127.0.0.1:x/OPS
 fails "port out of range" 2 "the port is not a number 1\.\.65535" -- publish --log nats://127.0.0.1:65536/OPS --scope a --kind b --op put
 fails "no host" 2 "expected a host name or IPv4 address after nats://" -- info --log nats://:4222/OPS
-fails "credentials are refused, not echoed" 2 "--log: credentials in a nats:// URI are not supported \(nor echoed\)$" -- info --log nats://user:s3cret@127.0.0.1:4222/OPS
+fails "credentials are refused, not echoed" 2 "--log: credentials in a server URL are not supported \(nor echoed\): use NATS_USER and NATS_PASSWORD, or NATS_CREDS$" -- info --log nats://user:s3cret@127.0.0.1:4222/OPS
 fails "the scheme needs //" 2 "unknown log URI" -- info --log nats:127.0.0.1/OPS
 fails "a bad URI with the default state dir (inspect)" 2 "stream 'a\.b': a name is" -- inspect --log "$URL/a.b"
+
+echo "== several servers, --server, NATS_URL"
+NOPORT=$(nats_free_port)
+DEAD=127.0.0.1:$NOPORT
+expect "two servers in the URI, the first dead: connects through the second" 0 "^messages: +[0-9]+$" -- info --log "nats://$DEAD,127.0.0.1:$PORT/OPS"
+expect "nats:///STREAM with --server" 0 "^messages: +[0-9]+$" -- info --log nats:///OPS --server "$URL"
+expect "--server with several, nats:// optional, the first dead" 0 "^messages: +[0-9]+$" -- info --log nats:///OPS --server "$DEAD,nats://127.0.0.1:$PORT"
+if NATS_URL="nats://$DEAD,$URL" op info --log nats:///OPS && grep -q "^messages: " "$out"; then ok; else bad "nats:///STREAM with NATS_URL (two, the first dead)"; fi
+if NATS_URL="nats://$DEAD" op info --log nats:///OPS --server "$URL" && grep -q "^messages: " "$out"; then ok; else bad "--server wins over NATS_URL"; fi
+if NATS_URL="nats://$DEAD" op info --log "$LOG" && grep -q "^messages: " "$out"; then ok; else bad "servers in the URI win over NATS_URL"; fi
+if NATS_URL="nats://$DEAD" op info --log nats:///OPS; [[ $? -eq 1 ]] && grep -q "cannot connect to nats://$DEAD: " "$err"; then ok; else bad "NATS_URL is used (a dead one: exit 1, named)"; fi
+printf 'ns session s-9 put {}\n' | NATS_URL="$URL" "$OPSTATE" publish --log nats:///SRV --prefix srv --batch >"$out" 2>"$err"
+if [[ $? -eq 0 ]] && grep -q "^published 1 events " "$out"; then ok; else bad "publish --batch to nats:///STREAM with NATS_URL"; fi
+(cd "$T" && "$OPSTATE" consume --log "nats://127.0.0.1:$PORT,$DEAD/OPS" --exit-when-caught-up) >"$out" 2>"$err"
+if [[ $? -eq 0 ]] && grep -q "^decision: restore \[RESUME\]" "$out"; then ok; else bad "several servers: the default state dir is named after the first (the one-server dir is found)"; fi
+(cd "$T" && "$OPSTATE" inspect --log nats:///OPS --server "127.0.0.1:$PORT") >"$out" 2>"$err"
+if [[ $? -eq 0 ]] && grep -q "^position: " "$out"; then ok; else bad "nats:///STREAM --server: the same default state dir"; fi
+fails "--server with servers in the URI (exit 2)" 2 "--server: --log '$LOG' names its servers already \(use nats:///OPS with --server\)$" -- info --log "$LOG" --server "$URL"
+fails "--server on an lmdb: log (exit 2)" 2 "--server: only for nats:// logs, not --log 'lmdb:" -- info --log "lmdb:$T/lmdblog" --server "$URL"
+fails "--server on an lmdb: log, default state dir (exit 2)" 2 "--server: only for nats:// logs, not --log 'lmdb:" -- inspect --log "lmdb:$T/lmdblog" --server "$URL"
+fails "--server with credentials: refused, not echoed" 2 "--server: credentials in a server URL are not supported \(nor echoed\): use NATS_USER and NATS_PASSWORD, or NATS_CREDS$" -- info --log nats:///OPS --server "nats://me:s3cret@127.0.0.1:$PORT"
+if grep -q s3cret "$err"; then bad "a --server password is echoed"; else ok; fi
+if NATS_URL="tls://127.0.0.1:$PORT" op info --log nats:///OPS; [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: NATS_URL 'tls://127.0.0.1:$PORT': only nats:// servers" "$err"; then ok; else bad "NATS_URL tls://: exit 2, one line"; fi
+fails "--server with an empty item (exit 2)" 2 "--server 'a,,b': expected a host name or IPv4 address \(use \[nats://\]HOST\[:PORT\], comma-separated\)$" -- info --log nats:///OPS --server a,,b
+fails "--server with a bad port (exit 2)" 2 "--server '127\.0\.0\.1:0': the port is not a number 1\.\.65535" -- info --log nats:///OPS --server 127.0.0.1:0
+fails "an empty server in the URI (exit 2)" 2 "expected a host name or IPv4 address after nats://" -- info --log "nats://127.0.0.1:$PORT,/OPS"
+many=$(printf 'h%d,' $(seq 1 33))
+fails "33 servers (exit 2)" 2 "more than 32 servers$" -- info --log "nats://${many%,}/OPS"
 
 echo "== no server (exit 1)"
 NOPORT=$(nats_free_port)
 fails "info with no server" 1 "--log 'nats://127\.0\.0\.1:$NOPORT/OPS': cannot connect to nats://127\.0\.0\.1:$NOPORT: I/O error \(connect: " -- info --log "nats://127.0.0.1:$NOPORT/OPS"
 fails "publish with no server" 1 "cannot connect to" -- publish --log "nats://127.0.0.1:$NOPORT/OPS" --scope a --kind b --op put
+
+echo "== publish --batch through a server kill -9 (retry: every line once)"
+# restart_server: nats-server again on the same port and store (after a kill).
+restart_server() {
+  local i
+  nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$T/js" >>"$T/nats-server.log" 2>&1 &
+  NATS_PID=$!
+  for ((i = 0; i < 100; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+N=50000
+seq 1 $N | awk '{ printf "s k key%d put {\"n\":%d}\n", $1 % 997, $1 }' >"$T/kill.txt"
+js stream-reach KILL 2000 >"$T/reached" 2>>"$err" & # watching before the publish starts
+watcher=$!
+sleep 0.3
+"$OPSTATE" publish --log "$URL/KILL" --prefix kill --batch --ack-wait-ms 2000 --unacked "$T/kill-retry.txt" <"$T/kill.txt" >"$out" 2>"$err" &
+pid=$!
+wait "$watcher" # the server has stored some: kill -9 it
+{ kill -9 "$NATS_PID" && wait "$NATS_PID"; } 2>/dev/null
+n=$(cat "$T/reached")
+restart_server || bad "nats-server did not restart on port $PORT"
+wait "$pid"
+rc=$?
+echo "    (killed at $n stored; publish exit $rc: $(head -c 160 "$out"))"
+if [[ ($rc -eq 1 && -s $T/kill-retry.txt) || ($rc -eq 0 && ! -s $T/kill-retry.txt) ]] && grep -q "^published " "$out" &&
+  [[ $(wc -l <"$T/kill-retry.txt") -eq $(sed -n 's/.* \([0-9]*\) not acknowledged.*/\1/p' "$out") ]]; then
+  ok
+else
+  bad "publish --batch killed mid-way: a count, and the unacknowledged lines in --unacked (exit $rc)"
+fi
+cp "$T/kill-retry.txt" "$T/kill-retry-input.txt"
+op publish --log "$URL/KILL" --prefix kill --batch --unacked "$T/kill-retry.txt" <"$T/kill-retry-input.txt"
+if [[ $? -eq 0 && ! -s $T/kill-retry.txt ]]; then ok; else bad "publish --batch of the --unacked file after the restart"; fi
+op publish --log "$URL/KILL" --prefix kill --batch <"$T/kill.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 0 events ($N duplicates, 0 not acknowledged, 0 refused)" "$out"; then ok; else bad "publish --batch of the whole input again: all duplicates"; fi
+read -r msgs distinct < <(js stream-ids KILL 2>>"$err")
+if [[ $msgs -eq $N && $distinct -eq $N ]]; then ok; else bad "after a kill -9 and the retries the stream holds every line once ($msgs messages, $distinct ids, $N lines)"; fi
 
 echo "== authentication and TLS from the environment (servers of their own)"
 nats_server_stop

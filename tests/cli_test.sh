@@ -59,16 +59,52 @@ fails "publish --expect-seq conflict (exit 1)" 1 "--expect-seq 0: conflict on 'o
 expect "publish --expect-seq with the right sequence" 0 "at sequence 8 " -- publish --log "$LOG" --scope us --kind order --key o-5 --op put --data 2 --expect-seq 7
 printf '# scope kind key op data\n\neu session s-1 put {"user":"ann"}\nus session s-2 put {"user":"bob"} \n eu  session  s-1  delete\n' >"$T/batch.txt"
 op publish --log "$LOG" --batch <"$T/batch.txt"
-if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates) .* last sequence 11$" "$out"; then ok; else bad "publish --batch"; fi
+if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates, 0 not acknowledged, 0 refused) .* last sequence 11$" "$out"; then ok; else bad "publish --batch"; fi
+op publish --log "$LOG" --batch --unacked "$T/unacked.txt" <"$T/batch.txt"
+if [[ $? -eq 0 && -f $T/unacked.txt && ! -s $T/unacked.txt ]] && grep -q "^published 0 events (3 duplicates, 0 not acknowledged, 0 refused) .* last sequence 11$" "$out"; then ok; else bad "publish --batch of the same input again: nothing added (derived ids), --unacked empty"; fi
 printf 'ap audit - 17 free text with spaces\n' | "$OPSTATE" publish --log "$APPLOG" --batch >"$out" 2>"$err"
 if [[ $? -eq 0 ]] && grep -q "^published 1 events .* last sequence 2$" "$out"; then ok; else bad "publish --batch, an application op"; fi
 json "replay --json of application ops: both poison, data kept in the log" 'd["applied"] == 0 and d["poison"] == 2' -- replay --log "$APPLOG" --json
-printf 'eu order o-9 put {}\nbad.scope order k put x\n' >"$T/badbatch.txt"
-"$OPSTATE" publish --log "lmdb:$T/batchlog" --batch <"$T/badbatch.txt" >"$out" 2>"$err"
-if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: stdin line 2: scope 'bad.scope': a scope is one subject token" "$err"; then ok; else bad "publish --batch, a bad line"; fi
+BLOG="lmdb:$T/batchlog"
+printf 'eu order o-9 put {}\n' | "$OPSTATE" publish --log "$BLOG" --batch >/dev/null
+printf 'eu order o-9 put {}\neu order o-10 put {}\nbad.scope order k put x\neu order o-11 put {}\n' >"$T/badbatch.txt"
+"$OPSTATE" publish --log "$BLOG" --batch --unacked "$T/none.txt" <"$T/badbatch.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 && ! -s $out && ! -e $T/none.txt ]] && grep -q "^opstate: stdin line 3: scope 'bad.scope': a scope is one subject token" "$err"; then ok; else bad "publish --batch, a bad line 3: exit 2, one line"; fi
+expect "publish --batch, a bad line 3: nothing appended" 0 "^messages: +1$" -- info --log "$BLOG"
 printf 'eu order\n' >"$T/shortbatch.txt"
-"$OPSTATE" publish --log "lmdb:$T/batchlog" --batch <"$T/shortbatch.txt" >"$out" 2>"$err"
-if [[ $? -eq 2 ]] && grep -q "^opstate: stdin line 1: expected" "$err"; then ok; else bad "publish --batch, a short line"; fi
+"$OPSTATE" publish --log "$BLOG" --batch <"$T/shortbatch.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 ]] && grep -q "^opstate: stdin line 1: expected \"\[id=UUID\] \[time=T\] <scope> <kind> <key> <op> \[data\]\"" "$err"; then ok; else bad "publish --batch, a short line"; fi
+# One transaction for the whole input: 10,000 lines (more than the 4,096 of
+# a chunk), the last with a subject longer than the LMDB log takes.
+{ seq 1 9999 | awk '{ printf "big k key%d put %d\n", $1, $1 }'; printf 'big k %0600d put x\n' 0; } >"$T/big.txt"
+"$OPSTATE" publish --log "$BLOG" --batch <"$T/big.txt" >"$out" 2>"$err"
+if [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: publish --batch of 10000 events to .lmdb:.*.: nothing appended (failed at line 10000): invalid argument " "$err"; then ok; else bad "publish --batch refused at its last line: exit 2, one line"; fi
+expect "publish --batch refused at its last line: nothing appended (one transaction)" 0 "^messages: +1$" -- info --log "$BLOG"
+head -n 9999 "$T/big.txt" >"$T/big-ok.txt"
+op publish --log "$BLOG" --batch <"$T/big-ok.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 9999 events (0 duplicates" "$out"; then ok; else bad "publish --batch, 9999 events in one transaction"; fi
+op publish --log "$BLOG" --batch <"$T/big-ok.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 0 events (9999 duplicates" "$out"; then ok; else bad "publish --batch, 9999 events again: nothing added"; fi
+expect "publish --batch twice: the log holds every line once" 0 "^messages: +10000$" -- info --log "$BLOG"
+printf 'dup k same put 1\ndup k same put 1\n' >"$T/twice.txt"
+op publish --log "$BLOG" --batch <"$T/twice.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 2 events (0 duplicates" "$out"; then ok; else bad "publish --batch, two equal lines: two events"; fi
+printf '# another file\ndup k same put 1\ndup k same put 1\n' >"$T/twice2.txt"
+op publish --log "$BLOG" --batch <"$T/twice2.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 2 events (0 duplicates" "$out"; then ok; else bad "publish --batch, another input with the same lines: other ids"; fi
+BID=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c
+printf 'id=%s time=2026-11-23T10:00:00Z eu order o-12 put {"v":1}\ntime=1ns id=%s eu order o-12 put {"v":2}\n' "$BID" "$BID" >"$T/ids.txt"
+op publish --log "$BLOG" --batch <"$T/ids.txt"
+if [[ $? -eq 0 ]] && grep -q "^published 1 events (1 duplicates" "$out"; then ok; else bad "publish --batch with id= and time=: one id twice, once appended"; fi
+expect "publish --batch id=: the event has that id" 0 "^duplicate: id $BID is already at sequence 10005" -- publish --log "$BLOG" --scope eu --kind order --key o-12 --op put --id "$BID"
+printf 'id=nope eu order o-1 put x\n' | "$OPSTATE" publish --log "$BLOG" --batch >"$out" 2>"$err"
+if [[ $? -eq 2 ]] && grep -q "^opstate: stdin line 1: id 'nope': expected a lowercase UUID" "$err"; then ok; else bad "publish --batch, a bad id="; fi
+printf '\ntime=yesterday eu order o-1 put x\n' | "$OPSTATE" publish --log "$BLOG" --batch >"$out" 2>"$err"
+if [[ $? -eq 2 ]] && grep -q "^opstate: stdin line 2: time 'yesterday': not a time" "$err"; then ok; else bad "publish --batch, a bad time="; fi
+printf 'id=%s id=%s eu order o-1 put x\n' "$BID" "$BID" | "$OPSTATE" publish --log "$BLOG" --batch >"$out" 2>"$err"
+if [[ $? -eq 2 ]] && grep -q "^opstate: stdin line 1: id= given twice" "$err"; then ok; else bad "publish --batch, id= twice"; fi
+fails "--unacked in a missing directory (exit 3)" 3 "--unacked '$T/no/such': No such file" -- publish --log "$BLOG" --batch --unacked "$T/no/such"
+fails "--ack-wait-ms on an lmdb: log (exit 2)" 2 "--ack-wait-ms: only for nats:// logs" -- publish --log "$BLOG" --batch --ack-wait-ms 5
 
 echo "== info"
 expect "info" 0 "^last: +seq 11 at 20[0-9-]+T[0-9:.]{18}Z$" -- info --log "$LOG"
@@ -159,6 +195,7 @@ fails "replay --scope + --filter" 2 "replay: --scope and --filter exclude each o
 fails "publish --data + --data-file" 2 "publish: --data and --data-file exclude each other" -- publish --log "$LOG" --scope a --kind b --op put --data x --data-file "$T/payload.json"
 fails "publish --time + --no-time" 2 "publish: --time and --no-time exclude each other" -- publish --log "$LOG" --scope a --kind b --op put --time 1ns --no-time
 fails "publish --batch + --scope" 2 "publish: --batch and --scope exclude each other" -- publish --log "$LOG" --batch --scope a
+fails "publish --unacked without --batch" 2 "publish: --unacked goes with --batch" -- publish --log "$LOG" --scope a --kind b --op put --unacked "$T/u.txt"
 fails "inspect --json + --keys" 2 "inspect: --json and --keys exclude each other" -- inspect --log "$LOG" --json --keys
 
 echo "== bad input"

@@ -64,7 +64,14 @@
      poison_stop, poison_skip    poison policy and its record
      live_gap, live_gap_all_evicted, live_stream_recreated
                                  eviction and recreation under a live consumer
-     schema_versions             newer refused, older upgraded or replayed */
+     schema_versions             newer refused, older upgraded or replayed
+     fault_log                   a transport that drops, duplicates, reorders
+                                 and delays deliveries and fails reads
+                                 (tests/fault_log.h), many seeds, filtered or
+                                 not, with and without a crash: every event
+                                 applied exactly once, state == the fold
+     unproven_hole_stops         a hole never vouched for: bounded re-reads,
+                                 then GAP; the mark does not pass it */
 #ifndef DRIVER_SUITE_H
 #define DRIVER_SUITE_H
 
@@ -75,6 +82,7 @@
 #include <stdbool.h>
 
 #include "../opstate.h"
+#include "fault_log.h"
 #include "test_bytes.h"
 #include "runner.h"
 
@@ -114,6 +122,7 @@ typedef struct driver_backend {
        the log reports). */
     bool (*set_clock)(void *env, int64_t publish_ns);
     void (*destroy)(void *env);
+    uint32_t fault_seeds; /* seeds the fault_log test runs (0: 1000) */
 } driver_backend;
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -2513,6 +2522,182 @@ DRV_STATIC void driver_test_schema_versions(const driver_backend *b)
     drv_teardown(x);
 }
 
+/* ---- a transport that loses, doubles, reorders and delays --------------- */
+
+/* What the fault_log runs of one test did, for the closing line. */
+typedef struct drv_fault_totals {
+    uint64_t seeds, dropped, duplicated, reordered, delayed, failed, rereads, gaps, crashes, lost, doubled;
+} drv_fault_totals;
+
+/* An event applied `got` times where `want` was due: lost or doubled. */
+DRV_STATIC void drv_fault_count(drv_fault_totals *t, uint32_t want, uint32_t got)
+{
+    t->lost += got < want;
+    t->doubled += got > want;
+}
+
+/* The consumer of one seed: polls (a random count each) until its mark is
+   at `last`, riding over the log's injected failures; with crash_after,
+   crashes once after that many polls and reopens. Returns the position
+   committed before the crash (0: none or no crash). */
+DRV_STATIC uint64_t drv_fault_consume(drv_ctx *x, fault_log *f, const char *filter, uint64_t last, uint32_t crash_after,
+                                      drv_fault_totals *t)
+{
+    opstate_consumer_config cfg = drv_cfg(x);
+    opstate_consumer *c = NULL;
+    opstate_poll_result res;
+    uint64_t mark = 0;
+    uint32_t polls;
+    cfg.log = fault_log_iface(f);
+    cfg.filter = str(filter);
+    cfg.apply = drv_apply;
+    cfg.apply_user = x;
+    cfg.flush_every = 1 + fault_log_below(f, 4);
+    cfg.batch = 1 + fault_log_below(f, 8);
+    for (polls = 0; polls < 20000; polls++) {
+        opstate_result r;
+        if (!c && opstate_consumer_open(&cfg, &c, NULL) != OPSTATE_OK) continue; /* an injected failure */
+        if (opstate_consumer_position(c).seq >= last) break;
+        if (polls == crash_after) {
+            mark = drv_committed(x).position.seq;
+            drv_crash(x, c);
+            c = NULL;
+            x->session = 1;
+            t->crashes++;
+            continue;
+        }
+        r = opstate_consumer_poll(c, 1 + fault_log_below(f, 6), 0, &res, NULL);
+        t->gaps += r == OPSTATE_GAP;
+        CHECK(r == OPSTATE_OK || r == OPSTATE_TIMEOUT || r == OPSTATE_GAP);
+    }
+    if (!c) {
+        runner_fail(__FILE__, __LINE__, "the consumer never reopened");
+        return mark;
+    }
+    CHECK_EQ_U64(opstate_consumer_position(c).seq, last);
+    t->rereads += opstate_consumer_get_status(c)->rereads;
+    CHECK(opstate_consumer_close(c, NULL) == OPSTATE_OK);
+    return mark;
+}
+
+/* One seed: every event of the filter applied exactly once (across a
+   crash: at or below the committed mark in the first session only, above
+   it in the second), nothing else applied, state == the expected fold. */
+DRV_STATIC void drv_fault_run(drv_ctx *x, uint64_t seed, const drv_set *s1, const opstate_kv *want_all,
+                              const opstate_kv *want_s1, drv_fault_totals *t)
+{
+    fault_log f;
+    bool filtered = seed % 2 == 0;
+    uint32_t crash_after, i;
+    uint64_t last = 0, mark;
+    for (i = 0; i < x->n; i++)
+        if (!filtered || drv_set_has(s1, x->seqs[i])) last = x->seqs[i];
+    drv_label(x, "seed", filtered ? "filter ops.s1.>" : "all", (unsigned long)seed, 0);
+    drv_reset_store(x);
+    drv_reset_counts(x);
+    fault_log_init(&f, x->log, seed);
+    crash_after = seed % 3 == 0 ? 1 + fault_log_below(&f, 12) : UINT32_MAX;
+    mark = drv_fault_consume(x, &f, filtered ? DRV_PREFIX ".s1.>" : NULL, last, crash_after, t);
+    for (i = 0; i < x->n; i++) {
+        uint32_t mine = !filtered || drv_set_has(s1, x->seqs[i]);
+        if (x->session == 0) { /* no crash */
+            drv_fault_count(t, mine, x->applies[0][i]);
+        } else if (x->seqs[i] <= mark) { /* committed before the crash: never again */
+            drv_fault_count(t, mine, x->applies[0][i]);
+            drv_fault_count(t, 0, x->applies[1][i]);
+        } else { /* lost in the crash: applied again, once */
+            drv_fault_count(t, mine, x->applies[1][i]);
+            CHECK(x->applies[0][i] <= mine);
+        }
+    }
+    CHECK_EQ_U64(t->lost, 0);
+    CHECK_EQ_U64(t->doubled, 0);
+    CHECK_EQ_U64(x->foreign, 0);
+    CHECK(drv_check_store(x, filtered ? want_s1 : want_all, true));
+    t->seeds++;
+    t->dropped += f.dropped;
+    t->duplicated += f.duplicated;
+    t->reordered += f.reordered;
+    t->delayed += f.delayed;
+    t->failed += f.failed;
+}
+
+/* The gap rule under faults: the mark never passes an event it did not
+   apply, whatever the transport does (DESIGN.md "Gaps while live"). */
+DRV_STATIC void driver_test_fault_log(const driver_backend *b)
+{
+    drv_ctx *x = drv_setup(b, 0);
+    drv_fault_totals t;
+    opstate_kv *want_all, *want_s1;
+    drv_set s1;
+    uint64_t seed, seeds = b && b->fault_seeds ? b->fault_seeds : 1000;
+    size_t i;
+    REQUIRE(x);
+    REQUIRE(drv_publish_ops(x, drv_workload, DRV_WORKLOAD_N));
+    memset(&s1, 0, sizeof s1);
+    memset(&t, 0, sizeof t);
+    for (i = 0; i < DRV_WORKLOAD_N; i++)
+        if (strcmp(drv_workload[i].scope, "s1") == 0) drv_set_add(&s1, x->seqs[i]);
+    want_all = drv_fold(x, NULL);
+    want_s1 = drv_fold(x, &s1);
+    for (seed = 1; seed <= seeds && want_all && want_s1 && !runner_failed_now(); seed++)
+        drv_fault_run(x, seed, &s1, want_all, want_s1, &t);
+    printf("    fault log (%s): %llu seeds, %llu dropped, %llu duplicated, %llu reordered, %llu delayed, %llu failed; "
+           "%llu holes re-read, %llu GAP stops, %llu crashes; events lost %llu, applied twice %llu\n",
+           b->name, (unsigned long long)t.seeds, (unsigned long long)t.dropped, (unsigned long long)t.duplicated,
+           (unsigned long long)t.reordered, (unsigned long long)t.delayed, (unsigned long long)t.failed,
+           (unsigned long long)t.rereads, (unsigned long long)t.gaps, (unsigned long long)t.crashes,
+           (unsigned long long)t.lost, (unsigned long long)t.doubled);
+    CHECK(t.dropped > 0 && t.rereads > 0); /* the faults happened and the rule was exercised */
+    opstate_kv_destroy(want_all);
+    opstate_kv_destroy(want_s1);
+    drv_teardown(x);
+}
+
+/* A hole the log never vouches for (other subjects under a filter, read
+   through a log that cannot tell) is re-read a bounded number of times,
+   then poll stops with GAP; the mark never passes it, nothing after it is
+   applied, and once the log vouches again the consumer goes on. */
+DRV_STATIC void driver_test_unproven_hole_stops(const driver_backend *b)
+{
+    drv_ctx *x = drv_setup(b, 0);
+    fault_log f;
+    opstate_consumer_config cfg;
+    opstate_consumer *c = NULL;
+    opstate_poll_result res;
+    opstate_result r = OPSTATE_OK;
+    uint64_t before_hole;
+    unsigned polls;
+    REQUIRE(x);
+    REQUIRE(drv_publish(x, "s1", "a", OPSTATE_OP_PUT, "a1") == 1);
+    REQUIRE(drv_publish(x, "s2", "d", OPSTATE_OP_PUT, "d1") == 2);
+    REQUIRE(drv_publish(x, "s1", "b", OPSTATE_OP_PUT, "b1") == 3);
+    fault_log_init(&f, x->log, 1);
+    f.drop = f.duplicate = f.reorder = f.delay = f.fail = 0;
+    f.no_vouching = true;
+    cfg = drv_cfg(x);
+    cfg.log = fault_log_iface(&f);
+    cfg.filter = str(DRV_PREFIX ".s1.>");
+    cfg.apply = drv_apply;
+    cfg.apply_user = x;
+    drv_reset_counts(x);
+    REQUIRE(opstate_consumer_open(&cfg, &c, NULL) == OPSTATE_OK);
+    for (polls = 0; polls < 20 && (r = opstate_consumer_poll(c, 0, 0, &res, NULL)) == OPSTATE_OK; polls++) continue;
+    CHECK(r == OPSTATE_GAP);
+    before_hole = opstate_consumer_position(c).seq;
+    CHECK_EQ_U64(before_hole, 1);
+    CHECK_EQ_U64(x->applies[0][0], 1);
+    CHECK_EQ_U64(x->applies[0][2], 0); /* nothing past the hole */
+    CHECK(opstate_consumer_get_status(c)->rereads > 0);
+    CHECK(opstate_consumer_poll(c, 0, 0, &res, NULL) == OPSTATE_GAP); /* it stays stopped */
+    f.no_vouching = false;
+    CHECK(drv_drain(c, 0, NULL) == OPSTATE_OK);
+    CHECK_EQ_U64(opstate_consumer_position(c).seq, 3);
+    CHECK_EQ_U64(x->applies[0][2], 1);
+    CHECK(opstate_consumer_close(c, NULL) == OPSTATE_OK);
+    drv_teardown(x);
+}
+
 /* ---- the suite ------------------------------------------------------------ */
 
 #define DRIVER_SUITE(name, factory)                                                                            \
@@ -2537,6 +2722,8 @@ DRV_STATIC void driver_test_schema_versions(const driver_backend *b)
     TEST(driver_##name, live_gap) { driver_test_live_gap(factory()); }                                        \
     TEST(driver_##name, live_gap_all_evicted) { driver_test_live_gap_all_evicted(factory()); }                \
     TEST(driver_##name, live_stream_recreated) { driver_test_live_stream_recreated(factory()); }              \
-    TEST(driver_##name, schema_versions) { driver_test_schema_versions(factory()); }
+    TEST(driver_##name, schema_versions) { driver_test_schema_versions(factory()); }                          \
+    TEST(driver_##name, fault_log) { driver_test_fault_log(factory()); }                                      \
+    TEST(driver_##name, unproven_hole_stops) { driver_test_unproven_hole_stops(factory()); }
 
 #endif /* DRIVER_SUITE_H */

@@ -114,6 +114,7 @@ static opstate_event nt_ev(const char *scope, const char *kind, const char *key,
 /* JetStream request timeout of the connections nt_setup makes (0: the
    library's default). */
 static int64_t nt_request_timeout_ms;
+static int64_t nt_transient_wait_ms; /* nt_log_open's transient_wait_ms (0: the default) */
 
 typedef struct nt_ctx {
     opstate_nats *n;
@@ -151,6 +152,7 @@ static opstate_result nt_log_open(opstate_nats *n, const char *stream, opstate_n
     memset(&lc, 0, sizeof lc);
     lc.stream = stream;
     lc.first_message_wait_ms = 2000;
+    lc.transient_wait_ms = nt_transient_wait_ms;
     return opstate_nats_log_open(n, &lc, out, &err);
 }
 
@@ -490,8 +492,12 @@ TEST(nats, stream_ensure)
     CHECK(opstate_nats_stream_ensure(x.n, &sc, &err) == OPSTATE_CONFLICT);
     CHECK(err.field != NULL && strstr(err.field, "max_messages") != NULL);
 
-    CASE("other storage kind");
+    CASE("no limit asked: the stream's own max_per_subject (5) is used");
+    sc.max_per_subject = 0;
     sc.max_messages = 0;
+    CHECK(opstate_nats_stream_ensure(x.n, &sc, &err) == OPSTATE_OK);
+
+    CASE("other storage kind");
     sc.memory_storage = true;
     memset(&err, 0, sizeof err);
     CHECK(opstate_nats_stream_ensure(x.n, &sc, &err) == OPSTATE_CONFLICT);
@@ -622,6 +628,104 @@ TEST(nats, publish_dedup)
     CHECK(opstate_nats_publish_wait(x.lg, 1000, nt_collect, &outs, &err) == OPSTATE_OK);
     CHECK_EQ_U64(outs.n, 0);
     nt_teardown(&x, true);
+}
+
+/* ---- publish: every event reported once, acknowledged or not ------------ */
+
+#define NT_UNACKED_N 500
+
+/* Outcomes of a window of NT_UNACKED_N events: how often each was
+   reported, and how many as TIMEOUT (not acknowledged). */
+typedef struct nt_tally {
+    const opstate_event *evs;
+    unsigned reported[NT_UNACKED_N];
+    size_t total, timeouts, unknown;
+} nt_tally;
+
+static void nt_tally_outcome(void *user, const opstate_nats_outcome *o)
+{
+    nt_tally *t = (nt_tally *)user;
+    size_t i;
+    t->total++;
+    if (o->result == OPSTATE_TIMEOUT) t->timeouts++;
+    for (i = 0; i < NT_UNACKED_N && !opstate_id_equal(&t->evs[i].id, &o->id); i++) continue;
+    if (i < NT_UNACKED_N) t->reported[i]++;
+    else t->unknown++;
+}
+
+/* Publishes evs asynchronously and waits up to wait_ms; *t gets the tally. */
+static opstate_result nt_publish_window(nt_ctx *x, const opstate_event *evs, int64_t wait_ms, nt_tally *t)
+{
+    opstate_error err;
+    size_t i;
+    memset(t, 0, sizeof *t);
+    t->evs = evs;
+    for (i = 0; i < NT_UNACKED_N; i++)
+        if (opstate_nats_publish_async(x->lg, str(x->prefix), &evs[i], NULL, &err) != OPSTATE_OK) return err.result;
+    return opstate_nats_publish_wait(x->lg, wait_ms, nt_tally_outcome, t, &err);
+}
+
+/* Each event exactly once, none unknown. */
+static bool nt_each_once(const nt_tally *t)
+{
+    size_t i;
+    for (i = 0; i < NT_UNACKED_N; i++)
+        if (t->reported[i] != 1) return false;
+    return t->unknown == 0 && t->total == NT_UNACKED_N;
+}
+
+/* opstate_nats_publish_wait reports every event sent exactly once: the
+   unacknowledged ones (a stopped server, then a killed one) as TIMEOUT,
+   within the wait and never later; republished with the same ids they are
+   stored once. */
+TEST(nats, publish_wait_reports_unacknowledged)
+{
+    static opstate_event evs[NT_UNACKED_N];
+    nats_server srv = {0};
+    nt_ctx x;
+    nt_tally t;
+    int64_t started;
+    size_t i;
+    REQUIRE(nt_start(&srv) == 0);
+    if (nt_setup(&x, srv.url, "T_UNACKED", "ua", 0, 0) != 0) {
+        CHECK(!"setup");
+        nats_server_stop(&srv);
+        return;
+    }
+    for (i = 0; i < NT_UNACKED_N; i++) evs[i] = nt_ev("s", "k", i % 2 ? "a" : "b", OPSTATE_OP_PUT, "v");
+
+    CASE("a stopped server: all TIMEOUT, each once, within the wait");
+    kill(srv.pid, SIGSTOP);
+    started = nt_mono_ms();
+    CHECK(nt_publish_window(&x, evs, 700, &t) == OPSTATE_TIMEOUT);
+    CHECK(nt_mono_ms() - started < 7000);
+    CHECK(nt_each_once(&t));
+    CHECK_EQ_U64(t.timeouts, NT_UNACKED_N);
+    kill(srv.pid, SIGCONT);
+
+    CASE("their late acknowledgments are not reported");
+    nats_server_sleep_ms(300);
+    memset(&t, 0, sizeof t);
+    t.evs = evs;
+    CHECK(opstate_nats_publish_wait(x.lg, 1000, nt_tally_outcome, &t, NULL) == OPSTATE_OK);
+    CHECK_EQ_U64(t.total, 0);
+
+    CASE("the same events again: acknowledged, stored once");
+    CHECK(nt_publish_window(&x, evs, 5000, &t) == OPSTATE_OK);
+    CHECK(nt_each_once(&t));
+    CHECK_EQ_U64(t.timeouts, 0);
+    CHECK_EQ_U64(nt_info(&x).messages, NT_UNACKED_N);
+
+    CASE("a killed server: the wait ends in TIMEOUT, each event reported once");
+    for (i = 0; i < NT_UNACKED_N; i++) evs[i] = nt_ev("s", "k", "c", OPSTATE_OP_PUT, "w");
+    nats_server_kill(&srv, SIGKILL);
+    started = nt_mono_ms();
+    CHECK(nt_publish_window(&x, evs, 700, &t) == OPSTATE_TIMEOUT);
+    CHECK(nt_mono_ms() - started < 7000);
+    CHECK(nt_each_once(&t));
+    CHECK_EQ_U64(t.timeouts, NT_UNACKED_N);
+    nt_teardown(&x, false);
+    nats_server_stop(&srv);
 }
 
 /* ---- optimistic concurrency --------------------------------------------- */
@@ -1189,8 +1293,10 @@ TEST(nats, server_kill_restart)
     int64_t end;
     REQUIRE(nt_start(&srv) == 0);
     nt_request_timeout_ms = 500; /* polls while the server is down fail fast */
+    nt_transient_wait_ms = 1000;  /* ... after riding through for a second */
     i = nt_setup(&x, srv.url, "T_KILL", "kill", 0, 0);
     nt_request_timeout_ms = 0;
+    nt_transient_wait_ms = 0;
     if (i != 0 || opstate_memstore_create(NULL, &ms) != OPSTATE_OK) {
         CHECK(!"setup");
         nt_teardown(&x, false);
@@ -1862,7 +1968,9 @@ TEST(nats, last_per_subject_without_consumer_info)
     sc.prefix = "ni";
     CHECK(opstate_nats_stream_ensure(admin, &sc, &err) == OPSTATE_OK);
     CHECK(nt_log_open(admin, "T_NOINFO", &lg_admin) == OPSTATE_OK);
+    nt_transient_wait_ms = 1000; /* a denial looks like a transient: ridden through for a second only */
     CHECK(nt_log_open(noinfo, "T_NOINFO", &lg) == OPSTATE_OK);
+    nt_transient_wait_ms = 0;
     if (lg_admin && lg) {
         log_admin = opstate_nats_log_iface(lg_admin);
         log = opstate_nats_log_iface(lg);
@@ -2319,46 +2427,120 @@ TEST(nats, durable_short_waits)
     nt_teardown(&x, true);
 }
 
-/* A stream whose retention or discard policy or byte limit is not what
-   opstate needs (a work queue deletes what a consumer acks) is refused,
-   not used. */
-TEST(nats, stream_ensure_refuses_other_policies)
+/* Makes stream `name` with nats.c directly (not through opstate): subjects
+   as given, the policies and limits of `c` (Name and Subjects are set
+   here). */
+static int nt_raw_stream(opstate_nats *n, const char *name, const char **subjects, int count, jsStreamConfig *c)
 {
-    static const char *const names[3] = {"T_WQ", "T_DISC", "T_BYTES"};
-    static const char *const fields[3] = {"retention", "discard", "max_bytes"};
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    natsStatus s;
+    opstate_nats_stream_delete(n, name, NULL);
+    c->Name = name;
+    c->Subjects = subjects;
+    c->SubjectsLen = count;
+    s = js_AddStream(&si, opstate_nats_jetstream(n), c, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+    return s == NATS_OK ? 0 : -1;
+}
+
+/* opstate_nats_stream_ensure(stream, prefix) with nothing else asked. */
+static opstate_result nt_ensure(opstate_nats *n, const char *stream, const char *prefix, int replicas, opstate_error *err)
+{
+    opstate_nats_stream_config sc;
+    memset(&sc, 0, sizeof sc);
+    sc.stream = stream;
+    sc.prefix = prefix;
+    sc.replicas = replicas;
+    memset(err, 0, sizeof *err);
+    return opstate_nats_stream_ensure(n, &sc, err);
+}
+
+/* A retention policy that deletes messages (work queue, interest) is
+   refused, naming the retention: replay and resume need the messages. */
+TEST(nats, stream_ensure_refuses_other_retention)
+{
+    static const char *const names[2] = {"T_WQ", "T_INTEREST"};
+    const char *subjects[1];
     nt_ctx x;
     size_t i;
     REQUIRE(nt_setup(&x, nt_url(), "T_POLICY", "pol", 0, 0) == 0);
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 2; i++) {
         jsStreamConfig c;
-        jsStreamInfo *si = NULL;
-        jsErrCode jerr = (jsErrCode)0;
-        opstate_nats_stream_config sc;
         opstate_error err;
-        char subject[32];
-        const char *subjects[1];
+        char subject[16];
         CASE(names[i]);
         snprintf(subject, sizeof subject, "p%d.>", (int)i);
         subjects[0] = subject;
         jsStreamConfig_Init(&c);
-        c.Name = names[i];
-        c.Subjects = subjects;
-        c.SubjectsLen = 1;
-        if (i == 0) c.Retention = js_WorkQueuePolicy;
-        if (i == 1) c.Discard = js_DiscardNew;
-        if (i == 2) c.MaxBytes = 100000;
-        REQUIRE(js_AddStream(&si, opstate_nats_jetstream(x.n), &c, NULL, &jerr) == NATS_OK);
-        jsStreamInfo_Destroy(si);
-        memset(&sc, 0, sizeof sc);
-        sc.stream = names[i];
+        c.Retention = i == 0 ? js_WorkQueuePolicy : js_InterestPolicy;
+        REQUIRE(nt_raw_stream(x.n, names[i], subjects, 1, &c) == 0);
         subject[strlen(subject) - 2] = '\0'; /* the prefix: "pN" */
-        sc.prefix = subject;
-        memset(&err, 0, sizeof err);
-        CHECK(opstate_nats_stream_ensure(x.n, &sc, &err) == OPSTATE_CONFLICT);
-        CHECK(err.field != NULL && strstr(err.field, fields[i]) != NULL);
+        CHECK(nt_ensure(x.n, names[i], subject, 0, &err) == OPSTATE_CONFLICT);
+        CHECK(err.field != NULL && strstr(err.field, "retention") != NULL);
         opstate_nats_stream_delete(x.n, names[i], NULL);
     }
     nt_teardown(&x, true);
+}
+
+static void nt_count_replica_lines(void *user, opstate_log_level level, const char *message)
+{
+    if (level == OPSTATE_LOG_INFO && strstr(message, "replicas")) ++*(int *)user;
+}
+
+/* An existing stream is used as it is: limits and policies nobody asked
+   for, another replica count than asked (an info line), subjects wider
+   than "<prefix>.>" or several of them; it is never changed. Subjects
+   that do not cover "<prefix>.>" are refused, naming the subjects. */
+TEST(nats, stream_ensure_uses_existing_as_it_is)
+{
+    const char *wide[2] = {"zz.one", "cv.>"}, *narrow[1] = {"nw.a.>"};
+    opstate_nats_config nc;
+    opstate_nats *n = NULL;
+    opstate_error err;
+    jsStreamConfig c;
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    int replica_lines = 0;
+    const char *url = nt_url();
+    REQUIRE(url != NULL);
+    memset(&nc, 0, sizeof nc);
+    nc.urls = url;
+    nc.logger.fn = nt_count_replica_lines;
+    nc.logger.user = &replica_lines;
+    REQUIRE(opstate_nats_connect(&nc, &n, &err) == OPSTATE_OK);
+
+    CASE("R1, other limits, discard new, a byte limit: used as it is, replicas 3 asked");
+    jsStreamConfig_Init(&c);
+    c.MaxMsgs = 1000;
+    c.MaxAge = 3600LL * 1000000000LL;
+    c.MaxBytes = 1000000;
+    c.Discard = js_DiscardNew;
+    REQUIRE(nt_raw_stream(n, "T_ASIS", wide + 1, 1, &c) == 0);
+    CHECK(nt_ensure(n, "T_ASIS", "cv", 3, &err) == OPSTATE_OK);
+    CHECK_EQ_U64(replica_lines, 1);
+    CHECK(nt_ensure(n, "T_ASIS", "cv", 0, &err) == OPSTATE_OK);
+    CHECK_EQ_U64(replica_lines, 1); /* not asked: not mentioned */
+    REQUIRE(js_GetStreamInfo(&si, opstate_nats_jetstream(n), "T_ASIS", NULL, &jerr) == NATS_OK);
+    CHECK(si->Config->MaxMsgs == 1000 && si->Config->Replicas == 1 && si->Config->Discard == js_DiscardNew);
+    jsStreamInfo_Destroy(si);
+
+    CASE("subjects wider than <prefix>.>, and several");
+    REQUIRE(nt_raw_stream(n, "T_ASIS", wide, 2, &c) == 0);
+    CHECK(nt_ensure(n, "T_ASIS", "cv.sub.deeper", 0, &err) == OPSTATE_OK);
+    CHECK(nt_ensure(n, "T_ASIS", "cv", 0, &err) == OPSTATE_OK);
+    CHECK(nt_ensure(n, "T_ASIS", "zz", 0, &err) == OPSTATE_CONFLICT); /* zz.one is not zz.> */
+    CHECK(err.field != NULL && strstr(err.field, "subjects") != NULL);
+
+    CASE("subjects narrower than <prefix>.>");
+    REQUIRE(nt_raw_stream(n, "T_NARROW", narrow, 1, &c) == 0);
+    CHECK(nt_ensure(n, "T_NARROW", "nw", 0, &err) == OPSTATE_CONFLICT);
+    CHECK(err.field != NULL && strstr(err.field, "subjects") != NULL);
+    CHECK(nt_ensure(n, "T_NARROW", "nw.a", 0, &err) == OPSTATE_OK);
+    CHECK(nt_ensure(n, "T_NARROW", "nw.a.b", 0, &err) == OPSTATE_OK);
+    opstate_nats_stream_delete(n, "T_ASIS", NULL);
+    opstate_nats_stream_delete(n, "T_NARROW", NULL);
+    opstate_nats_close(n);
 }
 
 /* A server that requires a user and password: opstate_nats_connect with

@@ -118,6 +118,7 @@ static void nats_fill(driver_backend *b, const char *name, void *(*create)(void 
     b->recreate = nats_recreate;
     b->set_clock = NULL;
     b->destroy = nats_destroy;
+    b->fault_seeds = 40; /* each re-read of a hole starts a consumer on the server */
 }
 
 static const driver_backend *nats_backend(void)
