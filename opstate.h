@@ -162,9 +162,11 @@ extern "C" {
     X(SCHEMA_OLD, 20, "stored state has an older schema version and no upgrade") \
     X(POISON, 21, "stopped at a poison event")                                   \
     X(ALREADY_OPEN, 22, "already open in this process")                          \
-    X(FULL, 23, "storage full: map size limit reached or disk full")             \
+    X(FULL, 23, "storage full: the map size limit is reached")                  \
     X(APPLY_FAILED, 24, "apply could not complete (memory or storage); retried at the next poll") \
-    X(GAP, 25, "a hole in the log could not be proven empty: events may be lost in transit")
+    X(GAP, 25, "a hole in the log could not be proven empty: events may be lost in transit") \
+    X(LOCKED, 26, "held by another writer process")                              \
+    X(NO_SPACE, 27, "no space left on the device")
 
 typedef enum opstate_result {
 #define OPSTATE__RESULT_ENUM(name, value, msg) OPSTATE_##name = value,

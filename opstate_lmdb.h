@@ -86,6 +86,11 @@
 #define OPSTATE_LMDB_VERSION_STRING "0.1.0"
 /* On-disk layout of a store; older layouts are migrated on open. */
 #define OPSTATE_LMDB_LAYOUT_VERSION 1
+/* On-disk layout of a log: 1 seals every record with a CRC32C over its key
+   and value. A layout-0 log (opstate 0.1) is migrated when it is opened
+   read-write (one transaction); a read-only open refuses it with
+   UNKNOWN_VERSION. */
+#define OPSTATE_LMDB_LOG_LAYOUT_VERSION 1
 /* Export manifest format. */
 #define OPSTATE_LMDB_MANIFEST_VERSION 1
 
@@ -108,8 +113,19 @@ typedef enum opstate_lmdb_durability {
     OPSTATE_LMDB_SYNC_NONE
 } opstate_lmdb_durability;
 
+/* What an open may do to the files (DESIGN.md "Ownership"). */
+typedef enum opstate_lmdb_access {
+    OPSTATE_LMDB_CREATE = 0,  /* read-write; creates the directory and files
+                                 when they do not exist (publishers, stores) */
+    OPSTATE_LMDB_EXISTING,    /* read-write; NOT_FOUND unless data.mdb exists */
+    OPSTATE_LMDB_READ_ONLY    /* never creates, writes or compacts (LMDB only
+                                 keeps its reader table in lock.mdb);
+                                 NOT_FOUND unless data.mdb exists */
+} opstate_lmdb_access;
+
 typedef struct opstate_lmdb_config {
     const char *path;         /* directory holding data.mdb and lock.mdb */
+    opstate_lmdb_access access;
     unsigned mode;            /* file mode (0: 0600) */
     size_t map_size;          /* initial map size (0: 64 MiB) */
     size_t max_map_size;      /* growth stops here (0: 16 GiB), then FULL */
@@ -122,17 +138,28 @@ typedef struct opstate_lmdb_config {
 
 typedef struct opstate_lmdb opstate_lmdb;
 
-/* Opens (creating if needed) the environment at cfg->path. Refuses a second
-   open of the same directory in this process with ALREADY_OPEN (a second
-   handle would break LMDB's locks). A child process after fork() must not
-   use its parent's handles, and may open the path itself. Clears stale
-   reader slots. */
+/* Opens the environment at cfg->path (creating it only with access
+   CREATE). Before LMDB maps data.mdb it is checked: both meta pages, the
+   page size, and a file size that covers every page the metas name; a file
+   unfit to map is CORRUPT (a truncated file would otherwise kill the
+   process with SIGBUS), an empty or missing one NOT_FOUND. One writer
+   process at a time: a read-write open while another process holds the
+   environment for writing is LOCKED (err->dep_status: the holder's pid
+   when known; a crashed holder never blocks). Refuses a second open of the
+   same directory in this process with ALREADY_OPEN (a second handle would
+   break LMDB's locks). A child process after fork() must not use its
+   parent's handles, and may open the path itself once the parent closed
+   its own writer handle. A full disk is NO_SPACE. Clears stale reader
+   slots. */
 OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, opstate_lmdb **out,
                                              opstate_error *err);
 /* Closes the environment. Close its stores and logs first. */
 OPSTATE_API void opstate_lmdb_close(opstate_lmdb *env);
 /* Current map size in bytes. */
 OPSTATE_API size_t opstate_lmdb_map_size(const opstate_lmdb *env);
+/* How many logs and state stores the environment holds (a tool can refuse
+   to put a log into a state store's directory, or the reverse). */
+OPSTATE_API opstate_result opstate_lmdb_contents(opstate_lmdb *env, size_t *logs, size_t *stores, opstate_error *err);
 /* Forces everything committed to disk (for SYNC_NO_META / SYNC_NONE
    environments, e.g. after a bulk load). */
 OPSTATE_API opstate_result opstate_lmdb_sync(opstate_lmdb *env, opstate_error *err);
@@ -194,9 +221,15 @@ typedef struct opstate_lmdb_log_config {
 
 typedef struct opstate_lmdb_log opstate_lmdb_log;
 
-/* Opens (creating) the log `name` in env. Several processes may read it
-   while one appends; LMDB serialises appenders. Subjects are at most 500
-   bytes. */
+/* Opens the log `name` in env, creating it only when env was opened with
+   access CREATE: otherwise a missing log is NOT_FOUND, and CONFLICT when
+   the environment holds state stores only. Every record is sealed with a
+   CRC32C over its key and value; a read that meets a bad record, or
+   sequences that do not go forward, stops with CORRUPT (err->offset: the
+   first sequence not delivered). A layout-0 log (opstate 0.1) is migrated
+   by a read-write open; a read-only open refuses it (UNKNOWN_VERSION).
+   Readers in other processes open the environment READ_ONLY while the one
+   writer appends. Subjects are at most 500 bytes. */
 OPSTATE_API opstate_result opstate_lmdb_log_open(opstate_lmdb *env, const opstate_lmdb_log_config *cfg,
                                                  opstate_lmdb_log **out, opstate_error *err);
 OPSTATE_API void opstate_lmdb_log_close(opstate_lmdb_log *lg);
@@ -259,6 +292,7 @@ OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest
 #include <fcntl.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -319,7 +353,13 @@ struct opstate_lmdb {
     dev_t dev;
     ino_t ino;
     pid_t pid; /* a handle inherited through fork() belongs to the parent */
+    int lock_fd; /* data.mdb: flock()ed by a writer, only open for a reader */
+    ino_t data_ino;
     size_t map_size, max_map_size;
+    const uint8_t *map;  /* where data.mdb is mapped (NULL: not known) */
+    size_t map_valid;    /* bytes of it backed by the file: every page a
+                            committed meta names */
+    unsigned page_size;
     opstate_lmdb__reader *readers; /* every reader of this environment */
     struct opstate_lmdb *next_open;
 };
@@ -334,7 +374,8 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__fail(opstate_error *err, int 
     opstate_result r;
     switch (rc) {
     case MDB_NOTFOUND: r = OPSTATE_NOT_FOUND; break;
-    case MDB_MAP_FULL: case ENOSPC: r = OPSTATE_FULL; break;
+    case MDB_MAP_FULL: r = OPSTATE_FULL; break;
+    case ENOSPC: case EDQUOT: r = OPSTATE_NO_SPACE; break;
     case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: r = OPSTATE_CORRUPT; break;
     case MDB_VERSION_MISMATCH: case MDB_INVALID: r = OPSTATE_UNKNOWN_VERSION; break;
     case MDB_BAD_VALSIZE: r = OPSTATE_OVERSIZED; break;
@@ -343,6 +384,139 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__fail(opstate_error *err, int 
     default: r = OPSTATE_IO; break;
     }
     return opstate_error_set(err, r, field, rc);
+}
+
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__join(char *out, size_t cap, const char *dir, const char *file)
+{
+    snprintf(out, cap, "%s/%s", dir, file);
+}
+
+/* >>check: a data file is checked before LMDB maps it ------------------- */
+
+#define OPSTATE_LMDB__MAGIC 0xBEEFC0DEu /* LMDB's meta page: mm_magic */
+#define OPSTATE_LMDB__DATA_VERSION 1u   /* mm_version of LMDB 0.9 files */
+#define OPSTATE_LMDB__P_META 0x08u      /* mp_flags of a meta page */
+
+/* What one LMDB meta page says (native byte order and word size, as LMDB
+   writes it: page header = pgno word, pad, flags, lower/upper; then magic,
+   version, address, map size, two MDB_db records, last page, txnid). */
+typedef struct opstate_lmdb__meta_page {
+    size_t page_size, last_page, roots[2];
+} opstate_lmdb__meta_page;
+
+OPSTATE_LMDB__PRIVATE size_t opstate_lmdb__word(const uint8_t *p)
+{
+    size_t w;
+    OPSTATE_MEMCPY(&w, p, sizeof w);
+    return w;
+}
+
+/* Decodes the meta page at `p` (n bytes read): false when it is not one. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_page_read(const uint8_t *p, size_t n, opstate_lmdb__meta_page *m)
+{
+    const size_t w = sizeof(size_t), meta = w + 8, db = 8 + 5 * w, dbs = meta + 8 + 2 * w;
+    uint16_t flags;
+    uint32_t magic, version, psize;
+    if (n < dbs + 2 * db + w) return OPSTATE_CORRUPT;
+    OPSTATE_MEMCPY(&flags, p + w + 2, 2);
+    OPSTATE_MEMCPY(&magic, p + meta, 4);
+    OPSTATE_MEMCPY(&version, p + meta + 4, 4);
+    OPSTATE_MEMCPY(&psize, p + dbs, 4);
+    if (!(flags & OPSTATE_LMDB__P_META) || magic != OPSTATE_LMDB__MAGIC) return OPSTATE_CORRUPT;
+    if (version != OPSTATE_LMDB__DATA_VERSION) return OPSTATE_UNKNOWN_VERSION;
+    if (psize < 512 || psize > 65536 || (psize & (psize - 1))) return OPSTATE_CORRUPT;
+    m->page_size = psize;
+    m->roots[0] = opstate_lmdb__word(p + dbs + 8 + 4 * w);
+    m->roots[1] = opstate_lmdb__word(p + dbs + db + 8 + 4 * w);
+    m->last_page = opstate_lmdb__word(p + dbs + 2 * db);
+    return OPSTATE_OK;
+}
+
+/* Bytes of file both metas need: every page they name, roots included. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__meta_fits(const opstate_lmdb__meta_page *m, uint64_t file_size)
+{
+    int i;
+    if (m->last_page < 1 || m->last_page >= file_size / m->page_size) return false;
+    for (i = 0; i < 2; i++)
+        if (m->roots[i] != (size_t)-1 && m->roots[i] > m->last_page) return false;
+    return true;
+}
+
+/* Checks data file `file` before it is mapped: NOT_FOUND when missing or
+   empty, CORRUPT when a meta page is bad or the file is shorter than the
+   pages the metas name, UNKNOWN_VERSION for another LMDB data version. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__check_file(const char *file, opstate_error *err)
+{
+    uint8_t page[256];
+    opstate_lmdb__meta_page m[2];
+    struct stat sb;
+    opstate_result r = OPSTATE_OK;
+    ssize_t got;
+    int i, fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? opstate_error_set(err, OPSTATE_NOT_FOUND, "data.mdb", ENOENT)
+                                       : opstate_lmdb__fail(err, errno, "data.mdb");
+    if (fstat(fd, &sb) != 0) r = opstate_lmdb__fail(err, errno, "data.mdb");
+    else if (sb.st_size == 0) r = opstate_error_set(err, OPSTATE_NOT_FOUND, "data.mdb is empty", 0);
+    for (i = 0; i < 2 && r == OPSTATE_OK; i++) {
+        got = pread(fd, page, sizeof page, i ? (off_t)m[0].page_size : 0);
+        r = opstate_lmdb__meta_page_read(page, got > 0 ? (size_t)got : 0, &m[i]);
+        if (r == OPSTATE_OK && i && m[1].page_size != m[0].page_size) r = OPSTATE_CORRUPT;
+        if (r == OPSTATE_OK && !opstate_lmdb__meta_fits(&m[i], (uint64_t)sb.st_size)) r = OPSTATE_CORRUPT;
+        if (r != OPSTATE_OK)
+            r = opstate_error_set(err, r, r == OPSTATE_CORRUPT ? "data.mdb: bad meta page or truncated file"
+                                                                : "data.mdb: another LMDB data version", 0);
+        if (r != OPSTATE_OK && err) err->offset = i ? m[0].page_size : 0;
+    }
+    close(fd);
+    return r;
+}
+
+/* Finds where data.mdb is mapped and how much of the map the file backs
+   (Linux: /proc/self/maps, by inode); elsewhere lengths stay unchecked. */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__locate_map(opstate_lmdb *e, ino_t data_ino)
+{
+    char line[512];
+    unsigned long lo, hi, ino;
+    FILE *f = fopen("/proc/self/maps", "r");
+    e->map = NULL;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 && (ino_t)ino == data_ino && hi - lo >= e->map_size) {
+            e->map = (const uint8_t *)(uintptr_t)lo;
+            break;
+        }
+    if (f) fclose(f);
+}
+
+/* Refreshes how much of the map the file backs (every committed page). */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__bound(opstate_lmdb *e)
+{
+    MDB_envinfo info;
+    if (!e->map || mdb_env_info(e->env, &info) != 0) return;
+    e->map_valid = (info.me_last_pgno + 1) * (size_t)e->page_size;
+}
+
+/* False when a key or value LMDB handed back lies inside the map but runs
+   past the bytes the file backs (a corrupt length); pages of a write
+   transaction live outside the map and are LMDB's own. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__in_bounds(const opstate_lmdb *e, const MDB_val *v)
+{
+    uintptr_t p = (uintptr_t)v->mv_data, lo = (uintptr_t)e->map;
+    if (!e->map || p < lo || p - lo >= e->map_size) return true;
+    return p - lo <= e->map_valid && v->mv_size <= e->map_valid - (p - lo);
+}
+
+/* mdb_get and mdb_cursor_get with the key and value bounded. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__get(const opstate_lmdb *e, MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v)
+{
+    int rc = mdb_get(txn, dbi, k, v);
+    return rc == 0 && !opstate_lmdb__in_bounds(e, v) ? MDB_CORRUPTED : rc;
+}
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__cursor_get(const opstate_lmdb *e, MDB_cursor *cur, MDB_val *k, MDB_val *v,
+                                                   MDB_cursor_op op)
+{
+    int rc = mdb_cursor_get(cur, k, v, op);
+    return rc == 0 && (!opstate_lmdb__in_bounds(e, k) || !opstate_lmdb__in_bounds(e, v)) ? MDB_CORRUPTED : rc;
 }
 
 OPSTATE_LMDB__PRIVATE void opstate_lmdb__reader_end(opstate_lmdb__reader *rd)
@@ -368,6 +542,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__adopt_map(opstate_lmdb *e)
     if ((rc = mdb_env_set_mapsize(e->env, 0)) != 0) return rc;
     mdb_env_info(e->env, &info);
     e->map_size = info.me_mapsize;
+    opstate_lmdb__locate_map(e, e->data_ino);
     return 0;
 }
 
@@ -384,6 +559,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__reader_begin(opstate_lmdb *e,
     }
     if (rc != 0) return opstate_lmdb__fail(err, rc, "read transaction");
     rd->active = true;
+    opstate_lmdb__bound(e);
     return OPSTATE_OK;
 }
 
@@ -412,6 +588,7 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__grow(opstate_lmdb *e)
     if (mdb_env_set_mapsize(e->env, next) != 0) return false;
     opstate_log_line(&e->cfg.logger, OPSTATE_LOG_INFO, "lmdb map grown to ", (uint64_t)next, " bytes");
     e->map_size = next;
+    opstate_lmdb__locate_map(e, e->data_ino);
     return true;
 }
 
@@ -443,11 +620,14 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write(opstate_lmdb *e, opstat
                                                          opstate_result *abort_reason, opstate_error *err)
 {
     bool ticked = false;
+    if (e->cfg.access == OPSTATE_LMDB_READ_ONLY)
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "the environment is open read-only", EACCES);
     for (;;) {
         MDB_txn *txn;
         int rc = mdb_txn_begin(e->env, NULL, 0, &txn);
         if (rc == MDB_MAP_RESIZED && (rc = opstate_lmdb__adopt_map(e)) == 0) continue;
         if (rc != 0) return opstate_lmdb__fail(err, rc, "write transaction");
+        opstate_lmdb__bound(e);
         rc = fn(user, txn);
         if (rc == 0) rc = mdb_txn_commit(txn);
         else mdb_txn_abort(txn);
@@ -477,8 +657,10 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__register(opstate_lmdb *e, ops
     struct stat st;
     opstate_lmdb *it;
     opstate_result r = OPSTATE_OK;
-    if (mkdir(e->path, 0700) != 0 && errno != EEXIST) return opstate_lmdb__fail(err, errno, "path");
-    if (stat(e->path, &st) != 0) return opstate_lmdb__fail(err, errno, "path");
+    if (e->cfg.access == OPSTATE_LMDB_CREATE && mkdir(e->path, 0700) != 0 && errno != EEXIST)
+        return opstate_lmdb__fail(err, errno, "path");
+    if (stat(e->path, &st) != 0)
+        return errno == ENOENT ? opstate_error_set(err, OPSTATE_NOT_FOUND, "path", ENOENT) : opstate_lmdb__fail(err, errno, "path");
     if (!S_ISDIR(st.st_mode)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "path is not a directory", ENOTDIR);
     e->dev = st.st_dev;
     e->ino = st.st_ino;
@@ -504,31 +686,117 @@ OPSTATE_LMDB__PRIVATE void opstate_lmdb__unregister(opstate_lmdb *e)
     pthread_mutex_unlock(&opstate_lmdb__registry_lock);
 }
 
-OPSTATE_LMDB__PRIVATE unsigned opstate_lmdb__env_flags(opstate_lmdb_durability d)
+OPSTATE_LMDB__PRIVATE unsigned opstate_lmdb__env_flags(const opstate_lmdb_config *c)
 {
     unsigned flags = MDB_NOTLS;
-    if (d == OPSTATE_LMDB_SYNC_NO_META) flags |= MDB_NOMETASYNC;
-    if (d == OPSTATE_LMDB_SYNC_NONE) flags |= MDB_NOSYNC;
+    if (c->durability == OPSTATE_LMDB_SYNC_NO_META) flags |= MDB_NOMETASYNC;
+    if (c->durability == OPSTATE_LMDB_SYNC_NONE) flags |= MDB_NOSYNC;
+    if (c->access == OPSTATE_LMDB_READ_ONLY) flags |= MDB_RDONLY;
     return flags;
 }
 
-/* mdb_env_create .. mdb_env_open with the configured limits. */
-OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__env_open(opstate_lmdb *e, opstate_error *err)
+/* The pid holding a flock() on inode `ino` (Linux: /proc/locks), or 0. */
+OPSTATE_LMDB__PRIVATE long opstate_lmdb__lock_holder(ino_t ino)
 {
-    int rc, dead = 0;
-    if ((rc = mdb_env_create(&e->env)) != 0) return opstate_lmdb__fail(err, rc, "environment");
+    char line[256];
+    long pid, found = 0;
+    unsigned long node;
+    FILE *f = fopen("/proc/locks", "r");
+    while (f && !found && fgets(line, sizeof line, f))
+        if (sscanf(line, "%*s FLOCK %*s %*s %ld %*x:%*x:%lu", &pid, &node) == 2 && (ino_t)node == ino) found = pid;
+    if (f) fclose(f);
+    return found;
+}
+
+/* One writer process per environment: an exclusive flock() on data.mdb,
+   held while the handle is open and dropped by the kernel when the holder
+   dies. LOCKED (dep_status: the holder's pid, or 0) when another has it. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__lock(opstate_lmdb *e, const char *file, opstate_error *err)
+{
+    struct stat sb;
+    long holder;
+    e->lock_fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (e->lock_fd < 0 || fstat(e->lock_fd, &sb) != 0) return opstate_lmdb__fail(err, errno, "data.mdb");
+    e->data_ino = sb.st_ino;
+    if (e->cfg.access == OPSTATE_LMDB_READ_ONLY || flock(e->lock_fd, LOCK_EX | LOCK_NB) == 0) return OPSTATE_OK;
+    if (errno != EWOULDBLOCK) return opstate_lmdb__fail(err, errno, "lock");
+    holder = opstate_lmdb__lock_holder(sb.st_ino);
+    opstate_log_line(&e->cfg.logger, OPSTATE_LOG_ERROR, "lmdb: another process writes this environment (pid ",
+                     (uint64_t)holder, ", 0: unknown)");
+    return opstate_error_set(err, OPSTATE_LOCKED, "held by another writer process", holder);
+}
+
+/* Makes lock.mdb with its blocks allocated when it does not exist: LMDB
+   would ftruncate a sparse one and write through its map, which a full disk
+   answers with SIGBUS. Room for every reader slot (64 bytes each) and
+   LMDB's header; LMDB sizes its table by the file it finds. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__lock_file(const opstate_lmdb *e, opstate_error *err)
+{
+    char file[4096];
+    unsigned readers = e->cfg.max_readers ? e->cfg.max_readers : 126;
+    off_t size = (off_t)(((size_t)readers * 64 + 512 + 4095) / 4096 * 4096);
+    int fd, rc = 0;
+    opstate_lmdb__join(file, sizeof file, e->path, "lock.mdb");
+    if ((fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)(e->cfg.mode ? e->cfg.mode : 0600))) < 0)
+        return errno == EEXIST ? OPSTATE_OK : opstate_lmdb__fail(err, errno, "lock.mdb");
+    rc = posix_fallocate(fd, 0, size);
+    close(fd);
+    if (rc == 0) return OPSTATE_OK;
+    unlink(file);
+    return opstate_lmdb__fail(err, rc, "lock.mdb");
+}
+
+/* Removes what a failed creation made (data.mdb did not exist before). */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__unmake(const opstate_lmdb *e)
+{
+    char file[4096];
+    opstate_lmdb__join(file, sizeof file, e->path, "data.mdb");
+    unlink(file);
+    opstate_lmdb__join(file, sizeof file, e->path, "lock.mdb");
+    unlink(file);
+}
+
+/* mdb_env_create .. mdb_env_open with the configured limits. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__mdb_open(opstate_lmdb *e)
+{
+    int rc;
+    if ((rc = mdb_env_create(&e->env)) != 0) return rc;
     if ((rc = mdb_env_set_mapsize(e->env, e->map_size)) == 0 &&
         (rc = mdb_env_set_maxreaders(e->env, e->cfg.max_readers ? e->cfg.max_readers : 126)) == 0 &&
         (rc = mdb_env_set_maxdbs(e->env, e->cfg.max_dbs ? e->cfg.max_dbs : 64)) == 0)
-        rc = mdb_env_open(e->env, e->path, opstate_lmdb__env_flags(e->cfg.durability),
-                          (mdb_mode_t)(e->cfg.mode ? e->cfg.mode : 0600));
+        rc = mdb_env_open(e->env, e->path, opstate_lmdb__env_flags(&e->cfg), (mdb_mode_t)(e->cfg.mode ? e->cfg.mode : 0600));
     if (rc != 0) {
         mdb_env_close(e->env);
         e->env = NULL;
-        return opstate_lmdb__fail(err, rc, "open");
+    }
+    return rc;
+}
+
+/* Checks data.mdb, opens LMDB, takes the writer lock. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__env_open(opstate_lmdb *e, opstate_error *err)
+{
+    char file[4096];
+    MDB_stat stat;
+    int rc, dead = 0;
+    bool fresh;
+    opstate_result r;
+    opstate_lmdb__join(file, sizeof file, e->path, "data.mdb");
+    r = opstate_lmdb__check_file(file, err);
+    fresh = r == OPSTATE_NOT_FOUND && access(file, F_OK) != 0 && e->cfg.access == OPSTATE_LMDB_CREATE;
+    if (r != OPSTATE_OK && !fresh) return r;
+    if (e->cfg.access != OPSTATE_LMDB_READ_ONLY && (r = opstate_lmdb__lock_file(e, err)) != OPSTATE_OK) return r;
+    if ((rc = opstate_lmdb__mdb_open(e)) != 0) r = opstate_lmdb__fail(err, rc, "open");
+    else r = opstate_lmdb__lock(e, file, err);
+    if (r != OPSTATE_OK) {
+        if (e->env) mdb_env_close(e->env);
+        e->env = NULL;
+        if (fresh) opstate_lmdb__unmake(e);
+        return r;
     }
     mdb_reader_check(e->env, &dead);
     if (dead) opstate_log_line(&e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: cleared ", (uint64_t)dead, " stale readers");
+    mdb_env_stat(e->env, &stat);
+    e->page_size = stat.ms_psize;
     return opstate_lmdb__adopt_map(e) == 0 ? OPSTATE_OK : opstate_error_set(err, OPSTATE_IO, "map size", 0);
 }
 
@@ -541,6 +809,7 @@ OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, ops
         return opstate_error_set(err, OPSTATE_NO_MEMORY, "environment", 0);
     OPSTATE_MEMSET(e, 0, sizeof *e);
     e->cfg = *cfg;
+    e->lock_fd = -1;
     e->map_size = cfg->map_size ? cfg->map_size : (size_t)64 << 20;
     e->max_map_size = cfg->max_map_size ? cfg->max_map_size : (size_t)16 << 30;
     if (e->max_map_size < e->map_size) e->max_map_size = e->map_size;
@@ -551,6 +820,7 @@ OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, ops
     e->cfg.path = e->path;
     r = opstate_lmdb__register(e, err);
     if (r == OPSTATE_OK && (r = opstate_lmdb__env_open(e, err)) != OPSTATE_OK) opstate_lmdb__unregister(e);
+    if (r != OPSTATE_OK && e->lock_fd >= 0) close(e->lock_fd);
     if (r != OPSTATE_OK) {
         opstate_free(&cfg->allocator, e->path);
         opstate_free(&cfg->allocator, e);
@@ -567,6 +837,7 @@ OPSTATE_API void opstate_lmdb_close(opstate_lmdb *e)
     a = e->cfg.allocator;
     while (e->readers) opstate_lmdb__reader_remove(e, e->readers);
     mdb_env_close(e->env);
+    if (e->lock_fd >= 0) close(e->lock_fd); /* drops the writer lock */
     opstate_lmdb__unregister(e);
     opstate_free(&a, e->path);
     opstate_free(&a, e);
@@ -580,13 +851,94 @@ OPSTATE_API opstate_result opstate_lmdb_sync(opstate_lmdb *e, opstate_error *err
     return rc == 0 ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "sync");
 }
 
-/* Opens (creating) the named database "<kind>:<name>:<part>". */
-OPSTATE_LMDB__PRIVATE int opstate_lmdb__dbi(MDB_txn *txn, char kind, const char *name, const char *part,
-                                            unsigned flags, MDB_dbi *out)
+/* Opens the named database "<kind>:<name>:<part>", creating it only in an
+   environment opened with access CREATE (else MDB_NOTFOUND). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__dbi(const opstate_lmdb *e, MDB_txn *txn, char kind, const char *name,
+                                            const char *part, MDB_dbi *out)
 {
     char full[96];
     snprintf(full, sizeof full, "%c:%s:%s", kind, name, part);
-    return mdb_dbi_open(txn, full, MDB_CREATE | flags, out);
+    return mdb_dbi_open(txn, full, e->cfg.access == OPSTATE_LMDB_CREATE ? MDB_CREATE : 0, out);
+}
+
+/* Runs fn in a read-only transaction and commits it (so that the database
+   handles it opened stay open): the read-only twin of opstate_lmdb__write. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_txn(opstate_lmdb *e, opstate_lmdb__txn_fn fn, void *user,
+                                                            opstate_result *abort_reason, opstate_error *err)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
+    if (rc == MDB_MAP_RESIZED && (rc = opstate_lmdb__adopt_map(e)) == 0) rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) return opstate_lmdb__fail(err, rc, "read transaction");
+    opstate_lmdb__bound(e);
+    rc = fn(user, txn);
+    if (rc == 0) rc = mdb_txn_commit(txn);
+    else mdb_txn_abort(txn);
+    if (rc == OPSTATE_LMDB__ABORT) return opstate_error_set(err, *abort_reason, "transaction", 0);
+    return rc == 0 ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "open");
+}
+
+/* Opens a log's or store's databases: read-write, or read-only. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__open_part(opstate_lmdb *e, opstate_lmdb__txn_fn fn, void *user,
+                                                             opstate_result *abort_reason, opstate_error *err)
+{
+    if (e->cfg.access == OPSTATE_LMDB_READ_ONLY) return opstate_lmdb__read_txn(e, fn, user, abort_reason, err);
+    return opstate_lmdb__write(e, fn, user, abort_reason, err);
+}
+
+/* Counts the logs and stores of an environment (their meta databases). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__count_parts(MDB_txn *txn, size_t *logs, size_t *stores)
+{
+    MDB_dbi main_dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+    *logs = *stores = 0;
+    if (rc == 0) rc = mdb_cursor_open(txn, main_dbi, &cur);
+    if (rc != 0) return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const char *name = (const char *)k.mv_data;
+        if (k.mv_size < 7 || name[1] != ':' || OPSTATE_MEMCMP(name + k.mv_size - 5, ":meta", 5) != 0) continue;
+        if (name[0] == 'l') ++*logs;
+        if (name[0] == 's') ++*stores;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* NOT_FOUND for a part that is not there, or CONFLICT naming the other
+   kind when the environment holds only that (a log's directory given as a
+   state store, or the reverse). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__missing(MDB_txn *txn, char kind, opstate_result *why)
+{
+    size_t logs, stores;
+    int rc = opstate_lmdb__count_parts(txn, &logs, &stores);
+    if (rc != 0) return rc;
+    *why = OPSTATE_NOT_FOUND;
+    if (kind == 'l' && !logs && stores) *why = OPSTATE_CONFLICT;
+    if (kind == 's' && !stores && logs) *why = OPSTATE_CONFLICT;
+    return OPSTATE_LMDB__ABORT;
+}
+
+typedef struct opstate_lmdb__parts {
+    size_t logs, stores;
+} opstate_lmdb__parts;
+
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__parts_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__parts *p = (opstate_lmdb__parts *)user;
+    return opstate_lmdb__count_parts(txn, &p->logs, &p->stores);
+}
+
+OPSTATE_API opstate_result opstate_lmdb_contents(opstate_lmdb *env, size_t *logs, size_t *stores, opstate_error *err)
+{
+    opstate_lmdb__parts p = {0, 0};
+    opstate_result why = OPSTATE_OK, r = opstate_lmdb__read_txn(env, opstate_lmdb__parts_txn, &p, &why, err);
+    if (r == OPSTATE_OK) {
+        *logs = p.logs;
+        *stores = p.stores;
+    }
+    return r;
 }
 
 /* A name for a store or log: 1..64 bytes of [A-Za-z0-9_-]. */
@@ -615,6 +967,10 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__name_ok(const char *name)
 /* Delta record count flag: the IN_TABLE bits are known (the flushed fold
    read through the table); without it a load looks the keys up. */
 #define OPSTATE_LMDB__IN_TABLE_KNOWN 0x80000000u
+/* Delta record count flag: the CRC covers the record's key (its flush
+   number) too; records written before this flag sum the value only. */
+#define OPSTATE_LMDB__KEYED_CRC 0x40000000u
+#define OPSTATE_LMDB__COUNT_FLAGS (OPSTATE_LMDB__IN_TABLE_KNOWN | OPSTATE_LMDB__KEYED_CRC)
 static const uint8_t opstate_lmdb__meta_magic[4] = {'O', 'P', 'S', 'L'};
 
 /* The meta record of a store, decoded. */
@@ -739,7 +1095,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__table_put(const opstate_lmdb_store *st, 
 /* Walks one delta record (CRC already checked), calling fn per item. */
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_walk(opstate_bytes rec, opstate_kv_iter_fn fn, void *user)
 {
-    uint32_t count = opstate_get_le32(rec.ptr) & ~OPSTATE_LMDB__IN_TABLE_KNOWN, i;
+    uint32_t count = opstate_get_le32(rec.ptr) & ~OPSTATE_LMDB__COUNT_FLAGS, i;
     size_t at = 4, end = rec.len - 4;
     for (i = 0; i < count; i++) {
         opstate_kv_item item;
@@ -761,9 +1117,12 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_walk(opstate_bytes rec, opstate_k
     return at == end;
 }
 
-OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_ok(opstate_bytes rec)
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__delta_ok(opstate_bytes key, opstate_bytes rec)
 {
-    return rec.len >= 8 && opstate_crc32c(0, rec.ptr, rec.len - 4) == opstate_get_le32(rec.ptr + rec.len - 4);
+    uint32_t crc = 0;
+    if (key.len != 8 || rec.len < 8) return false;
+    if (opstate_get_le32(rec.ptr) & OPSTATE_LMDB__KEYED_CRC) crc = opstate_crc32c(0, key.ptr, key.len);
+    return opstate_crc32c(crc, rec.ptr, rec.len - 4) == opstate_get_le32(rec.ptr + rec.len - 4);
 }
 
 /* Applies delta items to a fold (load). */
@@ -773,6 +1132,14 @@ typedef struct opstate_lmdb__apply {
     MDB_dbi table;
     opstate_result r;
 } opstate_lmdb__apply;
+
+/* The delta chain as a load walks it: flush numbers go forward, stay below
+   the meta's next flush, and there are as many as the meta counts. */
+typedef struct opstate_lmdb__chain {
+    opstate_lmdb__apply apply;
+    uint64_t next_flush, last;
+    uint32_t seen;
+} opstate_lmdb__chain;
 
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__apply_item(void *user, const opstate_kv_item *item)
 {
@@ -842,10 +1209,11 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
         opstate_lmdb__put_be64(key, st->m.next_flush);
         v.mv_size = f->size;
         if ((rc = mdb_put(txn, st->deltas, &k, &v, MDB_RESERVE | MDB_APPEND)) != 0) return rc;
-        opstate_put_le32((uint8_t *)v.mv_data, f->count | (opstate_kv_has_base(f->kv) ? OPSTATE_LMDB__IN_TABLE_KNOWN : 0u));
+        opstate_put_le32((uint8_t *)v.mv_data, f->count | OPSTATE_LMDB__KEYED_CRC |
+                                                   (opstate_kv_has_base(f->kv) ? OPSTATE_LMDB__IN_TABLE_KNOWN : 0u));
         f->at = (uint8_t *)v.mv_data + 4;
         opstate_kv_dirty_iterate(f->kv, opstate_lmdb__flush_item, f);
-        opstate_put_le32(f->at, opstate_crc32c(0, v.mv_data, f->size - 4));
+        opstate_put_le32(f->at, opstate_crc32c(opstate_crc32c(0, key, 8), v.mv_data, f->size - 4));
         f->next.next_flush++;
         f->next.delta_count++;
         f->next.delta_bytes += f->size;
@@ -892,7 +1260,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__meta_clear_deltas(const opstate_lmdb_sto
     MDB_val k = opstate_lmdb__val("meta", 4), v;
     opstate_lmdb__meta m;
     uint8_t *copy;
-    int rc = mdb_get(txn, st->meta_dbi, &k, &v);
+    int rc = opstate_lmdb__get(st->e, txn, st->meta_dbi, &k, &v);
     if (rc != 0) return rc;
     if (opstate_lmdb__meta_decode(opstate_lmdb__bytes(&v), &m, NULL) != OPSTATE_OK) {
         *why = OPSTATE_CORRUPT;
@@ -978,9 +1346,9 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_collect(opstate_lmdb__compact *c
     MDB_cursor *cur;
     MDB_val k, v;
     int rc = mdb_cursor_open(c->txn, c->st->deltas, &cur);
-    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = rc ? rc : opstate_lmdb__cursor_get(c->st->e, cur, &k, &v, MDB_FIRST); rc == 0; rc = opstate_lmdb__cursor_get(c->st->e, cur, &k, &v, MDB_NEXT)) {
         opstate_bytes rec = opstate_lmdb__bytes(&v);
-        if (!opstate_lmdb__delta_ok(rec)) c->why = OPSTATE_CORRUPT;
+        if (!opstate_lmdb__delta_ok(opstate_lmdb__bytes(&k), rec)) c->why = OPSTATE_CORRUPT;
         if (c->why != OPSTATE_OK || !opstate_lmdb__delta_walk(rec, opstate_lmdb__compact_take, c)) {
             if (c->why == OPSTATE_OK) c->why = OPSTATE_CORRUPT;
             rc = OPSTATE_LMDB__ABORT;
@@ -1081,7 +1449,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_get(opstate_lmdb_store *
     opstate_result r = opstate_lmdb__reader_begin(st->e, &st->rd, err);
     int rc;
     if (r != OPSTATE_OK) return r;
-    if ((rc = mdb_get(st->rd.txn, st->meta_dbi, &k, &v)) != 0) return opstate_lmdb__fail(err, rc, "store meta");
+    if ((rc = opstate_lmdb__get(st->e, st->rd.txn, st->meta_dbi, &k, &v)) != 0) return opstate_lmdb__fail(err, rc, "store meta");
     return opstate_lmdb__meta_decode(opstate_lmdb__bytes(&v), m, err);
 }
 
@@ -1108,7 +1476,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, 
     opstate_result r = OPSTATE_OK;
     int rc = mdb_cursor_open(st->rd.txn, dbi, &cur);
     if (rc != 0) return opstate_lmdb__fail(err, rc, "cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && r == OPSTATE_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+    for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0 && r == OPSTATE_OK; rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT))
         r = fn(user, opstate_lmdb__bytes(&k), opstate_lmdb__bytes(&v));
     mdb_cursor_close(cur);
     if (r != OPSTATE_OK) return opstate_error_set(err, r, "store record", 0);
@@ -1127,30 +1495,38 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_table_record(void *user,
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_delta_record(void *user, opstate_bytes key, opstate_bytes rec)
 {
-    opstate_lmdb__apply a = *(const opstate_lmdb__apply *)user;
-    (void)key;
-    if (!opstate_lmdb__delta_ok(rec)) return OPSTATE_CORRUPT;
+    opstate_lmdb__chain *c = (opstate_lmdb__chain *)user;
+    opstate_lmdb__apply a = c->apply;
+    uint64_t flush;
+    if (!opstate_lmdb__delta_ok(key, rec)) return OPSTATE_CORRUPT;
+    flush = opstate_lmdb__get_be64(key.ptr);
+    if (flush <= c->last || flush >= c->next_flush) return OPSTATE_CORRUPT;
+    c->last = flush;
+    c->seen++;
     if ((opstate_get_le32(rec.ptr) & OPSTATE_LMDB__IN_TABLE_KNOWN) || !opstate_kv_has_base(a.kv)) a.txn = NULL;
     if (!opstate_lmdb__delta_walk(rec, opstate_lmdb__apply_item, &a) && a.r == OPSTATE_OK) return OPSTATE_CORRUPT;
     return a.r;
 }
 
 /* Loads the table (unless read-through) and replays the deltas. */
-OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_store *st, const opstate_lmdb__meta *m,
+                                                                opstate_kv *kv, opstate_error *err)
 {
     opstate_result r = OPSTATE_OK;
-    opstate_lmdb__apply a;
-    a.kv = kv;
-    a.txn = st->rd.txn;
-    a.table = st->table;
-    a.r = OPSTATE_OK;
+    opstate_lmdb__chain c;
+    OPSTATE_MEMSET(&c, 0, sizeof c);
+    c.apply.kv = kv;
+    c.apply.txn = st->rd.txn;
+    c.apply.table = st->table;
+    c.next_flush = m->next_flush;
     if (!st->cfg.read_through) {
         MDB_stat ms;
         if (mdb_stat(st->rd.txn, st->table, &ms) == 0 && (r = opstate_kv_reserve(kv, ms.ms_entries)) != OPSTATE_OK)
             return opstate_error_set(err, r, "store table", 0);
         r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
     }
-    if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, &a, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, &c, err);
+    if (r == OPSTATE_OK && c.seen != m->delta_count) r = opstate_error_set(err, OPSTATE_CORRUPT, "store delta chain", 0);
     return r;
 }
 
@@ -1161,7 +1537,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load(void *user, opstate_kv *
     opstate_lmdb__meta m;
     opstate_result r = opstate_lmdb__meta_get(st, &m, err);
     if (r == OPSTATE_OK && (m.flags & OPSTATE_LMDB__META_BLOB)) r = opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "store holds a blob", 0);
-    if (r == OPSTATE_OK) r = opstate_lmdb__load_records(st, kv, err);
+    if (r == OPSTATE_OK) r = opstate_lmdb__load_records(st, &m, kv, err);
     if (r == OPSTATE_OK && dedup) {
         if (m.dedup.len) r = opstate_dedup_decode(dedup, m.dedup.ptr, m.dedup.len, err);
         else opstate_dedup_clear(dedup);
@@ -1186,7 +1562,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_get(void *user, opstate_
     int rc;
     if (key.len > OPSTATE_LMDB__MAX_KEY) return OPSTATE_NOT_FOUND;
     if ((r = opstate_lmdb__reader_begin(st->e, &st->rd, NULL)) != OPSTATE_OK) return r;
-    if ((rc = mdb_get(st->rd.txn, st->table, &k, &v)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
+    if ((rc = opstate_lmdb__get(st->e, st->rd.txn, st->table, &k, &v)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
     return opstate_lmdb__table_decode(key, opstate_lmdb__bytes(&v), value, pos) ? OPSTATE_OK : OPSTATE_CORRUPT;
 }
 
@@ -1199,7 +1575,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_iterate(void *user, opst
     int rc;
     if (r != OPSTATE_OK) return r;
     if ((rc = mdb_cursor_open(st->rd.txn, st->table, &cur)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0; rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT)) {
         opstate_kv_item item;
         item.key = opstate_lmdb__bytes(&k);
         item.deleted = false;
@@ -1324,15 +1700,19 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_open_txn(void *user, MDB_txn *txn)
     opstate_lmdb_store *st = (opstate_lmdb_store *)user;
     MDB_val mk = opstate_lmdb__val("meta", 4), sk = opstate_lmdb__val("snapshot", 8), v;
     int rc;
-    if ((rc = opstate_lmdb__dbi(txn, 's', st->name, "meta", 0, &st->meta_dbi)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 's', st->name, "table", 0, &st->table)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 's', st->name, "deltas", 0, &st->deltas)) != 0)
-        return rc;
-    rc = mdb_get(txn, st->meta_dbi, &mk, &v);
+    if ((rc = opstate_lmdb__dbi(st->e, txn, 's', st->name, "meta", &st->meta_dbi)) != 0 ||
+        (rc = opstate_lmdb__dbi(st->e, txn, 's', st->name, "table", &st->table)) != 0 ||
+        (rc = opstate_lmdb__dbi(st->e, txn, 's', st->name, "deltas", &st->deltas)) != 0)
+        return rc == MDB_NOTFOUND ? opstate_lmdb__missing(txn, 's', &st->open_why) : rc;
+    rc = opstate_lmdb__get(st->e, txn, st->meta_dbi, &mk, &v);
     if (rc == 0) return 0;
     if (rc != MDB_NOTFOUND) return rc;
-    rc = mdb_get(txn, st->meta_dbi, &sk, &v);
+    rc = opstate_lmdb__get(st->e, txn, st->meta_dbi, &sk, &v);
     if (rc == MDB_NOTFOUND) return 0;
+    if (rc == 0 && st->e->cfg.access == OPSTATE_LMDB_READ_ONLY) {
+        st->open_why = OPSTATE_UNKNOWN_VERSION; /* a reader never writes: a writer migrates */
+        return OPSTATE_LMDB__ABORT;
+    }
     return rc ? rc : opstate_lmdb__migrate0(st, txn, &v, &st->open_why);
 }
 
@@ -1356,7 +1736,10 @@ OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *e, const opstat
     st->base.count = opstate_lmdb__base_count;
     st->m.next_flush = 1;
     opstate_lmdb__reader_add(e, &st->rd);
-    r = opstate_lmdb__write(e, opstate_lmdb__store_open_txn, st, &st->open_why, err);
+    r = opstate_lmdb__open_part(e, opstate_lmdb__store_open_txn, st, &st->open_why, err);
+    if (err && r == OPSTATE_CONFLICT) err->field = "the environment holds a log, not a state store";
+    if (err && r == OPSTATE_UNKNOWN_VERSION && st->open_why == r)
+        err->field = "store layout 0 (opstate 0.1): open it read-write once to migrate";
     if (r == OPSTATE_OK) {
         r = opstate_lmdb__meta_get(st, &m, err);
         if (r == OPSTATE_OK) st->m = m;
@@ -1376,7 +1759,8 @@ OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *e, const opstat
 OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st)
 {
     if (!st) return;
-    if (!st->cfg.no_compact_on_close && st->m.delta_count && opstate_lmdb_store_compact(st, NULL, NULL) != OPSTATE_OK)
+    if (!st->cfg.no_compact_on_close && st->e->cfg.access != OPSTATE_LMDB_READ_ONLY && st->m.delta_count &&
+        opstate_lmdb_store_compact(st, NULL, NULL) != OPSTATE_OK)
         opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_WARN, "lmdb: compaction at close failed; ", st->m.delta_count,
                          " delta records stay for the next start");
     opstate_lmdb__reader_remove(st->e, &st->rd);
@@ -1449,7 +1833,7 @@ OPSTATE_API opstate_result opstate_lmdb_blob_load(opstate_lmdb_store *st,
     opstate_result r = opstate_lmdb__meta_get(st, &m, err);
     int rc;
     if (r == OPSTATE_OK && !(m.flags & OPSTATE_LMDB__META_BLOB)) r = opstate_error_set(err, OPSTATE_NOT_FOUND, "blob", 0);
-    if (r == OPSTATE_OK && (rc = mdb_get(st->rd.txn, st->meta_dbi, &k, &v)) != 0) r = opstate_lmdb__fail(err, rc, "blob");
+    if (r == OPSTATE_OK && (rc = opstate_lmdb__get(st->e, st->rd.txn, st->meta_dbi, &k, &v)) != 0) r = opstate_lmdb__fail(err, rc, "blob");
     if (r == OPSTATE_OK && (v.mv_size < 4 || opstate_crc32c(0, v.mv_data, v.mv_size - 4) !=
                                                  opstate_get_le32((const uint8_t *)v.mv_data + v.mv_size - 4)))
         r = opstate_error_set(err, OPSTATE_CORRUPT, "blob", 0);
@@ -1465,8 +1849,43 @@ OPSTATE_API opstate_result opstate_lmdb_blob_load(opstate_lmdb_store *st,
 
 /* >>log ------------------------------------------------------------------ */
 
-#define OPSTATE_LMDB__MSG_FIXED 27u     /* time, id, has id, subject length */
+#define OPSTATE_LMDB__MSG_FIXED 31u     /* time, id, has id, subject length, CRC */
 #define OPSTATE_LMDB__MAX_SUBJECT 500u
+#define OPSTATE_LMDB__INFO_SIZE 40u     /* epoch, last seq, last time, live, layout, CRC */
+#define OPSTATE_LMDB__INFO_SIZE_0 32u   /* layout 0 (opstate 0.1): no layout, no CRC */
+
+/* Every log record ends with a seal: the CRC32C of its LMDB key and of the
+   value bytes before it, so a flipped sequence, time or index entry is seen
+   (DESIGN.md "Storage integrity"). */
+OPSTATE_LMDB__PRIVATE uint32_t opstate_lmdb__seal_crc(const MDB_val *k, const void *v, size_t n)
+{
+    return opstate_crc32c(opstate_crc32c(0, k->mv_data, k->mv_size), v, n);
+}
+
+/* Writes the seal into the last 4 bytes of a value of `size` bytes. */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__seal(const MDB_val *k, uint8_t *v, size_t size)
+{
+    opstate_put_le32(v + size - 4, opstate_lmdb__seal_crc(k, v, size - 4));
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__sealed(const MDB_val *k, const MDB_val *v)
+{
+    const uint8_t *p = (const uint8_t *)v->mv_data;
+    return v->mv_size >= 4 && opstate_lmdb__seal_crc(k, p, v->mv_size - 4) == opstate_get_le32(p + v->mv_size - 4);
+}
+
+/* Puts key -> value | seal (MDB_RESERVE: the value is written in place). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__put_sealed(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, const void *value, size_t n,
+                                                   unsigned flags)
+{
+    MDB_val v;
+    int rc;
+    v.mv_size = n + 4;
+    if ((rc = mdb_put(txn, dbi, k, &v, flags | MDB_RESERVE)) != 0) return rc;
+    if (n) OPSTATE_MEMCPY(v.mv_data, value, n);
+    opstate_lmdb__seal(k, (uint8_t *)v.mv_data, n + 4);
+    return 0;
+}
 
 /* The log's info record: epoch | last seq | last time | live count. */
 typedef struct opstate_lmdb__info_rec {
@@ -1480,6 +1899,7 @@ struct opstate_lmdb_log {
     char name[65];
     MDB_dbi msgs, subj, bysubj, ids, idseq, meta;
     opstate_lmdb__reader rd;
+    opstate_result open_why;
 };
 
 /* One message record decoded (pointers into the map). */
@@ -1501,14 +1921,14 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__msg_decode(const MDB_val *k, const MDB_
 {
     const uint8_t *p = (const uint8_t *)v->mv_data;
     size_t slen;
-    if (k->mv_size != 8 || v->mv_size < OPSTATE_LMDB__MSG_FIXED) return false;
+    if (k->mv_size != 8 || v->mv_size < OPSTATE_LMDB__MSG_FIXED || !opstate_lmdb__sealed(k, v)) return false;
     slen = opstate_get_le16(p + 25);
     if (slen > v->mv_size - OPSTATE_LMDB__MSG_FIXED) return false;
     m->seq = opstate_lmdb__get_be64((const uint8_t *)k->mv_data);
     m->time = (int64_t)opstate_get_le64(p);
-    m->subject.ptr = p + OPSTATE_LMDB__MSG_FIXED;
+    m->subject.ptr = p + 27;
     m->subject.len = slen;
-    m->data.ptr = p + OPSTATE_LMDB__MSG_FIXED + slen;
+    m->data.ptr = p + 27 + slen;
     m->data.len = v->mv_size - OPSTATE_LMDB__MSG_FIXED - slen;
     return true;
 }
@@ -1516,26 +1936,31 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__msg_decode(const MDB_val *k, const MDB_
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__info_get(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_lmdb__info_rec *info)
 {
     MDB_val k = opstate_lmdb__val("info", 4), v;
-    int rc = mdb_get(txn, lg->meta, &k, &v);
+    const uint8_t *p;
+    int rc = opstate_lmdb__get(lg->e, txn, lg->meta, &k, &v);
     OPSTATE_MEMSET(info, 0, sizeof *info);
     if (rc != 0) return rc;
-    if (v.mv_size != 32) return MDB_CORRUPTED;
-    info->epoch = opstate_get_le64((const uint8_t *)v.mv_data);
-    info->last_seq = opstate_get_le64((const uint8_t *)v.mv_data + 8);
-    info->last_time = (int64_t)opstate_get_le64((const uint8_t *)v.mv_data + 16);
-    info->live = opstate_get_le64((const uint8_t *)v.mv_data + 24);
+    if (v.mv_size == OPSTATE_LMDB__INFO_SIZE_0) return MDB_VERSION_MISMATCH; /* layout 0: migrated at open */
+    if (v.mv_size != OPSTATE_LMDB__INFO_SIZE || !opstate_lmdb__sealed(&k, &v)) return MDB_CORRUPTED;
+    p = (const uint8_t *)v.mv_data;
+    if (opstate_get_le32(p + 32) != OPSTATE_LMDB_LOG_LAYOUT_VERSION) return MDB_VERSION_MISMATCH;
+    info->epoch = opstate_get_le64(p);
+    info->last_seq = opstate_get_le64(p + 8);
+    info->last_time = (int64_t)opstate_get_le64(p + 16);
+    info->live = opstate_get_le64(p + 24);
     return 0;
 }
 
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__info_put(const opstate_lmdb_log *lg, MDB_txn *txn, const opstate_lmdb__info_rec *info)
 {
-    uint8_t b[32];
-    MDB_val k = opstate_lmdb__val("info", 4), v = opstate_lmdb__val(b, 32);
+    uint8_t b[OPSTATE_LMDB__INFO_SIZE - 4];
+    MDB_val k = opstate_lmdb__val("info", 4);
     opstate_put_le64(b, info->epoch);
     opstate_put_le64(b + 8, info->last_seq);
     opstate_put_le64(b + 16, (uint64_t)info->last_time);
     opstate_put_le64(b + 24, info->live);
-    return mdb_put(txn, lg->meta, &k, &v, 0);
+    opstate_put_le32(b + 32, OPSTATE_LMDB_LOG_LAYOUT_VERSION);
+    return opstate_lmdb__put_sealed(txn, lg->meta, &k, b, sizeof b, 0);
 }
 
 /* Key of the per-subject index: subject 0x00 BE seq. */
@@ -1548,27 +1973,29 @@ OPSTATE_LMDB__PRIVATE MDB_val opstate_lmdb__bysubj_key(uint8_t *buf, opstate_byt
 }
 
 /* subject -> first | last | count */
-OPSTATE_LMDB__PRIVATE bool opstate_lmdb__subj_get(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_bytes subject,
-                                                  uint64_t out[3])
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__subj_get(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_bytes subject,
+                                                 uint64_t out[3])
 {
     MDB_val k = opstate_lmdb__val(subject.ptr, subject.len), v;
-    if (mdb_get(txn, lg->subj, &k, &v) != 0 || v.mv_size != 24) return false;
+    int rc = opstate_lmdb__get(lg->e, txn, lg->subj, &k, &v);
+    if (rc != 0) return rc;
+    if (v.mv_size != 28 || !opstate_lmdb__sealed(&k, &v)) return MDB_CORRUPTED;
     out[0] = opstate_get_le64((const uint8_t *)v.mv_data);
     out[1] = opstate_get_le64((const uint8_t *)v.mv_data + 8);
     out[2] = opstate_get_le64((const uint8_t *)v.mv_data + 16);
-    return true;
+    return 0;
 }
 
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__subj_put(const opstate_lmdb_log *lg, MDB_txn *txn, opstate_bytes subject,
                                                  const uint64_t s[3])
 {
     uint8_t b[24];
-    MDB_val k = opstate_lmdb__val(subject.ptr, subject.len), v = opstate_lmdb__val(b, 24);
+    MDB_val k = opstate_lmdb__val(subject.ptr, subject.len);
     if (s[2] == 0) return mdb_del(txn, lg->subj, &k, NULL);
     opstate_put_le64(b, s[0]);
     opstate_put_le64(b + 8, s[1]);
     opstate_put_le64(b + 16, s[2]);
-    return mdb_put(txn, lg->subj, &k, &v, 0);
+    return opstate_lmdb__put_sealed(txn, lg->subj, &k, b, 24, 0);
 }
 
 /* Deletes message `seq` (record at hand) and its index entries. */
@@ -1581,11 +2008,11 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__msg_delete(const opstate_lmdb_log *lg, M
     MDB_cursor *cur;
     opstate_bytes subject = m->subject;
     int rc = mdb_del(txn, lg->bysubj, &bk, NULL);
-    if (rc == 0 && opstate_lmdb__subj_get(lg, txn, subject, s)) {
+    if (rc == 0 && (rc = opstate_lmdb__subj_get(lg, txn, subject, s)) == 0) {
         s[2]--;
         if (s[2] && s[0] == m->seq && (rc = mdb_cursor_open(txn, lg->bysubj, &cur)) == 0) {
             nk = opstate_lmdb__bysubj_key(kb, subject, 0); /* first remaining seq of the subject */
-            if ((rc = mdb_cursor_get(cur, &nk, &nv, MDB_SET_RANGE)) == 0)
+            if ((rc = opstate_lmdb__cursor_get(lg->e, cur, &nk, &nv, MDB_SET_RANGE)) == 0)
                 s[0] = opstate_lmdb__get_be64((const uint8_t *)nk.mv_data + subject.len + 1);
             mdb_cursor_close(cur);
         }
@@ -1609,7 +2036,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__trim(const opstate_lmdb_log *lg, MDB_txn
         MDB_val k, v;
         opstate_lmdb__msg m;
         int rc = mdb_cursor_open(txn, lg->msgs, &cur);
-        if (rc == 0) rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        if (rc == 0) rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_FIRST);
         if (rc == 0 && !opstate_lmdb__msg_decode(&k, &v, &m)) rc = MDB_CORRUPTED;
         mdb_cursor_close(cur);
         if (rc == MDB_NOTFOUND) return 0;
@@ -1649,21 +2076,23 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__remember_id(const opstate_lmdb_log *lg, 
 {
     uint8_t sb[8], ob[8];
     uint32_t window = lg->cfg.duplicate_window ? lg->cfg.duplicate_window : 100000u;
-    MDB_val ik = opstate_lmdb__val(id->bytes, 16), sk = opstate_lmdb__val(sb, 8), v = opstate_lmdb__val(sb, 8), old;
+    MDB_val ik = opstate_lmdb__val(id->bytes, 16), sk = opstate_lmdb__val(sb, 8), old;
     int rc;
     opstate_lmdb__put_be64(sb, seq);
-    if ((rc = mdb_put(txn, lg->ids, &ik, &v, 0)) != 0) return rc;
-    if ((rc = mdb_put(txn, lg->idseq, &sk, &ik, MDB_APPEND)) != 0) return rc;
+    if ((rc = opstate_lmdb__put_sealed(txn, lg->ids, &ik, sb, 8, 0)) != 0) return rc;
+    if ((rc = opstate_lmdb__put_sealed(txn, lg->idseq, &sk, id->bytes, 16, MDB_APPEND)) != 0) return rc;
     if (seq <= window) return 0;
     opstate_lmdb__put_be64(ob, seq - window);
     sk = opstate_lmdb__val(ob, 8);
-    if ((rc = mdb_get(txn, lg->idseq, &sk, &old)) == MDB_NOTFOUND) return 0;
-    if (rc == 0 && old.mv_size == 16) {
+    if ((rc = opstate_lmdb__get(lg->e, txn, lg->idseq, &sk, &old)) == MDB_NOTFOUND) return 0;
+    if (rc == 0 && (old.mv_size != 20 || !opstate_lmdb__sealed(&sk, &old))) rc = MDB_CORRUPTED;
+    if (rc == 0) {
         uint8_t idb[16];
         MDB_val cur;
         OPSTATE_MEMCPY(idb, old.mv_data, 16);
         ik = opstate_lmdb__val(idb, 16);
-        if (mdb_get(txn, lg->ids, &ik, &cur) == 0 && cur.mv_size == 8 && OPSTATE_MEMCMP(cur.mv_data, ob, 8) == 0)
+        if (opstate_lmdb__get(lg->e, txn, lg->ids, &ik, &cur) == 0 && cur.mv_size == 12 &&
+            OPSTATE_MEMCMP(cur.mv_data, ob, 8) == 0)
             rc = mdb_del(txn, lg->ids, &ik, NULL);
     }
     return rc ? rc : mdb_del(txn, lg->idseq, &sk, NULL);
@@ -1675,7 +2104,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(const opstate_lmdb_log *lg, co
 {
     uint8_t key[8] = {0}, kb[OPSTATE_LMDB__MAX_SUBJECT + 9];
     uint64_t s[3];
-    MDB_val k = opstate_lmdb__val(key, 8), v, bk, empty = opstate_lmdb__val("", 0);
+    MDB_val k = opstate_lmdb__val(key, 8), v, bk;
     uint8_t *p;
     int rc;
     opstate_lmdb__put_be64(key, seq);
@@ -1689,13 +2118,16 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__store_msg(const opstate_lmdb_log *lg, co
         p[24] = 1;
     }
     opstate_put_le16(p + 25, (uint16_t)a->subject.len);
-    OPSTATE_MEMCPY(p + OPSTATE_LMDB__MSG_FIXED, a->subject.ptr, a->subject.len);
-    if (a->data.len) OPSTATE_MEMCPY(p + OPSTATE_LMDB__MSG_FIXED + a->subject.len, a->data.ptr, a->data.len);
+    OPSTATE_MEMCPY(p + 27, a->subject.ptr, a->subject.len);
+    if (a->data.len) OPSTATE_MEMCPY(p + 27 + a->subject.len, a->data.ptr, a->data.len);
+    opstate_lmdb__seal(&k, p, v.mv_size);
     bk = opstate_lmdb__bysubj_key(kb, a->subject, seq);
-    if ((rc = mdb_put(txn, lg->bysubj, &bk, &empty, 0)) != 0) return rc;
-    if (!opstate_lmdb__subj_get(lg, txn, a->subject, s)) {
+    if ((rc = opstate_lmdb__put_sealed(txn, lg->bysubj, &bk, NULL, 0, 0)) != 0) return rc;
+    if ((rc = opstate_lmdb__subj_get(lg, txn, a->subject, s)) == MDB_NOTFOUND) {
         s[0] = seq;
         s[2] = 0;
+    } else if (rc != 0) {
+        return rc;
     }
     s[1] = seq;
     s[2]++;
@@ -1707,13 +2139,15 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__trim_subject(const opstate_lmdb_log *lg,
                                                      opstate_lmdb__info_rec *info)
 {
     uint64_t s[3];
-    while (lg->cfg.max_per_subject && opstate_lmdb__subj_get(lg, txn, subject, s) && s[2] > lg->cfg.max_per_subject) {
+    int rc;
+    while (lg->cfg.max_per_subject && (rc = opstate_lmdb__subj_get(lg, txn, subject, s)) != MDB_NOTFOUND) {
         uint8_t key[8] = {0};
         MDB_val k = opstate_lmdb__val(key, 8), v;
         opstate_lmdb__msg m;
-        int rc;
+        if (rc != 0) return rc;
+        if (s[2] <= lg->cfg.max_per_subject) break;
         opstate_lmdb__put_be64(key, s[0]);
-        if ((rc = mdb_get(txn, lg->msgs, &k, &v)) != 0) return rc;
+        if ((rc = opstate_lmdb__get(lg->e, txn, lg->msgs, &k, &v)) != 0) return rc;
         if (!opstate_lmdb__msg_decode(&k, &v, &m)) return MDB_CORRUPTED;
         m.subject = subject; /* the caller's copy: the record is deleted below */
         if ((rc = opstate_lmdb__msg_delete(lg, txn, &m, info)) != 0) return rc;
@@ -1732,16 +2166,21 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_one(opstate_lmdb__append_ctx *a, 
     int rc;
     if (it->opts.msg_id) {
         MDB_val k = opstate_lmdb__val(it->opts.msg_id->bytes, 16), v;
-        if ((rc = mdb_get(txn, lg->ids, &k, &v)) == 0 && v.mv_size == 8) {
+        if ((rc = opstate_lmdb__get(lg->e, txn, lg->ids, &k, &v)) == 0 && (v.mv_size != 12 || !opstate_lmdb__sealed(&k, &v)))
+            return MDB_CORRUPTED;
+        if (rc == 0) {
             out->seq = opstate_lmdb__get_be64((const uint8_t *)v.mv_data);
             out->duplicate = true;
             return 0;
         }
     }
-    if (it->opts.expect_last_subject_seq &&
-        (opstate_lmdb__subj_get(lg, txn, it->subject, s) ? s[1] : 0) != it->opts.last_subject_seq) {
-        a->why = OPSTATE_CONFLICT;
-        return OPSTATE_LMDB__ABORT;
+    if (it->opts.expect_last_subject_seq) {
+        if ((rc = opstate_lmdb__subj_get(lg, txn, it->subject, s)) == MDB_NOTFOUND) s[1] = 0;
+        else if (rc != 0) return rc;
+        if (s[1] != it->opts.last_subject_seq) {
+            a->why = OPSTATE_CONFLICT;
+            return OPSTATE_LMDB__ABORT;
+        }
     }
     info->last_seq++;
     info->last_time = now;
@@ -1855,11 +2294,11 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__expire(opstate_lmdb_log *lg, 
     int64_t now;
     bool expired = false;
     opstate_result r;
-    if (!lg->cfg.max_age_ns) return OPSTATE_OK;
+    if (!lg->cfg.max_age_ns || lg->e->cfg.access == OPSTATE_LMDB_READ_ONLY) return OPSTATE_OK;
     now = opstate_lmdb__now(lg);
     if ((r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err)) != OPSTATE_OK) return r;
     if (mdb_cursor_open(lg->rd.txn, lg->msgs, &cur) == 0) {
-        expired = mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && opstate_lmdb__msg_decode(&k, &v, &m) &&
+        expired = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_FIRST) == 0 && opstate_lmdb__msg_decode(&k, &v, &m) &&
                   m.time < now - lg->cfg.max_age_ns;
         mdb_cursor_close(cur);
     }
@@ -1870,32 +2309,35 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__expire(opstate_lmdb_log *lg, 
 /* One pass over the retained messages from from_seq. */
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *lg, opstate_bytes filter, uint64_t from_seq,
                                                              opstate_log_message *msgs, size_t max, size_t *count,
-                                                             uint64_t epoch, opstate_error *err)
+                                                             const opstate_lmdb__info_rec *info, opstate_error *err)
 {
     uint8_t key[8] = {0};
     MDB_val k = opstate_lmdb__val(key, 8), v;
     MDB_cursor *cur;
     size_t n = 0;
+    uint64_t prev = from_seq ? from_seq - 1 : 0;
     int rc = mdb_cursor_open(lg->rd.txn, lg->msgs, &cur);
     opstate_lmdb__put_be64(key, from_seq);
-    for (rc = rc ? rc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < max;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = rc ? rc : opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < max;
+         rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_NEXT)) {
         opstate_lmdb__msg m;
-        if (!opstate_lmdb__msg_decode(&k, &v, &m)) {
-            rc = MDB_CORRUPTED;
+        if (!opstate_lmdb__msg_decode(&k, &v, &m) || m.seq <= prev || m.seq > info->last_seq) {
+            rc = MDB_CORRUPTED; /* a bad record, or sequences that do not go forward */
+            if (err) err->offset = (size_t)prev + 1;
             break;
         }
+        prev = m.seq;
         if (filter.len && !opstate_subject_matches(filter, m.subject)) continue;
         msgs[n].position.seq = m.seq;
         msgs[n].position.time = m.time;
-        msgs[n].position.epoch = epoch;
+        msgs[n].position.epoch = info->epoch;
         msgs[n].subject = m.subject;
         msgs[n].contiguous = true; /* the cursor walked every retained message: vouched */
         msgs[n++].data = m.data;
     }
     mdb_cursor_close(cur);
     *count = n;
-    return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "read");
+    return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "log record");
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
@@ -1906,13 +2348,14 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read(void *user, opstate_byte
     int64_t deadline = wait_ns > 0 ? opstate_lmdb__monotonic_ns() + wait_ns : 0;
     for (;;) {
         opstate_lmdb__info_rec info;
+        int rc;
         struct timespec pause;
         int64_t step = lg->cfg.poll_interval_ns ? lg->cfg.poll_interval_ns : 1000000;
         opstate_result r = opstate_lmdb__expire(lg, err);
         if (r == OPSTATE_OK) r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
         if (r != OPSTATE_OK) return r;
-        opstate_lmdb__info_get(lg, lg->rd.txn, &info);
-        r = opstate_lmdb__read_once(lg, filter, from_seq, msgs, max, count, info.epoch, err);
+        if ((rc = opstate_lmdb__info_get(lg, lg->rd.txn, &info)) != 0) return opstate_lmdb__fail(err, rc, "log info");
+        r = opstate_lmdb__read_once(lg, filter, from_seq, msgs, max, count, &info, err);
         if (r != OPSTATE_OK || *count || !deadline || opstate_lmdb__monotonic_ns() >= deadline) return r;
         opstate_lmdb__reader_end(&lg->rd);
         pause.tv_sec = (time_t)(step / 1000000000);
@@ -1940,7 +2383,8 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__info(void *user, opstate_stre
     out->messages = info.live;
     out->first_seq = info.last_seq ? info.last_seq + 1 : 0;
     if (rc == 0 && (rc = mdb_cursor_open(lg->rd.txn, lg->msgs, &cur)) == 0) {
-        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && opstate_lmdb__msg_decode(&k, &v, &m)) {
+        if ((rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_FIRST)) == 0) {
+            if (!opstate_lmdb__msg_decode(&k, &v, &m) || m.seq > info.last_seq) rc = MDB_CORRUPTED;
             out->first_seq = m.seq;
             out->first_time = m.time;
         }
@@ -1948,6 +2392,28 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__info(void *user, opstate_stre
     }
     opstate_lmdb__reader_end(&lg->rd);
     return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "info");
+}
+
+/* The last message of the subject whose index entry is (k, v); an entry
+   that is not sealed, or names a message that is not there, is CORRUPTED. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__subject_last(const opstate_lmdb_log *lg, const MDB_val *k, const MDB_val *v,
+                                                    const opstate_lmdb__info_rec *info, opstate_log_message *msg)
+{
+    uint8_t key[8] = {0};
+    MDB_val mk = opstate_lmdb__val(key, 8), mv;
+    opstate_lmdb__msg m;
+    int rc;
+    if (v->mv_size != 28 || !opstate_lmdb__sealed(k, v)) return MDB_CORRUPTED;
+    opstate_lmdb__put_be64(key, opstate_get_le64((const uint8_t *)v->mv_data + 8));
+    if ((rc = opstate_lmdb__get(lg->e, lg->rd.txn, lg->msgs, &mk, &mv)) != 0) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+    if (!opstate_lmdb__msg_decode(&mk, &mv, &m) || m.seq > info->last_seq) return MDB_CORRUPTED;
+    msg->position.seq = m.seq;
+    msg->position.time = m.time;
+    msg->position.epoch = info->epoch;
+    msg->subject = m.subject;
+    msg->data = m.data;
+    msg->contiguous = false; /* one message per subject: no order to vouch for */
+    return 0;
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__last_per_subject(void *user, opstate_bytes filter,
@@ -1961,22 +2427,12 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__last_per_subject(void *user, 
     opstate_result r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
     int rc;
     if (r != OPSTATE_OK) return r;
-    opstate_lmdb__info_get(lg, lg->rd.txn, &info);
-    if ((rc = mdb_cursor_open(lg->rd.txn, lg->subj, &cur)) == 0) {
-        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            uint8_t key[8] = {0};
-            MDB_val mk = opstate_lmdb__val(key, 8), mv;
-            opstate_lmdb__msg m;
+    if ((rc = opstate_lmdb__info_get(lg, lg->rd.txn, &info)) == 0 && (rc = mdb_cursor_open(lg->rd.txn, lg->subj, &cur)) == 0) {
+        for (rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_NEXT)) {
             opstate_log_message msg;
-            if (v.mv_size != 24 || (filter.len && !opstate_subject_matches(filter, opstate_lmdb__bytes(&k)))) continue;
-            opstate_lmdb__put_be64(key, opstate_get_le64((const uint8_t *)v.mv_data + 8));
-            if (mdb_get(lg->rd.txn, lg->msgs, &mk, &mv) != 0 || !opstate_lmdb__msg_decode(&mk, &mv, &m)) continue;
-            msg.position.seq = m.seq;
-            msg.position.time = m.time;
-            msg.position.epoch = info.epoch;
-            msg.subject = m.subject;
-            msg.data = m.data;
-            msg.contiguous = false; /* one message per subject: no order to vouch for */
+            if (filter.len && !opstate_subject_matches(filter, opstate_lmdb__bytes(&k))) continue;
+            if ((rc = opstate_lmdb__subject_last(lg, &k, &v, &info, &msg)) != 0) break;
             fn(fn_user, &msg);
         }
         mdb_cursor_close(cur);
@@ -1986,20 +2442,79 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__last_per_subject(void *user, 
 }
 
 /* Opens the log's databases; a new log gets its first epoch. */
+/* Layout 0 -> 1 for one database: every value gets its seal. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__reseal(const opstate_lmdb_log *lg, MDB_txn *txn, MDB_dbi dbi)
+{
+    const opstate_allocator *a = &lg->e->cfg.allocator;
+    uint8_t key[OPSTATE_LMDB__MAX_SUBJECT + 16], *buf = NULL;
+    size_t cap = 0;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    for (rc = rc ? rc : opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size > sizeof key) rc = MDB_CORRUPTED;
+        if (rc == 0 && v.mv_size + 4 > cap) {
+            opstate_free(a, buf);
+            cap = (v.mv_size + 4) * 2;
+            if (!(buf = (uint8_t *)opstate_alloc(a, cap))) rc = ENOMEM;
+        }
+        if (rc != 0) break;
+        OPSTATE_MEMCPY(key, k.mv_data, k.mv_size);
+        if (v.mv_size) OPSTATE_MEMCPY(buf, v.mv_data, v.mv_size);
+        k.mv_data = key;
+        v.mv_data = buf;
+        v.mv_size += 4;
+        opstate_lmdb__seal(&k, buf, v.mv_size);
+        if ((rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT)) != 0) break;
+    }
+    mdb_cursor_close(cur);
+    opstate_free(a, buf);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Migrates a layout-0 log (opstate 0.1) in the open transaction. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__log_migrate0(opstate_lmdb_log *lg, MDB_txn *txn, const MDB_val *old_info)
+{
+    const MDB_dbi dbis[5] = {lg->msgs, lg->subj, lg->bysubj, lg->ids, lg->idseq};
+    const uint8_t *p = (const uint8_t *)old_info->mv_data;
+    opstate_lmdb__info_rec info;
+    int i, rc = 0;
+    info.epoch = opstate_get_le64(p);
+    info.last_seq = opstate_get_le64(p + 8);
+    info.last_time = (int64_t)opstate_get_le64(p + 16);
+    info.live = opstate_get_le64(p + 24);
+    if (lg->e->cfg.access == OPSTATE_LMDB_READ_ONLY) {
+        lg->open_why = OPSTATE_UNKNOWN_VERSION; /* a reader never writes: a writer migrates */
+        return OPSTATE_LMDB__ABORT;
+    }
+    for (i = 0; i < 5 && rc == 0; i++) rc = opstate_lmdb__reseal(lg, txn, dbis[i]);
+    if (rc == 0) rc = opstate_lmdb__info_put(lg, txn, &info);
+    if (rc == 0) opstate_log_line(&lg->e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: migrated a layout 0 log (", info.live,
+                                  " messages) to layout 1");
+    return rc;
+}
+
+/* Opens the log's databases; a new log gets its first epoch. */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__log_open_txn(void *user, MDB_txn *txn)
 {
     opstate_lmdb_log *lg = (opstate_lmdb_log *)user;
     opstate_lmdb__info_rec info;
+    MDB_val k = opstate_lmdb__val("info", 4), v;
     int rc;
-    if ((rc = opstate_lmdb__dbi(txn, 'l', lg->name, "msgs", 0, &lg->msgs)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "subj", 0, &lg->subj)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "bysubj", 0, &lg->bysubj)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "ids", 0, &lg->ids)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "idseq", 0, &lg->idseq)) != 0 ||
-        (rc = opstate_lmdb__dbi(txn, 'l', lg->name, "meta", 0, &lg->meta)) != 0)
-        return rc;
+    if ((rc = opstate_lmdb__dbi(lg->e, txn, 'l', lg->name, "msgs", &lg->msgs)) != 0 ||
+        (rc = opstate_lmdb__dbi(lg->e, txn, 'l', lg->name, "subj", &lg->subj)) != 0 ||
+        (rc = opstate_lmdb__dbi(lg->e, txn, 'l', lg->name, "bysubj", &lg->bysubj)) != 0 ||
+        (rc = opstate_lmdb__dbi(lg->e, txn, 'l', lg->name, "ids", &lg->ids)) != 0 ||
+        (rc = opstate_lmdb__dbi(lg->e, txn, 'l', lg->name, "idseq", &lg->idseq)) != 0 ||
+        (rc = opstate_lmdb__dbi(lg->e, txn, 'l', lg->name, "meta", &lg->meta)) != 0)
+        return rc == MDB_NOTFOUND ? opstate_lmdb__missing(txn, 'l', &lg->open_why) : rc;
     rc = opstate_lmdb__info_get(lg, txn, &info);
+    if (rc == MDB_VERSION_MISMATCH && opstate_lmdb__get(lg->e, txn, lg->meta, &k, &v) == 0 &&
+        v.mv_size == OPSTATE_LMDB__INFO_SIZE_0)
+        return opstate_lmdb__log_migrate0(lg, txn, &v);
     if (rc != MDB_NOTFOUND) return rc;
+    if (lg->e->cfg.access != OPSTATE_LMDB_CREATE) return opstate_lmdb__missing(txn, 'l', &lg->open_why);
     info.epoch = (uint64_t)opstate_lmdb__now(lg);
     if (!info.epoch) info.epoch = 1;
     return opstate_lmdb__info_put(lg, txn, &info);
@@ -2009,7 +2524,7 @@ OPSTATE_API opstate_result opstate_lmdb_log_open(opstate_lmdb *e, const opstate_
                                                  opstate_lmdb_log **out, opstate_error *err)
 {
     opstate_lmdb_log *lg;
-    opstate_result why = OPSTATE_OK, r;
+    opstate_result r;
     const char *name = cfg && cfg->name ? cfg->name : "events";
     if (!opstate_lmdb__name_ok(name)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "log name", 0);
     if (!(lg = (opstate_lmdb_log *)opstate_alloc(&e->cfg.allocator, sizeof *lg)))
@@ -2020,7 +2535,10 @@ OPSTATE_API opstate_result opstate_lmdb_log_open(opstate_lmdb *e, const opstate_
     OPSTATE_MEMCPY(lg->name, name, strlen(name) + 1);
     lg->cfg.name = lg->name;
     opstate_lmdb__reader_add(e, &lg->rd);
-    if ((r = opstate_lmdb__write(e, opstate_lmdb__log_open_txn, lg, &why, err)) != OPSTATE_OK) {
+    if ((r = opstate_lmdb__open_part(e, opstate_lmdb__log_open_txn, lg, &lg->open_why, err)) != OPSTATE_OK) {
+        if (err && r == OPSTATE_CONFLICT) err->field = "the environment holds a state store, not a log";
+        if (err && r == OPSTATE_UNKNOWN_VERSION) err->field = "log layout 0 (opstate 0.1): open it read-write once to migrate";
+        if (err && r == OPSTATE_NOT_FOUND) err->field = "log";
         opstate_lmdb_log_close(lg);
         return r;
     }
@@ -2128,11 +2646,6 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__empty_dir(const char *dir, op
         if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0) empty = false;
     closedir(d);
     return empty ? OPSTATE_OK : opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "directory is not empty", EEXIST);
-}
-
-OPSTATE_LMDB__PRIVATE void opstate_lmdb__join(char *out, size_t cap, const char *dir, const char *file)
-{
-    snprintf(out, cap, "%s/%s", dir, file);
 }
 
 /* Reads the position of every store in the environment at `dir`, opened

@@ -244,10 +244,16 @@ cp -r "$T/log.state" "$T/corrupt.state"
 if flip "$T/corrupt.state/data.mdb" OPSL 12; then ok; else bad "corrupting the store meta"; fi
 fails "inspect a corrupt store" 4 "checksum mismatch" -- inspect --state "$T/corrupt.state"
 fails "consume from a corrupt store" 4 "checksum mismatch" -- consume --log "$LOG" --state "$T/corrupt.state" --exit-when-caught-up
+CLOG="lmdb:$T/clog"
+for n in 1 2 3; do "$OPSTATE" publish --log "$CLOG" --scope p --kind k --key "k$n" --op put --data "MARKER-$n" >/dev/null; done
+if flip "$T/clog/data.mdb" MARKER-2 0; then ok; else bad "corrupting an event in the log"; fi
+STDOUT_OK=1 fails "consume stops at a corrupt log record (exit 4)" 4 "checksum mismatch" -- consume --log "$CLOG" --exit-when-caught-up
+fails "replay stops at a corrupt log record (exit 4)" 4 "checksum mismatch" -- replay --log "$CLOG"
 PLOG="lmdb:$T/plog"
-for n in 1 2 3; do "$OPSTATE" publish --log "$PLOG" --scope p --kind k --key "k$n" --op put --data "MARKER-$n" >/dev/null; done
-if flip "$T/plog/data.mdb" MARKER-2 0; then ok; else bad "corrupting an event in the log"; fi
-STDOUT_OK=1 fails "consume stops at a poison event (exit 5)" 5 "stopped at a poison event: sequence 2 \(id undecodable\): checksum mismatch" -- consume --log "$PLOG" --exit-when-caught-up
+"$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k1 --op put --data "MARKER-1" >/dev/null
+"$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k2 --op 16 --data "not a KV op" >/dev/null
+"$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k3 --op put --data "MARKER-3" >/dev/null
+STDOUT_OK=1 fails "consume stops at a poison event (exit 5)" 5 "stopped at a poison event: sequence 2 \(id [0-9a-f-]{36}\): the KV apply rejected it" -- consume --log "$PLOG" --exit-when-caught-up
 expect "the state before the poison event was kept" 0 "^position: +seq 1 " -- inspect --log "$PLOG"
 op consume --log "$PLOG" --exit-when-caught-up --poison skip
 if [[ $? -eq 0 ]] && grep -q "applied 1, skipped 1, poison 1" "$out" && grep -q "warning: skipped 1 poison event" "$err"; then ok; else bad "consume --poison skip"; fi

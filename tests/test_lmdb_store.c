@@ -1290,6 +1290,24 @@ static bool lfx_open(logfx *fx, const opstate_lmdb_log_config *cfg_in)
     return true;
 }
 
+/* Reopens the fixture's log read-only: another process may then write it
+   (one writer process per environment). */
+static bool lfx_reopen_read_only(logfx *fx, size_t map)
+{
+    opstate_lmdb_config c;
+    opstate_lmdb_log_close(fx->lg);
+    opstate_lmdb_close(fx->env);
+    memset(&c, 0, sizeof c);
+    c.path = fx->dir;
+    c.map_size = map;
+    c.access = OPSTATE_LMDB_READ_ONLY;
+    fx->lg = NULL;
+    if (opstate_lmdb_open(&c, &fx->env, NULL) != OPSTATE_OK) return false;
+    if (opstate_lmdb_log_open(fx->env, NULL, &fx->lg, NULL) != OPSTATE_OK) return false;
+    fx->log = opstate_lmdb_log_iface(fx->lg);
+    return true;
+}
+
 static void lfx_close(logfx *fx)
 {
     opstate_lmdb_log_close(fx->lg);
@@ -1807,6 +1825,7 @@ TEST(lmdb_log, waiting_read_sees_other_process)
     cfg.clock = NULL;
     REQUIRE(lfx_open(&fx, &cfg));
     CHECK(app(&fx, "first", "1", NULL, NULL) == OPSTATE_OK);
+    REQUIRE(lfx_reopen_read_only(&fx, 0)); /* the child is the writer */
     REQUIRE(pipe(fds) == 0);
     fflush(stdout);
     pid = fork();
@@ -1843,9 +1862,7 @@ TEST(lmdb_log, waiting_read_child_forked_first)
         append_child(fds[1], fx.dir, 50);
     }
     close(fds[1]);
-    REQUIRE(env_open(fx.dir, 0, 0, &fx.env, NULL) == OPSTATE_OK);
-    REQUIRE(opstate_lmdb_log_open(fx.env, NULL, &fx.lg, NULL) == OPSTATE_OK);
-    fx.log = opstate_lmdb_log_iface(fx.lg);
+    REQUIRE(lfx_reopen_read_only(&fx, 0));
     wait_for_child(&fx, pid, fds[0]);
     lfx_close(&fx);
 }
@@ -2477,6 +2494,7 @@ TEST(lmdb_log, other_process_grows_map)
     fx.log = opstate_lmdb_log_iface(fx.lg);
     CHECK(app(&fx, "first", "1", NULL, NULL) == OPSTATE_OK);
     CHECK(fx.log.read(fx.log.user, str(""), 1, 0, msgs, 64, &n, NULL) == OPSTATE_OK && n == 1);
+    REQUIRE(lfx_reopen_read_only(&fx, mib)); /* the child is the writer */
     REQUIRE(pipe(fds) == 0);
     fflush(stdout);
     pid = fork();
@@ -2507,6 +2525,11 @@ TEST(lmdb_log, other_process_grows_map)
     CHECK_EQ_U64(n, 41);
     if (n == 41) CHECK(msgs[40].data.len == 100 * 1024 && msgs[40].data.ptr[100 * 1024 - 1] == 41);
     CHECK(opstate_lmdb_map_size(fx.env) > 2 * mib);
+    opstate_lmdb_log_close(fx.lg); /* the writer's turn */
+    opstate_lmdb_close(fx.env);
+    REQUIRE(env_open(fx.dir, mib, 64 * mib, &fx.env, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_lmdb_log_open(fx.env, NULL, &fx.lg, NULL) == OPSTATE_OK);
+    fx.log = opstate_lmdb_log_iface(fx.lg);
     CHECK(app(&fx, "parent", "again", NULL, &res) == OPSTATE_OK);
     CHECK_EQ_U64(res.seq, 42);
     lfx_close(&fx);
