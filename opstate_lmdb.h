@@ -255,6 +255,23 @@ OPSTATE_API opstate_result opstate_lmdb_log_recreate(opstate_lmdb_log *lg, opsta
 /* Removes every message below `below_seq`, as retention would. */
 OPSTATE_API opstate_result opstate_lmdb_log_purge(opstate_lmdb_log *lg, uint64_t below_seq, opstate_error *err);
 
+/* >>verify --------------------------------------------------------------- */
+
+/* What opstate_lmdb_verify walked, and where it stopped. */
+typedef struct opstate_lmdb_verify_report {
+    uint64_t logs, stores, records; /* records checked */
+    char where[160];                /* the first bad record: database and key */
+} opstate_lmdb_verify_report;
+
+/* Walks every log and store of the environment in one read transaction and
+   checks every record: the seal of each log record, sequences that go
+   forward, the info record and its counts; a store's meta, every table
+   entry, every delta record and the delta chain, a blob's checksum. OK, or
+   CORRUPT (UNKNOWN_VERSION for a layout this program does not know) with
+   the first bad record in out->where and err->offset (its sequence or flush
+   number). Never writes. */
+OPSTATE_API opstate_result opstate_lmdb_verify(opstate_lmdb *env, opstate_lmdb_verify_report *out, opstate_error *err);
+
 /* >>export --------------------------------------------------------------- */
 
 /* Writes a compacted copy of the environment into directory `dir` (created;
@@ -721,8 +738,6 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__lock(opstate_lmdb *e, const c
     if (e->cfg.access == OPSTATE_LMDB_READ_ONLY || flock(e->lock_fd, LOCK_EX | LOCK_NB) == 0) return OPSTATE_OK;
     if (errno != EWOULDBLOCK) return opstate_lmdb__fail(err, errno, "lock");
     holder = opstate_lmdb__lock_holder(sb.st_ino);
-    opstate_log_line(&e->cfg.logger, OPSTATE_LOG_ERROR, "lmdb: another process writes this environment (pid ",
-                     (uint64_t)holder, ", 0: unknown)");
     return opstate_error_set(err, OPSTATE_LOCKED, "held by another writer process", holder);
 }
 
@@ -2336,8 +2351,12 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *l
         msgs[n++].data = m.data;
     }
     mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        *count = 0; /* nothing of a batch that holds a bad record */
+        return opstate_lmdb__fail(err, rc, "log record");
+    }
     *count = n;
-    return rc == 0 || rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "log record");
+    return OPSTATE_OK;
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
@@ -2588,6 +2607,186 @@ OPSTATE_API opstate_result opstate_lmdb_log_recreate(opstate_lmdb_log *lg, opsta
     opstate_result why = OPSTATE_OK;
     opstate_lmdb__reader_end(&lg->rd);
     return opstate_lmdb__write(lg->e, opstate_lmdb__recreate_txn, lg, &why, err);
+}
+
+/* >>verify --------------------------------------------------------------- */
+
+typedef struct opstate_lmdb__verify {
+    opstate_lmdb *e;
+    MDB_txn *txn;
+    opstate_lmdb_verify_report *out;
+    char name[80];   /* "l:NAME" or "s:NAME" of the part being walked */
+    uint64_t bad_key; /* sequence or flush number of the bad record */
+    uint64_t prev, limit, count; /* keys go forward, stay at or below limit */
+} opstate_lmdb__verify;
+
+/* Checks one record of database `part`; false stops the walk. */
+typedef bool (*opstate_lmdb__check_fn)(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val);
+
+/* Walks the database "<part name>:<part>" with fn; 0, or the LMDB status
+   (MDB_CORRUPTED when fn refused a record, out->where naming it). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__verify_db(opstate_lmdb__verify *v, const char *part, opstate_lmdb__check_fn fn)
+{
+    char full[96];
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, val;
+    int rc;
+    snprintf(full, sizeof full, "%s:%s", v->name, part);
+    if ((rc = mdb_dbi_open(v->txn, full, 0, &dbi)) != 0 || (rc = mdb_cursor_open(v->txn, dbi, &cur)) != 0) return rc;
+    for (rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_FIRST); rc == 0;
+         rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_NEXT)) {
+        v->bad_key = k.mv_size == 8 ? opstate_lmdb__get_be64((const uint8_t *)k.mv_data) : 0;
+        if (!fn(v, &k, &val)) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        v->out->records++;
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) snprintf(v->out->where, sizeof v->out->where, "%s, record %llu", full,
+                                                (unsigned long long)v->bad_key);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__verify_sealed(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val)
+{
+    (void)v;
+    return opstate_lmdb__sealed(k, val);
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__verify_msg(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val)
+{
+    opstate_lmdb__msg m;
+    if (!opstate_lmdb__msg_decode(k, val, &m) || m.seq <= v->prev || m.seq > v->limit) return false;
+    v->prev = m.seq;
+    v->count++;
+    return true;
+}
+
+/* A log: the info record, then every database of it. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__verify_log(opstate_lmdb__verify *v)
+{
+    static const char *const index_parts[] = {"subj", "bysubj", "ids", "idseq"};
+    opstate_lmdb_log lg;
+    opstate_lmdb__info_rec info;
+    int i, rc;
+    OPSTATE_MEMSET(&lg, 0, sizeof lg);
+    lg.e = v->e;
+    snprintf(lg.name, sizeof lg.name, "%s", v->name + 2);
+    if ((rc = opstate_lmdb__dbi(v->e, v->txn, 'l', lg.name, "meta", &lg.meta)) != 0 ||
+        (rc = opstate_lmdb__info_get(&lg, v->txn, &info)) != 0) {
+        snprintf(v->out->where, sizeof v->out->where, "%s:meta, the info record", v->name);
+        return rc;
+    }
+    v->prev = v->count = 0;
+    v->limit = info.last_seq;
+    if ((rc = opstate_lmdb__verify_db(v, "msgs", opstate_lmdb__verify_msg)) != 0) return rc;
+    if (v->count != info.live) {
+        snprintf(v->out->where, sizeof v->out->where, "%s:meta, the info record counts %llu messages, %llu found",
+                 v->name, (unsigned long long)info.live, (unsigned long long)v->count);
+        return MDB_CORRUPTED;
+    }
+    for (i = 0; i < 4 && rc == 0; i++) rc = opstate_lmdb__verify_db(v, index_parts[i], opstate_lmdb__verify_sealed);
+    return rc;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__verify_table(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val)
+{
+    opstate_bytes value;
+    opstate_position pos;
+    (void)v;
+    return opstate_lmdb__table_decode(opstate_lmdb__bytes(k), opstate_lmdb__bytes(val), &value, &pos);
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__verify_item(void *user, const opstate_kv_item *item)
+{
+    (void)user;
+    (void)item;
+    return true;
+}
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__verify_delta(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val)
+{
+    opstate_bytes key = opstate_lmdb__bytes(k), rec = opstate_lmdb__bytes(val);
+    if (!opstate_lmdb__delta_ok(key, rec) || !opstate_lmdb__delta_walk(rec, opstate_lmdb__verify_item, NULL)) return false;
+    if (v->bad_key <= v->prev || v->bad_key >= v->limit) return false; /* the chain goes forward, below next flush */
+    v->prev = v->bad_key;
+    v->count++;
+    return true;
+}
+
+/* A store: the meta record, the table, the delta chain, a blob. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__verify_store(opstate_lmdb__verify *v)
+{
+    opstate_lmdb_store st;
+    opstate_lmdb__meta m;
+    MDB_val mk = opstate_lmdb__val("meta", 4), bk = opstate_lmdb__val("blob", 4), val;
+    int rc;
+    OPSTATE_MEMSET(&st, 0, sizeof st);
+    st.e = v->e;
+    snprintf(st.name, sizeof st.name, "%s", v->name + 2);
+    snprintf(v->out->where, sizeof v->out->where, "%s:meta, the meta record", v->name);
+    if ((rc = opstate_lmdb__dbi(v->e, v->txn, 's', st.name, "meta", &st.meta_dbi)) != 0 ||
+        (rc = opstate_lmdb__get(v->e, v->txn, st.meta_dbi, &mk, &val)) != 0)
+        return rc == MDB_NOTFOUND ? 0 : rc; /* an empty store (or layout 0, migrated at open) */
+    if (opstate_lmdb__meta_decode(opstate_lmdb__bytes(&val), &m, NULL) != OPSTATE_OK) return MDB_CORRUPTED;
+    if ((m.flags & OPSTATE_LMDB__META_BLOB) &&
+        ((rc = opstate_lmdb__get(v->e, v->txn, st.meta_dbi, &bk, &val)) != 0 || val.mv_size < 4 ||
+         opstate_crc32c(0, val.mv_data, val.mv_size - 4) != opstate_get_le32((const uint8_t *)val.mv_data + val.mv_size - 4)))
+        return rc ? rc : MDB_CORRUPTED;
+    v->out->where[0] = '\0';
+    v->prev = v->count = 0;
+    v->limit = m.next_flush;
+    if ((rc = opstate_lmdb__verify_db(v, "table", opstate_lmdb__verify_table)) != 0 ||
+        (rc = opstate_lmdb__verify_db(v, "deltas", opstate_lmdb__verify_delta)) != 0)
+        return rc;
+    if (v->count == m.delta_count) return 0;
+    snprintf(v->out->where, sizeof v->out->where, "%s:meta, the meta record counts %lu delta records, %llu found", v->name,
+             (unsigned long)m.delta_count, (unsigned long long)v->count);
+    return MDB_CORRUPTED;
+}
+
+/* Every part named in the main database ("l:NAME:meta", "s:NAME:meta"). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__verify_txn(void *user, MDB_txn *txn)
+{
+    opstate_lmdb__verify *v = (opstate_lmdb__verify *)user;
+    MDB_dbi main_dbi;
+    MDB_cursor *cur;
+    MDB_val k, val;
+    int rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+    v->txn = txn;
+    if (rc == 0) rc = mdb_cursor_open(txn, main_dbi, &cur);
+    if (rc != 0) return rc;
+    for (rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_FIRST); rc == 0;
+         rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_NEXT)) {
+        const char *name = (const char *)k.mv_data;
+        if (k.mv_size < 7 || k.mv_size - 5 >= sizeof v->name || name[1] != ':' ||
+            OPSTATE_MEMCMP(name + k.mv_size - 5, ":meta", 5) != 0 || (name[0] != 'l' && name[0] != 's'))
+            continue;
+        OPSTATE_MEMCPY(v->name, name, k.mv_size - 5);
+        v->name[k.mv_size - 5] = '\0';
+        rc = name[0] == 'l' ? opstate_lmdb__verify_log(v) : opstate_lmdb__verify_store(v);
+        if (rc != 0) break;
+        if (name[0] == 'l') v->out->logs++;
+        else v->out->stores++;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+OPSTATE_API opstate_result opstate_lmdb_verify(opstate_lmdb *env, opstate_lmdb_verify_report *out, opstate_error *err)
+{
+    opstate_lmdb__verify v;
+    opstate_result why = OPSTATE_OK, r;
+    OPSTATE_MEMSET(&v, 0, sizeof v);
+    OPSTATE_MEMSET(out, 0, sizeof *out);
+    v.e = env;
+    v.out = out;
+    r = opstate_lmdb__read_txn(env, opstate_lmdb__verify_txn, &v, &why, err);
+    if (r != OPSTATE_OK && err) err->offset = (size_t)v.bad_key;
+    if (r != OPSTATE_OK && !out->where[0]) snprintf(out->where, sizeof out->where, "%s", v.name);
+    return r;
 }
 
 /* >>export --------------------------------------------------------------- */

@@ -224,6 +224,9 @@ static int fail_result(opstate_result r, const opstate_error *err, const char *f
     va_list ap;
     int n = snprintf(suffix, sizeof suffix, ": %s", opstate_result_str(r));
     bool dep = err && err->dep_status && r != OPSTATE_NOT_FOUND; /* a missing file is said well enough */
+    if (r == OPSTATE_LOCKED && err && err->dep_status) /* the holder's pid */
+        n = snprintf(suffix, sizeof suffix, ": %s (pid %ld)", opstate_result_str(r), err->dep_status), dep = false;
+    if (r == OPSTATE_LOCKED) err = NULL;
     if (err && err->field && n > 0 && (size_t)n < sizeof suffix)
         snprintf(suffix + n, sizeof suffix - (size_t)n, dep ? " (%s: %s)" : " (%s)", err->field,
                  dep ? dependency_status_text(err) : "");
@@ -978,6 +981,21 @@ static int refuse_nats_options(const char *uri, const log_open_options *o)
     return STATUS_OK;
 }
 
+/* A writer is about to create a log (kind 's' refused) or a state store
+   (kind 'l' refused) in an environment: CONFLICT when it holds only the
+   other kind, so a log never lands in a state directory or the reverse. */
+static opstate_result refuse_other_kind(opstate_lmdb *env, char other, opstate_error *err)
+{
+    size_t logs = 0, stores = 0;
+    opstate_result r = opstate_lmdb_contents(env, &logs, &stores, err);
+    if (r != OPSTATE_OK) return r;
+    if (other == 's' && stores && !logs)
+        return opstate_error_set(err, OPSTATE_CONFLICT, "the directory holds a state store, not a log", 0);
+    if (other == 'l' && logs && !stores)
+        return opstate_error_set(err, OPSTATE_CONFLICT, "the directory holds a log, not a state store", 0);
+    return OPSTATE_OK;
+}
+
 static int lmdb_log_open(const char *uri, const char *path, const log_open_options *o, log_handle *h)
 {
     opstate_lmdb_config ec;
@@ -985,13 +1003,14 @@ static int lmdb_log_open(const char *uri, const char *path, const log_open_optio
     opstate_error err;
     opstate_result r;
     lmdb_backend *b;
+    memset(&ec, 0, sizeof ec);
     if (!path[0]) return fail(STATUS_USAGE, "--log %s: the path is empty (use lmdb:PATH)", quoted(uri));
     if (refuse_nats_options(uri, o) != STATUS_OK) return STATUS_USAGE;
     if (!o->create && !path_exists(path, "data.mdb"))
         return fail(STATUS_NOT_FOUND, "--log %s: no log there (%s/data.mdb not found)", quoted(uri), path);
     if (o->create && make_dirs("--log", path) != STATUS_OK) return STATUS_FAILED;
+    ec.access = o->create ? OPSTATE_LMDB_CREATE : OPSTATE_LMDB_READ_ONLY; /* only a publisher writes a log */
     if (!(b = (lmdb_backend *)calloc(1, sizeof *b))) return fail(STATUS_FAILED, "--log %s: out of memory", quoted(uri));
-    memset(&ec, 0, sizeof ec);
     memset(&lc, 0, sizeof lc);
     memset(&err, 0, sizeof err);
     ec.path = path;
@@ -1000,7 +1019,11 @@ static int lmdb_log_open(const char *uri, const char *path, const log_open_optio
     if (o->bulk) ec.map_size = (size_t)256 << 20;
     lc.name = LMDB_LOG_NAME;
     r = opstate_lmdb_open(&ec, &b->env, &err);
-    if (r == OPSTATE_OK && (r = opstate_lmdb_log_open(b->env, &lc, &b->log, &err)) != OPSTATE_OK) opstate_lmdb_close(b->env);
+    if (r == OPSTATE_OK) {
+        if (o->create) r = refuse_other_kind(b->env, 's', &err);
+        if (r == OPSTATE_OK) r = opstate_lmdb_log_open(b->env, &lc, &b->log, &err);
+        if (r != OPSTATE_OK) opstate_lmdb_close(b->env);
+    }
     if (r != OPSTATE_OK) {
         free(b);
         return fail_result(r, &err, "--log %s", quoted(uri));
@@ -1510,13 +1533,13 @@ static int state_dir_arg(const args *a, char *buf, const char **label)
     return b->default_state_dir(log_uri_arg(a), rest, opt(a, "--server"), buf);
 }
 
-static int state_env_open(const args *a, bool create, state_handle *s)
+/* Opens the environment at s->dir (s->label names it in messages). */
+static int state_env_open_at(state_handle *s, bool create)
 {
     opstate_lmdb_config ec;
     opstate_error err;
     opstate_result r;
-    int status = state_dir_arg(a, s->dir, &s->label);
-    if (status != STATUS_OK) return status;
+    int status;
     if (!create && !path_exists(s->dir, "data.mdb"))
         return fail(STATUS_NOT_FOUND, "%s %s: no state there (%s/data.mdb not found)", s->label, quoted(s->dir), s->dir);
     if (create && (status = make_dirs(s->label, s->dir)) != STATUS_OK) return status;
@@ -1524,12 +1547,23 @@ static int state_env_open(const args *a, bool create, state_handle *s)
     memset(&err, 0, sizeof err);
     ec.path = s->dir;
     ec.logger = tool_logger();
+    ec.access = create ? OPSTATE_LMDB_CREATE : OPSTATE_LMDB_READ_ONLY; /* looking never writes */
     r = opstate_lmdb_open(&ec, &s->env, &err);
     if (r == OPSTATE_ALREADY_OPEN)
         return fail(STATUS_USAGE, "%s %s: this directory is already open (the log's own?): give the state its own",
                     s->label, quoted(s->dir));
+    if (r == OPSTATE_OK && create && (r = refuse_other_kind(s->env, 'l', &err)) != OPSTATE_OK) {
+        opstate_lmdb_close(s->env);
+        s->env = NULL;
+    }
     if (r != OPSTATE_OK) return fail_result(r, &err, "%s %s", s->label, quoted(s->dir));
     return STATUS_OK;
+}
+
+static int state_env_open(const args *a, bool create, state_handle *s)
+{
+    int status = state_dir_arg(a, s->dir, &s->label);
+    return status != STATUS_OK ? status : state_env_open_at(s, create);
 }
 
 /* Opens the environment and the store named by --name. */
@@ -1552,6 +1586,8 @@ static int state_open(const args *a, bool create, bool read_through, state_handl
     if ((r = opstate_lmdb_store_open(s->env, &sc, &s->store, &err)) != OPSTATE_OK) {
         opstate_lmdb_close(s->env);
         s->env = NULL;
+        if (r == OPSTATE_NOT_FOUND)
+            return fail(STATUS_NOT_FOUND, "%s %s: nothing stored under --name %s", s->label, quoted(s->dir), quoted(s->name));
         return fail_result(r, &err, "%s %s, store %s", s->label, quoted(s->dir), quoted(s->name));
     }
     return STATUS_OK;
@@ -2754,6 +2790,41 @@ static int run_import(const args *a)
     return STATUS_OK;
 }
 
+/* >>verify -------------------------------------------------------------- */
+
+/* The directory verify walks: --state DIR, else an lmdb: log's PATH. */
+static int verify_dir(const args *a, state_handle *s)
+{
+    const char *uri = log_uri_arg(a);
+    if (opt(a, "--state")) return state_env_open(a, false, s);
+    if (strncmp(uri, "lmdb:", 5) != 0)
+        return fail(STATUS_USAGE, "verify: --log %s: verify reads LMDB files (lmdb:PATH or --state DIR)", quoted(uri));
+    if (!uri[5] || (size_t)snprintf(s->dir, PATH_CAP, "%s", uri + 5) >= PATH_CAP)
+        return fail(STATUS_USAGE, "--log %s: expected lmdb:PATH", quoted(uri));
+    s->label = "--log";
+    return state_env_open_at(s, false);
+}
+
+static int run_verify(const args *a)
+{
+    opstate_lmdb_verify_report rep;
+    opstate_error err;
+    opstate_result r;
+    state_handle s;
+    int status;
+    memset(&s, 0, sizeof s);
+    if ((status = verify_dir(a, &s)) != STATUS_OK) return status;
+    memset(&err, 0, sizeof err);
+    r = opstate_lmdb_verify(s.env, &rep, &err);
+    opstate_lmdb_close(s.env);
+    if (r != OPSTATE_OK)
+        return fail(status_for_result(r), "verify of %s: %s at %s (%llu records good before it)", quoted(s.dir),
+                    opstate_result_str(r), rep.where[0] ? rep.where : "?", (unsigned long long)rep.records);
+    printf("verified %s: %llu logs, %llu stores, %llu records, every checksum and sequence good\n", s.dir,
+           (unsigned long long)rep.logs, (unsigned long long)rep.stores, (unsigned long long)rep.records);
+    return STATUS_OK;
+}
+
 /* >>commands ------------------------------------------------------------ */
 
 #define OPT_LOG                                                                                           \
@@ -2844,6 +2915,7 @@ static const option_spec decide_options[] = {
 
 static const option_spec export_options[] = {OPT_LOG, OPT_STATE, OPT_END};
 static const option_spec import_options[] = {OPT_END};
+static const option_spec verify_options[] = {OPT_LOG, OPT_STATE, OPT_END};
 
 static const command_spec commands[] = {
     {"publish", "publish --scope S --kind K --op OP [--key K] [--data TEXT|-|--data-file F] [options]\n"
@@ -2894,6 +2966,11 @@ static const command_spec commands[] = {
      NULL, export_options, 1, 1, run_export},
     {"import", "import DIR DEST", "Verify an export and install it as a new state directory DEST", NULL,
      import_options, 2, 2, run_import},
+    {"verify", "verify [--log lmdb:PATH | --state DIR]",
+     "Check every record of an LMDB log or state directory (read-only); exit 4 at the first bad one",
+     "Checks the seal of every log record, that sequences go forward, the info record and its counts; a store's\n"
+     "meta, every table entry, every delta record and the delta chain. It never writes.\n",
+     verify_options, 0, 0, run_verify},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

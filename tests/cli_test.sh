@@ -261,5 +261,43 @@ STDOUT_OK=1 fails "consume stops at an application op (exit 5)" 5 "stopped at a 
 op replay --log "$PLOG"
 if [[ $? -eq 0 ]] && grep -q "poison 1" "$out" && grep -q "1 poison events skipped" "$err"; then ok; else bad "replay counts a poison event"; fi
 
+echo "== storage integrity and ownership"
+expect "verify a log" 0 "^verified .*: 1 logs, 0 stores, [0-9]+ records" -- verify --log "$LOG"
+expect "verify a state" 0 "^verified .*: 0 logs, [0-9]+ stores" -- verify --state "$T/log.state"
+fails "verify a corrupt log record (exit 4)" 4 "checksum mismatch: data is corrupt at l:events:msgs, record 2" -- verify --log "$CLOG"
+fails "verify a corrupt store meta (exit 4)" 4 "at s:default:meta" -- verify --state "$T/corrupt.state"
+fails "info on a state directory is refused by name" 1 "holds a state store, not a log" -- info --log "lmdb:$T/log.state"
+fails "publish into a state directory is refused by name" 1 "holds a state store, not a log" -- publish --log "lmdb:$T/log.state" --scope a --kind b --key c --op put --data 1
+fails "a log directory as --state is refused by name" 1 "holds a log, not a state store" -- consume --log "$LOG" --state "$T/applog" --exit-when-caught-up
+mkdir -p "$T/emptylog" && : >"$T/emptylog/data.mdb"
+fails "an empty data.mdb is not a log (exit 3)" 3 "data.mdb is empty" -- consume --log "lmdb:$T/emptylog" --exit-when-caught-up
+if [[ ! -e $T/emptylog/lock.mdb && ! -s $T/emptylog/data.mdb ]]; then ok; else bad "a refused empty log is left untouched"; fi
+cp -r "$T/log" "$T/trunc" && truncate -s 12288 "$T/trunc/data.mdb"
+fails "a truncated log is CORRUPT, not SIGBUS (exit 4)" 4 "truncated file" -- replay --log "lmdb:$T/trunc"
+sum_before=$(cksum <"$T/log.state/data.mdb")
+op inspect --state "$T/log.state" --keys && op info --log "$LOG" && op verify --state "$T/log.state"
+if [[ $(cksum <"$T/log.state/data.mdb") == "$sum_before" ]]; then ok; else bad "inspect, info and verify change no byte"; fi
+"$OPSTATE" consume --log "$LOG" --state "$T/held.state" >/dev/null 2>&1 &
+holder=$!
+for _ in $(seq 50); do [[ -s $T/held.state/data.mdb ]] && break; sleep 0.1; done
+sleep 0.3
+fails "a second consumer on one state is LOCKED, with the holder's pid" 1 "held by another writer process \(pid $holder\)" -- consume --log "$LOG" --state "$T/held.state" --exit-when-caught-up
+kill -9 "$holder"; wait "$holder" 2>/dev/null
+expect "a killed holder never blocks the next consumer" 0 "^stopped \(caught up\)" -- consume --log "$LOG" --state "$T/held.state" --exit-when-caught-up
+if [[ $(id -u) -eq 0 ]] && mkdir -p "$T/full" && mount -t tmpfs -o size=256k tmpfs "$T/full" 2>/dev/null; then
+  dd if=/dev/zero of="$T/full/fill" bs=4k count=64 2>/dev/null
+  fails "creating a log on a full disk is NO_SPACE" 1 "no space left on the device" -- publish --log "lmdb:$T/full/log" --scope a --kind b --key c --op put --data 1
+  if [[ ! -e $T/full/log/data.mdb ]]; then ok; else bad "a failed creation leaves no data.mdb"; fi
+  rm -f "$T/full/fill"
+  expect "after space is freed the log is created" 0 "at sequence 1 " -- publish --log "lmdb:$T/full/log" --scope a --kind b --key c --op put --data 1
+  dd if=/dev/zero of="$T/full/fill" bs=4k count=1000 2>/dev/null
+  seq 1 3000 | sed 's/.*/eu a k& put {"v":&}/' >"$T/big.txt"
+  fails "a batch on a full disk is NO_SPACE, nothing appended" 1 "nothing appended .*no space left on the device" -- publish --batch --log "lmdb:$T/full/log" <"$T/big.txt"
+  expect "the log holds what was committed before" 0 "messages: +1$" -- info --log "lmdb:$T/full/log"
+  umount "$T/full"
+else
+  echo "skipped: full-disk checks need root and a tmpfs mount"
+fi
+
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -1,0 +1,374 @@
+/* test_lmdb_integrity.c — storage integrity and ownership of the LMDB
+   companion (DESIGN.md "Storage integrity", "Ownership"): sealed log
+   records (a flipped sequence key or time is CORRUPT), data files checked
+   before they are mapped (every truncation is a clean result, never
+   SIGBUS), read-only opens that change no byte, one writer process per
+   environment (LOCKED, and a killed holder never blocks), the layout-0 log
+   migration, and opstate_lmdb_verify. Damage is done to real files. */
+#include "runner.h"
+#include "../opstate_lmdb.h"
+#include <lmdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define EVENTS 40
+
+static opstate_bytes bytes_of(const char *s)
+{
+    opstate_bytes b;
+    b.ptr = (const uint8_t *)s;
+    b.len = s ? strlen(s) : 0;
+    return b;
+}
+
+typedef struct integ {
+    char dir[64], file[96];
+    opstate_lmdb *env;
+    opstate_lmdb_log *lg;
+    opstate_log log;
+} integ;
+
+static opstate_result integ_open(integ *t, opstate_lmdb_access access, opstate_error *err)
+{
+    opstate_lmdb_config c;
+    opstate_result r;
+    memset(&c, 0, sizeof c);
+    c.path = t->dir;
+    c.access = access;
+    c.durability = OPSTATE_LMDB_SYNC_NONE;
+    t->env = NULL;
+    t->lg = NULL;
+    if ((r = opstate_lmdb_open(&c, &t->env, err)) != OPSTATE_OK) return r;
+    if ((r = opstate_lmdb_log_open(t->env, NULL, &t->lg, err)) != OPSTATE_OK) {
+        opstate_lmdb_close(t->env);
+        t->env = NULL;
+        return r;
+    }
+    t->log = opstate_lmdb_log_iface(t->lg);
+    return OPSTATE_OK;
+}
+
+static void integ_close(integ *t)
+{
+    opstate_lmdb_log_close(t->lg);
+    opstate_lmdb_close(t->env);
+    t->lg = NULL;
+    t->env = NULL;
+}
+
+/* A fresh directory with a log of EVENTS messages "MARK-<seq>", closed. */
+static bool integ_make(integ *t)
+{
+    char data[32];
+    opstate_append_result res;
+    int i;
+    memset(t, 0, sizeof *t);
+    strcpy(t->dir, "/tmp/opstate-integ-XXXXXX");
+    if (!mkdtemp(t->dir) || integ_open(t, OPSTATE_LMDB_CREATE, NULL) != OPSTATE_OK) return false;
+    snprintf(t->file, sizeof t->file, "%s/data.mdb", t->dir);
+    for (i = 1; i <= EVENTS; i++) {
+        opstate_bytes subject = {(const uint8_t *)"ops.a.b.c", 9}, payload;
+        snprintf(data, sizeof data, "MARK-%03d", i);
+        payload.ptr = (const uint8_t *)data;
+        payload.len = strlen(data);
+        if (t->log.append(t->log.user, subject, payload, NULL, &res, NULL) != OPSTATE_OK) return false;
+    }
+    integ_close(t);
+    return true;
+}
+
+static void integ_remove(const integ *t)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
+    if (system(cmd) != 0) printf("could not remove %s\n", t->dir);
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *b = NULL;
+    long n;
+    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+        (b = (uint8_t *)malloc((size_t)n)) && fread(b, 1, (size_t)n, f) == (size_t)n)
+        *len = (size_t)n;
+    else {
+        free(b);
+        b = NULL;
+    }
+    if (f) fclose(f);
+    return b;
+}
+
+static bool write_file(const char *path, const uint8_t *b, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(b, 1, len, f) == len;
+    if (f) ok = fclose(f) == 0 && ok;
+    return ok;
+}
+
+/* XORs byte `back` bytes before the payload "MARK-<seq>" (0: its first). */
+static bool flip_before(const char *file, int seq, size_t back)
+{
+    char mark[16];
+    size_t len = 0, i, n;
+    uint8_t *b = read_file(file, &len);
+    bool ok = false;
+    snprintf(mark, sizeof mark, "MARK-%03d", seq);
+    n = strlen(mark);
+    for (i = back; b && i + n <= len; i++)
+        if (memcmp(b + i, mark, n) == 0) {
+            b[i - back] ^= 0x01;
+            ok = true;
+        }
+    ok = ok && write_file(file, b, len);
+    free(b);
+    return ok;
+}
+
+/* Reads the whole log: its result, and how many messages came. */
+static opstate_result read_all(integ *t, size_t *n)
+{
+    opstate_log_message msgs[EVENTS + 1];
+    opstate_result r = t->log.read(t->log.user, bytes_of(NULL), 1, 0, msgs, EVENTS + 1, n, NULL);
+    return r;
+}
+
+/* Every field of a message record is sealed: a flipped bit in the
+   sequence key, the publish time, the subject or the payload stops a read
+   with CORRUPT before the damaged record; verify names it. */
+TEST(lmdb_integrity, flipped_log_record_is_corrupt)
+{
+    /* bytes before the payload "MARK-020" (record: key 8 | time 8 | id 16 |
+       has id | subject length 2 | subject 9 | payload | seal): the payload,
+       the subject, the has-id byte, the id, the time, the sequence key */
+    static const size_t backs[] = {0, 1, 12, 20, 30, 37};
+    size_t i;
+    for (i = 0; i < sizeof backs / sizeof backs[0]; i++) {
+        integ t;
+        size_t n = 0;
+        opstate_lmdb_verify_report rep;
+        opstate_error err;
+        REQUIRE(integ_make(&t));
+        CHECK(flip_before(t.file, 20, backs[i]));
+        REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+        memset(&err, 0, sizeof err);
+        CHECK(read_all(&t, &n) == OPSTATE_CORRUPT);
+        CHECK_EQ_U64(n, 0); /* nothing of a batch that holds a bad record */
+        CHECK(opstate_lmdb_verify(t.env, &rep, &err) == OPSTATE_CORRUPT);
+        CHECK(strstr(rep.where, "l:events:msgs") != NULL);
+        integ_close(&t);
+        integ_remove(&t);
+    }
+}
+
+/* Truncation at every page boundary (and mid-page): opening and reading
+   is a clean result in a child process — never a signal — and whatever
+   reads OK is exactly the log. */
+TEST(lmdb_integrity, truncation_never_kills)
+{
+    integ t;
+    size_t len = 0, cut, reads_ok = 0, refused = 0;
+    uint8_t *whole;
+    REQUIRE(integ_make(&t));
+    REQUIRE((whole = read_file(t.file, &len)) != NULL);
+    for (cut = 0; cut <= len; cut += 2048) {
+        pid_t pid;
+        int status = 0;
+        REQUIRE(write_file(t.file, whole, cut));
+        fflush(stdout);
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            size_t n = 0;
+            opstate_result r = integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL);
+            if (r == OPSTATE_OK) r = read_all(&t, &n);
+            if (r == OPSTATE_OK && n != EVENTS) _exit(9); /* silent wrong */
+            _exit(r == OPSTATE_OK ? 0 : r == OPSTATE_CORRUPT || r == OPSTATE_NOT_FOUND ? 1 : 8);
+        }
+        waitpid(pid, &status, 0);
+        CHECK(WIFEXITED(status));
+        if (WIFEXITED(status)) {
+            CHECK(WEXITSTATUS(status) <= 1);
+            reads_ok += WEXITSTATUS(status) == 0;
+            refused += WEXITSTATUS(status) == 1;
+        }
+    }
+    CHECK(refused > 0);
+    CHECK(reads_ok > 0); /* the whole file */
+    free(whole);
+    integ_remove(&t);
+}
+
+/* An empty data.mdb is not a new log: NOT_FOUND for every access, and a
+   read-only open of a directory creates nothing. */
+TEST(lmdb_integrity, empty_or_missing_file_is_not_found)
+{
+    integ t;
+    struct stat sb;
+    char lock[96];
+    memset(&t, 0, sizeof t);
+    strcpy(t.dir, "/tmp/opstate-integ-XXXXXX");
+    REQUIRE(mkdtemp(t.dir) != NULL);
+    snprintf(t.file, sizeof t.file, "%s/data.mdb", t.dir);
+    snprintf(lock, sizeof lock, "%s/lock.mdb", t.dir);
+    CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_NOT_FOUND);
+    CHECK(integ_open(&t, OPSTATE_LMDB_EXISTING, NULL) == OPSTATE_NOT_FOUND);
+    CHECK(stat(t.file, &sb) != 0 && stat(lock, &sb) != 0);
+    REQUIRE(write_file(t.file, (const uint8_t *)"", 0));
+    CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_NOT_FOUND);
+    CHECK(integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_NOT_FOUND);
+    CHECK(stat(t.file, &sb) == 0 && sb.st_size == 0); /* left as it was */
+    integ_remove(&t);
+}
+
+/* Looking never writes: info, reads, verify, and a store opened read-only
+   with pending deltas (no compaction at close) leave data.mdb as it was. */
+TEST(lmdb_integrity, read_only_changes_nothing)
+{
+    integ t;
+    opstate_stream_info info;
+    opstate_lmdb_store_config sc;
+    opstate_lmdb_store *st = NULL;
+    opstate_lmdb_verify_report rep;
+    opstate_append_result res;
+    size_t before_len = 0, after_len = 0, n = 0;
+    uint8_t *before, *after;
+    REQUIRE(integ_make(&t));
+    REQUIRE((before = read_file(t.file, &before_len)) != NULL);
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(t.log.info(t.log.user, &info, NULL) == OPSTATE_OK && info.last_seq == EVENTS);
+    CHECK(read_all(&t, &n) == OPSTATE_OK && n == EVENTS);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_OK && rep.logs == 1 && rep.records > EVENTS);
+    CHECK(t.log.append(t.log.user, bytes_of("x"), bytes_of("y"), NULL, &res, NULL) != OPSTATE_OK);
+    memset(&sc, 0, sizeof sc);
+    sc.name = "absent";
+    CHECK(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_CONFLICT); /* a log's directory holds no store */
+    integ_close(&t);
+    REQUIRE((after = read_file(t.file, &after_len)) != NULL);
+    CHECK(before_len == after_len && memcmp(before, after, before_len) == 0);
+    free(before);
+    free(after);
+    integ_remove(&t);
+}
+
+/* One writer process: a second writer is LOCKED and told the holder's pid;
+   readers are welcome; a holder killed with SIGKILL never blocks. */
+TEST(lmdb_integrity, second_writer_is_locked)
+{
+    integ t, reader;
+    opstate_error err;
+    int fds[2];
+    char c = 0;
+    pid_t pid;
+    REQUIRE(integ_make(&t));
+    REQUIRE(pipe(fds) == 0);
+    fflush(stdout);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        char ok = integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_OK ? 'y' : 'n';
+        if (write(fds[1], &ok, 1) != 1) _exit(1);
+        for (;;) pause();
+    }
+    CHECK(read(fds[0], &c, 1) == 1 && c == 'y');
+    memset(&err, 0, sizeof err);
+    CHECK(integ_open(&t, OPSTATE_LMDB_CREATE, &err) == OPSTATE_LOCKED);
+    CHECK_EQ_U64((uint64_t)err.dep_status, (uint64_t)pid);
+    CHECK(integ_open(&t, OPSTATE_LMDB_EXISTING, NULL) == OPSTATE_LOCKED);
+    reader = t;
+    CHECK(integ_open(&reader, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    integ_close(&reader);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CHECK(integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_OK);
+    integ_close(&t);
+    close(fds[0]);
+    close(fds[1]);
+    integ_remove(&t);
+}
+
+/* Strips the seal from every value of database `name` (the 0.1 layout). */
+static int unseal(MDB_txn *txn, const char *name)
+{
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint8_t key[600], val[600];
+    int rc = mdb_dbi_open(txn, name, 0, &dbi);
+    if (rc == 0) rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc != 0) return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        memcpy(key, k.mv_data, k.mv_size);
+        memcpy(val, v.mv_data, v.mv_size - 4);
+        k.mv_data = key;
+        v.mv_data = val;
+        v.mv_size -= 4;
+        if ((rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT)) != 0) break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Rewrites the log as opstate 0.1 wrote it: no seals, a 32-byte info. */
+static bool make_layout0(const char *dir)
+{
+    static const char *const dbs[] = {"l:events:msgs", "l:events:subj", "l:events:bysubj", "l:events:ids",
+                                      "l:events:idseq", "l:events:meta"};
+    MDB_env *env;
+    MDB_txn *txn;
+    int rc = mdb_env_create(&env), i;
+    if (rc == 0 && (rc = mdb_env_set_maxdbs(env, 16)) == 0 && (rc = mdb_env_open(env, dir, 0, 0600)) == 0 &&
+        (rc = mdb_txn_begin(env, NULL, 0, &txn)) == 0) {
+        for (i = 0; i < 6 && rc == 0; i++) rc = unseal(txn, dbs[i]);
+        if (rc == 0) rc = mdb_txn_commit(txn); /* the info record keeps its layout field: cut below */
+        else mdb_txn_abort(txn);
+    }
+    if (rc == 0 && (rc = mdb_txn_begin(env, NULL, 0, &txn)) == 0) {
+        MDB_dbi meta;
+        MDB_val k, v;
+        uint8_t info[32];
+        k.mv_size = 4;
+        k.mv_data = (void *)(uintptr_t)"info";
+        if ((rc = mdb_dbi_open(txn, "l:events:meta", 0, &meta)) == 0 && (rc = mdb_get(txn, meta, &k, &v)) == 0) {
+            memcpy(info, v.mv_data, 32);
+            v.mv_data = info;
+            v.mv_size = 32;
+            rc = mdb_put(txn, meta, &k, &v, 0);
+        }
+        if (rc == 0) rc = mdb_txn_commit(txn);
+        else mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return rc == 0;
+}
+
+/* A 0.1 log: a read-only open refuses it and says how to migrate; a
+   read-write open migrates it in one transaction, every message intact. */
+TEST(lmdb_integrity, layout0_log_is_migrated)
+{
+    integ t;
+    opstate_error err;
+    opstate_log_message msgs[EVENTS + 1];
+    size_t n = 0;
+    REQUIRE(integ_make(&t));
+    REQUIRE(make_layout0(t.dir));
+    memset(&err, 0, sizeof err);
+    CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, &err) == OPSTATE_UNKNOWN_VERSION);
+    CHECK(err.field && strstr(err.field, "migrate") != NULL);
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_OK);
+    CHECK(t.log.read(t.log.user, bytes_of(NULL), 1, 0, msgs, EVENTS + 1, &n, NULL) == OPSTATE_OK);
+    CHECK_EQ_U64(n, EVENTS);
+    if (n == EVENTS) CHECK(msgs[19].data.len == 8 && memcmp(msgs[19].data.ptr, "MARK-020", 8) == 0);
+    integ_close(&t);
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(read_all(&t, &n) == OPSTATE_OK && n == EVENTS);
+    integ_close(&t);
+    integ_remove(&t);
+}
