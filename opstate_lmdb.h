@@ -39,10 +39,13 @@
        s:N:table   key -> u64 seq | i64 time | value | CRC  (compacted state)
        s:N:deltas  u64 BE flush number -> one record of that flush's puts
                    and deletes (appended with MDB_APPEND), CRC
-       l:L:msgs    u64 BE seq -> time | id | subject | data
+       l:L:msgs    u64 BE seq -> time | id | subject | data | seal
        l:L:subj    subject -> first, last, count;  l:L:bysubj subject 0 seq
        l:L:ids     id -> seq;  l:L:idseq  seq -> id  (duplicate window)
-       l:L:meta    "info" -> epoch, last seq, last time
+       l:L:meta    "info" -> epoch, last seq, last time, count, layout
+   Every log record ends with a seal: CRC32C of its key and value (layout
+   1; a 0.1 log is migrated by the first read-write open). Delta records
+   sum their flush number too. opstate_lmdb_verify checks them all.
    A flush appends ONE delta record and the meta in ONE write transaction:
    cost O(changes). Compaction folds the deltas into the table when they
    pass a bound (bytes or flushes), in its own transaction, never inside a
@@ -69,6 +72,13 @@
 
    ERRORS: opstate results; the LMDB status code (MDB_* or errno) is kept in
    opstate_error.dep_status next to it. Files are created with mode 0600.
+   CORRUPT: a bad record or a file unfit to map (checked before mapping);
+   LOCKED: another process holds the environment for writing; NO_SPACE: the
+   disk is full; FULL: the map reached max_map_size.
+
+   OWNERSHIP: one writer process per environment (opstate_lmdb_config.access
+   CREATE or EXISTING), any number of READ_ONLY readers. An environment, its
+   logs and stores are used by one thread at a time.
 
    BUILD: needs POSIX; under -std=c99 compile with -D_POSIX_C_SOURCE=200809L
    (or gnu99). Link with -llmdb.
