@@ -2868,7 +2868,12 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__positions(const char *dir, op
     MDB_dbi main_dbi, meta_dbi;
     MDB_val k, v, mk = opstate_lmdb__val("meta", 4), mv;
     size_t n = 0;
-    int rc = mdb_env_create(&env);
+    char data[4096];
+    opstate_result r;
+    int rc;
+    opstate_lmdb__join(data, sizeof data, dir, "data.mdb");
+    if ((r = opstate_lmdb__check_file(data, err)) != OPSTATE_OK) return r; /* before it is mapped */
+    rc = mdb_env_create(&env);
     if (rc == 0 && (rc = mdb_env_set_maxdbs(env, 1024)) == 0 &&
         (rc = mdb_env_open(env, dir, MDB_RDONLY | MDB_NOLOCK | MDB_NOTLS, 0600)) == 0 &&
         (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0 && (rc = mdb_dbi_open(txn, NULL, 0, &main_dbi)) == 0)
@@ -2882,8 +2887,12 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__positions(const char *dir, op
         OPSTATE_MEMCPY(name, k.mv_data, k.mv_size);
         name[k.mv_size] = '\0';
         if (n == OPSTATE_LMDB__MAX_STORES || mdb_dbi_open(txn, name, 0, &meta_dbi) != 0 ||
-            mdb_get(txn, meta_dbi, &mk, &mv) != 0 || opstate_lmdb__meta_decode(opstate_lmdb__bytes(&mv), &m, NULL) != OPSTATE_OK)
-            continue;
+            mdb_get(txn, meta_dbi, &mk, &mv) != 0)
+            continue; /* an empty store */
+        if (opstate_lmdb__meta_decode(opstate_lmdb__bytes(&mv), &m, NULL) != OPSTATE_OK) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
         OPSTATE_MEMCPY(out[n].name, name + 2, k.mv_size - 7);
         out[n].name[k.mv_size - 7] = '\0';
         out[n++].pos = m.snap.position;

@@ -372,3 +372,38 @@ TEST(lmdb_integrity, layout0_log_is_migrated)
     integ_close(&t);
     integ_remove(&t);
 }
+
+/* A forged export: data.mdb cut short and a manifest recomputed to match
+   it. Import checks the file before it maps it: CORRUPT, never SIGBUS. */
+TEST(lmdb_integrity, forged_truncated_export_is_corrupt)
+{
+    integ t;
+    char exp[128], data[160], manifest[160], dest[128];
+    size_t len = 0;
+    uint8_t *b;
+    FILE *f;
+    pid_t pid;
+    int status = 0;
+    REQUIRE(integ_make(&t));
+    snprintf(exp, sizeof exp, "%s/export", t.dir);
+    snprintf(dest, sizeof dest, "%s/imported", t.dir);
+    snprintf(data, sizeof data, "%s/data.mdb", exp);
+    snprintf(manifest, sizeof manifest, "%s/MANIFEST", exp);
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(opstate_lmdb_export(t.env, exp, NULL) == OPSTATE_OK);
+    integ_close(&t);
+    REQUIRE((b = read_file(data, &len)) != NULL && len > 3 * 4096);
+    REQUIRE(write_file(data, b, 3 * 4096));
+    REQUIRE((f = fopen(manifest, "w")) != NULL);
+    fprintf(f, "opstate-lmdb-export %d\nfile data.mdb %llu %08lx\nend\n", OPSTATE_LMDB_MANIFEST_VERSION,
+            (unsigned long long)(3 * 4096), (unsigned long)opstate_crc32c(0, b, 3 * 4096));
+    fclose(f);
+    free(b);
+    fflush(stdout);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) _exit(opstate_lmdb_import(exp, dest, NULL) == OPSTATE_CORRUPT ? 0 : 1);
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    integ_remove(&t);
+}
