@@ -321,6 +321,7 @@ OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest
 #include <dirent.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -643,6 +644,15 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__tick(opstate_lmdb *e)
     return false;
 }
 
+/* LMDB reports a short write (a disk that filled up in the middle of a
+   commit) as EIO: when the disk then has under 1 MiB free, it is ENOSPC. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__why_io(const opstate_lmdb *e, int rc)
+{
+    struct statvfs fs;
+    if (rc != EIO || statvfs(e->path, &fs) != 0) return rc;
+    return (uint64_t)fs.f_bavail * fs.f_frsize < ((uint64_t)1 << 20) ? ENOSPC : rc;
+}
+
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write(opstate_lmdb *e, opstate_lmdb__txn_fn fn, void *user,
                                                          opstate_result *abort_reason, opstate_error *err)
 {
@@ -665,7 +675,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__write(opstate_lmdb *e, opstat
             ticked = true;
             if (opstate_lmdb__tick(e)) continue;
         }
-        return opstate_lmdb__fail(err, rc, "commit");
+        return opstate_lmdb__fail(err, opstate_lmdb__why_io(e, rc), "commit");
     }
 }
 

@@ -294,6 +294,22 @@ if [[ $(id -u) -eq 0 ]] && mkdir -p "$T/full" && mount -t tmpfs -o size=256k tmp
   seq 1 3000 | sed 's/.*/eu a k& put {"v":&}/' >"$T/big.txt"
   fails "a batch on a full disk is NO_SPACE, nothing appended" 1 "nothing appended .*no space left on the device" -- publish --batch --log "lmdb:$T/full/log" <"$T/big.txt"
   expect "the log holds what was committed before" 0 "messages: +1$" -- info --log "lmdb:$T/full/log"
+  # a consumer whose state disk fills: its flushes fail with NO_SPACE, what
+  # it committed stays, and once space is freed it goes on to the same state
+  umount "$T/full" && mount -t tmpfs -o size=1m tmpfs "$T/full"
+  head -n 5 "$T/big.txt" | "$OPSTATE" publish --batch --log "lmdb:$T/nslog" >/dev/null
+  "$OPSTATE" consume --log "lmdb:$T/nslog" --state "$T/full/state" --exit-when-caught-up >/dev/null 2>&1
+  tail -n +6 "$T/big.txt" | "$OPSTATE" publish --batch --log "lmdb:$T/nslog" >/dev/null
+  expect "the state before the disk fills" 0 "^position: +seq 5 " -- inspect --state "$T/full/state"
+  dd if=/dev/zero of="$T/full/fill" bs=4k count=1000 2>/dev/null
+  op consume --log "lmdb:$T/nslog" --state "$T/full/state" --exit-when-caught-up --flush-every 500
+  if [[ $? -eq 1 ]] && tail -n 1 "$err" | grep -q "no space left on the device" && grep -q "flush failed" "$err"; then ok
+  else bad "a consumer on a full disk: flushes fail and go on, the final one stops with NO_SPACE"; fi
+  expect "what it committed before is kept" 0 "^position: +seq 5 " -- inspect --state "$T/full/state"
+  rm -f "$T/full/fill"
+  expect "after space is freed the consumer goes on" 0 "position seq 3000 " -- consume --log "lmdb:$T/nslog" --state "$T/full/state" --exit-when-caught-up
+  op replay --log "lmdb:$T/nslog" --json && python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["count"])' "$out" >"$T/want.keys" 2>/dev/null
+  expect "and its state is the fold of the log" 0 "^keys: +$(cat "$T/want.keys") *$" -- inspect --state "$T/full/state"
   umount "$T/full"
 else
   echo "skipped: full-disk checks need root and a tmpfs mount"
