@@ -427,6 +427,18 @@ static bool take_offset(const char **p, int64_t *seconds)
     return true;
 }
 
+/* seconds + frac (0..999999999 ns) -> ns, false outside int64: exactly
+   the range "<n>ns" takes, so every time the tool prints reads back. */
+static bool ns_from_seconds(int64_t seconds, int64_t frac, int64_t *out)
+{
+    const int64_t max_s = INT64_MAX / NS_PER_SECOND, min_s = INT64_MIN / NS_PER_SECOND - 1;
+    if (seconds > max_s || seconds < min_s) return false;
+    if (seconds == max_s && frac > INT64_MAX % NS_PER_SECOND) return false;
+    if (seconds == min_s && frac < NS_PER_SECOND + INT64_MIN % NS_PER_SECOND) return false;
+    *out = (seconds + 1) * NS_PER_SECOND + (frac - NS_PER_SECOND); /* no overflow at min_s */
+    return true;
+}
+
 /* RFC 3339 date-time -> ns since the Unix epoch. */
 static bool parse_rfc3339(const char *text, int64_t *out)
 {
@@ -442,9 +454,7 @@ static bool parse_rfc3339(const char *text, int64_t *out)
         second > 60)
         return false;
     seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset;
-    if (seconds > INT64_MAX / NS_PER_SECOND - 1 || seconds < INT64_MIN / NS_PER_SECOND + 1) return false;
-    *out = seconds * NS_PER_SECOND + frac;
-    return true;
+    return ns_from_seconds(seconds, frac, out);
 }
 
 /* "<integer>ns", optionally negative. */
@@ -457,8 +467,8 @@ static bool parse_ns_integer(const char *text, int64_t *out)
     if (n < 3 || strcmp(text + n - 2, "ns") != 0 || n - 2 - negative >= sizeof digits) return false;
     memcpy(digits, text + negative, n - 2 - negative);
     digits[n - 2 - negative] = '\0';
-    if (!digits_to_u64(digits, &v) || v > (uint64_t)INT64_MAX) return false;
-    *out = negative ? -(int64_t)v : (int64_t)v;
+    if (!digits_to_u64(digits, &v) || v > (uint64_t)INT64_MAX + negative) return false;
+    *out = negative && v ? -(int64_t)(v - 1) - 1 : (int64_t)v; /* INT64_MIN too */
     return true;
 }
 

@@ -261,6 +261,13 @@ STDOUT_OK=1 fails "consume stops at an application op (exit 5)" 5 "stopped at a 
 op replay --log "$PLOG"
 if [[ $? -eq 0 ]] && grep -q "poison 1" "$out" && grep -q "1 poison events skipped" "$err"; then ok; else bad "replay counts a poison event"; fi
 
+echo "== times at the ends of int64 nanoseconds read back"
+expect "--until-time at the last nanosecond (RFC 3339)" 0 "^replayed" -- replay --log "$LOG" --until-time 2262-04-11T23:47:16.854775807Z
+fails "one nanosecond later is not a time" 2 "not a time" -- replay --log "$LOG" --until-time 2262-04-11T23:47:16.854775808Z
+expect "--until-time at the first nanosecond (RFC 3339)" 0 "^replayed 0 events" -- replay --log "$LOG" --until-time 1677-09-21T00:12:43.145224192Z
+expect "--until-time -9223372036854775808ns" 0 "^replayed 0 events" -- replay --log "$LOG" --until-time -9223372036854775808ns
+fails "one nanosecond earlier is not a time" 2 "not a time" -- replay --log "$LOG" --until-time -9223372036854775809ns
+
 echo "== storage integrity and ownership"
 expect "verify a log" 0 "^verified .*: 1 logs, 0 stores, [0-9]+ records" -- verify --log "$LOG"
 expect "verify a state" 0 "^verified .*: 0 logs, [0-9]+ stores" -- verify --state "$T/log.state"
