@@ -71,7 +71,13 @@
                                  not, with and without a crash: every event
                                  applied exactly once, state == the fold
      unproven_hole_stops         a hole never vouched for: bounded re-reads,
-                                 then GAP; the mark does not pass it */
+                                 then GAP; the mark does not pass it
+     evicted_between_info_and_read
+                                 retention evicts inside the read a poll
+                                 makes: the hole is an eviction (resync),
+                                 never taken as other subjects
+     rereads_counted_per_hole    many holes, each vouched for only when re-read:
+                                 the re-read bound is per hole, no GAP */
 #ifndef DRIVER_SUITE_H
 #define DRIVER_SUITE_H
 
@@ -2698,6 +2704,170 @@ DRV_STATIC void driver_test_unproven_hole_stops(const driver_backend *b)
     drv_teardown(x);
 }
 
+/* A log that runs retention inside a read, between the poll's stream info
+   and what the read returns (on JetStream: the limit hits while a pull is
+   in flight), or vouches for a hole only when it is read a second time
+   from the same place. Everything else passes through. */
+typedef struct drv_tricky_log {
+    opstate_log inner;
+    drv_ctx *x;
+    uint64_t purge_below;  /* > 0: the next read first purges below it */
+    bool vouch_second_look; /* only the first message of a read that starts
+                               where the previous one did is vouched for */
+    uint64_t last_from;
+} drv_tricky_log;
+
+DRV_STATIC opstate_result drv_tricky_read(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
+                                          opstate_log_message *msgs, size_t max, size_t *count, opstate_error *err)
+{
+    drv_tricky_log *t = (drv_tricky_log *)user;
+    opstate_result r;
+    size_t i;
+    bool second = from_seq == t->last_from;
+    if (t->purge_below) {
+        t->x->b->purge(t->x->env, t->purge_below);
+        t->purge_below = 0;
+    }
+    r = t->inner.read(t->inner.user, filter, from_seq, wait_ns, msgs, max, count, err);
+    t->last_from = from_seq;
+    for (i = 0; r == OPSTATE_OK && t->vouch_second_look && i < *count; i++)
+        msgs[i].contiguous = msgs[i].contiguous && i == 0 && second;
+    return r;
+}
+
+DRV_STATIC opstate_result drv_tricky_info(void *user, opstate_stream_info *out, opstate_error *err)
+{
+    drv_tricky_log *t = (drv_tricky_log *)user;
+    return t->inner.info(t->inner.user, out, err);
+}
+
+DRV_STATIC opstate_result drv_tricky_append(void *user, opstate_bytes subject, opstate_bytes data,
+                                            const opstate_append_options *opts, opstate_append_result *out,
+                                            opstate_error *err)
+{
+    drv_tricky_log *t = (drv_tricky_log *)user;
+    return t->inner.append(t->inner.user, subject, data, opts, out, err);
+}
+
+DRV_STATIC opstate_result drv_tricky_last(void *user, opstate_bytes filter, opstate_log_visit_fn fn, void *fn_user,
+                                          opstate_error *err)
+{
+    drv_tricky_log *t = (drv_tricky_log *)user;
+    return t->inner.last_per_subject(t->inner.user, filter, fn, fn_user, err);
+}
+
+DRV_STATIC opstate_result drv_tricky_ack(void *user, uint64_t upto_seq, opstate_error *err)
+{
+    drv_tricky_log *t = (drv_tricky_log *)user;
+    return t->inner.ack ? t->inner.ack(t->inner.user, upto_seq, err) : OPSTATE_OK;
+}
+
+DRV_STATIC opstate_log drv_tricky_iface(drv_tricky_log *t, drv_ctx *x)
+{
+    opstate_log l;
+    memset(t, 0, sizeof *t);
+    t->inner = x->log;
+    t->x = x;
+    t->last_from = UINT64_MAX;
+    l = x->log;
+    l.user = t;
+    l.read = drv_tricky_read;
+    l.info = drv_tricky_info;
+    l.append = drv_tricky_append;
+    l.last_per_subject = drv_tricky_last;
+    l.ack = drv_tricky_ack;
+    return l;
+}
+
+/* 1 A=a1, 2 B=b1, 3 C=c1 read live; then 4 del B, 5 A=a2, 6 C=c2, 7 A=a3,
+   and 4 and 5 are evicted inside the next read: the poll's stream info
+   still showed them, the read starts at 6. The hole [4, 5] is below the
+   stream's first sequence by then: an eviction (resync removes B, the
+   delete of which was evicted), never messages of other subjects (B=b1
+   would survive as a stale twin). */
+DRV_STATIC void driver_test_evicted_between_info_and_read(const driver_backend *b)
+{
+    drv_ctx *x = drv_setup(b, 0);
+    drv_tricky_log t;
+    opstate_consumer_config cfg;
+    opstate_consumer *c = NULL;
+    const opstate_consumer_status *st;
+    opstate_poll_result sum;
+    opstate_kv *want;
+    opstate_result r = OPSTATE_OK;
+    unsigned i;
+    REQUIRE(x);
+    REQUIRE(b->purge);
+    REQUIRE(drv_publish(x, "s1", "A", OPSTATE_OP_PUT, "a1") == 1);
+    REQUIRE(drv_publish(x, "s1", "B", OPSTATE_OP_PUT, "b1") == 2);
+    REQUIRE(drv_publish(x, "s1", "C", OPSTATE_OP_PUT, "c1") == 3);
+    cfg = drv_cfg(x);
+    cfg.log = drv_tricky_iface(&t, x);
+    REQUIRE(opstate_consumer_open(&cfg, &c, NULL) == OPSTATE_OK);
+    st = opstate_consumer_get_status(c);
+    CHECK(drv_drain(c, 0, &sum) == OPSTATE_OK && sum.caught_up);
+    CHECK_EQ_U64(opstate_consumer_position(c).seq, 3);
+    REQUIRE(drv_publish(x, "s1", "B", OPSTATE_OP_DELETE, NULL) == 4);
+    REQUIRE(drv_publish(x, "s1", "A", OPSTATE_OP_PUT, "a2") == 5);
+    REQUIRE(drv_publish(x, "s1", "C", OPSTATE_OP_PUT, "c2") == 6);
+    REQUIRE(drv_publish(x, "s1", "A", OPSTATE_OP_PUT, "a3") == 7);
+    t.purge_below = 6;
+    /* a pull that comes back empty while the server settles the purge is a
+       transient: poll on until the consumer is at the end */
+    for (i = 0; i < 200 && r == OPSTATE_OK && opstate_consumer_position(c).seq < 7; i++) r = drv_drain(c, 0, &sum);
+    CHECK(r == OPSTATE_OK);
+    CHECK_EQ_U64(t.purge_below, 0); /* the purge did run inside a read */
+    CHECK_EQ_U64(opstate_consumer_position(c).seq, 7);
+    /* resync removed B (a transport that had 4 and 5 in flight delivers
+       them instead: the delete of B is applied); either way no stale twin */
+    CHECK(st->resynced || drv_has(opstate_consumer_state(c), "s1", "A", "a3"));
+    CHECK(!drv_has(opstate_consumer_state(c), "s1", "B", NULL));
+    want = drv_fold(x, NULL); /* retained: C=c2, A=a3 */
+    CHECK(want && drv_kv_equal(opstate_consumer_state(c), want, true, "state after the gap"));
+    CHECK(opstate_consumer_close(c, NULL) == OPSTATE_OK);
+    CHECK(want && drv_check_store(x, want, true));
+    opstate_kv_destroy(want);
+    drv_teardown(x);
+}
+
+/* Twelve holes under a filter (events of s2 between those of s1), read
+   through a log that vouches for a hole only on the second read from it:
+   every hole is re-read, none more than twice, so the bound on re-reads
+   (per hole) is never reached; every s1 event is applied once. */
+DRV_STATIC void driver_test_rereads_counted_per_hole(const driver_backend *b)
+{
+    drv_ctx *x = drv_setup(b, 0);
+    drv_tricky_log t;
+    opstate_consumer_config cfg;
+    opstate_consumer *c = NULL;
+    opstate_poll_result sum;
+    uint64_t last = 0;
+    uint32_t i;
+    char key[16];
+    REQUIRE(x);
+    for (i = 0; i < 12; i++) {
+        snprintf(key, sizeof key, "k%u", (unsigned)i);
+        REQUIRE((last = drv_publish(x, "s1", key, OPSTATE_OP_PUT, "v")) != 0);
+        REQUIRE(drv_publish(x, "s2", key, OPSTATE_OP_PUT, "w") != 0);
+    }
+    REQUIRE(drv_publish(x, "s1", "end", OPSTATE_OP_PUT, "v") == last + 2);
+    last += 2;
+    cfg = drv_cfg(x);
+    cfg.log = drv_tricky_iface(&t, x);
+    t.vouch_second_look = true;
+    cfg.filter = str(DRV_PREFIX ".s1.>");
+    cfg.apply = drv_apply;
+    cfg.apply_user = x;
+    drv_reset_counts(x);
+    REQUIRE(opstate_consumer_open(&cfg, &c, NULL) == OPSTATE_OK);
+    CHECK(drv_drain(c, 0, &sum) == OPSTATE_OK);
+    CHECK_EQ_U64(opstate_consumer_position(c).seq, last);
+    CHECK(opstate_consumer_get_status(c)->rereads >= 12);
+    for (i = 0; i < x->n; i++) CHECK_EQ_U64(x->applies[0][i], i % 2 == 0 ? 1 : 0);
+    CHECK(opstate_consumer_close(c, NULL) == OPSTATE_OK);
+    drv_teardown(x);
+}
+
 /* ---- the suite ------------------------------------------------------------ */
 
 #define DRIVER_SUITE(name, factory)                                                                            \
@@ -2724,6 +2894,10 @@ DRV_STATIC void driver_test_unproven_hole_stops(const driver_backend *b)
     TEST(driver_##name, live_stream_recreated) { driver_test_live_stream_recreated(factory()); }              \
     TEST(driver_##name, schema_versions) { driver_test_schema_versions(factory()); }                          \
     TEST(driver_##name, fault_log) { driver_test_fault_log(factory()); }                                      \
-    TEST(driver_##name, unproven_hole_stops) { driver_test_unproven_hole_stops(factory()); }
+    TEST(driver_##name, unproven_hole_stops) { driver_test_unproven_hole_stops(factory()); }                  \
+    TEST(driver_##name, evicted_between_info_and_read) {                                                       \
+        driver_test_evicted_between_info_and_read(factory());                                                  \
+    }                                                                                                          \
+    TEST(driver_##name, rereads_counted_per_hole) { driver_test_rereads_counted_per_hole(factory()); }
 
 #endif /* DRIVER_SUITE_H */

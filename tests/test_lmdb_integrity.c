@@ -407,3 +407,147 @@ TEST(lmdb_integrity, forged_truncated_export_is_corrupt)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     integ_remove(&t);
 }
+
+/* Runs fn on the raw LMDB database `name` of dir, in a write transaction. */
+static bool raw_edit(const char *dir, const char *name, int (*fn)(MDB_txn *, MDB_dbi))
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    int rc = mdb_env_create(&env);
+    if (rc == 0 && (rc = mdb_env_set_maxdbs(env, 16)) == 0 && (rc = mdb_env_open(env, dir, 0, 0600)) == 0 &&
+        (rc = mdb_txn_begin(env, NULL, 0, &txn)) == 0) {
+        rc = mdb_dbi_open(txn, name, 0, &dbi);
+        if (rc == 0) rc = fn(txn, dbi);
+        if (rc == 0) rc = mdb_txn_commit(txn);
+        else mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return rc == 0;
+}
+
+/* Puts message 40's record again under sequence 45, with a good seal. */
+static int sealed_beyond_last(MDB_txn *txn, MDB_dbi dbi)
+{
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 40}, copy[128];
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc != 0 || v.mv_size > sizeof copy) return rc ? rc : MDB_BAD_VALSIZE;
+    memcpy(copy, v.mv_data, v.mv_size);
+    key[7] = 45;
+    opstate_put_le32(copy + v.mv_size - 4, opstate_crc32c(opstate_crc32c(0, key, 8), copy, v.mv_size - 4));
+    v.mv_data = copy;
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* Flips one bit of the info record's epoch, leaving its seal. */
+static int flip_info(MDB_txn *txn, MDB_dbi dbi)
+{
+    MDB_val k = {4, (void *)(uintptr_t)"info"}, v;
+    uint8_t copy[64];
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc != 0 || v.mv_size > sizeof copy) return rc ? rc : MDB_BAD_VALSIZE;
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[0] ^= 1;
+    v.mv_data = copy;
+    return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+/* A well-sealed record whose sequence lies beyond the info's last one (a
+   log whose sequences do not go forward) is CORRUPT; so is an info record
+   whose seal does not match. */
+TEST(lmdb_integrity, sequences_only_go_forward)
+{
+    integ t;
+    size_t n = 0;
+    opstate_lmdb_verify_report rep;
+    REQUIRE(integ_make(&t));
+    REQUIRE(raw_edit(t.dir, "l:events:msgs", sealed_beyond_last));
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(read_all(&t, &n) == OPSTATE_CORRUPT);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
+    integ_close(&t);
+    integ_remove(&t);
+    REQUIRE(integ_make(&t));
+    REQUIRE(raw_edit(t.dir, "l:events:meta", flip_info));
+    CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_CORRUPT);
+    CHECK(integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_CORRUPT);
+    integ_remove(&t);
+}
+
+/* Only CREATE creates: an EXISTING open of a log that is not there is
+   NOT_FOUND and adds nothing to the environment. */
+TEST(lmdb_integrity, existing_access_creates_nothing)
+{
+    integ t;
+    opstate_lmdb_config c;
+    opstate_lmdb_log_config lc;
+    opstate_lmdb_log *lg = NULL;
+    size_t logs = 0, stores = 0;
+    REQUIRE(integ_make(&t));
+    memset(&c, 0, sizeof c);
+    memset(&lc, 0, sizeof lc);
+    c.path = t.dir;
+    c.access = OPSTATE_LMDB_EXISTING;
+    lc.name = "other";
+    REQUIRE(opstate_lmdb_open(&c, &t.env, NULL) == OPSTATE_OK);
+    CHECK(opstate_lmdb_log_open(t.env, &lc, &lg, NULL) == OPSTATE_NOT_FOUND);
+    CHECK(opstate_lmdb_contents(t.env, &logs, &stores, NULL) == OPSTATE_OK && logs == 1 && stores == 0);
+    opstate_lmdb_close(t.env);
+    integ_remove(&t);
+}
+
+static int drop_last_delta(MDB_txn *txn, MDB_dbi dbi)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0) rc = mdb_cursor_del(cur, 0);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+/* A delta record lost from the chain (the meta counts three, two are
+   there) is CORRUPT at load and in verify, never a silently older state. */
+TEST(lmdb_integrity, lost_delta_record_is_corrupt)
+{
+    integ t;
+    opstate_lmdb_store_config sc;
+    opstate_lmdb_store *st = NULL;
+    opstate_kv_config kc;
+    opstate_kv *kv = NULL;
+    opstate_snapshot_meta meta;
+    opstate_store s;
+    opstate_lmdb_verify_report rep;
+    uint64_t i;
+    REQUIRE(integ_make(&t));
+    memset(&sc, 0, sizeof sc);
+    memset(&kc, 0, sizeof kc);
+    memset(&meta, 0, sizeof meta);
+    sc.name = "state";
+    sc.no_compact_on_close = true;
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_kv_create(&kc, &kv) == OPSTATE_OK);
+    s = opstate_lmdb_store_iface(st);
+    for (i = 1; i <= 3; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%u", (unsigned)i);
+        meta.position.seq = i;
+        CHECK(opstate_kv_put(kv, bytes_of(key), bytes_of("v"), meta.position) == OPSTATE_OK);
+        CHECK(s.flush(s.user, kv, &meta, NULL, NULL) == OPSTATE_OK);
+    }
+    opstate_lmdb_store_close(st);
+    integ_close(&t);
+    REQUIRE(raw_edit(t.dir, "s:state:deltas", drop_last_delta));
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_OK);
+    s = opstate_lmdb_store_iface(st);
+    opstate_kv_clear(kv);
+    CHECK(s.load(s.user, kv, &meta, NULL, NULL) == OPSTATE_CORRUPT);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT && strstr(rep.where, "s:state:meta") != NULL);
+    opstate_lmdb_store_close(st);
+    integ_close(&t);
+    opstate_kv_destroy(kv);
+    integ_remove(&t);
+}

@@ -2664,3 +2664,325 @@ TEST(lmdb_log, append_batch)
     CHECK_EQ_U64(err.offset, 1);
     lfx_close(&fx);
 }
+
+/* ---------------------------------------- crafted records (make mutate) */
+
+/* The records below carry a VALID checksum over bytes that are wrong in
+   structure: what a bug, a tool or an attacker writes, not what a bit flip
+   does. The store checks behind the checksum must still refuse them with
+   CORRUPT, and a compaction must never fold them (or a record that fails
+   its checksum) into the table under a fresh checksum. Each test here
+   kills a mutant of tests/mutants.txt. */
+
+/* Writes one record of a named database (no opstate environment of this
+   process may be open on path). */
+static int raw_put(const char *path, const char *db, const void *key, size_t klen, const void *rec, size_t len)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val k, v;
+    int rc = raw_open(path, &env);
+    if (rc != 0) return rc;
+    if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) == 0) {
+        k.mv_data = (void *)(uintptr_t)key;
+        k.mv_size = klen;
+        v.mv_data = (void *)(uintptr_t)rec;
+        v.mv_size = len;
+        if ((rc = mdb_dbi_open(txn, db, 0, &dbi)) == 0) rc = mdb_put(txn, dbi, &k, &v, 0);
+        if (rc == 0) rc = mdb_txn_commit(txn);
+        else mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return rc;
+}
+
+/* A copy of the first record of a named database and its key (at most
+   cap bytes each); 0 or an LMDB status. */
+static int raw_first(const char *path, const char *db, uint8_t *key, size_t *klen, uint8_t *rec, size_t *len,
+                     size_t cap)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = raw_open(path, &env);
+    if (rc != 0) return rc;
+    if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0) {
+        if ((rc = mdb_dbi_open(txn, db, 0, &dbi)) == 0 && (rc = mdb_cursor_open(txn, dbi, &cur)) == 0) {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+            if (rc == 0 && (k.mv_size > cap || v.mv_size > cap)) rc = ENOMEM;
+            if (rc == 0) {
+                memcpy(key, k.mv_data, k.mv_size);
+                memcpy(rec, v.mv_data, v.mv_size);
+                *klen = k.mv_size;
+                *len = v.mv_size;
+            }
+            mdb_cursor_close(cur);
+        }
+        mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+    return rc;
+}
+
+/* Rewrites the trailing CRC32C of a record over all bytes before it. */
+static void reseal(uint8_t *rec, size_t len)
+{
+    opstate_put_le32(rec + len - 4, opstate_crc32c(0, rec, len - 4));
+}
+
+/* The store `name` of fx after a restart: CORRUPT when open or load says
+   so (nothing loaded), else what they returned. */
+static opstate_result reopen_and_load(fixture *fx, const char *name)
+{
+    opstate_lmdb_store *st = NULL;
+    opstate_kv *kv = kv_new(NULL);
+    opstate_snapshot_meta got;
+    opstate_store s;
+    opstate_result r;
+    if (!kv || !fx_reopen(fx)) {
+        opstate_kv_destroy(kv);
+        return OPSTATE_IO;
+    }
+    r = store_open(fx->env, name, false, 1000, &st, NULL);
+    if (r == OPSTATE_OK) {
+        s = opstate_lmdb_store_iface(st);
+        r = s.load(s.user, kv, &got, NULL, NULL);
+        if (r != OPSTATE_OK) CHECK_EQ_U64(opstate_kv_count(kv), 0);
+    }
+    opstate_lmdb_store_close(st);
+    opstate_kv_destroy(kv);
+    return r;
+}
+
+/* Meta records with a valid CRC: a wrong magic, a dedup length that does
+   not match the record. */
+typedef struct meta_edit {
+    size_t at;
+    int32_t add; /* added to the le32 at `at`; 0: the byte at `at` becomes 'X' */
+} meta_edit;
+
+static void edit_meta(uint8_t *rec, size_t len, void *user)
+{
+    const meta_edit *e = (const meta_edit *)user;
+    if (e->add) opstate_put_le32(rec + e->at, opstate_get_le32(rec + e->at) + (uint32_t)e->add);
+    else rec[e->at] = 'X';
+    reseal(rec, len);
+}
+
+TEST(lmdb_store, crafted_meta_records_refused)
+{
+    static const struct {
+        const char *name;
+        meta_edit edit;
+    } rows[] = {
+        {"magic", {0, 0}},
+        {"magic last byte", {3, 0}},
+        {"dedup length + 1", {56, 1}},
+        {"dedup length - 1", {56, -1}},
+        {"dedup length huge", {56, 0x40000000}},
+    };
+    size_t i;
+    for (i = 0; i < COUNT_OF(rows); i++) {
+        fixture fx;
+        opstate_kv *oracle = kv_new(NULL);
+        meta_edit e = rows[i].edit;
+        CASE(rows[i].name);
+        REQUIRE(oracle);
+        REQUIRE(fx_open(&fx));
+        REQUIRE(make_store(&fx, "m", oracle));
+        opstate_lmdb_close(fx.env);
+        fx.env = NULL;
+        CHECK(raw_edit(fx.dir, "s:m:meta", "meta", 4, edit_meta, &e) == 0);
+        CHECK(reopen_and_load(&fx, "m") == OPSTATE_CORRUPT);
+        fx_close(&fx);
+        opstate_kv_destroy(oracle);
+    }
+}
+
+/* Table records shorter than seq + time + CRC, with a valid CRC (over the
+   key and the bytes before it). */
+TEST(lmdb_store, crafted_short_table_records_refused)
+{
+    static const size_t lens[] = {0, 2, 4, 8, 19};
+    static const char key[] = "k-short";
+    size_t i;
+    for (i = 0; i < COUNT_OF(lens); i++) {
+        fixture fx;
+        opstate_kv *oracle = kv_new(NULL);
+        uint8_t rec[20];
+        char label[32];
+        snprintf(label, sizeof label, "%lu bytes", (unsigned long)lens[i]);
+        CASE(label);
+        REQUIRE(oracle);
+        memset(rec, 0, sizeof rec);
+        if (lens[i] >= 4)
+            opstate_put_le32(rec + lens[i] - 4, opstate_crc32c(opstate_crc32c(0, key, sizeof key - 1), rec, lens[i] - 4));
+        REQUIRE(fx_open(&fx));
+        REQUIRE(make_store(&fx, "t", oracle));
+        opstate_lmdb_close(fx.env);
+        fx.env = NULL;
+        CHECK(raw_put(fx.dir, "s:t:table", key, sizeof key - 1, rec, lens[i]) == 0);
+        CHECK(reopen_and_load(&fx, "t") == OPSTATE_CORRUPT);
+        fx_close(&fx);
+        opstate_kv_destroy(oracle);
+    }
+}
+
+/* Appends one delta item (op, key, value, seq, time) at p; the bytes after it. */
+static uint8_t *delta_item(uint8_t *p, uint32_t key_len, const char *key, uint32_t value_len, const char *value)
+{
+    size_t k = key ? strlen(key) : 0, v = value ? strlen(value) : 0;
+    *p++ = (uint8_t)OPSTATE_OP_PUT;
+    opstate_put_le32(p, key_len);
+    memcpy(p + 4, key, k);
+    p += 4 + k;
+    opstate_put_le32(p, value_len);
+    if (v) memcpy(p + 4, value, v);
+    p += 4 + v;
+    opstate_put_le64(p, 30);
+    opstate_put_le64(p + 8, 30);
+    return p + 16;
+}
+
+/* Delta records with a valid CRC (sealed the way the store's own record
+   is: with or without its key) and a wrong structure. */
+TEST(lmdb_store, crafted_delta_records_refused)
+{
+    enum { COUNT_BEYOND, TRAILING, KEY_LEN, VALUE_LEN, SHORT_ITEM, SHORT_RECORD, ROWS };
+    static const char *const names[ROWS] = {"count beyond the items", "bytes after the items", "key length past the end",
+                                            "value length past the end", "item shorter than its fixed part",
+                                            "record shorter than count + CRC"};
+    int row;
+    for (row = 0; row < ROWS; row++) {
+        fixture fx;
+        opstate_kv *oracle = kv_new(NULL);
+        uint8_t key[64], old[4096], rec[256], *p = rec + 4;
+        size_t klen = 0, olen = 0, len;
+        uint32_t flags, count = 1, seed;
+        bool keyed;
+        CASE(names[row]);
+        REQUIRE(oracle);
+        REQUIRE(fx_open(&fx));
+        REQUIRE(make_store(&fx, "d", oracle));
+        opstate_lmdb_close(fx.env);
+        fx.env = NULL;
+        REQUIRE(raw_first(fx.dir, "s:d:deltas", key, &klen, old, &olen, sizeof old) == 0);
+        REQUIRE(olen >= 8);
+        /* the store's own record says which flags and which CRC it uses */
+        flags = opstate_get_le32(old) & 0xff000000u;
+        keyed = opstate_crc32c(opstate_crc32c(0, key, klen), old, olen - 4) == opstate_get_le32(old + olen - 4);
+        REQUIRE(keyed || opstate_crc32c(0, old, olen - 4) == opstate_get_le32(old + olen - 4));
+        switch (row) {
+        case COUNT_BEYOND: count = 2; p = delta_item(p, 7, "k-00003", 1, "v"); break;
+        case TRAILING: p = delta_item(p, 7, "k-00003", 1, "v"); memset(p, 0, 3); p += 3; break;
+        case KEY_LEN: p = delta_item(p, 0x7ffffff0u, "k", 1, "v"); break;
+        case VALUE_LEN: p = delta_item(p, 7, "k-00003", 0x7ffffff0u, "v"); break;
+        case SHORT_ITEM: /* 24 of the 25 fixed bytes; its key length reaches far */
+            *p = (uint8_t)OPSTATE_OP_PUT;
+            opstate_put_le32(p + 1, 0x7ffffff0u);
+            memset(p + 5, 0, 19);
+            p += 24;
+            break;
+        default: break;
+        }
+        len = (size_t)(p - rec) + 4;
+        opstate_put_le32(rec, count | flags);
+        seed = keyed ? opstate_crc32c(0, key, klen) : 0;
+        opstate_put_le32(rec + len - 4, opstate_crc32c(seed, rec, len - 4));
+        if (row == SHORT_RECORD) len = 2;
+        CHECK(raw_put(fx.dir, "s:d:deltas", key, klen, rec, len) == 0);
+        CHECK(reopen_and_load(&fx, "d") == OPSTATE_CORRUPT);
+        /* and a compaction refuses it too */
+        {
+            opstate_lmdb_store *st = NULL;
+            opstate_result r = store_open(fx.env, "d", false, 1000, &st, NULL);
+            if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL, NULL);
+            CHECK(r == OPSTATE_CORRUPT);
+            opstate_lmdb_store_close(st);
+        }
+        CHECK(reopen_and_load(&fx, "d") == OPSTATE_CORRUPT);
+        fx_close(&fx);
+        opstate_kv_destroy(oracle);
+    }
+}
+
+/* A compaction checks every record it folds: a delta that fails its CRC,
+   or a meta record damaged since the store was opened, stops it with
+   CORRUPT, and the damage is still there to see afterwards (never sealed
+   again under a fresh checksum). */
+TEST(lmdb_store, compaction_refuses_damaged_records)
+{
+    static const struct {
+        const char *name, *db, *key;
+        size_t at;
+    } rows[] = {
+        {"delta item byte", "s:k:deltas", NULL, 9},
+        {"delta crc byte", "s:k:deltas", NULL, 100000},
+        {"meta position byte", "s:k:meta", "meta", 13},
+        {"meta crc byte", "s:k:meta", "meta", 100000},
+    };
+    size_t i;
+    for (i = 0; i < COUNT_OF(rows); i++) {
+        fixture fx;
+        opstate_lmdb_store *st = NULL;
+        opstate_kv *oracle = kv_new(NULL);
+        opstate_error err;
+        size_t at = rows[i].at;
+        uint32_t count = 0;
+        uint64_t bytes = 0;
+        CASE(rows[i].name);
+        REQUIRE(oracle);
+        REQUIRE(fx_open(&fx));
+        REQUIRE(make_store(&fx, "k", oracle));
+        REQUIRE(store_open(fx.env, "k", false, 1000, &st, NULL) == OPSTATE_OK);
+        opstate_lmdb_store_deltas(st, &count, &bytes);
+        CHECK_EQ_U64(count, 1); /* there is something to compact */
+        /* damaged by another process while this one has the store open */
+        CHECK(raw_edit_in_child(fx.dir, rows[i].db, rows[i].key, rows[i].key ? strlen(rows[i].key) : 0, flip_at, &at) ==
+              0);
+        memset(&err, 0, sizeof err);
+        CHECK(opstate_lmdb_store_compact(st, NULL, &err) == OPSTATE_CORRUPT);
+        CHECK(err.result == OPSTATE_CORRUPT);
+        opstate_lmdb_store_close(st);
+        CHECK(reopen_and_load(&fx, "k") == OPSTATE_CORRUPT);
+        fx_close(&fx);
+        opstate_kv_destroy(oracle);
+    }
+}
+
+/* A blob record shorter than its CRC. */
+TEST(lmdb_store, crafted_short_blob_refused)
+{
+    static const size_t lens[] = {0, 1, 3};
+    size_t i;
+    for (i = 0; i < COUNT_OF(lens); i++) {
+        fixture fx;
+        opstate_lmdb_store *st = NULL;
+        opstate_snapshot_meta m = smeta(1, 5, 5, 1);
+        opstate_error err;
+        blob_got g;
+        uint8_t rec[4] = {0, 0, 0, 0};
+        char label[32];
+        snprintf(label, sizeof label, "%lu bytes", (unsigned long)lens[i]);
+        CASE(label);
+        REQUIRE(fx_open(&fx));
+        REQUIRE(store_open(fx.env, "b", false, 0, &st, NULL) == OPSTATE_OK);
+        CHECK(opstate_lmdb_blob_save(st, str("state"), &m, NULL) == OPSTATE_OK);
+        opstate_lmdb_store_close(st);
+        st = NULL;
+        opstate_lmdb_close(fx.env);
+        fx.env = NULL;
+        CHECK(raw_put(fx.dir, "s:b:meta", "blob", 4, rec, lens[i]) == 0);
+        REQUIRE(fx_reopen(&fx));
+        REQUIRE(store_open(fx.env, "b", false, 0, &st, NULL) == OPSTATE_OK);
+        memset(&g, 0, sizeof g);
+        memset(&err, 0, sizeof err);
+        CHECK(opstate_lmdb_blob_load(st, blob_cb, &g, &err) == OPSTATE_CORRUPT);
+        CHECK_EQ_U64(g.calls, 0);
+        opstate_lmdb_store_close(st);
+        fx_close(&fx);
+    }
+}
