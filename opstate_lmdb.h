@@ -1499,6 +1499,14 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_meta(void *user, opstate
     return r;
 }
 
+/* LMDB's key order (memcmp, then the shorter first): a > b. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__key_after(const MDB_val *a, const MDB_val *b)
+{
+    size_t n = a->mv_size < b->mv_size ? a->mv_size : b->mv_size;
+    int c = OPSTATE_MEMCMP(a->mv_data, b->mv_data, n);
+    return c > 0 || (c == 0 && a->mv_size > b->mv_size);
+}
+
 /* Walks a database in key order inside the reader's transaction; fn gets
    each record and returns a result (OK to go on). */
 typedef opstate_result (*opstate_lmdb__record_fn)(void *user, opstate_bytes key, opstate_bytes value);
@@ -1507,14 +1515,22 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, 
                                                         opstate_lmdb__record_fn fn, void *user, opstate_error *err)
 {
     MDB_cursor *cur;
-    MDB_val k, v;
+    MDB_val k, v, prev = {0, NULL};
+    MDB_stat stat;
+    uint64_t seen = 0;
     opstate_result r = OPSTATE_OK;
-    int rc = mdb_cursor_open(st->rd.txn, dbi, &cur);
+    int rc = mdb_stat(st->rd.txn, dbi, &stat);
+    if (rc == 0) rc = mdb_cursor_open(st->rd.txn, dbi, &cur);
     if (rc != 0) return opstate_lmdb__fail(err, rc, "cursor");
-    for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0 && r == OPSTATE_OK; rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT))
-        r = fn(user, opstate_lmdb__bytes(&k), opstate_lmdb__bytes(&v));
+    for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0 && r == OPSTATE_OK;
+         rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT)) {
+        if (seen++ && !opstate_lmdb__key_after(&k, &prev)) r = OPSTATE_CORRUPT; /* keys out of order */
+        else r = fn(user, opstate_lmdb__bytes(&k), opstate_lmdb__bytes(&v));
+        prev = k;
+    }
     mdb_cursor_close(cur);
     if (r != OPSTATE_OK) return opstate_error_set(err, r, "store record", 0);
+    if (rc == MDB_NOTFOUND && seen != stat.ms_entries) return opstate_error_set(err, OPSTATE_CORRUPT, "store page", 0);
     return rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "cursor");
 }
 
@@ -1588,6 +1604,29 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load(void *user, opstate_kv *
 }
 
 /* The read-through base over the table. */
+/* A key the table does not hold: the entries around where it would be are
+   checked, so that a damaged key (a flipped key byte or key length) is
+   CORRUPT rather than a silently absent key. NOT_FOUND when they are good. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__miss_checked(opstate_lmdb_store *st, opstate_bytes key)
+{
+    MDB_cursor *cur;
+    MDB_val k = opstate_lmdb__val(key.ptr, key.len), v;
+    opstate_bytes value;
+    opstate_position pos;
+    bool good = true;
+    int rc = mdb_cursor_open(st->rd.txn, st->table, &cur), step;
+    if (rc != 0) return opstate_lmdb__fail(NULL, rc, "table");
+    rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND) rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_LAST);
+    for (step = 0; step < 2 && rc == 0 && good; step++) {
+        good = opstate_lmdb__table_decode(opstate_lmdb__bytes(&k), opstate_lmdb__bytes(&v), &value, &pos);
+        rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_PREV);
+    }
+    mdb_cursor_close(cur);
+    if (!good || (rc != 0 && rc != MDB_NOTFOUND)) return OPSTATE_CORRUPT;
+    return OPSTATE_NOT_FOUND;
+}
+
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_get(void *user, opstate_bytes key, opstate_bytes *value,
                                                             opstate_position *pos)
 {
@@ -1597,31 +1636,42 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_get(void *user, opstate_
     int rc;
     if (key.len > OPSTATE_LMDB__MAX_KEY) return OPSTATE_NOT_FOUND;
     if ((r = opstate_lmdb__reader_begin(st->e, &st->rd, NULL)) != OPSTATE_OK) return r;
-    if ((rc = opstate_lmdb__get(st->e, st->rd.txn, st->table, &k, &v)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
+    rc = opstate_lmdb__get(st->e, st->rd.txn, st->table, &k, &v);
+    if (rc == MDB_NOTFOUND) return opstate_lmdb__miss_checked(st, key);
+    if (rc != 0) return opstate_lmdb__fail(NULL, rc, "table");
     return opstate_lmdb__table_decode(key, opstate_lmdb__bytes(&v), value, pos) ? OPSTATE_OK : OPSTATE_CORRUPT;
 }
 
+/* Every table entry in key order; a bad entry, keys out of order or fewer
+   entries than the table counts (a damaged page) are CORRUPT. */
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_iterate(void *user, opstate_kv_iter_fn fn, void *fn_user)
 {
     opstate_lmdb_store *st = (opstate_lmdb_store *)user;
     MDB_cursor *cur;
-    MDB_val k, v;
+    MDB_val k, v, prev = {0, NULL};
+    MDB_stat stat;
+    uint64_t seen = 0;
     opstate_result r = opstate_lmdb__reader_begin(st->e, &st->rd, NULL);
     int rc;
     if (r != OPSTATE_OK) return r;
-    if ((rc = mdb_cursor_open(st->rd.txn, st->table, &cur)) != 0) return opstate_lmdb__fail(NULL, rc, "table");
+    if ((rc = mdb_stat(st->rd.txn, st->table, &stat)) != 0 || (rc = mdb_cursor_open(st->rd.txn, st->table, &cur)) != 0)
+        return opstate_lmdb__fail(NULL, rc, "table");
     for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0; rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT)) {
         opstate_kv_item item;
         item.key = opstate_lmdb__bytes(&k);
         item.deleted = false;
         item.in_base = true;
-        if (!opstate_lmdb__table_decode(item.key, opstate_lmdb__bytes(&v), &item.value, &item.position)) {
+        if ((seen++ && !opstate_lmdb__key_after(&k, &prev)) ||
+            !opstate_lmdb__table_decode(item.key, opstate_lmdb__bytes(&v), &item.value, &item.position)) {
             r = OPSTATE_CORRUPT;
             break;
         }
+        prev = k;
         if (!fn(fn_user, &item)) break;
     }
     mdb_cursor_close(cur);
+    if (r == OPSTATE_OK && rc != 0 && rc != MDB_NOTFOUND) r = opstate_lmdb__fail(NULL, rc, "table");
+    if (r == OPSTATE_OK && rc == MDB_NOTFOUND && seen != stat.ms_entries) r = OPSTATE_CORRUPT;
     return r;
 }
 
@@ -2650,20 +2700,26 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__verify_db(opstate_lmdb__verify *v, const
     char full[96];
     MDB_dbi dbi;
     MDB_cursor *cur;
-    MDB_val k, val;
+    MDB_val k, val, prev = {0, NULL};
+    MDB_stat stat;
+    uint64_t seen = 0;
     int rc;
     snprintf(full, sizeof full, "%s:%s", v->name, part);
-    if ((rc = mdb_dbi_open(v->txn, full, 0, &dbi)) != 0 || (rc = mdb_cursor_open(v->txn, dbi, &cur)) != 0) return rc;
+    if ((rc = mdb_dbi_open(v->txn, full, 0, &dbi)) != 0 || (rc = mdb_stat(v->txn, dbi, &stat)) != 0 ||
+        (rc = mdb_cursor_open(v->txn, dbi, &cur)) != 0)
+        return rc;
     for (rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_FIRST); rc == 0;
          rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_NEXT)) {
         v->bad_key = k.mv_size == 8 ? opstate_lmdb__get_be64((const uint8_t *)k.mv_data) : 0;
-        if (!fn(v, &k, &val)) {
+        if ((seen++ && !opstate_lmdb__key_after(&k, &prev)) || !fn(v, &k, &val)) {
             rc = MDB_CORRUPTED;
             break;
         }
+        prev = k;
         v->out->records++;
     }
     mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND && seen != stat.ms_entries) rc = MDB_CORRUPTED; /* a page lost its entries */
     if (rc != 0 && rc != MDB_NOTFOUND) snprintf(v->out->where, sizeof v->out->where, "%s, record %llu", full,
                                                 (unsigned long long)v->bad_key);
     return rc == MDB_NOTFOUND ? 0 : rc;
