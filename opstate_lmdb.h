@@ -429,7 +429,7 @@ OPSTATE_LMDB__PRIVATE void opstate_lmdb__join(char *out, size_t cap, const char 
    writes it: page header = pgno word, pad, flags, lower/upper; then magic,
    version, address, map size, two MDB_db records, last page, txnid). */
 typedef struct opstate_lmdb__meta_page {
-    size_t page_size, last_page, roots[2];
+    size_t page_size, last_page, roots[2], txnid;
 } opstate_lmdb__meta_page;
 
 OPSTATE_LMDB__PRIVATE size_t opstate_lmdb__word(const uint8_t *p)
@@ -445,7 +445,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_page_read(const uint8_t 
     const size_t w = sizeof(size_t), meta = w + 8, db = 8 + 5 * w, dbs = meta + 8 + 2 * w;
     uint16_t flags;
     uint32_t magic, version, psize;
-    if (n < dbs + 2 * db + w) return OPSTATE_CORRUPT;
+    if (n < dbs + 2 * db + 2 * w) return OPSTATE_CORRUPT;
     OPSTATE_MEMCPY(&flags, p + w + 2, 2);
     OPSTATE_MEMCPY(&magic, p + meta, 4);
     OPSTATE_MEMCPY(&version, p + meta + 4, 4);
@@ -457,6 +457,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_page_read(const uint8_t 
     m->roots[0] = opstate_lmdb__word(p + dbs + 8 + 4 * w);
     m->roots[1] = opstate_lmdb__word(p + dbs + db + 8 + 4 * w);
     m->last_page = opstate_lmdb__word(p + dbs + 2 * db);
+    m->txnid = opstate_lmdb__word(p + dbs + 2 * db + w);
     return OPSTATE_OK;
 }
 
@@ -468,6 +469,16 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__meta_fits(const opstate_lmdb__meta_page
     for (i = 0; i < 2; i++)
         if (m->roots[i] != (size_t)-1 && m->roots[i] > m->last_page) return false;
     return true;
+}
+
+/* LMDB writes transaction t's meta into page t % 2, so the two metas hold
+   consecutive ids (or both 0). A damaged id would make LMDB quietly fall
+   back to the older meta: a lost commit. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__metas_agree(const opstate_lmdb__meta_page m[2])
+{
+    size_t lo = m[0].txnid < m[1].txnid ? m[0].txnid : m[1].txnid, hi = m[0].txnid ^ m[1].txnid ^ lo;
+    if (m[0].txnid % 2 != 0 || (m[1].txnid && m[1].txnid % 2 != 1)) return false;
+    return hi - lo == 1 || (hi == 0 && lo == 0);
 }
 
 /* Checks data file `file` before it is mapped: NOT_FOUND when missing or
@@ -495,6 +506,8 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__check_file(const char *file, 
                                                                 : "data.mdb: another LMDB data version", 0);
         if (r != OPSTATE_OK && err) err->offset = i ? m[0].page_size : 0;
     }
+    if (r == OPSTATE_OK && !opstate_lmdb__metas_agree(m))
+        r = opstate_error_set(err, OPSTATE_CORRUPT, "data.mdb: the meta pages' transaction ids disagree", 0);
     close(fd);
     return r;
 }
@@ -523,6 +536,22 @@ OPSTATE_LMDB__PRIVATE void opstate_lmdb__bound(opstate_lmdb *e)
     e->map_valid = (info.me_last_pgno + 1) * (size_t)e->page_size;
 }
 
+/* A value too big for a leaf lives on overflow pages: its page header must
+   say so and count exactly the pages the value needs (LMDB frees that many
+   when the value changes; a damaged count would free or loop over pages
+   that are not the value's). */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__overflow_ok(const opstate_lmdb *e, const uint8_t *value, size_t size)
+{
+    const size_t header = sizeof(size_t) + 8; /* LMDB's PAGEHDRSZ */
+    const uint8_t *page = value - header;
+    uint16_t flags;
+    uint32_t pages;
+    if ((size_t)(page - e->map) % e->page_size != 0) return true; /* inside a leaf page: bounded above */
+    OPSTATE_MEMCPY(&flags, page + sizeof(size_t) + 2, 2);
+    OPSTATE_MEMCPY(&pages, page + sizeof(size_t) + 4, 4);
+    return (flags & 0x04u) && pages == (header + size + e->page_size - 1) / e->page_size; /* P_OVERFLOW */
+}
+
 /* False when a key or value LMDB handed back lies inside the map but runs
    past the bytes the file backs (a corrupt length); pages of a write
    transaction live outside the map and are LMDB's own. */
@@ -530,7 +559,8 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__in_bounds(const opstate_lmdb *e, const 
 {
     uintptr_t p = (uintptr_t)v->mv_data, lo = (uintptr_t)e->map;
     if (!e->map || p < lo || p - lo >= e->map_size) return true;
-    return p - lo <= e->map_valid && v->mv_size <= e->map_valid - (p - lo);
+    if (p - lo > e->map_valid || v->mv_size > e->map_valid - (p - lo)) return false;
+    return v->mv_size <= e->page_size / 2 || opstate_lmdb__overflow_ok(e, (const uint8_t *)v->mv_data, v->mv_size);
 }
 
 /* mdb_get and mdb_cursor_get with the key and value bounded. */
@@ -1572,8 +1602,10 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_sto
     c.next_flush = m->next_flush;
     if (!st->cfg.read_through) {
         MDB_stat ms;
-        if (mdb_stat(st->rd.txn, st->table, &ms) == 0 && (r = opstate_kv_reserve(kv, ms.ms_entries)) != OPSTATE_OK)
-            return opstate_error_set(err, r, "store table", 0);
+        if (mdb_stat(st->rd.txn, st->table, &ms) != 0) return opstate_error_set(err, OPSTATE_IO, "store table", 0);
+        if (st->e->map && ms.ms_entries > st->e->map_valid / OPSTATE_LMDB__TABLE_FIXED) /* more than the file holds */
+            return opstate_error_set(err, OPSTATE_CORRUPT, "store table entry count", 0);
+        if ((r = opstate_kv_reserve(kv, ms.ms_entries)) != OPSTATE_OK) return opstate_error_set(err, r, "store table", 0);
         r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
     }
     if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, &c, err);
