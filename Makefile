@@ -9,6 +9,8 @@ WARN     = -Wall -Wextra -Wpedantic -Werror
 LIBWARN  = $(WARN) -Wconversion -Wsign-conversion -Wcast-qual -Wundef -Wstrict-prototypes
 CFLAGS  ?= -O2 -g
 STD     ?= -std=c99
+# The sanitizer build (unit, LMDB and NATS suites, the tool, kill9, fuzz replays).
+SAN      = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 HEADERS    = opstate.h opstate_lmdb.h opstate_nats.h
 POSIX      = -D_POSIX_C_SOURCE=200809L
@@ -21,7 +23,7 @@ TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/impl_nats.c tests
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TIME ?= 60
 
-.PHONY: all test unit demo demo-nats fuzz bench clean deps chaos
+.PHONY: all test unit demo demo-nats fuzz bench clean deps chaos mutate
 
 all: $(BUILD)/unit $(BUILD)/opstate
 
@@ -29,6 +31,11 @@ all: $(BUILD)/unit $(BUILD)/opstate
 $(BUILD)/opstate: examples/opstate.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) -O2 $(POSIX) $(WARN) -I. $< -llmdb -lnats -o $@
+
+# The same under ASan+UBSan (make test runs the CLI tests over it too).
+$(BUILD)/opstate-asan: examples/opstate.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(SAN) $(POSIX) $(WARN) -I. $< -llmdb -lnats -o $@
 
 deps:
 	@bash scripts/deps.sh
@@ -48,8 +55,7 @@ $(BUILD)/unit-nohw: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) $(BUILD)/noh
 
 $(BUILD)/unit-asan: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) tests/impl.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -fno-omit-frame-pointer $(WARN) $(TEST_SRCS) tests/main.c tests/impl.c -o $@
+	$(CC) $(STD) $(SAN) $(WARN) $(TEST_SRCS) tests/main.c tests/impl.c -o $@
 
 $(BUILD)/lmdb/impl_lmdb.o: tests/impl_lmdb.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -60,8 +66,7 @@ $(BUILD)/unit-lmdb: $(LMDB_SRCS) tests/main.c tests/runner.h tests/*.h $(BUILD)/
 
 $(BUILD)/unit-lmdb-asan: $(LMDB_SRCS) tests/main.c tests/runner.h tests/*.h tests/impl_lmdb.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) $(STD) $(POSIX) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -fno-omit-frame-pointer $(WARN) $(LMDB_SRCS) tests/main.c tests/impl_lmdb.c -llmdb -o $@
+	$(CC) $(STD) $(POSIX) $(SAN) $(WARN) $(LMDB_SRCS) tests/main.c tests/impl_lmdb.c -llmdb -o $@
 
 $(BUILD)/nats/impl_nats.o: tests/impl_nats.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -72,37 +77,63 @@ $(BUILD)/unit-nats: $(NATS_SRCS) tests/main.c tests/runner.h tests/*.h $(BUILD)/
 
 $(BUILD)/unit-nats-asan: $(NATS_SRCS) tests/main.c tests/runner.h tests/*.h tests/impl_nats.c $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) $(STD) $(POSIX) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    -fno-omit-frame-pointer $(WARN) $(NATS_SRCS) tests/main.c tests/impl_nats.c -lnats -o $@
+	$(CC) $(STD) $(POSIX) $(SAN) $(WARN) $(NATS_SRCS) tests/main.c tests/impl_nats.c -lnats -o $@
 
 $(BUILD)/kill9: tests/chaos/kill9.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) $(POSIX) -O2 $(WARN) -I. $< -llmdb -o $@
 
+$(BUILD)/kill9-asan: tests/chaos/kill9.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(POSIX) $(SAN) $(WARN) -I. $< -llmdb -o $@
+
 $(BUILD)/cluster_chaos: tests/chaos/cluster.c tests/nats_cluster.h tests/nats_server.h $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) $(POSIX) -O2 $(WARN) -I. $< -lnats -llmdb -lpthread -o $@
 
+# Storage damage: every byte of a small LMDB log and state store flipped, the
+# files cut at every page boundary; --quick (or QUICK=1) for every 37th byte.
+$(BUILD)/storage_chaos: tests/chaos/storage.c $(HEADERS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(POSIX) -O2 $(WARN) -I. $< -llmdb -o $@
+
 # Long chaos (bounded, loopback only, seed printed): kill -9 of a consuming
 # process 200+ times, then >= 50 leader kills on a three-node JetStream
-# cluster with an R3 stream (~8 min). CHAOS_ARGS="--seed S" repeats a run.
-chaos: deps $(BUILD)/kill9 $(BUILD)/cluster_chaos
+# cluster with an R3 stream (~8 min), then every byte of an LMDB log and a
+# state store flipped (tests/chaos/storage.c, ~10 min without hangs).
+# CHAOS_ARGS="--seed S" repeats a cluster run.
+chaos: deps $(BUILD)/kill9 $(BUILD)/cluster_chaos $(BUILD)/storage_chaos
 	./$(BUILD)/kill9
 	./$(BUILD)/cluster_chaos --long $(CHAOS_ARGS)
+	./$(BUILD)/storage_chaos
 
 unit: $(BUILD)/unit
 	./$(BUILD)/unit $(FILTER)
 
 # Fuzz targets: the same source builds a seed-replay program (plain main) and
-# a libFuzzer binary (clang).
-$(BUILD)/fuzz-replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(wildcard tests/fuzz/*.h) tests/impl.c $(HEADERS)
-	@mkdir -p $(BUILD)
-	$(CC) $(STD) -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
-	    $(WARN) $< tests/fuzz/replay_main.c tests/impl.c -o $@
+# a libFuzzer binary (clang). FUZZ_LINK is what a target is built with
+# besides its source: the core's implementation; lmdb_* targets the LMDB
+# companion's too; nats_* targets compile the implementations themselves
+# (they call its private functions) and cli_* targets include the tool,
+# which holds every implementation.
+FUZZ_LINK = tests/impl.c
+$(BUILD)/fuzz-lmdb_% $(BUILD)/fuzz-replay-lmdb_%: FUZZ_LINK = $(POSIX) tests/impl_lmdb.c -llmdb
+$(BUILD)/fuzz-nats_% $(BUILD)/fuzz-replay-nats_%: FUZZ_LINK = $(POSIX) -lnats
+$(BUILD)/fuzz-cli_% $(BUILD)/fuzz-replay-cli_%: FUZZ_LINK = $(POSIX) -I. -llmdb -lnats
+FUZZ_DEPS = $(wildcard tests/fuzz/*.h) $(wildcard tests/impl*.c) examples/opstate.c $(HEADERS)
 
-$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) tests/impl.c $(HEADERS)
+$(BUILD)/fuzz-replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(FUZZ_DEPS)
 	@mkdir -p $(BUILD)
-	$(CLANG) $(STD) -O1 -g -fsanitize=fuzzer,address,undefined $(WARN) $< tests/impl.c -o $@
+	$(CC) $(STD) $(SAN) $(WARN) $< tests/fuzz/replay_main.c $(FUZZ_LINK) -o $@
+
+$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(FUZZ_DEPS)
+	@mkdir -p $(BUILD)
+	$(CLANG) $(STD) -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(WARN) $< $(FUZZ_LINK) -o $@
+
+# Starting seeds for the LMDB store and log targets, made from real ones.
+$(BUILD)/lmdb_seeds: tests/fuzz/lmdb_seeds.c $(FUZZ_DEPS)
+	@mkdir -p $(BUILD)
+	$(CC) $(STD) $(SAN) $(POSIX) $(WARN) $< tests/impl_lmdb.c -llmdb -o $@
 
 fuzz: $(addprefix $(BUILD)/fuzz-,$(FUZZ_NAMES))
 	@for n in $(FUZZ_NAMES); do \
@@ -113,6 +144,12 @@ fuzz: $(addprefix $(BUILD)/fuzz-,$(FUZZ_NAMES))
 
 test: deps
 	@bash scripts/test.sh
+
+# Mutation testing (not part of make test: ~5 min on 2 cores): every guard
+# listed in tests/mutants.txt is flipped in turn, in a copy of the tree, and
+# its test must fail. Prints each mutant killed / SURVIVED and the score.
+mutate:
+	@bash scripts/mutate.sh
 
 # The main job: publish 200,000 events into an embedded LMDB log, consume,
 # kill -9 part-way, restart, check against a full replay, point-in-time.

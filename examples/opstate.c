@@ -435,7 +435,8 @@ static bool ns_from_seconds(int64_t seconds, int64_t frac, int64_t *out)
     if (seconds > max_s || seconds < min_s) return false;
     if (seconds == max_s && frac > INT64_MAX % NS_PER_SECOND) return false;
     if (seconds == min_s && frac < NS_PER_SECOND + INT64_MIN % NS_PER_SECOND) return false;
-    *out = (seconds + 1) * NS_PER_SECOND + (frac - NS_PER_SECOND); /* no overflow at min_s */
+    if (seconds >= 0) *out = seconds * NS_PER_SECOND + frac;
+    else *out = (seconds + 1) * NS_PER_SECOND + (frac - NS_PER_SECOND); /* no overflow at min_s */
     return true;
 }
 

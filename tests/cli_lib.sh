@@ -13,12 +13,31 @@ if [[ -z ${OPSTATE:-} ]]; then
   OPSTATE=$PWD/$BUILD/opstate
 fi
 
-ok() { passed=$((passed + 1)); }
+# A sanitizer build (OPSTATE=$BUILD/opstate-asan, as make test runs it)
+# reports on stderr; its exit code alone may look like an expected one, and
+# a check may look only at stdout. So a check that passes while the stderr
+# file holds a report counts as failed, and a failure shows the report.
+SAN_REPORT='ERROR: [A-Za-z]*Sanitizer|LeakSanitizer|runtime error:'
+
+# ok [NAME]: a check passed (the helpers below pass their NAME; a check in
+# a test script is named by its line).
+ok() {
+  if grep -Eq "$SAN_REPORT" "$err" 2>/dev/null; then
+    bad "${1:-the check at ${BASH_SOURCE[1]}:${BASH_LINENO[0]}}: a sanitizer report on stderr"
+    return
+  fi
+  passed=$((passed + 1))
+}
 bad() {
   failed=$((failed + 1))
   echo "FAILED: $1"
   sed 's/^/    stdout: /' "$out" | head -n 5
-  sed 's/^/    stderr: /' "$err" | head -n 5
+  if grep -Eq "$SAN_REPORT" "$err" 2>/dev/null; then
+    grep -E -A 12 "$SAN_REPORT" "$err" | head -n 30 | sed 's/^/    stderr: /'
+    : >"$err" # reported once
+  else
+    sed 's/^/    stderr: /' "$err" | head -n 5
+  fi
 }
 op() { "$OPSTATE" "$@" >"$out" 2>"$err"; }
 
@@ -30,7 +49,7 @@ expect() {
   local got=$?
   if [[ $got -ne $rc ]]; then bad "$name (exit $got, expected $rc)"; return; fi
   if [[ -n $pattern ]] && ! grep -Eq -- "$pattern" "$out"; then bad "$name (stdout does not match /$pattern/)"; return; fi
-  ok
+  ok "$name"
 }
 
 # fails NAME RC STDERR-REGEX -- ARGS...: exit code RC, exactly one line on
@@ -45,7 +64,7 @@ fails() {
   if [[ $lines -ne 1 ]]; then bad "$name ($lines lines on stderr, expected 1)"; return; fi
   if ! grep -Eq -- "^opstate: .*$pattern" "$err"; then bad "$name (stderr does not match /$pattern/)"; return; fi
   if [[ -s $out && -z ${STDOUT_OK:-} ]]; then bad "$name (stdout not empty)"; return; fi
-  ok
+  ok "$name"
 }
 
 # json NAME PYTHON-CHECK -- ARGS...: exit 0 and stdout is JSON for which the
@@ -60,5 +79,5 @@ json() {
     bad "$name (not JSON, or the check '$check' is false)"
     return
   fi
-  ok
+  ok "$name"
 }
