@@ -552,6 +552,40 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__overflow_ok(const opstate_lmdb *e, cons
     return (flags & 0x04u) && pages == (header + size + e->page_size - 1) / e->page_size; /* P_OVERFLOW */
 }
 
+/* The leaf page holding `p` (a key LMDB handed back) is whole: its header
+   says leaf, its key count fits, every node lies in the used space and the
+   nodes fill exactly that space, so a damaged key count cannot hide the
+   page's last records. `*checked` remembers the last page found good. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__leaf_ok(const opstate_lmdb *e, const void *p, const uint8_t **checked)
+{
+    const size_t header = sizeof(size_t) + 8, ps = e->page_size;
+    const uint8_t *page;
+    uint16_t flags, lower, upper, at, ksize, nflags, i;
+    size_t used = 0;
+    if (!e->map || (const uint8_t *)p < e->map || (size_t)((const uint8_t *)p - e->map) >= e->map_valid) return true;
+    page = e->map + ((size_t)((const uint8_t *)p - e->map) / ps) * ps;
+    if (page == *checked) return true;
+    OPSTATE_MEMCPY(&flags, page + header - 6, 2);
+    OPSTATE_MEMCPY(&lower, page + header - 4, 2);
+    OPSTATE_MEMCPY(&upper, page + header - 2, 2);
+    if (!(flags & 0x02u) || lower < header || lower > upper || upper > ps || (lower - header) % 2) return false;
+    for (i = 0; i < (lower - header) / 2; i++) {
+        uint16_t lo, hi;
+        size_t dsize;
+        OPSTATE_MEMCPY(&at, page + header + 2u * i, 2);
+        if (at < upper || (size_t)at + 8 > ps) return false;
+        OPSTATE_MEMCPY(&lo, page + at, 2); /* mn_lo, mn_hi: the data size, native halves */
+        OPSTATE_MEMCPY(&hi, page + at + 2, 2);
+        dsize = (size_t)lo | (size_t)hi << 16;
+        OPSTATE_MEMCPY(&nflags, page + at + 4, 2);
+        OPSTATE_MEMCPY(&ksize, page + at + 6, 2);
+        used += (8u + ksize + ((nflags & 0x01u) ? sizeof(size_t) : dsize) + 1u) & ~(size_t)1; /* F_BIGDATA, EVEN */
+    }
+    if (used != ps - upper) return false;
+    *checked = page;
+    return true;
+}
+
 /* False when a key or value LMDB handed back lies inside the map but runs
    past the bytes the file backs (a corrupt length); pages of a write
    transaction live outside the map and are LMDB's own. */
@@ -2433,12 +2467,14 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *l
     MDB_cursor *cur;
     size_t n = 0;
     uint64_t prev = from_seq ? from_seq - 1 : 0;
+    const uint8_t *page_checked = NULL;
     int rc = mdb_cursor_open(lg->rd.txn, lg->msgs, &cur);
     opstate_lmdb__put_be64(key, from_seq);
     for (rc = rc ? rc : opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < max;
          rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_NEXT)) {
         opstate_lmdb__msg m;
-        if (!opstate_lmdb__msg_decode(&k, &v, &m) || m.seq <= prev || m.seq > info->last_seq) {
+        if (!opstate_lmdb__leaf_ok(lg->e, k.mv_data, &page_checked) || !opstate_lmdb__msg_decode(&k, &v, &m) ||
+            m.seq <= prev || m.seq > info->last_seq) {
             rc = MDB_CORRUPTED; /* a bad record, or sequences that do not go forward */
             if (err) err->offset = (size_t)prev + 1;
             break;

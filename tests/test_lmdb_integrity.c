@@ -551,3 +551,50 @@ TEST(lmdb_integrity, lost_delta_record_is_corrupt)
     opstate_kv_destroy(kv);
     integ_remove(&t);
 }
+
+/* Lowers the key count in the header of the leaf page that holds payload
+   "MARK-<seq>" (a page's last records hidden from a reader). */
+static bool shrink_leaf(const char *file, int seq)
+{
+    char mark[16];
+    size_t len = 0, i, n, page;
+    uint8_t *b = read_file(file, &len);
+    uint16_t lower;
+    bool ok = false;
+    snprintf(mark, sizeof mark, "MARK-%03d", seq);
+    n = strlen(mark);
+    for (i = 0; b && !ok && i + n <= len; i++)
+        if (memcmp(b + i, mark, n) == 0) {
+            page = i / 4096 * 4096;
+            memcpy(&lower, b + page + sizeof(size_t) + 4, 2);
+            lower = (uint16_t)(lower - 2); /* one node pointer fewer */
+            memcpy(b + page + sizeof(size_t) + 4, &lower, 2);
+            ok = true;
+        }
+    ok = ok && write_file(file, b, len);
+    free(b);
+    return ok;
+}
+
+/* A leaf page whose header counts one key fewer than it holds: the read
+   stops with CORRUPT instead of quietly missing the page's last record. */
+TEST(lmdb_integrity, leaf_page_hiding_records_is_corrupt)
+{
+    integ t;
+    size_t n = 0;
+    pid_t pid;
+    int status = 0;
+    REQUIRE(integ_make(&t));
+    REQUIRE(shrink_leaf(t.file, EVENTS));
+    fflush(stdout);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        opstate_result r = integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL);
+        if (r == OPSTATE_OK) r = read_all(&t, &n);
+        _exit(r == OPSTATE_CORRUPT ? 0 : 1);
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    integ_remove(&t);
+}

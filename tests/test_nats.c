@@ -653,16 +653,26 @@ static void nt_tally_outcome(void *user, const opstate_nats_outcome *o)
     else t->unknown++;
 }
 
-/* Publishes evs asynchronously and waits up to wait_ms; *t gets the tally. */
+/* Publishes evs asynchronously and waits up to wait_ms; *t gets the tally.
+   An event whose publish call itself fails (the client already knows the
+   server is gone) was never sent: the caller counts it as not
+   acknowledged, as the tool does; the ones sent before it are waited for. */
 static opstate_result nt_publish_window(nt_ctx *x, const opstate_event *evs, int64_t wait_ms, nt_tally *t)
 {
     opstate_error err;
-    size_t i;
+    opstate_result r;
+    size_t i, sent;
     memset(t, 0, sizeof *t);
     t->evs = evs;
-    for (i = 0; i < NT_UNACKED_N; i++)
-        if (opstate_nats_publish_async(x->lg, str(x->prefix), &evs[i], NULL, &err) != OPSTATE_OK) return err.result;
-    return opstate_nats_publish_wait(x->lg, wait_ms, nt_tally_outcome, t, &err);
+    for (sent = 0; sent < NT_UNACKED_N; sent++)
+        if (opstate_nats_publish_async(x->lg, str(x->prefix), &evs[sent], NULL, &err) != OPSTATE_OK) break;
+    r = opstate_nats_publish_wait(x->lg, wait_ms, nt_tally_outcome, t, &err);
+    for (i = sent; i < NT_UNACKED_N; i++) {
+        t->reported[i]++;
+        t->total++;
+        t->timeouts++;
+    }
+    return sent < NT_UNACKED_N && r == OPSTATE_OK ? OPSTATE_TIMEOUT : r;
 }
 
 /* Each event exactly once, none unknown. */
