@@ -2489,6 +2489,9 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *l
         msgs[n++].data = m.data;
     }
     mdb_cursor_close(cur);
+    /* the newest message is always retained: a walk that ended without
+       reaching it lost records on the way (a damaged page) */
+    if (rc == MDB_NOTFOUND && info->live && from_seq <= info->last_seq && prev != info->last_seq) rc = MDB_CORRUPTED;
     if (rc != 0 && rc != MDB_NOTFOUND) {
         *count = 0; /* nothing of a batch that holds a bad record */
         return opstate_lmdb__fail(err, rc, "log record");
