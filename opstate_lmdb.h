@@ -2457,6 +2457,26 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__expire(opstate_lmdb_log *lg, 
     return expired ? opstate_lmdb__trim_now(lg, opstate_lmdb__over_limits, (uint64_t)now, err) : OPSTATE_OK;
 }
 
+/* The seek for from_seq landed on key k: the record before k, if any, must
+   sit below from_seq on a whole page. Else the seek passed over records (a
+   damaged page hid them) and the hole it left is no retention's. */
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__nothing_before(const opstate_lmdb_log *lg, const MDB_val *k, uint64_t from_seq)
+{
+    MDB_cursor *cur;
+    MDB_val pk = *k, pv;
+    const uint8_t *checked = NULL;
+    bool ok = true;
+    int rc;
+    if (k->mv_size != 8 || opstate_lmdb__get_be64((const uint8_t *)k->mv_data) <= from_seq) return true;
+    if (mdb_cursor_open(lg->rd.txn, lg->msgs, &cur) != 0) return false;
+    if ((rc = opstate_lmdb__cursor_get(lg->e, cur, &pk, &pv, MDB_SET)) == 0 &&
+        (rc = opstate_lmdb__cursor_get(lg->e, cur, &pk, &pv, MDB_PREV)) == 0)
+        ok = pk.mv_size == 8 && opstate_lmdb__leaf_ok(lg->e, pk.mv_data, &checked) &&
+             opstate_lmdb__get_be64((const uint8_t *)pk.mv_data) < from_seq;
+    mdb_cursor_close(cur);
+    return ok && (rc == 0 || rc == MDB_NOTFOUND);
+}
+
 /* One pass over the retained messages from from_seq. */
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *lg, opstate_bytes filter, uint64_t from_seq,
                                                              opstate_log_message *msgs, size_t max, size_t *count,
@@ -2470,8 +2490,10 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read_once(opstate_lmdb_log *l
     const uint8_t *page_checked = NULL;
     int rc = mdb_cursor_open(lg->rd.txn, lg->msgs, &cur);
     opstate_lmdb__put_be64(key, from_seq);
-    for (rc = rc ? rc : opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < max;
-         rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_NEXT)) {
+    if (rc == 0 && (rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_SET_RANGE)) == 0 &&
+        !opstate_lmdb__nothing_before(lg, &k, from_seq))
+        rc = MDB_CORRUPTED;
+    for (; rc == 0 && n < max; rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_NEXT)) {
         opstate_lmdb__msg m;
         if (!opstate_lmdb__leaf_ok(lg->e, k.mv_data, &page_checked) || !opstate_lmdb__msg_decode(&k, &v, &m) ||
             m.seq <= prev || m.seq > info->last_seq) {

@@ -552,9 +552,10 @@ TEST(lmdb_integrity, lost_delta_record_is_corrupt)
     integ_remove(&t);
 }
 
-/* Lowers the key count in the header of the leaf page that holds payload
-   "MARK-<seq>" (a page's last records hidden from a reader). */
-static bool shrink_leaf(const char *file, int seq)
+/* Changes the key count in the header of the leaf page that holds payload
+   "MARK-<seq>" by `delta` node pointers (records hidden from a reader, or
+   garbage pointers shown to it). */
+static bool shrink_leaf(const char *file, int seq, int delta)
 {
     char mark[16];
     size_t len = 0, i, n, page;
@@ -567,7 +568,7 @@ static bool shrink_leaf(const char *file, int seq)
         if (memcmp(b + i, mark, n) == 0) {
             page = i / 4096 * 4096;
             memcpy(&lower, b + page + sizeof(size_t) + 4, 2);
-            lower = (uint16_t)(lower - 2); /* one node pointer fewer */
+            lower = (uint16_t)(lower + 2 * delta);
             memcpy(b + page + sizeof(size_t) + 4, &lower, 2);
             ok = true;
         }
@@ -585,7 +586,7 @@ TEST(lmdb_integrity, leaf_page_hiding_records_is_corrupt)
     pid_t pid;
     int status = 0;
     REQUIRE(integ_make(&t));
-    REQUIRE(shrink_leaf(t.file, EVENTS));
+    REQUIRE(shrink_leaf(t.file, EVENTS, -1));
     fflush(stdout);
     pid = fork();
     REQUIRE(pid >= 0);
@@ -597,4 +598,31 @@ TEST(lmdb_integrity, leaf_page_hiding_records_is_corrupt)
     waitpid(pid, &status, 0);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     integ_remove(&t);
+}
+
+/* The first leaf page's key count damaged both ways: a read from the start
+   (its seek lands past the hidden records) is CORRUPT, never a shorter log. */
+TEST(lmdb_integrity, first_leaf_page_damaged_is_corrupt)
+{
+    static const int deltas[] = {-1, -3, 40};
+    size_t i;
+    for (i = 0; i < sizeof deltas / sizeof deltas[0]; i++) {
+        integ t;
+        size_t n = 0;
+        pid_t pid;
+        int status = 0;
+        REQUIRE(integ_make(&t));
+        REQUIRE(shrink_leaf(t.file, 1, deltas[i]));
+        fflush(stdout);
+        pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            opstate_result r = integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL);
+            if (r == OPSTATE_OK) r = read_all(&t, &n);
+            _exit(r == OPSTATE_CORRUPT || (r == OPSTATE_OK && n == EVENTS) ? 0 : 1);
+        }
+        waitpid(pid, &status, 0);
+        CHECK(!WIFEXITED(status) || WEXITSTATUS(status) == 0); /* a crash in LMDB's page walk is LMDB's */
+        integ_remove(&t);
+    }
 }
