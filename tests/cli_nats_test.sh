@@ -81,24 +81,31 @@ def request(subject, body=b"", header=b""):
     if "error" in r and not subject.startswith("$JS.API.STREAM.INFO."):
         sys.exit("js: %s: %s" % (subject, r["error"]))
     return r
-def ids(stream):
-    total = request("$JS.API.STREAM.INFO." + stream)["state"]["messages"]
-    s.sendall(b"SUB _D.ids 2\r\n")
+def read_ids(stream, total, sid):
+    """(messages, distinct ids) from one push consumer over the whole stream."""
+    subject = "_D.ids%d" % sid
+    s.sendall(b"SUB %s %d\r\n" % (subject.encode(), sid))
     request("$JS.API.CONSUMER.CREATE." + stream, json.dumps({"stream_name": stream, "config": {
-        "deliver_subject": "_D.ids", "ack_policy": "none", "deliver_policy": "all"}}).encode())
+        "deliver_subject": subject, "ack_policy": "none", "deliver_policy": "all"}}).encode())
     seen, count, end = set(), 0, time.time() + 60
     while count < total and time.time() < end:
         try:
-            sid, headers, _ = next_msg()
+            got, headers, _ = next_msg()
         except (socket.timeout, OSError):
-            break  # the counts printed below then fail the check
-        if sid != 2:
+            break  # the counts then fail the check
+        if got != sid:
             continue
         count += 1
         for h in headers.split(b"\r\n"):
             if h.lower().startswith(b"nats-msg-id:"):
                 seen.add(h.split(b":", 1)[1].strip())
-    print(count, len(seen))
+    return count, len(seen)
+def ids(stream):
+    total = request("$JS.API.STREAM.INFO." + stream)["state"]["messages"]
+    count, distinct = read_ids(stream, total, 2)
+    if count < total:  # a push delivery that stalled (seen once under load): one more consumer
+        count, distinct = read_ids(stream, total, 3)
+    print(count, distinct)
 arity = {"kv-create": 1, "kv-put": 3, "kv-del": 2, "consumer-info": 2, "stream-wait": 1, "stream-delete": 1,
          "stream-create": 5, "stream-count": 1, "stream-reach": 2, "stream-ids": 1}
 while ops:
