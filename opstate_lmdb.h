@@ -1571,31 +1571,63 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__key_after(const MDB_val *a, const MDB_v
     return c > 0 || (c == 0 && a->mv_size > b->mv_size);
 }
 
-/* Walks a database in key order inside the reader's transaction; fn gets
-   each record and returns a result (OK to go on). */
-typedef opstate_result (*opstate_lmdb__record_fn)(void *user, opstate_bytes key, opstate_bytes value);
+/* Called for each record of a walk; false stops it. */
+typedef bool (*opstate_lmdb__visit_fn)(void *user, const MDB_val *k, const MDB_val *v);
 
-OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, MDB_dbi dbi,
-                                                        opstate_lmdb__record_fn fn, void *user, opstate_error *err)
+/* Walks database dbi in key order: every key must come after the one before
+   it, and a walk that reaches the end must have seen every entry the
+   database counts (a damaged page would otherwise hide records). 0 at the
+   end, OPSTATE_LMDB__ABORT when fn stopped, MDB_CORRUPTED, or an LMDB
+   status. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__walk(const opstate_lmdb *e, MDB_txn *txn, MDB_dbi dbi, opstate_lmdb__visit_fn fn,
+                                             void *user)
 {
     MDB_cursor *cur;
     MDB_val k, v, prev = {0, NULL};
     MDB_stat stat;
     uint64_t seen = 0;
-    opstate_result r = OPSTATE_OK;
-    int rc = mdb_stat(st->rd.txn, dbi, &stat);
-    if (rc == 0) rc = mdb_cursor_open(st->rd.txn, dbi, &cur);
-    if (rc != 0) return opstate_lmdb__fail(err, rc, "cursor");
-    for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0 && r == OPSTATE_OK;
-         rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT)) {
-        if (seen++ && !opstate_lmdb__key_after(&k, &prev)) r = OPSTATE_CORRUPT; /* keys out of order */
-        else r = fn(user, opstate_lmdb__bytes(&k), opstate_lmdb__bytes(&v));
+    int rc = mdb_stat(txn, dbi, &stat);
+    if (rc == 0) rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc != 0) return rc;
+    for (rc = opstate_lmdb__cursor_get(e, cur, &k, &v, MDB_FIRST); rc == 0; rc = opstate_lmdb__cursor_get(e, cur, &k, &v, MDB_NEXT)) {
+        if (seen++ && !opstate_lmdb__key_after(&k, &prev)) rc = MDB_CORRUPTED; /* keys out of order */
+        else if (!fn(user, &k, &v)) rc = OPSTATE_LMDB__ABORT;
+        if (rc != 0) break;
         prev = k;
     }
     mdb_cursor_close(cur);
-    if (r != OPSTATE_OK) return opstate_error_set(err, r, "store record", 0);
-    if (rc == MDB_NOTFOUND && seen != stat.ms_entries) return opstate_error_set(err, OPSTATE_CORRUPT, "store page", 0);
-    return rc == MDB_NOTFOUND ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "cursor");
+    if (rc == MDB_NOTFOUND) rc = seen == stat.ms_entries ? 0 : MDB_CORRUPTED;
+    return rc;
+}
+
+/* Walks a database in key order inside the reader's transaction; fn gets
+   each record and returns a result (OK to go on). */
+typedef opstate_result (*opstate_lmdb__record_fn)(void *user, opstate_bytes key, opstate_bytes value);
+
+typedef struct opstate_lmdb__scan_ctx {
+    opstate_lmdb__record_fn fn;
+    void *user;
+    opstate_result r;
+} opstate_lmdb__scan_ctx;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__scan_visit(void *user, const MDB_val *k, const MDB_val *v)
+{
+    opstate_lmdb__scan_ctx *c = (opstate_lmdb__scan_ctx *)user;
+    c->r = c->fn(c->user, opstate_lmdb__bytes(k), opstate_lmdb__bytes(v));
+    return c->r == OPSTATE_OK;
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, MDB_dbi dbi,
+                                                        opstate_lmdb__record_fn fn, void *user, opstate_error *err)
+{
+    opstate_lmdb__scan_ctx c;
+    int rc;
+    c.fn = fn;
+    c.user = user;
+    c.r = OPSTATE_OK;
+    rc = opstate_lmdb__walk(st->e, st->rd.txn, dbi, opstate_lmdb__scan_visit, &c);
+    if (rc == OPSTATE_LMDB__ABORT) return opstate_error_set(err, c.r, "store record", 0);
+    return rc == 0 ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "store records");
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_table_record(void *user, opstate_bytes key, opstate_bytes rec)
@@ -1710,35 +1742,39 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_get(void *user, opstate_
 
 /* Every table entry in key order; a bad entry, keys out of order or fewer
    entries than the table counts (a damaged page) are CORRUPT. */
+typedef struct opstate_lmdb__base_ctx {
+    opstate_kv_iter_fn fn;
+    void *user;
+    bool corrupt;
+} opstate_lmdb__base_ctx;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__base_visit(void *user, const MDB_val *k, const MDB_val *v)
+{
+    opstate_lmdb__base_ctx *c = (opstate_lmdb__base_ctx *)user;
+    opstate_kv_item item;
+    item.key = opstate_lmdb__bytes(k);
+    item.deleted = false;
+    item.in_base = true;
+    if (!opstate_lmdb__table_decode(item.key, opstate_lmdb__bytes(v), &item.value, &item.position)) {
+        c->corrupt = true;
+        return false;
+    }
+    return c->fn(c->user, &item);
+}
+
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__base_iterate(void *user, opstate_kv_iter_fn fn, void *fn_user)
 {
     opstate_lmdb_store *st = (opstate_lmdb_store *)user;
-    MDB_cursor *cur;
-    MDB_val k, v, prev = {0, NULL};
-    MDB_stat stat;
-    uint64_t seen = 0;
+    opstate_lmdb__base_ctx c;
     opstate_result r = opstate_lmdb__reader_begin(st->e, &st->rd, NULL);
     int rc;
     if (r != OPSTATE_OK) return r;
-    if ((rc = mdb_stat(st->rd.txn, st->table, &stat)) != 0 || (rc = mdb_cursor_open(st->rd.txn, st->table, &cur)) != 0)
-        return opstate_lmdb__fail(NULL, rc, "table");
-    for (rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_FIRST); rc == 0; rc = opstate_lmdb__cursor_get(st->e, cur, &k, &v, MDB_NEXT)) {
-        opstate_kv_item item;
-        item.key = opstate_lmdb__bytes(&k);
-        item.deleted = false;
-        item.in_base = true;
-        if ((seen++ && !opstate_lmdb__key_after(&k, &prev)) ||
-            !opstate_lmdb__table_decode(item.key, opstate_lmdb__bytes(&v), &item.value, &item.position)) {
-            r = OPSTATE_CORRUPT;
-            break;
-        }
-        prev = k;
-        if (!fn(fn_user, &item)) break;
-    }
-    mdb_cursor_close(cur);
-    if (r == OPSTATE_OK && rc != 0 && rc != MDB_NOTFOUND) r = opstate_lmdb__fail(NULL, rc, "table");
-    if (r == OPSTATE_OK && rc == MDB_NOTFOUND && seen != stat.ms_entries) r = OPSTATE_CORRUPT;
-    return r;
+    c.fn = fn;
+    c.user = fn_user;
+    c.corrupt = false;
+    rc = opstate_lmdb__walk(st->e, st->rd.txn, st->table, opstate_lmdb__base_visit, &c);
+    if (rc == OPSTATE_LMDB__ABORT) return c.corrupt ? OPSTATE_CORRUPT : OPSTATE_OK; /* a bad entry, or fn stopped */
+    return rc == 0 ? OPSTATE_OK : opstate_lmdb__fail(NULL, rc, "table");
 }
 
 OPSTATE_LMDB__PRIVATE uint64_t opstate_lmdb__base_count(void *user)
@@ -2786,36 +2822,36 @@ typedef struct opstate_lmdb__verify {
 /* Checks one record of database `part`; false stops the walk. */
 typedef bool (*opstate_lmdb__check_fn)(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val);
 
+typedef struct opstate_lmdb__check_ctx {
+    opstate_lmdb__verify *v;
+    opstate_lmdb__check_fn fn;
+} opstate_lmdb__check_ctx;
+
+OPSTATE_LMDB__PRIVATE bool opstate_lmdb__check_visit(void *user, const MDB_val *k, const MDB_val *val)
+{
+    opstate_lmdb__check_ctx *c = (opstate_lmdb__check_ctx *)user;
+    c->v->bad_key = k->mv_size == 8 ? opstate_lmdb__get_be64((const uint8_t *)k->mv_data) : 0;
+    if (!c->fn(c->v, k, val)) return false;
+    c->v->out->records++;
+    return true;
+}
+
 /* Walks the database "<part name>:<part>" with fn; 0, or the LMDB status
    (MDB_CORRUPTED when fn refused a record, out->where naming it). */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__verify_db(opstate_lmdb__verify *v, const char *part, opstate_lmdb__check_fn fn)
 {
     char full[96];
     MDB_dbi dbi;
-    MDB_cursor *cur;
-    MDB_val k, val, prev = {0, NULL};
-    MDB_stat stat;
-    uint64_t seen = 0;
+    opstate_lmdb__check_ctx c;
     int rc;
     snprintf(full, sizeof full, "%s:%s", v->name, part);
-    if ((rc = mdb_dbi_open(v->txn, full, 0, &dbi)) != 0 || (rc = mdb_stat(v->txn, dbi, &stat)) != 0 ||
-        (rc = mdb_cursor_open(v->txn, dbi, &cur)) != 0)
-        return rc;
-    for (rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_FIRST); rc == 0;
-         rc = opstate_lmdb__cursor_get(v->e, cur, &k, &val, MDB_NEXT)) {
-        v->bad_key = k.mv_size == 8 ? opstate_lmdb__get_be64((const uint8_t *)k.mv_data) : 0;
-        if ((seen++ && !opstate_lmdb__key_after(&k, &prev)) || !fn(v, &k, &val)) {
-            rc = MDB_CORRUPTED;
-            break;
-        }
-        prev = k;
-        v->out->records++;
-    }
-    mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND && seen != stat.ms_entries) rc = MDB_CORRUPTED; /* a page lost its entries */
-    if (rc != 0 && rc != MDB_NOTFOUND) snprintf(v->out->where, sizeof v->out->where, "%s, record %llu", full,
-                                                (unsigned long long)v->bad_key);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    c.v = v;
+    c.fn = fn;
+    if ((rc = mdb_dbi_open(v->txn, full, 0, &dbi)) != 0) return rc;
+    rc = opstate_lmdb__walk(v->e, v->txn, dbi, opstate_lmdb__check_visit, &c);
+    if (rc == OPSTATE_LMDB__ABORT) rc = MDB_CORRUPTED;
+    if (rc != 0) snprintf(v->out->where, sizeof v->out->where, "%s, record %llu", full, (unsigned long long)v->bad_key);
+    return rc;
 }
 
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__verify_sealed(opstate_lmdb__verify *v, const MDB_val *k, const MDB_val *val)

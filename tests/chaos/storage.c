@@ -168,8 +168,7 @@ static void put(dump *d, const void *b, size_t n)
 static void put_u64(dump *d, uint64_t v)
 {
     uint8_t b[8];
-    int i;
-    for (i = 0; i < 8; i++, v >>= 8) b[i] = (uint8_t)v;
+    opstate_put_le64(b, v);
     put(d, b, 8);
 }
 
@@ -180,18 +179,6 @@ static void put_position(dump *d, opstate_position p)
     put_u64(d, p.epoch);
 }
 
-static bool put_item(void *user, const opstate_kv_item *item)
-{
-    dump *d = (dump *)user;
-    put_u64(d, item->key.len);
-    put(d, item->key.ptr, item->key.len);
-    put_u64(d, item->value.len);
-    put(d, item->value.ptr, item->value.len);
-    put_u64(d, item->position.seq);
-    put_u64(d, (uint64_t)item->position.time);
-    return true;
-}
-
 static bool put_item_plain(void *user, const opstate_kv_item *item)
 {
     dump *d = (dump *)user;
@@ -199,6 +186,16 @@ static bool put_item_plain(void *user, const opstate_kv_item *item)
     put(d, item->key.ptr, item->key.len);
     put_u64(d, item->value.len);
     put(d, item->value.ptr, item->value.len);
+    return true;
+}
+
+/* The key and value, then the position they were written at. */
+static bool put_item(void *user, const opstate_kv_item *item)
+{
+    dump *d = (dump *)user;
+    put_item_plain(user, item);
+    put_u64(d, item->position.seq);
+    put_u64(d, (uint64_t)item->position.time);
     return true;
 }
 
