@@ -1491,12 +1491,14 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_write(opstate_lmdb__compact *c)
     }
     for (i = 0; i < c->n && rc == 0; i++) {
         const opstate_kv_item *it = &o[i].c->item;
-        MDB_val k = opstate_lmdb__val(it->key.ptr, it->key.len);
+        MDB_val k = opstate_lmdb__val(it->key.ptr, it->key.len), old;
         if (i + 1 < c->n && o[i + 1].next8 == o[i].next8 && o[i + 1].c->item.key.len == it->key.len &&
             memcmp(o[i + 1].c->item.key.ptr, it->key.ptr, it->key.len) == 0)
             continue; /* a newer change of this key follows */
+        rc = opstate_lmdb__get(c->st->e, c->txn, c->st->table, &k, &old);
+        if (rc != 0 && rc != MDB_NOTFOUND) break; /* a damaged old value: LMDB would free the pages it claims */
         if (!it->deleted) rc = opstate_lmdb__table_put(c->st, c->txn, it->key, it->value, it->position);
-        else if ((rc = mdb_del(c->txn, c->st->table, &k, NULL)) == MDB_NOTFOUND) rc = 0;
+        else rc = rc == MDB_NOTFOUND ? 0 : mdb_del(c->txn, c->st->table, &k, NULL);
     }
     opstate_free(&c->st->e->cfg.allocator, o);
     return rc;

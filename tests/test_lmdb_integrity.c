@@ -630,3 +630,145 @@ TEST(lmdb_integrity, first_leaf_page_damaged_is_corrupt)
         integ_remove(&t);
     }
 }
+
+/* Sets the page count of every overflow page whose value starts with
+   `mark` 16 bytes in (a table record, and a delta record of one key of
+   three bytes) to `pages`. */
+static bool damage_overflow_count(const char *file, const char *mark, uint32_t pages)
+{
+    size_t len = 0, page, hdr = sizeof(size_t) + 8;
+    uint8_t *b = read_file(file, &len);
+    bool ok = false;
+    for (page = 0; b && page + 4096 <= len; page += 4096)
+        if (memcmp(b + page + hdr + 16, mark, strlen(mark)) == 0) {
+            memcpy(b + page + sizeof(size_t) + 4, &pages, 4);
+            ok = true;
+        }
+    ok = ok && write_file(file, b, len);
+    free(b);
+    return ok;
+}
+
+/* Flushes key "big" = `value` at `seq` and compacts; the result. */
+static opstate_result flush_big(integ *t, opstate_lmdb_access access, const char *value, uint64_t seq)
+{
+    opstate_lmdb_store_config sc;
+    opstate_lmdb_store *st = NULL;
+    opstate_kv_config kc;
+    opstate_kv *kv = NULL;
+    opstate_snapshot_meta meta;
+    opstate_store s;
+    opstate_lmdb_config ec;
+    opstate_result r;
+    memset(&sc, 0, sizeof sc);
+    memset(&kc, 0, sizeof kc);
+    memset(&meta, 0, sizeof meta);
+    sc.name = "state";
+    sc.no_compact_on_close = true;
+    memset(&ec, 0, sizeof ec);
+    ec.path = t->dir;
+    ec.access = access;
+    if ((r = opstate_lmdb_open(&ec, &t->env, NULL)) != OPSTATE_OK) return r;
+    if ((r = opstate_lmdb_store_open(t->env, &sc, &st, NULL)) == OPSTATE_OK &&
+        (r = opstate_kv_create(&kc, &kv)) == OPSTATE_OK) {
+        s = opstate_lmdb_store_iface(st);
+        meta.position.seq = seq;
+        r = opstate_kv_put(kv, bytes_of("big"), bytes_of(value), meta.position);
+        if (r == OPSTATE_OK) r = s.flush(s.user, kv, &meta, NULL, NULL);
+        if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL, NULL);
+    }
+    opstate_kv_destroy(kv);
+    opstate_lmdb_store_close(st);
+    opstate_lmdb_close(t->env);
+    return r;
+}
+
+/* A table value on overflow pages whose page count is damaged: compaction
+   replacing it stops with CORRUPT (LMDB would free the pages the count
+   claims, and hang or fault doing so), within a bounded time. */
+TEST(lmdb_integrity, compaction_over_damaged_overflow_is_corrupt)
+{
+    static char big[3 * 4096];
+    integ t;
+    int status = -1;
+    pid_t pid;
+    memset(big, 'x', sizeof big - 1);
+    memcpy(big, "BIGVALUE-1", 10);
+    memset(&t, 0, sizeof t);
+    strcpy(t.dir, "/tmp/opstate-integ-XXXXXX");
+    REQUIRE(mkdtemp(t.dir) != NULL);
+    snprintf(t.file, sizeof t.file, "%s/data.mdb", t.dir);
+    REQUIRE(flush_big(&t, OPSTATE_LMDB_CREATE, big, 1) == OPSTATE_OK);
+    REQUIRE(damage_overflow_count(t.file, "BIGVALUE-1", 0x7fffffffu));
+    memcpy(big, "BIGVALUE-2", 10);
+    fflush(stdout);
+    REQUIRE((pid = fork()) >= 0);
+    if (pid == 0) {
+        alarm(20);
+        _exit(flush_big(&t, OPSTATE_LMDB_EXISTING, big, 2) == OPSTATE_CORRUPT ? 0 : 1);
+    }
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    integ_remove(&t);
+}
+
+/* Adds `delta` to the entry count LMDB keeps for database `name` (its
+   record in the main database: the name, then an MDB_db whose md_entries
+   lies 32 bytes in), in every copy of the record in the file. */
+static bool damage_entry_count(const char *file, const char *name, int delta)
+{
+    size_t len = 0, n = strlen(name), i;
+    uint8_t *b = read_file(file, &len);
+    uint64_t entries;
+    uint16_t ksize;
+    bool ok = false;
+    for (i = 8; b && i + n + 48 <= len; i++) {
+        memcpy(&ksize, b + i - 2, 2);
+        if (ksize != n || memcmp(b + i, name, n) != 0) continue;
+        memcpy(&entries, b + i + n + 32, 8);
+        entries += (uint64_t)(int64_t)delta;
+        memcpy(b + i + n + 32, &entries, 8);
+        ok = true;
+    }
+    ok = ok && write_file(file, b, len);
+    free(b);
+    return ok;
+}
+
+/* A table whose entry count disagrees with the records a walk sees (a
+   damaged page can hide records from a cursor): a load-all load and verify
+   are CORRUPT, never a smaller state. */
+TEST(lmdb_integrity, table_missing_counted_entries_is_corrupt)
+{
+    integ t;
+    opstate_lmdb_config ec;
+    opstate_lmdb_store_config sc;
+    opstate_lmdb_store *st = NULL;
+    opstate_kv_config kc;
+    opstate_kv *kv = NULL;
+    opstate_snapshot_meta meta;
+    opstate_store s;
+    opstate_lmdb_verify_report rep;
+    memset(&t, 0, sizeof t);
+    strcpy(t.dir, "/tmp/opstate-integ-XXXXXX");
+    REQUIRE(mkdtemp(t.dir) != NULL);
+    snprintf(t.file, sizeof t.file, "%s/data.mdb", t.dir);
+    REQUIRE(flush_big(&t, OPSTATE_LMDB_CREATE, "small", 1) == OPSTATE_OK);
+    REQUIRE(damage_entry_count(t.file, "s:state:table", 1));
+    memset(&ec, 0, sizeof ec);
+    memset(&sc, 0, sizeof sc);
+    memset(&kc, 0, sizeof kc);
+    ec.path = t.dir;
+    ec.access = OPSTATE_LMDB_READ_ONLY;
+    sc.name = "state";
+    REQUIRE(opstate_lmdb_open(&ec, &t.env, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_kv_create(&kc, &kv) == OPSTATE_OK);
+    s = opstate_lmdb_store_iface(st);
+    CHECK(s.load(s.user, kv, &meta, NULL, NULL) == OPSTATE_CORRUPT);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
+    opstate_kv_destroy(kv);
+    opstate_lmdb_store_close(st);
+    opstate_lmdb_close(t.env);
+    integ_remove(&t);
+}
