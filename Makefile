@@ -22,20 +22,24 @@ NATS_SRCS  = $(wildcard tests/test_nats*.c)
 TEST_SRCS  = $(filter-out tests/impl.c tests/impl_lmdb.c tests/impl_nats.c tests/main.c $(LMDB_SRCS) $(NATS_SRCS),$(wildcard tests/*.c))
 FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_TIME ?= 60
+# The command-line tool: one program of several files (tools/opstate/main.c
+# has its guide; impl.c compiles the three headers' implementations).
+TOOL_SRCS  = $(wildcard tools/opstate/*.c)
+TOOL_DEPS  = $(TOOL_SRCS) tools/opstate/tool.h $(HEADERS)
 
 .PHONY: all test unit demo demo-nats fuzz bench clean deps chaos mutate
 
 all: $(BUILD)/unit $(BUILD)/opstate
 
-# The command-line tool (LMDB logs and stores).
-$(BUILD)/opstate: examples/opstate.c $(HEADERS)
+# The command-line tool (LMDB and NATS logs, LMDB state stores).
+$(BUILD)/opstate: $(TOOL_DEPS)
 	@mkdir -p $(BUILD)
-	$(CC) $(STD) -O2 $(POSIX) $(WARN) -I. $< -llmdb -lnats -o $@
+	$(CC) $(STD) -O2 $(POSIX) $(WARN) -I. $(TOOL_SRCS) -llmdb -lnats -o $@
 
 # The same under ASan+UBSan (make test runs the CLI tests over it too).
-$(BUILD)/opstate-asan: examples/opstate.c $(HEADERS)
+$(BUILD)/opstate-asan: $(TOOL_DEPS)
 	@mkdir -p $(BUILD)
-	$(CC) $(STD) $(SAN) $(POSIX) $(WARN) -I. $< -llmdb -lnats -o $@
+	$(CC) $(STD) $(SAN) $(POSIX) $(WARN) -I. $(TOOL_SRCS) -llmdb -lnats -o $@
 
 deps:
 	@bash scripts/deps.sh
@@ -114,13 +118,14 @@ unit: $(BUILD)/unit
 # a libFuzzer binary (clang). FUZZ_LINK is what a target is built with
 # besides its source: the core's implementation; lmdb_* targets the LMDB
 # companion's too; nats_* targets compile the implementations themselves
-# (they call its private functions) and cli_* targets include the tool,
-# which holds every implementation.
+# (they call its private functions) and cli_* targets link every file of
+# the tool but its main (tools/opstate/impl.c holds every implementation).
 FUZZ_LINK = tests/impl.c
 $(BUILD)/fuzz-lmdb_% $(BUILD)/fuzz-replay-lmdb_%: FUZZ_LINK = $(POSIX) tests/impl_lmdb.c -llmdb
 $(BUILD)/fuzz-nats_% $(BUILD)/fuzz-replay-nats_%: FUZZ_LINK = $(POSIX) -lnats
-$(BUILD)/fuzz-cli_% $(BUILD)/fuzz-replay-cli_%: FUZZ_LINK = $(POSIX) -I. -llmdb -lnats
-FUZZ_DEPS = $(wildcard tests/fuzz/*.h) $(wildcard tests/impl*.c) examples/opstate.c $(HEADERS)
+$(BUILD)/fuzz-cli_% $(BUILD)/fuzz-replay-cli_%: FUZZ_LINK = $(POSIX) -I. $(filter-out tools/opstate/main.c,$(TOOL_SRCS)) \
+    -llmdb -lnats
+FUZZ_DEPS = $(wildcard tests/fuzz/*.h) $(wildcard tests/impl*.c) $(TOOL_DEPS)
 
 $(BUILD)/fuzz-replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(FUZZ_DEPS)
 	@mkdir -p $(BUILD)

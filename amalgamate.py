@@ -242,10 +242,11 @@ def stamp(parts, versions, commit, lines):
     if links:
         out.append("   Link with %s." % ", ".join(links))
     if companions:
-        out.append("   The %s part%s POSIX: -std=c99 builds need" % (
-            " and ".join(p.name.upper() for p in companions),
-            "s use" if len(companions) > 1 else " uses"))
-        out.append("   -D_POSIX_C_SOURCE=200809L (gnu99 and g++ on glibc do not).")
+        out.append("   No -D flag is needed (-std=c99, c11, gnu99, C++).")
+    if any(p.name == "lmdb" for p in companions):
+        out.append("   Under strict -std=c99 / c11, include this file with the switch")
+        out.append("   before any system header: the LMDB part needs POSIX, asked for")
+        out.append("   at its top (BUILD in the LMDB part's guide).")
     out.append("   Every other option (OPSTATE_STATIC, OPSTATE_NO_STDLIB, ...) is")
     out.append("   documented in the guide at the top of its part. */")
     return out

@@ -13,7 +13,8 @@
 
    CONTENTS (grep the tag to jump to a part of the implementation)
        >>results   result codes, error detail, version
-       >>bytes     little-endian helpers, mem* fallbacks
+       >>mem       mem* hooks and fallbacks (also the companions')
+       >>bytes     little-endian helpers
        >>crc       CRC32C (hardware on SSE4.2 / ARMv8-CRC, slice-by-8 otherwise)
        >>ids       event ids: time-ordered and deterministic, text form
        >>subjects  subject tokens, key escape, builders and parser
@@ -27,7 +28,7 @@
        >>kv        the KV fold: map, dirty set, ordered iteration, base
        >>snapshot  snapshot codec, schema versions and upgrade
        >>log       the log interface, publish, the memory log
-       >>store     the store interface, the memory store, fault injection
+       >>store     the store interface, the memory store
        >>consumer  the consumer driver: open, poll, ack, flush, close
        >>replay    point-in-time replay with cutoffs
 
@@ -90,6 +91,19 @@
 
 #ifndef OPSTATE_H_INCLUDED
 #define OPSTATE_H_INCLUDED
+
+/* POSIX for opstate_lmdb.h's implementation, set here because every
+   companion includes this file before any system header. Under strict
+   -std=c99 / -std=c11, glibc and musl hide POSIX (clock_gettime, pread,
+   O_CLOEXEC, ...) unless a feature-test macro precedes the FIRST system
+   header of the file. _DEFAULT_SOURCE gives what -std=gnu99 gives; other
+   systems show POSIX anyway and ignore it. Only in a file that holds the
+   LMDB implementation, in strict mode, when no such macro is set. */
+#if defined(OPSTATE_LMDB_IMPLEMENTATION) && !defined(OPSTATE_LMDB_IMPLEMENTATION_INCLUDED) &&          \
+    defined(__STRICT_ANSI__) && !defined(_DEFAULT_SOURCE) && !defined(_POSIX_C_SOURCE) &&              \
+    !defined(_POSIX_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE) && !defined(_BSD_SOURCE)
+#define _DEFAULT_SOURCE 1
+#endif
 
 #include <stddef.h>
 #include <stdint.h>
@@ -900,7 +914,10 @@ typedef struct opstate_memlog_config {
 
 /* An in-memory log with JetStream's semantics: sequences from 1, retention
    that really advances first_seq, a duplicate window, expected last subject
-   sequence, an epoch. cfg may be NULL. */
+   sequence, an epoch. cfg may be NULL. It is also how a test captures what
+   a program publishes: hand the program this log (opstate_publish on it
+   keeps every event, encoded, in order, duplicates dropped as the real log
+   drops them) and read it back. */
 OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cfg, opstate_memlog **out);
 OPSTATE_API void opstate_memlog_destroy(opstate_memlog *m);
 /* The log interface over m (valid while m lives). */
@@ -952,23 +969,6 @@ OPSTATE_API opstate_store opstate_memstore_store(opstate_memstore *m);
 /* The committed snapshot bytes (NULL/0 when empty), e.g. to corrupt them
    in a test or export them. */
 OPSTATE_API opstate_bytes opstate_memstore_bytes(const opstate_memstore *m);
-
-#define OPSTATE_FAULT_LOAD 1u  /* read_meta and load */
-#define OPSTATE_FAULT_FLUSH 2u
-#define OPSTATE_FAULT_DROP 4u
-
-/* Fault injection around any store: operations in `ops` fail with `error`
-   (0: OPSTATE_IO) once `after` of them have succeeded, `count` times (0:
-   for ever). Fill inner/ops/after/count, then use opstate_faulty_store(). */
-typedef struct opstate_faulty {
-    opstate_store inner;
-    unsigned ops;
-    uint64_t after, count;
-    opstate_result error;
-    uint64_t calls, failures; /* counters, read them in tests */
-} opstate_faulty;
-
-OPSTATE_API opstate_store opstate_faulty_store(opstate_faulty *f);
 
 /* >>consumer ------------------------------------------------------------- */
 
@@ -1133,43 +1133,36 @@ OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opst
    API ends here; implementation below.
    ====================================================================== */
 
-#if defined(OPSTATE_IMPLEMENTATION) && !defined(OPSTATE_IMPLEMENTATION_INCLUDED)
-#define OPSTATE_IMPLEMENTATION_INCLUDED
-
-#if defined(__GNUC__) || defined(__clang__)
-#define OPSTATE__UNUSED __attribute__((unused))
-#else
-#define OPSTATE__UNUSED
-#endif
-#define OPSTATE__PRIVATE static OPSTATE__UNUSED
-
-#ifndef OPSTATE_ASSERT
-#ifdef OPSTATE_NO_STDLIB
-#define OPSTATE_ASSERT(c) ((void)0)
-#else
-#include <assert.h>
-#define OPSTATE_ASSERT(c) assert(c)
-#endif
-#endif
-
-/* >>bytes ---------------------------------------------------------------- */
-
+/* >>mem ------------------------------------------------------------------
+   The mem* hooks of every implementation part, the core's and the
+   companions' (each companion includes this file first), whichever file
+   holds which: yours (OPSTATE_MEMCPY/MEMSET/MEMCMP), else libc's, else
+   under OPSTATE_NO_STDLIB built-in ones. Outside the include guard, so a
+   later include with a switch on still gets them. */
+#if (defined(OPSTATE_IMPLEMENTATION) || defined(OPSTATE_LMDB_IMPLEMENTATION) ||                        \
+     defined(OPSTATE_NATS_IMPLEMENTATION)) && !defined(OPSTATE__MEM_INCLUDED)
+#define OPSTATE__MEM_INCLUDED
 #if !defined(OPSTATE_MEMCPY) || !defined(OPSTATE_MEMSET) || !defined(OPSTATE_MEMCMP)
 #ifdef OPSTATE_NO_STDLIB
-OPSTATE__PRIVATE void *opstate__memcpy(void *dst, const void *src, size_t n)
+#if defined(__GNUC__) || defined(__clang__)
+#define OPSTATE__MEM_PRIVATE static __attribute__((unused))
+#else
+#define OPSTATE__MEM_PRIVATE static
+#endif
+OPSTATE__MEM_PRIVATE void *opstate__memcpy(void *dst, const void *src, size_t n)
 {
     uint8_t *d = (uint8_t *)dst;
     const uint8_t *s = (const uint8_t *)src;
     while (n--) *d++ = *s++;
     return dst;
 }
-OPSTATE__PRIVATE void *opstate__memset(void *dst, int c, size_t n)
+OPSTATE__MEM_PRIVATE void *opstate__memset(void *dst, int c, size_t n)
 {
     uint8_t *d = (uint8_t *)dst;
     while (n--) *d++ = (uint8_t)c;
     return dst;
 }
-OPSTATE__PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
+OPSTATE__MEM_PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
 {
     const uint8_t *x = (const uint8_t *)a, *y = (const uint8_t *)b;
     for (; n; n--, x++, y++)
@@ -1198,6 +1191,28 @@ OPSTATE__PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
 #endif
 #endif
 #endif
+#endif /* >>mem */
+
+#if defined(OPSTATE_IMPLEMENTATION) && !defined(OPSTATE_IMPLEMENTATION_INCLUDED)
+#define OPSTATE_IMPLEMENTATION_INCLUDED
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OPSTATE__UNUSED __attribute__((unused))
+#else
+#define OPSTATE__UNUSED
+#endif
+#define OPSTATE__PRIVATE static OPSTATE__UNUSED
+
+#ifndef OPSTATE_ASSERT
+#ifdef OPSTATE_NO_STDLIB
+#define OPSTATE_ASSERT(c) ((void)0)
+#else
+#include <assert.h>
+#define OPSTATE_ASSERT(c) assert(c)
+#endif
+#endif
+
+/* >>bytes ---------------------------------------------------------------- */
 
 /* Records a failure in the optional error detail and returns its code. */
 OPSTATE__PRIVATE opstate_result opstate__fail(opstate_error *err, opstate_result r, size_t offset,
@@ -4551,69 +4566,6 @@ OPSTATE_API opstate_store opstate_memstore_store(opstate_memstore *m)
     s.load = opstate__memstore_load;
     s.flush = opstate__memstore_flush;
     s.drop = opstate__memstore_drop;
-    return s;
-}
-
-/* The injected failure for this call of an operation in `op`, or OK. */
-OPSTATE__PRIVATE opstate_result opstate__faulty_check(opstate_faulty *f, unsigned op, opstate_error *err)
-{
-    if (!(f->ops & op)) return OPSTATE_OK;
-    f->calls++;
-    if (f->calls <= f->after || (f->count && f->failures >= f->count)) return OPSTATE_OK;
-    f->failures++;
-    return opstate__fail(err, f->error ? f->error : OPSTATE_IO, 0, "fault injection");
-}
-
-OPSTATE__PRIVATE opstate_result opstate__faulty_read_meta(void *user, opstate_snapshot_meta *meta, opstate_error *err)
-{
-    opstate_faulty *f = (opstate_faulty *)user;
-    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_LOAD, err);
-    if (r != OPSTATE_OK) return r;
-    return f->inner.read_meta(f->inner.user, meta, err);
-}
-
-OPSTATE__PRIVATE opstate_result opstate__faulty_load(void *user, opstate_kv *kv, opstate_snapshot_meta *meta,
-                                                     opstate_dedup *dedup, opstate_error *err)
-{
-    opstate_faulty *f = (opstate_faulty *)user;
-    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_LOAD, err);
-    if (r != OPSTATE_OK) return r;
-    return f->inner.load(f->inner.user, kv, meta, dedup, err);
-}
-
-OPSTATE__PRIVATE opstate_result opstate__faulty_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
-                                                      const opstate_dedup *dedup, opstate_error *err)
-{
-    opstate_faulty *f = (opstate_faulty *)user;
-    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_FLUSH, err);
-    if (r != OPSTATE_OK) return r;
-    return f->inner.flush(f->inner.user, kv, meta, dedup, err);
-}
-
-OPSTATE__PRIVATE opstate_result opstate__faulty_drop(void *user, opstate_error *err)
-{
-    opstate_faulty *f = (opstate_faulty *)user;
-    opstate_result r = opstate__faulty_check(f, OPSTATE_FAULT_DROP, err);
-    if (r != OPSTATE_OK) return r;
-    return f->inner.drop(f->inner.user, err);
-}
-
-OPSTATE__PRIVATE const opstate_kv_base *opstate__faulty_base(void *user)
-{
-    opstate_faulty *f = (opstate_faulty *)user;
-    return f->inner.base ? f->inner.base(f->inner.user) : NULL;
-}
-
-OPSTATE_API opstate_store opstate_faulty_store(opstate_faulty *f)
-{
-    opstate_store s;
-    s.user = f;
-    s.read_meta = opstate__faulty_read_meta;
-    s.load = opstate__faulty_load;
-    s.flush = opstate__faulty_flush;
-    s.drop = opstate__faulty_drop;
-    s.base = opstate__faulty_base;
-    s.max_key_len = f->inner.max_key_len;
     return s;
 }
 

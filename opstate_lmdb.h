@@ -80,8 +80,15 @@
    CREATE or EXISTING), any number of READ_ONLY readers. An environment, its
    logs and stores are used by one thread at a time.
 
-   BUILD: needs POSIX; under -std=c99 compile with -D_POSIX_C_SOURCE=200809L
-   (or gnu99). Link with -llmdb.
+   BUILD: no flags needed (-std=c99, c11, gnu99, C++); link with -llmdb.
+   One rule under strict -std=c99 / c11: in the file that defines
+   OPSTATE_LMDB_IMPLEMENTATION, include opstate_lmdb.h (or opstate.h)
+   before any system header; a file holding just the two lines above is
+   simplest. The implementation uses POSIX, which glibc shows only when
+   asked before the FIRST system header, and opstate.h asks
+   (_DEFAULT_SOURCE, what gnu99 gets). A file that includes <stdio.h> or
+   the like first defines _POSIX_C_SOURCE 200809L itself, above it;
+   otherwise an #error says so.
 
    See the end of the file for the license. */
 
@@ -323,6 +330,13 @@ OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+
+/* POSIX.1-2008 must be visible (see BUILD at the top): these two macros
+   stand for the rest (clock_gettime, nanosleep, pread, posix_fallocate,
+   fileno). */
+#if !defined(CLOCK_MONOTONIC) || !defined(O_CLOEXEC)
+#error "opstate_lmdb.h: POSIX.1-2008 is hidden: include it before any system header (see BUILD at its top)"
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define OPSTATE_LMDB__PRIVATE static __attribute__((unused))

@@ -18,7 +18,7 @@
                   as it is), refuse one that would break replay
        >>publish  sync and async publish (Nats-Msg-Id = event id, expected
                   last subject sequence), per-message outcomes (every
-                  event reported once, acknowledged or not), recorder
+                  event reported once, acknowledged or not)
        >>log      the core log interface over JetStream: ordered push reads
                   from a sequence, stream info (epoch = stream Created),
                   last value per subject, native KV buckets as a source
@@ -63,8 +63,8 @@
    subject sequence is OPSTATE_CONFLICT, distinct from transient failures
    (TIMEOUT, IO). Credentials are never logged.
 
-   BUILD: needs POSIX; under -std=c99 compile with -D_POSIX_C_SOURCE=200809L
-   (or gnu99). Link with -lnats.
+   BUILD: no flags needed (-std=c99, c11, gnu99, C++), whatever the file
+   includes before it; link with -lnats.
 
    See the end of the file for the license. */
 
@@ -222,28 +222,6 @@ OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64
                                                      void (*fn)(void *user, const opstate_nats_outcome *o),
                                                      void *user, opstate_error *err);
 
-/* A recorder: what an application calls from many places to emit events.
-   DISABLED drops them (returns seq 0), CAPTURING keeps them in memory for
-   tests (seq = 1-based index), LOG publishes them to a log (JetStream or
-   any other). Failures are returned, never raised. */
-typedef enum opstate_recorder_mode {
-    OPSTATE_RECORDER_DISABLED = 0,
-    OPSTATE_RECORDER_CAPTURING,
-    OPSTATE_RECORDER_LOG
-} opstate_recorder_mode;
-
-typedef struct opstate_recorder opstate_recorder;
-
-OPSTATE_API opstate_result opstate_recorder_create(opstate_recorder_mode mode, const opstate_log *log,
-                                                   opstate_bytes prefix, const opstate_allocator *a,
-                                                   opstate_recorder **out);
-OPSTATE_API void opstate_recorder_destroy(opstate_recorder *r);
-/* Records one event; *seq is its sequence (0 when disabled). */
-OPSTATE_API opstate_result opstate_recorder_record(opstate_recorder *r, const opstate_event *ev, uint64_t *seq,
-                                                   opstate_error *err);
-/* CAPTURING: the encoded events captured so far, oldest first. */
-OPSTATE_API size_t opstate_recorder_captured(const opstate_recorder *r, opstate_bytes *out, size_t max);
-
 #ifdef __cplusplus
 }
 #endif
@@ -332,11 +310,16 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__config_check(const opstate_na
 OPSTATE_NATS__PRIVATE natsStatus opstate_nats__servers(natsOptions *o, const opstate_allocator *a, const char *urls)
 {
     const char *list[OPSTATE_NATS__MAX_URLS];
-    char *copy = opstate_nats__strndup(a, urls, strlen(urls)), *p, *save = NULL;
+    char *copy = opstate_nats__strndup(a, urls, strlen(urls)), *p;
     int n = 0;
     natsStatus s;
     if (!copy) return NATS_NO_MEMORY;
-    for (p = strtok_r(copy, ",", &save); p && n < OPSTATE_NATS__MAX_URLS; p = strtok_r(NULL, ",", &save)) list[n++] = p;
+    for (p = copy; *p && n < OPSTATE_NATS__MAX_URLS;) { /* empty items skipped, as strtok would */
+        size_t len = strcspn(p, ",");
+        if (len) list[n++] = p;
+        p += len;
+        if (*p) *p++ = '\0';
+    }
     s = natsOptions_SetServers(o, list, n);
     opstate_free(a, copy);
     return s;
@@ -1256,96 +1239,6 @@ OPSTATE_API opstate_result opstate_nats_publish_wait(opstate_nats_log *lg, int64
     if (lost) return opstate_error_set(err, OPSTATE_NO_MEMORY, "some outcomes could not be kept", 0);
     return ran_out ? opstate_error_set(err, OPSTATE_TIMEOUT, "publish wait: some were not acknowledged", NATS_TIMEOUT)
                    : OPSTATE_OK;
-}
-
-/* The recorder. */
-struct opstate_recorder {
-    opstate_recorder_mode mode;
-    opstate_log log;
-    opstate_allocator a;
-    char prefix[256];
-    size_t prefix_len;
-    opstate_bytes *captured;
-    size_t n, cap;
-};
-
-OPSTATE_API opstate_result opstate_recorder_create(opstate_recorder_mode mode, const opstate_log *log,
-                                                   opstate_bytes prefix, const opstate_allocator *a,
-                                                   opstate_recorder **out)
-{
-    opstate_allocator none;
-    opstate_recorder *r;
-    if (!a) {
-        OPSTATE_MEMSET(&none, 0, sizeof none);
-        a = &none;
-    }
-    if ((mode == OPSTATE_RECORDER_LOG && !log) || prefix.len >= sizeof r->prefix) return OPSTATE_INVALID_ARGUMENT;
-    if (!(r = (opstate_recorder *)opstate_alloc(a, sizeof *r))) return OPSTATE_NO_MEMORY;
-    OPSTATE_MEMSET(r, 0, sizeof *r);
-    r->mode = mode;
-    r->a = *a;
-    if (log) r->log = *log;
-    if (prefix.len) OPSTATE_MEMCPY(r->prefix, prefix.ptr, prefix.len);
-    r->prefix_len = prefix.len;
-    *out = r;
-    return OPSTATE_OK;
-}
-
-OPSTATE_API void opstate_recorder_destroy(opstate_recorder *r)
-{
-    size_t i;
-    if (!r) return;
-    for (i = 0; i < r->n; i++) opstate_free(&r->a, (void *)(uintptr_t)r->captured[i].ptr);
-    opstate_free(&r->a, r->captured);
-    opstate_free(&r->a, r);
-}
-
-/* CAPTURING: keeps a copy of the encoded event. */
-OPSTATE_NATS__PRIVATE opstate_result opstate_nats__capture(opstate_recorder *r, const opstate_event *ev, uint64_t *seq,
-                                                           opstate_error *err)
-{
-    size_t len;
-    uint8_t *copy;
-    opstate_result res = opstate_event_encode(ev, NULL, 0, &len, err);
-    if (res != OPSTATE_OK) return res;
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 64;
-        opstate_bytes *grown = (opstate_bytes *)opstate_alloc(&r->a, cap * sizeof *grown);
-        if (!grown) return opstate_error_set(err, OPSTATE_NO_MEMORY, "recorder", 0);
-        if (r->n) OPSTATE_MEMCPY(grown, r->captured, r->n * sizeof *grown);
-        opstate_free(&r->a, r->captured);
-        r->captured = grown;
-        r->cap = cap;
-    }
-    if (!(copy = (uint8_t *)opstate_alloc(&r->a, len))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "recorder", 0);
-    opstate_event_encode(ev, copy, len, &len, NULL);
-    r->captured[r->n].ptr = copy;
-    r->captured[r->n++].len = len;
-    *seq = r->n; /* 1-based, like stream sequences */
-    return OPSTATE_OK;
-}
-
-OPSTATE_API opstate_result opstate_recorder_record(opstate_recorder *r, const opstate_event *ev, uint64_t *seq,
-                                                   opstate_error *err)
-{
-    opstate_append_result ar;
-    opstate_bytes prefix;
-    opstate_result res;
-    *seq = 0;
-    if (r->mode == OPSTATE_RECORDER_DISABLED) return OPSTATE_OK;
-    if (r->mode == OPSTATE_RECORDER_CAPTURING) return opstate_nats__capture(r, ev, seq, err);
-    prefix.ptr = (const uint8_t *)r->prefix;
-    prefix.len = r->prefix_len;
-    res = opstate_publish(&r->log, prefix, ev, NULL, &r->a, &ar, err);
-    if (res == OPSTATE_OK) *seq = ar.seq;
-    return res;
-}
-
-OPSTATE_API size_t opstate_recorder_captured(const opstate_recorder *r, opstate_bytes *out, size_t max)
-{
-    size_t i;
-    for (i = 0; i < r->n && i < max; i++) out[i] = r->captured[i];
-    return r->n;
 }
 
 #endif /* OPSTATE_NATS_IMPLEMENTATION */

@@ -565,7 +565,7 @@ static void rm_sqlite(const char *path)
     rm_rf(w);
 }
 
-/* ---- part 1 ---------------------------------------------------------------- */
+/* ---- 1: flush latency (1a, 1b, 1c) ---------------------------------------- */
 
 static void fill_dedup(opstate_dedup *d, void **mem, uint32_t n)
 {
@@ -582,7 +582,7 @@ static void fill_dedup(opstate_dedup *d, void **mem, uint32_t n)
     }
 }
 
-static void part1(void)
+static void flush_latency(void)
 {
     char pa[4096], pb[4096], pb2[4096], pc[4096], ps4[4096], ps64[4096], pd[4096];
     ostore A, D;
@@ -838,7 +838,7 @@ static void part1(void)
     free(ddmem);
 }
 
-/* ---- part 2: restart to first applied event -------------------------------------------------- */
+/* ---- 2: restart latency, to the first applied event ---------------------------------------- */
 
 #define NEW_KEY 7u /* the key the new event updates */
 
@@ -954,13 +954,25 @@ static void cpu_settle(void)
     nanosleep(&ts, NULL);
 }
 
+/* The flush of the restarts: refused, so that the final flush at close
+   fails and (with no compaction either) the stored state stays the same
+   for the next repetition. */
+static opstate_result flush_refused(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+                                    const opstate_dedup *dedup, opstate_error *err)
+{
+    (void)user;
+    (void)kv;
+    (void)meta;
+    (void)dedup;
+    return opstate_error_set(err, OPSTATE_IO, "flush refused (bench restart)", 0);
+}
+
 /* Open env + store + consumer over the log, poll until the new event is
-   applied. The store is wrapped so that the final flush at close fails:
-   the stored state stays the same for the next repetition. */
+   applied. The store's flush is refused (flush_refused), and it never
+   compacts. */
 static rs restart_opstate(const char *path, bool read_through, opstate_memlog *m, uint64_t expect_applied)
 {
     ostore o;
-    opstate_faulty f;
     opstate_consumer_config cfg;
     opstate_consumer *c;
     opstate_poll_result pr;
@@ -978,12 +990,10 @@ static rs restart_opstate(const char *path, bool read_through, opstate_memlog *m
     t = now_ms();
     ostore_open(&o, path, OPSTATE_LMDB_SYNC_FULL, read_through, 0, 0);
     t1 = now_ms();
-    memset(&f, 0, sizeof f);
-    f.inner = o.iface;
-    f.ops = OPSTATE_FAULT_FLUSH;
     memset(&cfg, 0, sizeof cfg);
     cfg.log = opstate_memlog_log(m);
-    cfg.store = opstate_faulty_store(&f);
+    cfg.store = o.iface;
+    cfg.store.flush = flush_refused;
     CK(opstate_consumer_open(&cfg, &c, &err));
     while (opstate_consumer_get_status(c)->applied < 1 && loops++ < 100) CK(opstate_consumer_poll(c, 0, 0, &pr, &err));
     out.wall = now_ms() - t;
@@ -1183,7 +1193,7 @@ static double map_build_only(const opstate_kv_item *items, size_t n, const opsta
 
 static uint64_t keys_for(double mib) { return (uint64_t)(mib * 1048576.0 / (KEY_LEN + VAL_LEN)); }
 
-static void part2(void)
+static void restart_latency(void)
 {
     opstate_memlog *m = restart_log();
     opstate_log log = opstate_memlog_log(m);
@@ -1351,7 +1361,7 @@ static void part2(void)
     free(ddmem);
 }
 
-/* ---- part 3: recovery as history grows --------------------------------------------------------- */
+/* ---- 3: recovery as history grows ---------------------------------------------------------------- */
 
 #define K3 10000u
 
@@ -1393,7 +1403,7 @@ static void flat_line(const char *label, const uint64_t *hist, const rs *v, int 
     printf("  max/min %.2fx  (target: flat)  %s\n", hi / lo, verdict(hi / lo <= 2));
 }
 
-static void part3(void)
+static void recovery_as_history_grows(void)
 {
     static const uint64_t hist[3] = {10000, 100000, 1000000};
     static rs vrt[3][REPS3], vla[3][REPS3];
@@ -1533,11 +1543,11 @@ int main(int argc, char **argv)
            "synchronous=FULL); restarts: data in the page cache (warm), in-process\n");
     fflush(stdout);
     w1_init();
-    part1();
+    flush_latency();
     fflush(stdout);
-    part2();
+    restart_latency();
     fflush(stdout);
-    part3();
+    recovery_as_history_grows();
     print_load("end:");
     printf("(total %.1f s, sink %lu)\n", (now_ms() - t0) / 1e3, (unsigned long)(g_sink & 1));
     rm_rf(g_root);

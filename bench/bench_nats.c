@@ -428,7 +428,7 @@ static sample pub_raw(void)
     return x;
 }
 
-static void part1(void)
+static void publish_async_throughput(void)
 {
     static sample v[2][MAX_RUNS];
     static sample (*const fn[2])(void) = {pub_opstate, pub_raw};
@@ -642,7 +642,7 @@ static sample rp_memlog(void)
     return x;
 }
 
-static void part2(void)
+static void replay_throughput(void)
 {
     enum { C = 6 };
     static sample v[C][MAX_RUNS];
@@ -737,9 +737,9 @@ int main(void)
     jo.PublishAsync.ErrHandler = raw_pub_err;
     jo.Wait = WAIT_MS;
     CKN(natsConnection_JetStream(&g_js, g_nc, &jo));
-    part1();
+    publish_async_throughput();
     fflush(stdout);
-    part2();
+    replay_throughput();
     print_load("end:");
     printf("(total %.1f s, sink %lu)\n", (now_ms() - t0) / 1e3, (unsigned long)(g_sink & 1));
     opstate_nats_stream_delete(g_n, STREAM, &err);

@@ -1,4 +1,4 @@
-/* cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror examples/config_cache.c -llmdb -lnats -o config_cache
+/* cc -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror examples/config_cache.c -llmdb -lnats -o config_cache
 
    config_cache.c — a local configuration cache: it mirrors a NATS KV
    bucket into an LMDB store (opstate_nats.h reads the bucket as put/delete
@@ -27,6 +27,7 @@
    stream sequence of KV_BUCKET). When the stored revision was evicted
    meanwhile (history, purges), opening resyncs: keys whose every revision
    is gone are removed. */
+#define _POSIX_C_SOURCE 200809L /* this program's own sigaction, nanosleep, mkdtemp; the library needs no flag */
 #define OPSTATE_IMPLEMENTATION
 #define OPSTATE_LMDB_IMPLEMENTATION
 #define OPSTATE_NATS_IMPLEMENTATION

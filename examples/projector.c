@@ -1,4 +1,4 @@
-/* cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror examples/projector.c -llmdb -o projector
+/* cc -std=c99 -O2 -Wall -Wextra -Wpedantic -Werror examples/projector.c -llmdb -o projector
 
    projector.c — a durable consumer projecting an event log into a derived
    table, with opstate_lmdb.h: the log and the projection live in one LMDB
@@ -34,6 +34,7 @@
    Under valgrind the parent ends with nothing allocated; the child, killed
    on purpose, is reported with what it held when it died (add
    --child-silent-after-fork=yes to hide it). */
+#define _POSIX_C_SOURCE 200809L /* this program's own mkdtemp, fork, waitpid; the library needs no flag */
 #define OPSTATE_IMPLEMENTATION
 #define OPSTATE_LMDB_IMPLEMENTATION
 #include "../opstate_lmdb.h"

@@ -17,11 +17,11 @@ die() {
   exit 1
 }
 
-# demo_build DIR: builds DIR/opstate with the cc line of examples/opstate.c.
+# demo_build DIR: builds DIR/opstate with the cc line of tools/opstate/main.c.
 demo_build() {
   say "building $1/opstate"
   mkdir -p "$1"
-  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -lnats -o "$1/opstate"
+  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. tools/opstate/[a-z]*.c -llmdb -lnats -o "$1/opstate"
   OP=$PWD/$1/opstate
 }
 

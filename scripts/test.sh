@@ -79,7 +79,7 @@ done
 for std in c99 c11; do
   for cc in gcc clang; do
     check "$cc $std lmdb declarations" $cc -std=$std $LIBWARN -Wstrict-prototypes -c tests/compile/decl_lmdb.c -o "$BUILD/m.o"
-    check "$cc $std lmdb implementation" $cc -std=$std -D_POSIX_C_SOURCE=200809L $LIBWARN -Wstrict-prototypes -c tests/impl_lmdb.c -o "$BUILD/m.o"
+    check "$cc $std lmdb implementation" $cc -std=$std $LIBWARN -Wstrict-prototypes -c tests/impl_lmdb.c -o "$BUILD/m.o"
   done
 done
 for std in c++11 c++17; do
@@ -88,10 +88,10 @@ for std in c++11 c++17; do
 done
 for std in c99 c11; do
   check "gcc $std nats declarations" gcc -std=$std $LIBWARN -Wstrict-prototypes -c tests/compile/decl_nats.c -o "$BUILD/m.o"
-  check "gcc $std nats implementation" gcc -std=$std -D_POSIX_C_SOURCE=200809L $LIBWARN -Wstrict-prototypes -c tests/impl_nats.c -o "$BUILD/m.o"
+  check "gcc $std nats implementation" gcc -std=$std $LIBWARN -Wstrict-prototypes -c tests/impl_nats.c -o "$BUILD/m.o"
 done
 for impl in impl impl_lmdb impl_nats; do
-  check "gcc -O0 $impl (maybe-uninitialized shows here too)" gcc -std=c99 -O0 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror -c tests/$impl.c -o "$BUILD/m.o"
+  check "gcc -O0 $impl (maybe-uninitialized shows here too)" gcc -std=c99 -O0 -Wall -Wextra -Wpedantic -Werror -c tests/$impl.c -o "$BUILD/m.o"
 done
 for std in c++11 c++17; do
   check "g++ $std nats implementation" g++ -x c++ -std=$std $LIBWARN -c tests/impl_nats.c -o "$BUILD/m.o"
@@ -100,6 +100,48 @@ check "clang++ c++17 implementation" clang++ -x c++ -std=c++17 $LIBWARN -c tests
 check "freestanding OPSTATE_NO_STDLIB" gcc -std=c99 -ffreestanding -DOPSTATE_NO_STDLIB $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
 check "portable CRC (OPSTATE_NO_HW_CRC)" gcc -std=c99 -DOPSTATE_NO_HW_CRC $LIBWARN -Wstrict-prototypes -c tests/impl.c -o "$BUILD/m.o"
 check "OPSTATE_STATIC unit" sh -c "gcc -std=c99 $LIBWARN -Wstrict-prototypes tests/compile/static_unit.c -o $BUILD/static_unit && ./$BUILD/static_unit"
+# Where the implementations live (tests/build_layouts): each layout built
+# with NO -D flag under every C standard and as C++, linked, and run. One
+# file with core + LMDB, core + NATS, all three (opstate.h, then
+# opstate_nats.h, then opstate_lmdb.h); "split": each implementation in a
+# file of its own plus a program holding none; system headers before the
+# implementations (NATS: as it is; LMDB: with the feature-test macro its
+# BUILD note asks for). -O0: these check what the headers declare and
+# define, the -O2 builds above check the code.
+LAYOUTWARN=${LIBWARN/-O2/-O0}
+# layout COMPILER STD NAME SOURCE...: compiles each source alone, links,
+# runs the program
+layout() {
+  local cc=$1 std=$2 name=$3 src objs=()
+  shift 3
+  local dir="$BUILD/layouts/$cc-$std" flags=(-Wstrict-prototypes)
+  [[ $cc == *++ ]] && flags=(-x c++) # C++: the sources are .c files
+  mkdir -p "$dir" || return 1
+  for src in "$@"; do
+    $cc -std=$std $LAYOUTWARN "${flags[@]}" -c "tests/build_layouts/$src.c" -o "$dir/$src.o" || return 1
+    objs+=("$dir/$src.o")
+  done
+  $cc "${objs[@]}" -llmdb -lnats -o "$dir/$name" && "./$dir/$name"
+}
+# layout_refused COMPILER STD: system_first_lmdb_error.c does not build and
+# its first error is opstate_lmdb.h's #error naming the fix
+layout_refused() {
+  local out
+  out=$($1 -std=$2 -fsyntax-only tests/build_layouts/system_first_lmdb_error.c 2>&1) && { echo "built; must not"; return 1; }
+  printf '%s\n' "$out" | grep -m1 'error:' | grep -q 'POSIX.1-2008 is hidden' || { printf '%s\n' "$out" | head -n 5; return 1; }
+}
+for cs in gcc:c99 gcc:c11 clang:c99 clang:c11 g++:c++11; do
+  cc=${cs%%:*} std=${cs#*:}
+  check "$cc $std layout: core + LMDB in one file" layout $cc $std one_lmdb one_lmdb
+  check "$cc $std layout: core + NATS in one file" layout $cc $std one_nats one_nats
+  check "$cc $std layout: all three in one file" layout $cc $std one_all one_all
+  check "$cc $std layout: each implementation in its own file" layout $cc $std split split_core split_lmdb split_nats split_main
+  check "$cc $std layout: system headers first, NATS" layout $cc $std system_first_nats system_first_nats
+  check "$cc $std layout: system headers first, LMDB with _POSIX_C_SOURCE" layout $cc $std system_first_lmdb system_first_lmdb
+  if [[ $cc != *++ ]]; then
+    check "$cc $std layout: system headers first, LMDB without it stops at the #error" layout_refused $cc $std
+  fi
+done
 
 echo "== unit tests, portable CRC"
 if check "build unit-nohw" make -s "$BUILD/unit-nohw"; then unit "unit (OPSTATE_NO_HW_CRC)" "./$BUILD/unit-nohw"; fi
@@ -180,12 +222,10 @@ example() {
   fi
 }
 for src in examples/*.c; do
-  [[ $src == examples/opstate.c ]] && continue # the tool: tests/cli_test.sh
   example "$src" "" ""
 done
 echo "== examples under ASan+UBSan"
 for src in examples/*.c; do
-  [[ $src == examples/opstate.c ]] && continue
   example "$src" -asan "$SAN" "${SAN_ENV[@]}"
 done
 

@@ -5,7 +5,7 @@
 BUILD=${BUILD:-build}
 if [[ -z ${OPSTATE:-} ]]; then
   mkdir -p "$BUILD"
-  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. examples/opstate.c -llmdb -lnats -o "$BUILD/opstate" || {
+  cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. tools/opstate/[a-z]*.c -llmdb -lnats -o "$BUILD/opstate" || {
     echo "cannot build $BUILD/opstate"
     echo "0 passed, 1 failed"
     exit 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# NATS cases of the opstate command-line tool (examples/opstate.c) against a
+# NATS cases of the opstate command-line tool (tools/opstate/) against a
 # real nats-server this script starts (JetStream on, 127.0.0.1, a free port,
 # a temp store dir; stopped by its PID at exit): every subcommand's happy
 # path over nats://HOST:PORT/STREAM and nats://HOST:PORT/kv/BUCKET, a

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests for the opstate command-line tool (examples/opstate.c): every
+# Tests for the opstate command-line tool (tools/opstate/): every
 # subcommand's happy path, every flag conflict (exit 2), bad inputs (each one
 # line on stderr with its documented exit code), corrupt data (4), a poison
 # event (5), and every --json output checked with python3's json module.

@@ -16,15 +16,15 @@
    HOW A CRASH IS SIMULATED (the same for every backend). Each test puts two
    wrappers between the consumer and the backend's store:
 
-       consumer -> opstate_faulty -> drv_shadow -> backend store
+       consumer -> fault_store -> drv_shadow -> backend store
 
-   The opstate_faulty passes everything through (ops = 0) until a crash
-   point. drv_crash() arms it so that EVERY flush fails, then calls
+   The fault_store (fault_store.h) passes everything through (ops = 0) until
+   a crash point. drv_crash() arms it so that EVERY flush fails, then calls
    opstate_consumer_close(): the consumer is freed, but its final flush
-   never reaches the backend, exactly as if the process had died right
-   after its last committed flush. The wrapper is then disarmed and a new
-   consumer opens the very same backend store. A crash "inside" a flush
-   (the commit did not happen) is the same thing armed one poll earlier.
+   never reaches the backend, exactly as if the process had died right after
+   its last committed flush. The wrapper is then disarmed and a new consumer
+   opens the very same backend store. A crash "inside" a flush (the commit
+   did not happen) is the same thing armed one poll earlier.
    The same wrapper injects the store failures of the failure-policy tests.
 
    drv_shadow records what a DELTA store (the LMDB layout: each flush
@@ -89,6 +89,7 @@
 
 #include "../opstate.h"
 #include "fault_log.h"
+#include "fault_store.h"
 #include "test_bytes.h"
 #include "runner.h"
 
@@ -363,7 +364,7 @@ typedef struct drv_ctx {
     void *env;
     opstate_log log;
     drv_shadow shadow;
-    opstate_faulty faulty; /* around the shadow; ops 0 = pass through */
+    fault_store faulty; /* around the shadow; ops 0 = pass through */
     opstate_store store;   /* what consumers use */
     bool clocked;          /* set_clock works */
     /* what was published, in publish order */
@@ -420,7 +421,7 @@ DRV_STATIC drv_ctx *drv_setup(const driver_backend *b, uint32_t duplicate_window
     x->log = b->log(x->env);
     x->shadow.inner = b->store(x->env);
     x->faulty.inner = drv_shadow_store(&x->shadow);
-    x->store = opstate_faulty_store(&x->faulty);
+    x->store = fault_store_iface(&x->faulty);
     x->clocked = b->set_clock && b->set_clock(x->env, INT64_C(1700000000000000000));
     x->progress_sane = true;
     return x;
@@ -694,7 +695,7 @@ DRV_STATIC opstate_result drv_drain(opstate_consumer *c, uint32_t max, opstate_p
 /* Every later flush fails with `error` (0: IO) until disarmed. */
 DRV_STATIC void drv_fail_flushes(drv_ctx *x, opstate_result error)
 {
-    x->faulty.ops = OPSTATE_FAULT_FLUSH;
+    x->faulty.ops = FAULT_STORE_FLUSH;
     x->faulty.after = x->faulty.calls;
     x->faulty.count = 0;
     x->faulty.error = error;
@@ -717,7 +718,7 @@ DRV_STATIC void drv_disarm(drv_ctx *x) { x->faulty.ops = 0; }
    flush reaches the store (see the top of this file). */
 DRV_STATIC void drv_crash(drv_ctx *x, opstate_consumer *c)
 {
-    opstate_faulty saved = x->faulty;
+    fault_store saved = x->faulty;
     drv_fail_flushes(x, OPSTATE_IO);
     (void)opstate_consumer_close(c, NULL);
     x->faulty = saved;
@@ -1349,7 +1350,7 @@ DRV_STATIC void driver_test_flush_failures_heal(const driver_backend *b)
     REQUIRE(drv_publish_ops(x, drv_workload, 12));
     cfg = drv_cfg(x);
     cfg.flush_every = 2;
-    drv_fail(x, OPSTATE_FAULT_FLUSH, 1, 2, OPSTATE_IO); /* flush 1 ok, 2 and 3 fail, then ok */
+    drv_fail(x, FAULT_STORE_FLUSH, 1, 2, OPSTATE_IO); /* flush 1 ok, 2 and 3 fail, then ok */
     REQUIRE(opstate_consumer_open(&cfg, &c, NULL) == OPSTATE_OK);
     st = opstate_consumer_get_status(c);
     for (p = 1; p <= 4; p++) {
@@ -1398,7 +1399,7 @@ DRV_STATIC void driver_test_flush_failures_heal(const driver_backend *b)
     cfg.flush_every = 2;
     c = NULL;
     REQUIRE(opstate_consumer_open(&cfg, &c, NULL) == OPSTATE_OK);
-    drv_fail(x, OPSTATE_FAULT_FLUSH, 0, 1, OPSTATE_IO); /* the first flush fails */
+    drv_fail(x, FAULT_STORE_FLUSH, 0, 1, OPSTATE_IO); /* the first flush fails */
     for (p = 1; p <= 8; p++) {
         CHECK(opstate_consumer_poll(c, 1, 0, &res, NULL) == OPSTATE_OK);
         CHECK_EQ_U64(x->faulty.calls, p / 2); /* flush attempts at 2, 4, 6, 8 only */
@@ -1424,7 +1425,7 @@ DRV_STATIC void driver_test_load_drop_errors(const driver_backend *b)
     cfg = drv_cfg(x);
     /* an empty store whose meta cannot be read */
     CASE("read_meta fails on an empty store");
-    drv_fail(x, OPSTATE_FAULT_LOAD, 0, 0, OPSTATE_IO);
+    drv_fail(x, FAULT_STORE_LOAD, 0, 0, OPSTATE_IO);
     c = sentinel;
     CHECK(opstate_consumer_open(&cfg, &c, &err) == OPSTATE_IO);
     CHECK(c == sentinel);
@@ -1435,21 +1436,21 @@ DRV_STATIC void driver_test_load_drop_errors(const driver_backend *b)
     CHECK_EQ_U64(drv_committed(x).position.seq, 6);
 
     CASE("read_meta fails");
-    drv_fail(x, OPSTATE_FAULT_LOAD, 0, 0, OPSTATE_IO);
+    drv_fail(x, FAULT_STORE_LOAD, 0, 0, OPSTATE_IO);
     memset(&err, 0, sizeof err);
     c = sentinel;
     CHECK(opstate_consumer_open(&cfg, &c, &err) == OPSTATE_IO);
     CHECK(err.result == OPSTATE_IO);
     CHECK(c == sentinel);
     CASE("load fails after read_meta");
-    drv_fail(x, OPSTATE_FAULT_LOAD, 1, 0, OPSTATE_TIMEOUT);
+    drv_fail(x, FAULT_STORE_LOAD, 1, 0, OPSTATE_TIMEOUT);
     c = sentinel;
     CHECK(opstate_consumer_open(&cfg, &c, &err) == OPSTATE_TIMEOUT);
     CHECK_EQ_U64(x->faulty.failures, 1);
     CHECK(c == sentinel);
 
     CASE("drop fails: mode clear");
-    drv_fail(x, OPSTATE_FAULT_DROP, 0, 0, OPSTATE_IO);
+    drv_fail(x, FAULT_STORE_DROP, 0, 0, OPSTATE_IO);
     cfg.mode = OPSTATE_MODE_CLEAR;
     CHECK(opstate_consumer_open(&cfg, &c, &err) == OPSTATE_IO);
     CHECK(c == sentinel);

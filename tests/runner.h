@@ -17,9 +17,17 @@
 
        for (i = 0; i < COUNT_OF(rows); i++) { CASE(rows[i].name); CHECK(...); }
 
-   Run: `./unit [filter]`; the filter is a substring of "suite.name".
-   The last line is always `N passed, N failed`; the exit status is 0 only
-   when nothing failed. */
+   Run: `./unit [FILTER]`; FILTER is a substring of "suite.name" and runs
+   only the tests it matches. The last line of a run is always
+   `N passed, N failed`. Exit status: 0 when tests ran and none failed;
+   1 when one failed; 2 when nothing ran, because FILTER matched no test
+   (the line before the last says `no test matches "FILTER" (--list shows
+   them)`, so a mistyped or stale filter in a script never passes as
+   "0 failed") or the arguments were wrong (a usage line instead).
+
+   `./unit --list [FILTER]` runs nothing and prints the tests, one
+   `suite.name` a line, only those FILTER matches; exit 0, or 2 with the
+   no-match line when FILTER matches none. */
 #ifndef RUNNER_H
 #define RUNNER_H
 
@@ -144,13 +152,30 @@ static int runner_matches(const runner_test *t, const char *filter)
     return strstr(full, filter) != NULL;
 }
 
+/* Arguments: [--list] [FILTER], in any order (see the top of the file). */
 int main(int argc, char **argv)
 {
-    unsigned long i, passed = 0, failed = 0;
-    const char *filter = argc > 1 ? argv[1] : NULL;
+    unsigned long i, passed = 0, failed = 0, matched = 0;
+    const char *filter = NULL;
+    int a, list = 0, usage = 0;
+    for (a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--list") == 0) list = 1;
+        else if (strncmp(argv[a], "--", 2) == 0 || filter) usage = 1;
+        else filter = argv[a];
+    }
+    if (usage) {
+        printf("usage: %s [--list] [FILTER]\n", argv[0]);
+        printf("0 passed, 0 failed\n");
+        return 2;
+    }
     for (i = 0; i < runner_count; i++) {
         const runner_test *t = &runner_tests[i];
         if (!runner_matches(t, filter)) continue;
+        matched++;
+        if (list) {
+            printf("%s.%s\n", t->suite, t->name);
+            continue;
+        }
         runner_current_suite = t->suite;
         runner_current_name = t->name;
         runner_current_failures = 0;
@@ -158,7 +183,12 @@ int main(int argc, char **argv)
         t->fn();
         if (runner_current_failures) failed++; else passed++;
     }
-    printf("%lu passed, %lu failed\n", passed, failed);
+    if (!matched) {
+        if (filter) printf("no test matches \"%s\" (--list shows them)\n", filter);
+        else printf("no test in this program\n");
+    }
+    if (!list) printf("%lu passed, %lu failed\n", passed, failed);
+    if (!matched) return 2;
     return failed ? 1 : 0;
 }
 #endif /* RUNNER_MAIN */

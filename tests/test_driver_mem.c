@@ -6,9 +6,9 @@
    backwards too), so replay can be tested with publish times that are not
    monotonic with sequence.
 
-   Crash simulation: as for every backend, driver_suite.h keeps an
-   opstate_faulty wrapper around the store for the whole test and arms it
-   (every flush fails) at the crash point, right before
+   Crash simulation: as for every backend, driver_suite.h keeps a
+   fault_store wrapper (fault_store.h) around the store for the whole test
+   and arms it (every flush fails) at the crash point, right before
    opstate_consumer_close(): the close frees the consumer (it always does)
    but its final flush never reaches the memstore, so the memstore keeps
    exactly what the last committed flush wrote — the state a process crash

@@ -7,6 +7,7 @@
    migration, and opstate_lmdb_verify. Damage is done to real files. */
 #include "runner.h"
 #include "../opstate_lmdb.h"
+#include "lmdb_helpers.h"
 #include <lmdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,14 +18,6 @@
 #include <unistd.h>
 
 #define EVENTS 40
-
-static opstate_bytes bytes_of(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = s ? strlen(s) : 0;
-    return b;
-}
 
 typedef struct integ {
     char dir[64], file[96];
@@ -86,43 +79,14 @@ static bool integ_make_padded(integ *t, size_t pad)
 
 static bool integ_make(integ *t) { return integ_make_padded(t, 0); }
 
-static void integ_remove(const integ *t)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-    if (system(cmd) != 0) printf("could not remove %s\n", t->dir);
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *b = NULL;
-    long n;
-    if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (b = (uint8_t *)malloc((size_t)n)) && fread(b, 1, (size_t)n, f) == (size_t)n)
-        *len = (size_t)n;
-    else {
-        free(b);
-        b = NULL;
-    }
-    if (f) fclose(f);
-    return b;
-}
-
-static bool write_file(const char *path, const uint8_t *b, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    bool ok = f && fwrite(b, 1, len, f) == len;
-    if (f) ok = fclose(f) == 0 && ok;
-    return ok;
-}
+static void integ_remove(const integ *t) { rm_rf(t->dir); }
 
 /* XORs byte `back` bytes before the payload "MARK-<seq>" (0: its first). */
 static bool flip_before(const char *file, int seq, size_t back)
 {
     char mark[16];
     size_t len = 0, i, n;
-    uint8_t *b = read_file(file, &len);
+    uint8_t *b = (uint8_t *)read_file(file, &len);
     bool ok = false;
     snprintf(mark, sizeof mark, "MARK-%03d", seq);
     n = strlen(mark);
@@ -140,29 +104,30 @@ static bool flip_before(const char *file, int seq, size_t back)
 static opstate_result read_all(integ *t, size_t *n)
 {
     opstate_log_message msgs[EVENTS + 1];
-    opstate_result r = t->log.read(t->log.user, bytes_of(NULL), 1, 0, msgs, EVENTS + 1, n, NULL);
+    opstate_result r = t->log.read(t->log.user, str(NULL), 1, 0, msgs, EVENTS + 1, n, NULL);
     return r;
 }
 
 /* How a child that opens the log read-only and reads it all ends (so that
-   a signal is seen, not suffered): its exit code in the wait status. */
-enum { READ_WHOLE = 0, READ_CORRUPT = 1, READ_NOT_FOUND = 2, READ_OTHER = 8, READ_SHORT = 9 /* silent wrong */ };
+   a signal is seen, not suffered): the code it reports (child_finish), or
+   READ_KILLED when it died before reporting; -1 when it could not start. */
+enum { READ_WHOLE = 0, READ_CORRUPT = 1, READ_NOT_FOUND = 2, READ_OTHER = 8, READ_SHORT = 9 /* silent wrong */,
+       READ_KILLED = 10 };
 
 static int read_in_child(integ *t)
 {
-    int status = -1;
-    pid_t pid;
-    fflush(stdout);
-    if ((pid = fork()) < 0) return -1;
+    int fd, code;
+    pid_t pid = child_start(&fd);
+    if (pid < 0) return -1;
     if (pid == 0) {
         size_t n = 0;
         opstate_result r = integ_open(t, OPSTATE_LMDB_READ_ONLY, NULL);
         if (r == OPSTATE_OK) r = read_all(t, &n);
-        if (r == OPSTATE_OK) _exit(n == EVENTS ? READ_WHOLE : READ_SHORT);
-        _exit(r == OPSTATE_CORRUPT ? READ_CORRUPT : r == OPSTATE_NOT_FOUND ? READ_NOT_FOUND : READ_OTHER);
+        if (r == OPSTATE_OK) child_finish(fd, n == EVENTS ? READ_WHOLE : READ_SHORT);
+        child_finish(fd, r == OPSTATE_CORRUPT ? READ_CORRUPT : r == OPSTATE_NOT_FOUND ? READ_NOT_FOUND : READ_OTHER);
     }
-    waitpid(pid, &status, 0);
-    return status;
+    code = child_wait(pid, fd);
+    return code < 0 ? READ_KILLED : code;
 }
 
 /* Every field of a message record is sealed: a flipped bit in the
@@ -202,18 +167,14 @@ TEST(lmdb_integrity, truncation_never_kills)
     size_t len = 0, cut, reads_ok = 0, refused = 0;
     uint8_t *whole;
     REQUIRE(integ_make(&t));
-    REQUIRE((whole = read_file(t.file, &len)) != NULL);
+    REQUIRE((whole = (uint8_t *)read_file(t.file, &len)) != NULL);
     for (cut = 0; cut <= len; cut += 2048) {
-        int status, code;
+        int code;
         REQUIRE(write_file(t.file, whole, cut));
-        status = read_in_child(&t);
-        CHECK(WIFEXITED(status));
-        if (WIFEXITED(status)) {
-            code = WEXITSTATUS(status);
-            CHECK(code == READ_WHOLE || code == READ_CORRUPT || code == READ_NOT_FOUND);
-            reads_ok += code == READ_WHOLE;
-            refused += code == READ_CORRUPT || code == READ_NOT_FOUND;
-        }
+        code = read_in_child(&t);
+        CHECK(code == READ_WHOLE || code == READ_CORRUPT || code == READ_NOT_FOUND);
+        reads_ok += code == READ_WHOLE;
+        refused += code == READ_CORRUPT || code == READ_NOT_FOUND;
     }
     CHECK(refused > 0);
     CHECK(reads_ok > 0); /* the whole file */
@@ -256,17 +217,17 @@ TEST(lmdb_integrity, read_only_changes_nothing)
     size_t before_len = 0, after_len = 0, n = 0;
     uint8_t *before, *after;
     REQUIRE(integ_make(&t));
-    REQUIRE((before = read_file(t.file, &before_len)) != NULL);
+    REQUIRE((before = (uint8_t *)read_file(t.file, &before_len)) != NULL);
     REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
     CHECK(t.log.info(t.log.user, &info, NULL) == OPSTATE_OK && info.last_seq == EVENTS);
     CHECK(read_all(&t, &n) == OPSTATE_OK && n == EVENTS);
     CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_OK && rep.logs == 1 && rep.records > EVENTS);
-    CHECK(t.log.append(t.log.user, bytes_of("x"), bytes_of("y"), NULL, &res, NULL) != OPSTATE_OK);
+    CHECK(t.log.append(t.log.user, str("x"), str("y"), NULL, &res, NULL) != OPSTATE_OK);
     memset(&sc, 0, sizeof sc);
     sc.name = "absent";
     CHECK(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_CONFLICT); /* a log's directory holds no store */
     integ_close(&t);
-    REQUIRE((after = read_file(t.file, &after_len)) != NULL);
+    REQUIRE((after = (uint8_t *)read_file(t.file, &after_len)) != NULL);
     CHECK(before_len == after_len && memcmp(before, after, before_len) == 0);
     free(before);
     free(after);
@@ -378,7 +339,7 @@ TEST(lmdb_integrity, layout0_log_is_migrated)
     CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, &err) == OPSTATE_UNKNOWN_VERSION);
     CHECK(err.field && strstr(err.field, "migrate") != NULL);
     REQUIRE(integ_open(&t, OPSTATE_LMDB_CREATE, NULL) == OPSTATE_OK);
-    CHECK(t.log.read(t.log.user, bytes_of(NULL), 1, 0, msgs, EVENTS + 1, &n, NULL) == OPSTATE_OK);
+    CHECK(t.log.read(t.log.user, str(NULL), 1, 0, msgs, EVENTS + 1, &n, NULL) == OPSTATE_OK);
     CHECK_EQ_U64(n, EVENTS);
     if (n == EVENTS) CHECK(msgs[19].data.len == 8 && memcmp(msgs[19].data.ptr, "MARK-020", 8) == 0);
     integ_close(&t);
@@ -407,7 +368,7 @@ TEST(lmdb_integrity, forged_truncated_export_is_corrupt)
     REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
     CHECK(opstate_lmdb_export(t.env, exp, NULL) == OPSTATE_OK);
     integ_close(&t);
-    REQUIRE((b = read_file(data, &len)) != NULL && len > 3 * 4096);
+    REQUIRE((b = (uint8_t *)read_file(data, &len)) != NULL && len > 3 * 4096);
     REQUIRE(write_file(data, b, 3 * 4096));
     REQUIRE((f = fopen(manifest, "w")) != NULL);
     fprintf(f, "opstate-lmdb-export %d\nfile data.mdb %llu %08lx\nend\n", OPSTATE_LMDB_MANIFEST_VERSION,
@@ -549,7 +510,7 @@ TEST(lmdb_integrity, lost_delta_record_is_corrupt)
         char key[8];
         snprintf(key, sizeof key, "k%u", (unsigned)i);
         meta.position.seq = i;
-        CHECK(opstate_kv_put(kv, bytes_of(key), bytes_of("v"), meta.position) == OPSTATE_OK);
+        CHECK(opstate_kv_put(kv, str(key), str("v"), meta.position) == OPSTATE_OK);
         CHECK(s.flush(s.user, kv, &meta, NULL, NULL) == OPSTATE_OK);
     }
     opstate_lmdb_store_close(st);
@@ -574,7 +535,7 @@ static bool shrink_leaf(const char *file, int seq, int delta)
 {
     char mark[16];
     size_t len = 0, i, n, page;
-    uint8_t *b = read_file(file, &len);
+    uint8_t *b = (uint8_t *)read_file(file, &len);
     uint16_t lower;
     bool ok = false;
     snprintf(mark, sizeof mark, "MARK-%03d", seq);
@@ -599,16 +560,13 @@ static bool shrink_leaf(const char *file, int seq, int delta)
 TEST(lmdb_integrity, leaf_page_hiding_records_is_corrupt)
 {
     integ t;
-    int status;
     REQUIRE(integ_make(&t));
     REQUIRE(shrink_leaf(t.file, EVENTS, -1));
-    status = read_in_child(&t);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == READ_CORRUPT);
+    CHECK(read_in_child(&t) == READ_CORRUPT);
     integ_remove(&t);
     REQUIRE(integ_make_padded(&t, 300));
     REQUIRE(shrink_leaf(t.file, 1, -1));
-    status = read_in_child(&t);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == READ_CORRUPT);
+    CHECK(read_in_child(&t) == READ_CORRUPT);
     integ_remove(&t);
 }
 
@@ -620,13 +578,13 @@ TEST(lmdb_integrity, first_leaf_page_damaged_is_corrupt)
     size_t i;
     for (i = 0; i < sizeof deltas / sizeof deltas[0]; i++) {
         integ t;
-        int status;
+        int code;
         REQUIRE(integ_make(&t));
         REQUIRE(shrink_leaf(t.file, 1, deltas[i]));
-        status = read_in_child(&t);
-        CHECK(status != -1);
+        code = read_in_child(&t);
+        CHECK(code != -1);
         /* a crash in LMDB's page walk is LMDB's */
-        CHECK(!WIFEXITED(status) || WEXITSTATUS(status) == READ_CORRUPT || WEXITSTATUS(status) == READ_WHOLE);
+        CHECK(code == READ_KILLED || code == READ_CORRUPT || code == READ_WHOLE);
         integ_remove(&t);
     }
 }
@@ -637,7 +595,7 @@ TEST(lmdb_integrity, first_leaf_page_damaged_is_corrupt)
 static bool damage_overflow_count(const char *file, const char *mark, uint32_t pages)
 {
     size_t len = 0, page, hdr = sizeof(size_t) + 8;
-    uint8_t *b = read_file(file, &len);
+    uint8_t *b = (uint8_t *)read_file(file, &len);
     bool ok = false;
     for (page = 0; b && page + 4096 <= len; page += 4096)
         if (memcmp(b + page + hdr + 16, mark, strlen(mark)) == 0) {
@@ -673,7 +631,7 @@ static opstate_result flush_big(integ *t, opstate_lmdb_access access, const char
         (r = opstate_kv_create(&kc, &kv)) == OPSTATE_OK) {
         s = opstate_lmdb_store_iface(st);
         meta.position.seq = seq;
-        r = opstate_kv_put(kv, bytes_of("big"), bytes_of(value), meta.position);
+        r = opstate_kv_put(kv, str("big"), str(value), meta.position);
         if (r == OPSTATE_OK) r = s.flush(s.user, kv, &meta, NULL, NULL);
         if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL, NULL);
     }
@@ -718,7 +676,7 @@ TEST(lmdb_integrity, compaction_over_damaged_overflow_is_corrupt)
 static bool damage_entry_count(const char *file, const char *name, int delta)
 {
     size_t len = 0, n = strlen(name), i;
-    uint8_t *b = read_file(file, &len);
+    uint8_t *b = (uint8_t *)read_file(file, &len);
     uint64_t entries;
     uint16_t ksize;
     bool ok = false;

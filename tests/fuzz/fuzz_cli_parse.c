@@ -1,12 +1,14 @@
 /* fuzz_cli_parse.c — libFuzzer target for the text parsers of the opstate
-   tool (examples/opstate.c): times (parse_time: RFC 3339 and "<n>ns"), log
+   tool (tools/opstate/): times (parse_time: RFC 3339 and "<n>ns"), log
    URIs (find_backend, parse_nats_uri and the default state directory of
    each backend) and the lines of publish --batch (batch_read, which checks
    every line with batch_line).
 
-   The tool is included whole (its main renamed) to reach its static
-   functions; its error lines go to a FILE on /dev/null instead of stderr,
-   so that sanitizer reports on stderr still show.
+   It is linked with every file of the tool but main.c and reaches the
+   parsers through the tool's private header. While a parser runs, the
+   tool's error lines go to /dev/null: glibc's stderr is a variable the
+   program may set, and sanitizer reports are written to file descriptor 2
+   directly, so they still show.
 
    Input: one selector byte, then the text (a time or URI is cut at the
    first NUL; batch input is bytes, as stdin may hold any).
@@ -25,15 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static FILE *fuzz_cli_stderr;
-#undef stderr
-#define stderr fuzz_cli_stderr
-#define main opstate_cli_main
-#include "../../examples/opstate.c"
-#undef main
-#undef stderr
-
+#include "../../tools/opstate/tool.h"
 #include "lmdb_plant.h" /* the scratch directory */
+
+static FILE *fuzz_cli_stderr;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -85,16 +82,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *text;
     unsigned sel = size ? data[0] : 0;
     size_t len = size ? size - 1 : 0;
+    FILE *saved = stderr;
     if (!fuzz_cli_stderr && !(fuzz_cli_stderr = fopen("/dev/null", "w"))) abort();
+    stderr = fuzz_cli_stderr;
     if (sel % 3 == 2) {
         fuzz_batch(data + 1, len);
-        return 0;
+    } else if ((text = (char *)malloc(len + 1)) != NULL) {
+        if (len) memcpy(text, data + 1, len);
+        text[len] = '\0';
+        if (sel % 3 == 0) fuzz_time(text);
+        else fuzz_uri(text, (sel & 0x10) != 0);
+        free(text);
     }
-    if (!(text = (char *)malloc(len + 1))) return 0;
-    if (len) memcpy(text, data + 1, len);
-    text[len] = '\0';
-    if (sel % 3 == 0) fuzz_time(text);
-    else fuzz_uri(text, (sel & 0x10) != 0);
-    free(text);
+    stderr = saved;
     return 0;
 }

@@ -1,0 +1,70 @@
+/* logs.c — logs by URI: the backends, opening and closing. Part of the
+   opstate tool (see main.c). */
+#include "tool.h"
+
+/* >>logs ---------------------------------------------------------------- */
+
+/* Every kind of log the tool knows. */
+static const log_backend log_backends[] = {
+    {"lmdb:", lmdb_log_open, lmdb_default_state_dir},
+    {"nats://", nats_log_open, nats_default_state_dir},
+};
+
+const log_backend *find_backend(const char *uri, const char **rest)
+{
+    size_t i;
+    for (i = 0; i < sizeof log_backends / sizeof log_backends[0]; i++) {
+        size_t n = strlen(log_backends[i].scheme);
+        if (strncmp(uri, log_backends[i].scheme, n) == 0) {
+            *rest = uri + n;
+            return &log_backends[i];
+        }
+    }
+    fail(STATUS_USAGE, "--log %s: unknown log URI (use lmdb:PATH, nats://HOST[:PORT][,...]/STREAM, nats:///STREAM or "
+         "nats://.../kv/BUCKET)",
+         quoted(uri));
+    return NULL;
+}
+
+const char *log_uri_arg(const args *a)
+{
+    const char *uri = opt(a, "--log");
+    return uri ? uri : DEFAULT_LOG_URI;
+}
+
+int log_open(const args *a, const log_open_options *o, log_handle *h)
+{
+    const char *rest;
+    const log_backend *b;
+    log_open_options with_server = *o;
+    memset(h, 0, sizeof *h);
+    h->uri = log_uri_arg(a);
+    with_server.server = opt(a, "--server");
+    if (!(b = find_backend(h->uri, &rest))) return STATUS_USAGE;
+    return b->open(h->uri, rest, &with_server, h);
+}
+
+void log_close(log_handle *h)
+{
+    if (h->close) h->close(h);
+    h->close = NULL;
+}
+
+/* The options of a command that reads the log (durable: consume --durable). */
+log_open_options read_options(const char *durable)
+{
+    log_open_options o;
+    memset(&o, 0, sizeof o);
+    o.durable = durable;
+    return o;
+}
+
+/* A KV bucket's events all have scope BUCKET and kind kv: it takes no
+   subject filter (a read of it ignores one). */
+int check_bucket_filter(const log_handle *h, opstate_bytes filter)
+{
+    if (h->bucket && filter.len)
+        return fail(STATUS_USAGE, "--log %s: a KV bucket takes no --scope or --filter (its keys are events of scope "
+                    "BUCKET, kind kv)", quoted(h->uri));
+    return STATUS_OK;
+}
