@@ -102,7 +102,7 @@ static int publish(const opstate_log *log, uint32_t i, const char *account, long
    the store's own read_meta, load and drop keep its `user`. */
 static bool plug_pulled;
 
-static opstate_result disk_flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
+static opstate_result disk_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
                                  const opstate_dedup *dedup, opstate_error *err)
 {
     opstate_store memory = opstate_memstore_store((opstate_memstore *)user);
