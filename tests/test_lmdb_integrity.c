@@ -54,6 +54,16 @@ static void integ_close(integ *t)
     t->env = NULL;
 }
 
+/* A fresh empty directory in t (nothing open); t->file names its data.mdb. */
+static bool integ_empty_dir(integ *t)
+{
+    memset(t, 0, sizeof *t);
+    strcpy(t->dir, "/tmp/opstate-integ-XXXXXX");
+    if (!mkdtemp(t->dir)) return false;
+    snprintf(t->file, sizeof t->file, "%s/data.mdb", t->dir);
+    return true;
+}
+
 /* A fresh directory with a log of EVENTS messages "MARK-<seq>", each
    followed by `pad` bytes (a padded log spans several leaf pages), closed. */
 static bool integ_make_padded(integ *t, size_t pad)
@@ -61,10 +71,7 @@ static bool integ_make_padded(integ *t, size_t pad)
     char data[512];
     opstate_append_result res;
     int i;
-    memset(t, 0, sizeof *t);
-    strcpy(t->dir, "/tmp/opstate-integ-XXXXXX");
-    if (!mkdtemp(t->dir) || integ_open(t, OPSTATE_LMDB_CREATE, NULL) != OPSTATE_OK) return false;
-    snprintf(t->file, sizeof t->file, "%s/data.mdb", t->dir);
+    if (!integ_empty_dir(t) || integ_open(t, OPSTATE_LMDB_CREATE, NULL) != OPSTATE_OK) return false;
     for (i = 1; i <= EVENTS; i++) {
         opstate_bytes subject = {(const uint8_t *)"ops.a.b.c", 9}, payload;
         snprintf(data, sizeof data, "MARK-%03d", i);
@@ -189,10 +196,7 @@ TEST(lmdb_integrity, empty_or_missing_file_is_not_found)
     integ t;
     struct stat sb;
     char lock[96];
-    memset(&t, 0, sizeof t);
-    strcpy(t.dir, "/tmp/opstate-integ-XXXXXX");
-    REQUIRE(mkdtemp(t.dir) != NULL);
-    snprintf(t.file, sizeof t.file, "%s/data.mdb", t.dir);
+    REQUIRE(integ_empty_dir(&t));
     snprintf(lock, sizeof lock, "%s/lock.mdb", t.dir);
     CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_NOT_FOUND);
     CHECK(integ_open(&t, OPSTATE_LMDB_EXISTING, NULL) == OPSTATE_NOT_FOUND);
@@ -652,10 +656,7 @@ TEST(lmdb_integrity, compaction_over_damaged_overflow_is_corrupt)
     pid_t pid;
     memset(big, 'x', sizeof big - 1);
     memcpy(big, "BIGVALUE-1", 10);
-    memset(&t, 0, sizeof t);
-    strcpy(t.dir, "/tmp/opstate-integ-XXXXXX");
-    REQUIRE(mkdtemp(t.dir) != NULL);
-    snprintf(t.file, sizeof t.file, "%s/data.mdb", t.dir);
+    REQUIRE(integ_empty_dir(&t));
     REQUIRE(flush_big(&t, OPSTATE_LMDB_CREATE, big, 1) == OPSTATE_OK);
     REQUIRE(damage_overflow_count(t.file, "BIGVALUE-1", 0x7fffffffu));
     memcpy(big, "BIGVALUE-2", 10);
@@ -707,10 +708,7 @@ TEST(lmdb_integrity, table_missing_counted_entries_is_corrupt)
     opstate_snapshot_meta meta;
     opstate_store s;
     opstate_lmdb_verify_report rep;
-    memset(&t, 0, sizeof t);
-    strcpy(t.dir, "/tmp/opstate-integ-XXXXXX");
-    REQUIRE(mkdtemp(t.dir) != NULL);
-    snprintf(t.file, sizeof t.file, "%s/data.mdb", t.dir);
+    REQUIRE(integ_empty_dir(&t));
     REQUIRE(flush_big(&t, OPSTATE_LMDB_CREATE, "small", 1) == OPSTATE_OK);
     REQUIRE(damage_entry_count(t.file, "s:state:table", 1));
     memset(&ec, 0, sizeof ec);
