@@ -406,18 +406,68 @@ static bool raw_edit(const char *dir, const char *name, int (*fn)(MDB_txn *, MDB
     return rc == 0;
 }
 
-/* Puts message 40's record again under sequence 45, with a good seal. */
-static int sealed_beyond_last(MDB_txn *txn, MDB_dbi dbi)
+/* Puts message 40's record again under sequence `seq`, with a good seal. */
+static int sealed_copy_of_40(MDB_txn *txn, MDB_dbi dbi, uint8_t seq)
 {
     uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 40}, copy[128];
     MDB_val k = {8, key}, v;
     int rc = mdb_get(txn, dbi, &k, &v);
     if (rc != 0 || v.mv_size > sizeof copy) return rc ? rc : MDB_BAD_VALSIZE;
     memcpy(copy, v.mv_data, v.mv_size);
-    key[7] = 45;
+    key[7] = seq;
     opstate_put_le32(copy + v.mv_size - 4, opstate_crc32c(opstate_crc32c(0, key, 8), copy, v.mv_size - 4));
     v.mv_data = copy;
     return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+static int sealed_beyond_last(MDB_txn *txn, MDB_dbi dbi) { return sealed_copy_of_40(txn, dbi, 45); }
+
+/* Sequences 45 and 46 past the info's last, 20 and 21 dropped: the count
+   of records still agrees with the info's, and a batch of EVENTS - 1
+   messages from 1 ends on 45 with more to come (no end-of-log check). */
+static int sealed_past_last_counted(MDB_txn *txn, MDB_dbi dbi)
+{
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 20};
+    MDB_val k = {8, key};
+    int rc = sealed_copy_of_40(txn, dbi, 45);
+    if (rc == 0) rc = sealed_copy_of_40(txn, dbi, 46);
+    if (rc == 0) rc = mdb_del(txn, dbi, &k, NULL);
+    key[7] = 21;
+    return rc ? rc : mdb_del(txn, dbi, &k, NULL);
+}
+
+/* Message 30's record, kept between take_30 and put_30_after_19. */
+static uint8_t moved_rec[128];
+static size_t moved_len;
+
+static int take_30(MDB_txn *txn, MDB_dbi dbi)
+{
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 30};
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc != 0 || v.mv_size > sizeof moved_rec) return rc ? rc : MDB_BAD_VALSIZE;
+    memcpy(moved_rec, v.mv_data, v.mv_size);
+    moved_len = v.mv_size;
+    return mdb_del(txn, dbi, &k, NULL);
+}
+
+/* An order in which sequence 30 sorts between 19 and 20. */
+static int seq30_after_19(const MDB_val *a, const MDB_val *b)
+{
+    int x = ((const uint8_t *)a->mv_data)[7] * 2, y = ((const uint8_t *)b->mv_data)[7] * 2; /* all below 256 */
+    if (x == 60) x = 39;
+    if (y == 60) y = 39;
+    return x < y ? -1 : x > y;
+}
+
+/* Puts message 30's intact record back where sequence 19.5 would go: the
+   file then holds 19, 30, 20, ... in key order. */
+static int put_30_after_19(MDB_txn *txn, MDB_dbi dbi)
+{
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 30};
+    MDB_val k = {8, key}, v = {moved_len, moved_rec};
+    int rc = mdb_set_compare(txn, dbi, seq30_after_19);
+    return rc ? rc : mdb_put(txn, dbi, &k, &v, 0);
 }
 
 /* Flips one bit of the info record's epoch, leaving its seal. */
@@ -433,16 +483,33 @@ static int flip_info(MDB_txn *txn, MDB_dbi dbi)
     return mdb_put(txn, dbi, &k, &v, 0);
 }
 
-/* A well-sealed record whose sequence lies beyond the info's last one (a
-   log whose sequences do not go forward) is CORRUPT; so is an info record
-   whose seal does not match. */
+/* Well-sealed records in a wrong place are CORRUPT: one beyond the info's
+   last sequence (added, or with a record dropped so that the count still
+   agrees and a batch ends on it) and
+   one stored out of key order (19, 30, 20: a sequence that goes back); so
+   is an info record whose seal does not match. */
 TEST(lmdb_integrity, sequences_only_go_forward)
 {
     integ t;
+    opstate_log_message msgs[EVENTS];
     size_t n = 0;
     opstate_lmdb_verify_report rep;
     REQUIRE(integ_make(&t));
     REQUIRE(raw_edit(t.dir, "l:events:msgs", sealed_beyond_last));
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(read_all(&t, &n) == OPSTATE_CORRUPT);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
+    integ_close(&t);
+    integ_remove(&t);
+    REQUIRE(integ_make(&t));
+    REQUIRE(raw_edit(t.dir, "l:events:msgs", sealed_past_last_counted));
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(t.log.read(t.log.user, str(NULL), 1, 0, msgs, EVENTS - 1, &n, NULL) == OPSTATE_CORRUPT);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
+    integ_close(&t);
+    integ_remove(&t);
+    REQUIRE(integ_make(&t));
+    REQUIRE(raw_edit(t.dir, "l:events:msgs", take_30) && raw_edit(t.dir, "l:events:msgs", put_30_after_19));
     REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
     CHECK(read_all(&t, &n) == OPSTATE_CORRUPT);
     CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
