@@ -935,6 +935,14 @@ OPSTATE_API void opstate_memlog_enforce_retention(opstate_memlog *m);
 /* Where a consumer's snapshot lives. flush commits the fold's dirty keys,
    the meta and the dedup window in ONE atomic step: after a crash the store
    holds the old triple or the new one, never a mix. */
+/* How urgent a store's compaction is. The consumer runs a due one when it
+   has caught up with the log (off the flush path), an overdue one at once. */
+typedef enum opstate_compaction {
+    OPSTATE_COMPACTION_NOT_DUE = 0,
+    OPSTATE_COMPACTION_DUE,
+    OPSTATE_COMPACTION_OVERDUE
+} opstate_compaction;
+
 typedef struct opstate_store {
     void *user;
     /* The stored meta without loading the state; NOT_FOUND when empty. */
@@ -943,16 +951,22 @@ typedef struct opstate_store {
        be NULL). NOT_FOUND when nothing is stored. */
     opstate_result (*load)(void *user, opstate_kv *kv, opstate_snapshot_meta *meta, opstate_dedup *dedup,
                            opstate_error *err);
-    /* Commits kv's dirty entries + meta + dedup atomically. On OK the caller
-       marks the fold clean. The store may compact and then call
-       opstate_kv_forget_clean. */
-    opstate_result (*flush)(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+    /* Commits kv's dirty entries + meta + dedup atomically. Reads kv, never
+       changes it: on OK the caller marks the fold clean. */
+    opstate_result (*flush)(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                             const opstate_dedup *dedup, opstate_error *err);
     /* Removes everything stored. */
     opstate_result (*drop)(void *user, opstate_error *err);
     /* Optional: a read-through base for the fold (state larger than
        memory). NULL or returning NULL: load-all mode. */
     const opstate_kv_base *(*base)(void *user);
+    /* Optional (NULL: the store never compacts): whether folding what the
+       flushes stored into a compact form is due. */
+    opstate_compaction (*compact_due)(void *user);
+    /* Optional: compacts now (one transaction; nothing stored changes
+       meaning). A read-through base then holds every flushed entry, so the
+       caller may forget the clean ones (opstate_kv_forget_clean). */
+    opstate_result (*compact)(void *user, opstate_error *err);
     /* Longest key the store can keep (0: no limit of its own). The
        consumer's fold refuses longer keys, so such an event is poison at
        apply time instead of a flush that can never succeed. */
@@ -1048,6 +1062,7 @@ typedef struct opstate_consumer_status {
     uint64_t applied, skipped; /* events applied; redeliveries and duplicates skipped */
     uint64_t rereads;          /* holes the log did not vouch for, read again */
     uint64_t flushes, flush_failures;
+    uint64_t compactions, compaction_failures;
     uint64_t poison_count;
     opstate_poison last_poison;
 } opstate_consumer_status;
@@ -1066,8 +1081,11 @@ typedef struct opstate_poll_result {
 OPSTATE_API opstate_result opstate_consumer_open(const opstate_consumer_config *cfg, opstate_consumer **out,
                                                  opstate_error *err);
 /* Reads and applies up to max_events (0: one batch) within budget_ns (0:
-   no limit; needs a clock), flushing when due. A failed periodic flush is
-   logged and retried later (the keys stay dirty); it is not returned.
+   no limit; needs a clock), flushing when due; when the store's compaction
+   is due, runs it in a poll that finds nothing to apply (at once when
+   overdue). A failed
+   periodic flush or compaction is logged and retried later (the keys stay
+   dirty); it is not returned.
    Returns POISON under the stop policy, APPLY_FAILED when apply asked for a
    retry (the event is offered again next time), or a log error. */
 OPSTATE_API opstate_result opstate_consumer_poll(opstate_consumer *c, uint32_t max_events, int64_t budget_ns,
@@ -4528,7 +4546,7 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_load(void *user, opstate_kv *k
     return opstate_snapshot_decode(m->bytes, m->len, kv, meta, dedup, err);
 }
 
-OPSTATE__PRIVATE opstate_result opstate__memstore_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+OPSTATE__PRIVATE opstate_result opstate__memstore_flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                                         const opstate_dedup *dedup, opstate_error *err)
 {
     opstate_memstore *m = (opstate_memstore *)user;
@@ -4734,6 +4752,28 @@ OPSTATE__PRIVATE void opstate__consumer_flush_if_due(opstate_consumer *c)
     c->last_flush_at = opstate__now(c);
     opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "flush failed; ", opstate_kv_dirty_count(c->kv),
                           " dirty keys kept in memory, retrying at the next flush");
+}
+
+/* Compacts the store when it says so: a due compaction in an idle poll
+   (caught up, nothing delivered: never in a backlog, never in a poll that
+   applied events, never inside a flush), an overdue one at once. A
+   read-through fold then forgets what the store absorbed. A failure is
+   logged, not returned. */
+OPSTATE__PRIVATE void opstate__consumer_compact_if_due(opstate_consumer *c, bool idle)
+{
+    opstate_compaction due = c->cfg.store.compact_due ? c->cfg.store.compact_due(c->cfg.store.user)
+                                                      : OPSTATE_COMPACTION_NOT_DUE;
+    opstate_result r;
+    if (due == OPSTATE_COMPACTION_NOT_DUE || (due == OPSTATE_COMPACTION_DUE && !idle) || !c->cfg.store.compact) return;
+    r = c->cfg.store.compact(c->cfg.store.user, NULL);
+    if (r != OPSTATE_OK) {
+        c->status.compaction_failures++;
+        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "compaction failed (result ", (uint64_t)r,
+                         "); the flushed records stay and it is retried later");
+        return;
+    }
+    c->status.compactions++;
+    if (opstate_kv_has_base(c->kv)) opstate_kv_forget_clean(c->kv);
 }
 
 /* Resync: keys of the fold whose subject has no message left in the log
@@ -5120,6 +5160,8 @@ OPSTATE_API opstate_result opstate_consumer_poll(opstate_consumer *c, uint32_t m
         if (r == OPSTATE_OK) opstate__consumer_flush_if_due(c);
         if (deadline && opstate__now(c) >= deadline) break;
     }
+    if (r == OPSTATE_OK)
+        opstate__consumer_compact_if_due(c, res.caught_up && !res.applied && !res.skipped && !res.poison);
     *out = res;
     return r;
 }

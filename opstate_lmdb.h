@@ -47,9 +47,14 @@
    1; a 0.1 log is migrated by the first read-write open). Delta records
    sum their flush number too. opstate_lmdb_verify checks them all.
    A flush appends ONE delta record and the meta in ONE write transaction:
-   cost O(changes). Compaction folds the deltas into the table when they
-   pass a bound (bytes or flushes), in its own transaction, never inside a
-   flush. Keys are at most 511 bytes (LMDB's limit).
+   cost O(changes); it reads the fold and never changes it. Compaction
+   folds the deltas into the table in its own transaction, never inside a
+   flush: the store says when it is due (the deltas passed a bound, bytes
+   or flushes) or overdue (4 times the bound), and the consumer runs it in
+   a poll that finds nothing to apply (an overdue one at once), then lets
+   a read-through fold forget what the table now holds. Without a
+   consumer, call opstate_lmdb_store_compact. Keys are at most 511 bytes
+   (LMDB's limit).
 
    READ-THROUGH OR LOAD-ALL (opstate_lmdb_store_config.read_through)
        read-through  the fold holds only what changed since the last
@@ -189,7 +194,8 @@ typedef struct opstate_lmdb_store_config {
                                   restart is O(deltas), state may exceed RAM;
                                   false (load-all): load copies the whole
                                   table into the fold, O(state) */
-    uint64_t compact_bytes;    /* compact when deltas pass this (0: 8 MiB) */
+    uint64_t compact_bytes;    /* a compaction is due when deltas pass this
+                                  (0: 8 MiB), overdue at 4 times it */
     uint32_t compact_flushes;  /* ... or this many flushes (0: 64) */
     bool no_compact_on_close;  /* by default closing the store folds pending
                                   deltas in, so the next start has no tail */
@@ -206,10 +212,10 @@ OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *env, const opst
 OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st);
 /* The store interface for opstate_consumer_config.store. */
 OPSTATE_API opstate_store opstate_lmdb_store_iface(opstate_lmdb_store *st);
-/* Folds the delta records into the table now (one transaction). Pass the
-   consumer's fold in read-through mode so it can forget what the table now
-   holds, else NULL. */
-OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err);
+/* Folds the delta records into the table now (one transaction). A
+   read-through fold over this store may then forget its clean entries
+   (opstate_kv_forget_clean); the consumer does both when it chooses. */
+OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_error *err);
 /* Delta records waiting for compaction: count and bytes. */
 OPSTATE_API void opstate_lmdb_store_deltas(const opstate_lmdb_store *st, uint32_t *count, uint64_t *bytes);
 /* Whole-blob mode for opaque state: saves bytes and meta in one
@@ -1269,7 +1275,7 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__apply_item(void *user, const opstate_kv
 /* One flush: the fold's dirty items as one delta record, plus the meta. */
 typedef struct opstate_lmdb__flush_ctx {
     opstate_lmdb_store *st;
-    opstate_kv *kv;
+    const opstate_kv *kv;
     const opstate_snapshot_meta *snap;
     const opstate_dedup *dedup;
     size_t size;   /* delta record bytes */
@@ -1334,13 +1340,18 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
     return opstate_lmdb__meta_put(st, txn, &f->next, f->dedup);
 }
 
-OPSTATE_LMDB__PRIVATE bool opstate_lmdb__compact_due(const opstate_lmdb_store *st)
+/* Due when the deltas pass the configured bound, overdue at 4 times it. */
+OPSTATE_LMDB__PRIVATE opstate_compaction opstate_lmdb__compact_due(void *user)
 {
-    return st->m.delta_count >= (st->cfg.compact_flushes ? st->cfg.compact_flushes : 64u) ||
-           st->m.delta_bytes >= (st->cfg.compact_bytes ? st->cfg.compact_bytes : (uint64_t)8 << 20);
+    const opstate_lmdb_store *st = (const opstate_lmdb_store *)user;
+    uint64_t flushes = st->cfg.compact_flushes ? st->cfg.compact_flushes : 64u;
+    uint64_t bytes = st->cfg.compact_bytes ? st->cfg.compact_bytes : (uint64_t)8 << 20;
+    if (st->m.delta_count >= 4 * flushes || st->m.delta_bytes >= 4 * bytes) return OPSTATE_COMPACTION_OVERDUE;
+    if (st->m.delta_count >= flushes || st->m.delta_bytes >= bytes) return OPSTATE_COMPACTION_DUE;
+    return OPSTATE_COMPACTION_NOT_DUE;
 }
 
-OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                                          const opstate_dedup *dedup, opstate_error *err)
 {
     opstate_lmdb_store *st = (opstate_lmdb_store *)user;
@@ -1358,10 +1369,6 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__flush(void *user, opstate_kv 
     opstate_lmdb__reader_end(&st->rd);
     if ((r = opstate_lmdb__write(st->e, opstate_lmdb__flush_body, &f, &f.why, err)) != OPSTATE_OK) return r;
     st->m = f.next;
-    opstate_kv_mark_clean(kv);
-    if (opstate_lmdb__compact_due(st) && (r = opstate_lmdb_store_compact(st, kv, NULL)) != OPSTATE_OK)
-        opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_WARN, "lmdb: compaction failed (result ", (uint64_t)r,
-                         "); the deltas stay and are retried at the next flush");
     return OPSTATE_OK;
 }
 
@@ -1533,11 +1540,10 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__compact_txn(void *user, MDB_txn *txn)
     return rc ? rc : opstate_lmdb__meta_clear_deltas(c->st, txn, &c->why);
 }
 
-OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
+OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, opstate_error *err)
 {
     opstate_lmdb__compact c;
     opstate_result r;
-    if (kv && opstate_kv_dirty_count(kv)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "flush before compacting", 0);
     if (st->m.delta_count == 0) return OPSTATE_OK;
     OPSTATE_MEMSET(&c, 0, sizeof c);
     c.st = st;
@@ -1546,8 +1552,12 @@ OPSTATE_API opstate_result opstate_lmdb_store_compact(opstate_lmdb_store *st, op
     if ((r = opstate_lmdb__write(st->e, opstate_lmdb__compact_txn, &c, &c.why, err)) != OPSTATE_OK) return r;
     st->m.delta_count = 0;
     st->m.delta_bytes = 0;
-    if (kv && st->cfg.read_through) opstate_kv_forget_clean(kv);
     return OPSTATE_OK;
+}
+
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__compact_now(void *user, opstate_error *err)
+{
+    return opstate_lmdb_store_compact((opstate_lmdb_store *)user, err);
 }
 
 OPSTATE_API void opstate_lmdb_store_deltas(const opstate_lmdb_store *st, uint32_t *count, uint64_t *bytes)
@@ -1963,7 +1973,7 @@ OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st)
 {
     if (!st) return;
     if (!st->cfg.no_compact_on_close && st->e->cfg.access != OPSTATE_LMDB_READ_ONLY && st->m.delta_count &&
-        opstate_lmdb_store_compact(st, NULL, NULL) != OPSTATE_OK)
+        opstate_lmdb_store_compact(st, NULL) != OPSTATE_OK)
         opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_WARN, "lmdb: compaction at close failed; ", st->m.delta_count,
                          " delta records stay for the next start");
     opstate_lmdb__reader_remove(st->e, &st->rd);
@@ -1979,6 +1989,8 @@ OPSTATE_API opstate_store opstate_lmdb_store_iface(opstate_lmdb_store *st)
     s.flush = opstate_lmdb__flush;
     s.drop = opstate_lmdb__drop;
     s.base = opstate_lmdb__base;
+    s.compact_due = opstate_lmdb__compact_due;
+    s.compact = opstate_lmdb__compact_now;
     s.max_key_len = OPSTATE_LMDB__MAX_KEY;
     return s;
 }

@@ -5,6 +5,8 @@
      cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. bench/bench_lmdb.c -llmdb -lsqlite3 -o build/bench_lmdb
      ./build/bench_lmdb            (1-2 minutes; about 4 GB of temp files under $TMPDIR or /tmp, removed at exit)
      ./build/bench_lmdb --no-1g    (skips the 1 GiB restart point: ~35 s less, ~2.5 GB less)
+     ./build/bench_lmdb --only poll_latency_with_compaction    (one part: flush_latency, restart_latency,
+                                   recovery_as_history_grows or poll_latency_with_compaction)
 
    Everything is durable (OPSTATE_LMDB_SYNC_FULL, i.e. LMDB's default
    fdatasync + synced meta page) unless a line says otherwise. Every
@@ -61,6 +63,13 @@
        of a memory log (10,000 keys, a flush every 1,000 events, default
        compaction); restart to the first new event, as the consumer left
        the store and with its deltas compacted, interleaved, median of 11.
+   4.  Polls while compactions happen: two live consumers over one memory
+       log, 320 bursts of 1,000 events over 100,000 keys, a durable flush
+       per burst; each polls until a poll finds nothing (a live loop), every
+       poll timed. One store compacts at the default bound (a due compaction
+       runs in a poll that found nothing to apply), the other never. The
+       p50 / p99 / max of every poll and of the polls that applied events,
+       on against off, and where the compactions ran.
    Verdicts: PASS/MISS against the targets in DESIGN.md ("Performance
    targets"). Info lines add CPU time and minor page faults (restarts), so a
    MISS can be traced to where the time goes. */
@@ -99,6 +108,7 @@
 
 static char g_root[1024];
 static int g_skip_1g;
+static const char *g_only; /* --only PART: run that part alone */
 static volatile uint64_t g_sink;
 
 /* ---- plumbing ---------------------------------------------------------- */
@@ -257,6 +267,19 @@ static double ostore_flush(ostore *o, opstate_kv *kv, uint64_t seq, const opstat
     meta.position = P(seq, (int64_t)seq * 1000, 1);
     t = now_ms();
     CK(o->iface.flush(o->iface.user, kv, &meta, dd, &err));
+    opstate_kv_mark_clean(kv); /* what the consumer does after a flush */
+    return now_ms() - t;
+}
+
+/* The consumer's compaction step: when the store says one is due, compact
+   and let a read-through fold forget what the table absorbed. */
+static double ostore_compact_if_due(ostore *o, opstate_kv *kv)
+{
+    opstate_error err;
+    double t = now_ms();
+    if (o->iface.compact_due(o->iface.user) == OPSTATE_COMPACTION_NOT_DUE) return 0;
+    CK(o->iface.compact(o->iface.user, &err));
+    if (opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
     return now_ms() - t;
 }
 
@@ -354,7 +377,7 @@ static opstate_kv *w1_populate(ostore *o, const opstate_dedup *dd)
     CK(opstate_kv_create(NULL, &kv));
     for (i = 0; i < K1; i++) CK(opstate_kv_put(kv, B(keys1[i], KEY_LEN), B(vals1[i], VAL_LEN), P(seq1[i], 1000, 0)));
     ostore_flush(o, kv, g_seq1, dd);
-    CK(opstate_lmdb_store_compact(o->st, NULL, &err));
+    CK(opstate_lmdb_store_compact(o->st, &err));
     return kv;
 }
 
@@ -730,24 +753,25 @@ static void flush_latency(void)
             ostore_flush(&D, kvD, g_seq1, &dd);
             raw_perkey(&C, idx, D1, small_meta, sizeof small_meta);
         }
-        CK(opstate_lmdb_store_compact(D.st, NULL, &err)); /* start at a cycle boundary */
+        CK(opstate_lmdb_store_compact(D.st, &err)); /* start at a cycle boundary */
         while (ncomp < 3 && n < 400) {
             uint32_t before;
             w1_pick(idx);
             w1_kv_put(kvD, idx, D1);
             opstate_lmdb_store_deltas(D.st, &before, &bytes);
             td[n] = ostore_flush(&D, kvD, g_seq1, &dd);
+            sum_plain += td[n];
+            td[n] += ostore_compact_if_due(&D, kvD);
             opstate_lmdb_store_deltas(D.st, &cnt, &bytes);
             if (cnt == 0 && before > 0) tcomp[ncomp++] = td[n];
-            else sum_plain += td[n];
             tcb[n] = raw_perkey(&C, idx, D1, small_meta, sizeof small_meta);
             n++;
         }
         md = mean(td, (size_t)n);
         mc = mean(tcb, (size_t)n);
         printf("1b  opstate flush with compaction (defaults: 64 flushes or 8 MiB; here every %d flushes):  mean %7.3f ms "
-               "per flush over %d flushes incl. %d compactions (flush alone %.3f ms mean, compacting flush median %.1f ms)\n",
-               n / (ncomp ? ncomp : 1), md, n, ncomp, sum_plain / (double)(n - ncomp), pct(tcomp, (size_t)ncomp, 50));
+               "per flush over %d flushes incl. %d compactions (flush alone %.3f ms mean, flush + compaction median %.1f ms)\n",
+               n / (ncomp ? ncomp : 1), md, n, ncomp, sum_plain / (double)n, pct(tcomp, (size_t)ncomp, 50));
         printf("1b  vs (ii) raw per-key puts, same flushes:  mean %7.3f ms  opstate %.1fx faster  (target >= 5x)  %s\n",
                mc, mc / md, verdict(mc / md >= 5));
         ostore_close(&D);
@@ -895,7 +919,7 @@ static void build_state(const char *path, uint64_t nkeys, const opstate_dedup *d
             CK(opstate_kv_put(kv, B(key, KEY_LEN), B(val, VAL_LEN), P(1, 1, 0)));
         }
         ostore_flush(&o, kv, 1, dd);
-        CK(opstate_lmdb_store_compact(o.st, NULL, &err));
+        CK(opstate_lmdb_store_compact(o.st, &err));
         opstate_kv_destroy(kv);
     }
     for (t = 0; t < 4; t++) { /* the tail as a read-through consumer leaves it: its fold reads through the table */
@@ -957,7 +981,7 @@ static void cpu_settle(void)
 /* The flush of the restarts: refused, so that the final flush at close
    fails and (with no compaction either) the stored state stays the same
    for the next repetition. */
-static opstate_result flush_refused(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+static opstate_result flush_refused(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                     const opstate_dedup *dedup, opstate_error *err)
 {
     (void)user;
@@ -994,6 +1018,7 @@ static rs restart_opstate(const char *path, bool read_through, opstate_memlog *m
     cfg.log = opstate_memlog_log(m);
     cfg.store = o.iface;
     cfg.store.flush = flush_refused;
+    cfg.store.compact_due = NULL;
     CK(opstate_consumer_open(&cfg, &c, &err));
     while (opstate_consumer_get_status(c)->applied < 1 && loops++ < 100) CK(opstate_consumer_poll(c, 0, 0, &pr, &err));
     out.wall = now_ms() - t;
@@ -1037,7 +1062,7 @@ static void store_compact_now(const char *path)
     ostore o;
     opstate_error err;
     ostore_open(&o, path, OPSTATE_LMDB_SYNC_FULL, false, 0, 0);
-    CK(opstate_lmdb_store_compact(o.st, NULL, &err));
+    CK(opstate_lmdb_store_compact(o.st, &err));
     ostore_close(&o);
 }
 
@@ -1365,7 +1390,7 @@ static void restart_latency(void)
 
 #define K3 10000u
 
-static void publish_events(opstate_memlog *m, uint64_t from, uint64_t n)
+static void publish_events(opstate_memlog *m, uint64_t from, uint64_t n, uint64_t keys)
 {
     opstate_log log = opstate_memlog_log(m);
     opstate_event ev;
@@ -1379,7 +1404,7 @@ static void publish_events(opstate_memlog *m, uint64_t from, uint64_t n)
     ev.kind = B("host", 4);
     ev.op = OPSTATE_OP_PUT;
     for (e = from; e < from + n; e++) {
-        uint64_t k = rnd() % K3, x = rnd();
+        uint64_t k = rnd() % keys, x = rnd();
         memcpy(ent, &x, 8);
         CK(opstate_id_time_ordered(1700000000000000000 + (int64_t)e * 1000, ent, &ev.id));
         snprintf(key, sizeof key, "host-%08lu", (unsigned long)k);
@@ -1423,7 +1448,7 @@ static void recovery_as_history_grows(void)
         uint64_t bytes;
         double t0;
         CK(opstate_memlog_create(NULL, &m[h]));
-        publish_events(m[h], 0, hist[h]);
+        publish_events(m[h], 0, hist[h], K3);
         snprintf(name, sizeof name, "p3_consumer_%d", h);
         path_of(path[h], sizeof path[h], name);
         /* the consumer folds the history, flushing every 1,000 events */
@@ -1441,7 +1466,7 @@ static void recovery_as_history_grows(void)
         opstate_lmdb_store_deltas(o.st, &pending[h], &bytes);
         ostore_close(&o);
         build_ms[h] = now_ms() - t0;
-        publish_events(m[h], hist[h], 1); /* the one new event */
+        publish_events(m[h], hist[h], 1, K3); /* the one new event */
         {
             opstate_kv *kv;
             opstate_replay_config rc;
@@ -1488,6 +1513,96 @@ static void recovery_as_history_grows(void)
            build_ms[1] / 1e3, build_ms[2] / 1e3);
 }
 
+/* ---- 4. polls while compactions happen ----------------------------------- */
+
+#define TICKS4 320   /* bursts of events */
+#define BURST4 1000u /* events per burst, one flush each */
+#define POLLS4 (TICKS4 * 6)
+
+/* A live consumer over the shared memory log and its own durable store. */
+typedef struct live4 {
+    ostore o;
+    opstate_consumer *c;
+    double poll[POLLS4], work[POLLS4], comp[16];
+    size_t npoll, nwork, ncomp, comp_in_work;
+} live4;
+
+static void live4_open(live4 *l, const char *path, opstate_memlog *m, bool compaction)
+{
+    opstate_consumer_config cfg;
+    opstate_error err;
+    ostore_open(&l->o, path, OPSTATE_LMDB_SYNC_FULL, false, compaction ? 0 : UINT32_MAX,
+                compaction ? 0 : UINT64_MAX);
+    memset(&cfg, 0, sizeof cfg);
+    cfg.log = opstate_memlog_log(m);
+    cfg.store = l->o.iface;
+    cfg.flush_every = BURST4;
+    CK(opstate_consumer_open(&cfg, &l->c, &err));
+}
+
+/* Polls as a live loop does until a poll finds nothing new; times each. */
+static void live4_burst(live4 *l)
+{
+    opstate_poll_result pr;
+    opstate_error err;
+    do {
+        uint64_t before = opstate_consumer_get_status(l->c)->compactions;
+        double t = now_ms();
+        CK(opstate_consumer_poll(l->c, 0, 0, &pr, &err));
+        t = now_ms() - t;
+        if (l->npoll < POLLS4) l->poll[l->npoll++] = t;
+        if (pr.applied && l->nwork < POLLS4) l->work[l->nwork++] = t;
+        if (opstate_consumer_get_status(l->c)->compactions == before) continue;
+        if (l->ncomp < 16) l->comp[l->ncomp++] = t;
+        if (pr.applied) l->comp_in_work++;
+    } while (pr.applied);
+}
+
+static void live4_close(live4 *l, const char *path)
+{
+    opstate_error err;
+    CK(opstate_consumer_close(l->c, &err));
+    ostore_close(&l->o);
+    rm_rf(path);
+}
+
+static void poll_latency_with_compaction(void)
+{
+    static live4 on, off;
+    opstate_memlog *m;
+    char pon[4096], poff[4096];
+    int t;
+    double r99;
+    CK(opstate_memlog_create(NULL, &m));
+    path_of(pon, sizeof pon, "p4_compaction_on");
+    path_of(poff, sizeof poff, "p4_compaction_off");
+    live4_open(&on, pon, m, true);
+    live4_open(&off, poff, m, false);
+    for (t = 0; t < TICKS4; t++) { /* a burst arrives; both consumers take it, in turn */
+        publish_events(m, (uint64_t)t * BURST4, BURST4, K1);
+        if (t % 2) live4_burst(&off);
+        live4_burst(&on);
+        if (t % 2 == 0) live4_burst(&off);
+    }
+    r99 = pct(on.work, on.nwork, 99) / pct(off.work, off.nwork, 99);
+    printf("4   polls while compactions happen (%u bursts of %u events over %u keys, a durable flush per burst, live "
+           "loop: poll until a poll finds nothing), compaction on (default bound) vs off:\n",
+           TICKS4, BURST4, K1);
+    printf("4      every poll:            on p50 %7.3f  p99 %7.3f  max %7.2f ms   off p50 %7.3f  p99 %7.3f  max %7.2f ms\n",
+           pct(on.poll, on.npoll, 50), pct(on.poll, on.npoll, 99), pct(on.poll, on.npoll, 100),
+           pct(off.poll, off.npoll, 50), pct(off.poll, off.npoll, 99), pct(off.poll, off.npoll, 100));
+    printf("4      polls that applied:    on p50 %7.3f  p99 %7.3f  max %7.2f ms   off p50 %7.3f  p99 %7.3f  max %7.2f ms   "
+           "p99 on/off %.2fx\n",
+           pct(on.work, on.nwork, 50), pct(on.work, on.nwork, 99), pct(on.work, on.nwork, 100),
+           pct(off.work, off.nwork, 50), pct(off.work, off.nwork, 99), pct(off.work, off.nwork, 100), r99);
+    printf("4      %zu compactions (median %.1f ms), %zu of them in a poll that applied events  (target: none there, "
+           "p99 on/off <= 1.25x)  %s\n",
+           on.ncomp, pct(on.comp, on.ncomp, 50), on.comp_in_work, verdict(on.ncomp > 0 && on.comp_in_work == 0 && r99 <= 1.25));
+    live4_close(&on, pon);
+    live4_close(&off, poff);
+    opstate_memlog_destroy(m);
+}
+
 static void print_load(const char *when)
 {
     FILE *f = fopen("/proc/loadavg", "r");
@@ -1495,6 +1610,14 @@ static void print_load(const char *when)
     if (f && fgets(line, sizeof line, f)) printf("%s load average %s", when, line);
     if (f) fclose(f);
 }
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+} parts[4] = {{"flush_latency", flush_latency},
+              {"restart_latency", restart_latency},
+              {"recovery_as_history_grows", recovery_as_history_grows},
+              {"poll_latency_with_compaction", poll_latency_with_compaction}};
 
 int main(int argc, char **argv)
 {
@@ -1504,6 +1627,7 @@ int main(int argc, char **argv)
     int i;
     for (i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--no-1g")) g_skip_1g = 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
     snprintf(g_root, sizeof g_root, "%s/bench_lmdb.XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
     if (!mkdtemp(g_root)) {
         g_root[0] = 0;
@@ -1543,11 +1667,11 @@ int main(int argc, char **argv)
            "synchronous=FULL); restarts: data in the page cache (warm), in-process\n");
     fflush(stdout);
     w1_init();
-    flush_latency();
-    fflush(stdout);
-    restart_latency();
-    fflush(stdout);
-    recovery_as_history_grows();
+    for (i = 0; i < 4; i++)
+        if (!g_only || !strcmp(g_only, parts[i].name)) {
+            parts[i].run();
+            fflush(stdout);
+        }
     print_load("end:");
     printf("(total %.1f s, sink %lu)\n", (now_ms() - t0) / 1e3, (unsigned long)(g_sink & 1));
     rm_rf(g_root);

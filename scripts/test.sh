@@ -169,21 +169,11 @@ echo "== chaos: leader kills on a three-node JetStream cluster, R3 stream (short
 check_show "cluster chaos (leader killed mid-publish and mid-consume)" sh -c "make -s $BUILD/cluster_chaos && ./$BUILD/cluster_chaos"
 
 echo "== chaos: storage damage, every 37th byte of an LMDB log and a store flipped, every page cut (make chaos: every byte)"
-# Set to 1 when issue 12's fixes land. Until then a run that finds damage
-# handled badly (exit 1) is shown and not counted; a harness that cannot run
-# (any other exit) still counts.
-STORAGE_CHAOS_ENFORCE=0
+# Exit 1: damage handled badly (a silent wrong result, a hang, or a crash in
+# opstate's own record bytes); crashes inside LMDB's page structures are
+# reported, not counted (RELIABILITY.md says why).
 if check "build storage_chaos" make -s "$BUILD/storage_chaos"; then
-  if [[ $STORAGE_CHAOS_ENFORCE == 1 ]]; then
-    check_show "storage chaos (quick)" "./$BUILD/storage_chaos" --quick
-  else
-    sc_log="$BUILD/log.storage_chaos_quick"
-    "./$BUILD/storage_chaos" --quick >"$sc_log" 2>&1; sc_rc=$?
-    if [[ $sc_rc -eq 0 ]]; then ok
-    elif [[ $sc_rc -eq 1 ]]; then echo "NOT COUNTED (STORAGE_CHAOS_ENFORCE=0): storage chaos found damage handled badly; table in $sc_log"
-    else bad "storage chaos (quick): the harness failed (exit $sc_rc)"; tail -n 30 "$sc_log"; fi
-    echo "storage chaos (quick): $(tail -n 1 "$sc_log")"
-  fi
+  check_show "storage chaos (quick)" "./$BUILD/storage_chaos" --quick
 fi
 
 echo "== NATS companion tests (real nats-server on 127.0.0.1; plain, ASan+UBSan, valgrind)"

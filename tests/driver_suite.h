@@ -72,6 +72,11 @@
                                  applied exactly once, state == the fold
      unproven_hole_stops         a hole never vouched for: bounded re-reads,
                                  then GAP; the mark does not pass it
+     compaction_off_flush_path   the store's flush never compacts; the consumer
+                                 compacts a due store in an idle poll, an
+                                 overdue one at once, retries a failed one,
+                                 and a read-through fold forgets what the
+                                 store absorbed
      evicted_between_info_and_read
                                  retention evicts inside the read a poll
                                  makes: the hole is an eviction (resync),
@@ -130,6 +135,9 @@ typedef struct driver_backend {
     bool (*set_clock)(void *env, int64_t publish_ns);
     void (*destroy)(void *env);
     uint32_t fault_seeds; /* seeds the fault_log test runs (0: 1000) */
+    /* The store's compaction bound in flushes: due at this many delta
+       records, overdue at 4 times it (0: the store never compacts). */
+    uint32_t compact_flushes;
 } driver_backend;
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -299,7 +307,7 @@ DRV_STATIC opstate_result drv_shadow_load(void *user, opstate_kv *kv, opstate_sn
     return s->inner.load(s->inner.user, kv, meta, dedup, err);
 }
 
-DRV_STATIC opstate_result drv_shadow_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+DRV_STATIC opstate_result drv_shadow_flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                            const opstate_dedup *dedup, opstate_error *err)
 {
     drv_shadow *s = (drv_shadow *)user;
@@ -307,7 +315,7 @@ DRV_STATIC opstate_result drv_shadow_flush(void *user, opstate_kv *kv, const ops
     size_t i;
     opstate_result r;
     memset(&dirty, 0, sizeof dirty);
-    opstate_kv_dirty_iterate(kv, drv_list_add, &dirty); /* before the store may forget anything */
+    opstate_kv_dirty_iterate(kv, drv_list_add, &dirty);
     r = s->inner.flush(s->inner.user, kv, meta, dedup, err);
     if (r == OPSTATE_OK) {
         CHECK(!dirty.oom);
@@ -344,6 +352,18 @@ DRV_STATIC const opstate_kv_base *drv_shadow_base(void *user)
     return s->inner.base ? s->inner.base(s->inner.user) : NULL;
 }
 
+DRV_STATIC opstate_compaction drv_shadow_compact_due(void *user)
+{
+    drv_shadow *s = (drv_shadow *)user;
+    return s->inner.compact_due(s->inner.user);
+}
+
+DRV_STATIC opstate_result drv_shadow_compact(void *user, opstate_error *err)
+{
+    drv_shadow *s = (drv_shadow *)user;
+    return s->inner.compact(s->inner.user, err);
+}
+
 DRV_STATIC opstate_store drv_shadow_store(drv_shadow *s)
 {
     opstate_store st;
@@ -354,6 +374,8 @@ DRV_STATIC opstate_store drv_shadow_store(drv_shadow *s)
     st.flush = drv_shadow_flush;
     st.drop = drv_shadow_drop;
     st.base = drv_shadow_base;
+    if (s->inner.compact_due) st.compact_due = drv_shadow_compact_due;
+    if (s->inner.compact) st.compact = drv_shadow_compact;
     return st;
 }
 
@@ -2869,6 +2891,72 @@ DRV_STATIC void driver_test_rereads_counted_per_hole(const driver_backend *b)
     drv_teardown(x);
 }
 
+/* The expected compaction level after `deltas` delta records. */
+DRV_STATIC opstate_compaction drv_due(const driver_backend *b, uint32_t deltas)
+{
+    if (!b->compact_flushes || deltas < b->compact_flushes) return OPSTATE_COMPACTION_NOT_DUE;
+    return deltas >= 4 * b->compact_flushes ? OPSTATE_COMPACTION_OVERDUE : OPSTATE_COMPACTION_DUE;
+}
+
+/* One event per poll and a flush after each (never caught up): the store
+   reports what its flushes left (a flush never compacts); the consumer
+   compacts only an overdue store, and the first of those compactions fails
+   and is retried at the next poll. A merely due store is compacted by an
+   idle poll (caught up, nothing applied), not by the poll that applied the
+   last events. The state survives all of it. */
+DRV_STATIC void driver_test_compaction_off_flush_path(const driver_backend *b)
+{
+    drv_ctx *x = drv_setup(b, 0);
+    opstate_consumer_config cfg;
+    opstate_consumer *c = NULL;
+    const opstate_consumer_status *st;
+    opstate_poll_result res;
+    opstate_kv *want = NULL;
+    uint32_t p, deltas = 0, compactions = 0, failures = 0;
+    REQUIRE(x);
+    drv_publish_keys(x, "k", 1, 40);
+    CHECK(!x->store.compact_due == !b->compact_flushes);
+    cfg = drv_cfg(x);
+    cfg.flush_every = 1;
+    REQUIRE(opstate_consumer_open(&cfg, &c, NULL) == OPSTATE_OK);
+    st = opstate_consumer_get_status(c);
+    drv_fail(x, FAULT_STORE_COMPACT, 0, 1, OPSTATE_IO); /* the first compaction fails */
+    for (p = 1; p <= 40; p++) {
+        size_t before = opstate_kv_memory(opstate_consumer_state(c));
+        drv_label(x, "poll", NULL, p, deltas);
+        CHECK(opstate_consumer_poll(c, 1, 0, &res, NULL) == OPSTATE_OK);
+        CHECK(res.applied == 1 && !res.caught_up);
+        deltas++;
+        if (drv_due(b, deltas) == OPSTATE_COMPACTION_OVERDUE) {
+            if (failures++ == 0) continue; /* the injected failure: the deltas stay */
+            deltas = 0;
+            compactions++;
+            if (opstate_kv_has_base(opstate_consumer_state(c))) /* forgot what it flushed */
+                CHECK(opstate_kv_memory(opstate_consumer_state(c)) < before);
+        }
+        if (x->store.compact_due) CHECK(x->store.compact_due(x->store.user) == drv_due(b, deltas));
+        CHECK_EQ_U64(st->compactions, compactions);
+        CHECK_EQ_U64(st->compaction_failures, failures ? 1 : 0);
+    }
+    CASE("caught up");
+    drv_publish_keys(x, "k", 41, 42);
+    CHECK(opstate_consumer_poll(c, 0, 0, &res, NULL) == OPSTATE_OK && res.caught_up && res.applied == 2);
+    deltas++;
+    CHECK(drv_due(b, deltas) != OPSTATE_COMPACTION_OVERDUE);
+    CHECK_EQ_U64(st->compactions, compactions); /* it applied events: not an idle poll */
+    CASE("idle");
+    CHECK(opstate_consumer_poll(c, 0, 0, &res, NULL) == OPSTATE_OK && res.caught_up && res.applied == 0);
+    CHECK_EQ_U64(st->compactions, compactions + (drv_due(b, deltas) != OPSTATE_COMPACTION_NOT_DUE));
+    if (x->store.compact_due) CHECK(x->store.compact_due(x->store.user) == OPSTATE_COMPACTION_NOT_DUE);
+    CHECK(!b->compact_flushes || st->compactions >= 2); /* the run did compact */
+    want = drv_fold(x, NULL);
+    CHECK(drv_kv_equal(opstate_consumer_state(c), want, true, "state"));
+    CHECK(opstate_consumer_close(c, NULL) == OPSTATE_OK);
+    CHECK(drv_check_store(x, want, true));
+    opstate_kv_destroy(want);
+    drv_teardown(x);
+}
+
 /* ---- the suite ------------------------------------------------------------ */
 
 #define DRIVER_SUITE(name, factory)                                                                            \
@@ -2899,6 +2987,7 @@ DRV_STATIC void driver_test_rereads_counted_per_hole(const driver_backend *b)
     TEST(driver_##name, evicted_between_info_and_read) {                                                       \
         driver_test_evicted_between_info_and_read(factory());                                                  \
     }                                                                                                          \
-    TEST(driver_##name, rereads_counted_per_hole) { driver_test_rereads_counted_per_hole(factory()); }
+    TEST(driver_##name, rereads_counted_per_hole) { driver_test_rereads_counted_per_hole(factory()); }          \
+    TEST(driver_##name, compaction_off_flush_path) { driver_test_compaction_off_flush_path(factory()); }
 
 #endif /* DRIVER_SUITE_H */

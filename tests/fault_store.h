@@ -28,6 +28,7 @@
 #define FAULT_STORE_LOAD 1u /* read_meta and load */
 #define FAULT_STORE_FLUSH 2u
 #define FAULT_STORE_DROP 4u
+#define FAULT_STORE_COMPACT 8u
 
 /* Operations in `ops` fail with `error` (0: OPSTATE_IO) once `after` of
    them have succeeded, `count` times (0: for ever). */
@@ -66,7 +67,7 @@ FAULT_STORE_FN opstate_result fault_store_load(void *user, opstate_kv *kv, opsta
     return f->inner.load(f->inner.user, kv, meta, dedup, err);
 }
 
-FAULT_STORE_FN opstate_result fault_store_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+FAULT_STORE_FN opstate_result fault_store_flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                                 const opstate_dedup *dedup, opstate_error *err)
 {
     fault_store *f = (fault_store *)user;
@@ -89,7 +90,22 @@ FAULT_STORE_FN const opstate_kv_base *fault_store_base(void *user)
     return f->inner.base ? f->inner.base(f->inner.user) : NULL;
 }
 
-/* The store interface of f (valid while f is). */
+FAULT_STORE_FN opstate_compaction fault_store_compact_due(void *user)
+{
+    fault_store *f = (fault_store *)user;
+    return f->inner.compact_due(f->inner.user);
+}
+
+FAULT_STORE_FN opstate_result fault_store_compact(void *user, opstate_error *err)
+{
+    fault_store *f = (fault_store *)user;
+    opstate_result r = fault_store_check(f, FAULT_STORE_COMPACT, err);
+    if (r != OPSTATE_OK) return r;
+    return f->inner.compact(f->inner.user, err);
+}
+
+/* The store interface of f (valid while f is); the optional operations
+   are there when the inner store has them. */
 FAULT_STORE_FN opstate_store fault_store_iface(fault_store *f)
 {
     opstate_store s;
@@ -100,6 +116,8 @@ FAULT_STORE_FN opstate_store fault_store_iface(fault_store *f)
     s.flush = fault_store_flush;
     s.drop = fault_store_drop;
     s.base = fault_store_base;
+    s.compact_due = f->inner.compact_due ? fault_store_compact_due : NULL;
+    s.compact = f->inner.compact ? fault_store_compact : NULL;
     s.max_key_len = f->inner.max_key_len;
     return s;
 }

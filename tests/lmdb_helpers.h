@@ -198,6 +198,29 @@ LMDB_HELPERS_FN void fill(opstate_kv *kv, opstate_kv *oracle, unsigned n, uint64
     }
 }
 
+/* The consumer's cycle over a store: flush; on OK mark the fold clean;
+   then, when the store says a compaction is due (or overdue), compact and
+   let a read-through fold forget what the store absorbed. */
+LMDB_HELPERS_FN opstate_result flush_cycle(const opstate_store *s, opstate_kv *kv, const opstate_snapshot_meta *m,
+                                           const opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_result r = s->flush(s->user, kv, m, dedup, err);
+    if (r != OPSTATE_OK) return r;
+    opstate_kv_mark_clean(kv);
+    if (!s->compact_due || s->compact_due(s->user) == OPSTATE_COMPACTION_NOT_DUE) return OPSTATE_OK;
+    if ((r = s->compact(s->user, err)) == OPSTATE_OK && opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
+    return r;
+}
+
+/* Compacts st now, then lets a read-through fold kv forget its clean
+   entries (what the consumer does after a compaction). */
+LMDB_HELPERS_FN opstate_result compact_and_forget(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
+{
+    opstate_result r = opstate_lmdb_store_compact(st, err);
+    if (r == OPSTATE_OK && opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
+    return r;
+}
+
 /* Flushes `n` new keys of `vlen` bytes each (key "big-<i>") through the
    store interface; the oracle gets them only when the flush commits. */
 LMDB_HELPERS_FN opstate_result flush_big_keys(opstate_store *s, opstate_kv *kv, opstate_kv *oracle, unsigned first, unsigned n,
@@ -215,7 +238,7 @@ LMDB_HELPERS_FN opstate_result flush_big_keys(opstate_store *s, opstate_kv *kv, 
     }
     m = smeta(1, first + n, (int64_t)(first + n), 42);
     memset(err, 0, sizeof *err);
-    r = s->flush(s->user, kv, &m, NULL, err);
+    r = flush_cycle(s, kv, &m, NULL, err);
     if (r == OPSTATE_OK)
         for (i = first; i < first + n; i++) {
             snprintf(key, sizeof key, "big-%04u", i);

@@ -103,6 +103,7 @@ static void lmdb_fill(driver_backend *b, const char *name, void *(*create)(void 
     b->recreate = lmdb_recreate;
     b->set_clock = lmdb_set_clock;
     b->destroy = lmdb_destroy;
+    b->compact_flushes = 4; /* what lmdb_create_mode configures */
 }
 
 static const driver_backend *lmdb_backend(void)

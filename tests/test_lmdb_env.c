@@ -164,8 +164,8 @@ TEST(lmdb_env, full_then_drop_then_flush)
     memset(val, 'z', vlen);
     opstate_kv_put(small, str("after-1"), by(val, vlen), pos(1, 1));
     opstate_kv_put(small, str("after-2"), by(val, vlen), pos(1, 1));
-    r = s.flush(s.user, small, &m, NULL, &err);
-    if (r != OPSTATE_OK) r = s.flush(s.user, small, &m, NULL, &err); /* a caller's retry */
+    r = flush_cycle(&s, small, &m, NULL, &err);
+    if (r != OPSTATE_OK) r = flush_cycle(&s, small, &m, NULL, &err); /* a caller's retry */
     CHECK(r == OPSTATE_OK);
     CHECK(s.load(s.user, loaded, &got, NULL, &err) == (r == OPSTATE_OK ? OPSTATE_OK : OPSTATE_NOT_FOUND));
     if (r == OPSTATE_OK) CHECK(same_state(loaded, small));

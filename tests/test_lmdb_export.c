@@ -64,14 +64,14 @@ static bool exp_setup(expfx *x)
         sb = opstate_lmdb_store_iface(b);
         log = opstate_lmdb_log_iface(lg);
         fill(ka, x->alpha, 40, 1);
-        ok = sa.flush(sa.user, ka, &ma, NULL, NULL) == OPSTATE_OK;
+        ok = flush_cycle(&sa, ka, &ma, NULL, NULL) == OPSTATE_OK;
         put2(ka, x->alpha, "k-00001", "updated", 6);
         del2(ka, x->alpha, "k-00002", 7);
-        ok = ok && sa.flush(sa.user, ka, &ma, NULL, NULL) == OPSTATE_OK; /* compacted */
+        ok = ok && flush_cycle(&sa, ka, &ma, NULL, NULL) == OPSTATE_OK; /* compacted */
         put2(ka, x->alpha, "pending", "delta", 7);
-        ok = ok && sa.flush(sa.user, ka, &ma, NULL, NULL) == OPSTATE_OK; /* one delta left */
+        ok = ok && flush_cycle(&sa, ka, &ma, NULL, NULL) == OPSTATE_OK; /* one delta left */
         put2(kb, x->beta, "b", "bee", 3);
-        ok = ok && sb.flush(sb.user, kb, &mb, NULL, NULL) == OPSTATE_OK;
+        ok = ok && flush_cycle(&sb, kb, &mb, NULL, NULL) == OPSTATE_OK;
         ok = ok && log.append(log.user, str("ev.1"), str("one"), NULL, &res, NULL) == OPSTATE_OK;
         ok = ok && log.append(log.user, str("ev.2"), str("two"), NULL, &res, NULL) == OPSTATE_OK;
     }

@@ -582,7 +582,7 @@ TEST(lmdb_integrity, lost_delta_record_is_corrupt)
         snprintf(key, sizeof key, "k%u", (unsigned)i);
         meta.position.seq = i;
         CHECK(opstate_kv_put(kv, str(key), str("v"), meta.position) == OPSTATE_OK);
-        CHECK(s.flush(s.user, kv, &meta, NULL, NULL) == OPSTATE_OK);
+        CHECK(flush_cycle(&s, kv, &meta, NULL, NULL) == OPSTATE_OK);
     }
     opstate_lmdb_store_close(st);
     integ_close(&t);
@@ -703,8 +703,8 @@ static opstate_result flush_big(integ *t, opstate_lmdb_access access, const char
         s = opstate_lmdb_store_iface(st);
         meta.position.seq = seq;
         r = opstate_kv_put(kv, str("big"), str(value), meta.position);
-        if (r == OPSTATE_OK) r = s.flush(s.user, kv, &meta, NULL, NULL);
-        if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL, NULL);
+        if (r == OPSTATE_OK) r = flush_cycle(&s, kv, &meta, NULL, NULL);
+        if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL);
     }
     opstate_kv_destroy(kv);
     opstate_lmdb_store_close(st);

@@ -208,7 +208,7 @@ TEST(lmdb_store, flush_then_load_round_trip)
         id = mkid(n);
         opstate_dedup_insert(&w.d, &id);
     }
-    CHECK(s.flush(s.user, kv, &m1, &w.d, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m1, &w.d, &err) == OPSTATE_OK);
     CHECK_EQ_U64(opstate_kv_dirty_count(kv), 0);
     del2(kv, oracle, "b", 6);
     put2(kv, oracle, "c", "three", 7);
@@ -218,7 +218,7 @@ TEST(lmdb_store, flush_then_load_round_trip)
         id = mkid(n);
         opstate_dedup_insert(&w.d, &id);
     }
-    CHECK(s.flush(s.user, kv, &m2, &w.d, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m2, &w.d, &err) == OPSTATE_OK);
 
     CHECK(s.read_meta(s.user, &got, &err) == OPSTATE_OK);
     CHECK_EQ_U64(got.schema_version, 3);
@@ -257,7 +257,7 @@ TEST(lmdb_store, flush_then_load_round_trip)
     m2.position.seq = 10;
     id = mkid(9);
     opstate_dedup_insert(&w.d, &id);
-    CHECK(s.flush(s.user, kv, &m2, &w.d, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m2, &w.d, &err) == OPSTATE_OK);
     opstate_kv_clear(loaded);
     CHECK(s.load(s.user, loaded, &got, &wl.d, &err) == OPSTATE_OK);
     CHECK_EQ_U64(got.position.seq, 10);
@@ -341,8 +341,8 @@ TEST(lmdb_store, read_through_loads_only_deltas)
     s = opstate_lmdb_store_iface(st);
     REQUIRE(s.base(s.user) != NULL);
     fill(kv, oracle, 300, 1);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
-    CHECK(opstate_lmdb_store_compact(st, NULL, &err) == OPSTATE_OK); /* the 300 keys go to the table */
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
+    CHECK(opstate_lmdb_store_compact(st, &err) == OPSTATE_OK); /* the 300 keys go to the table */
     opstate_lmdb_store_deltas(st, &dcount, &dbytes);
     CHECK_EQ_U64(dcount, 0);
     CHECK_EQ_U64(dbytes, 0);
@@ -351,7 +351,7 @@ TEST(lmdb_store, read_through_loads_only_deltas)
     del2(kv, oracle, "k-00100", 302);
     put2(kv, oracle, "zz-new", "new", 303);
     m.position.seq = 303;
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
     opstate_lmdb_store_deltas(st, &dcount, &dbytes);
     CHECK_EQ_U64(dcount, 1);
     CHECK(dbytes > 0);
@@ -442,9 +442,9 @@ TEST(lmdb_store, compaction_sorts_tricky_keys)
             seq++;
         }
         m.position.seq = seq - 1;
-        CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+        CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
     }
-    CHECK(opstate_lmdb_store_compact(st, kv, &err) == OPSTATE_OK);
+    CHECK(compact_and_forget(st, kv, &err) == OPSTATE_OK);
     loaded = kv_new(NULL);
     REQUIRE(loaded);
     CHECK(s.load(s.user, loaded, &got, NULL, &err) == OPSTATE_OK);
@@ -489,9 +489,9 @@ TEST(lmdb_store, compaction_keeps_state)
                 if (round % 3 == 0) del2(kv, oracle, key, round * 10 + 2);
             }
             m.position.seq = round * 10 + 2;
-            CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+            CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
             opstate_lmdb_store_deltas(st, &dcount, &dbytes);
-            CHECK_EQ_U64(dcount, round % 4); /* compacted at the 4th and 8th flush */
+            CHECK_EQ_U64(dcount, round % 4); /* due, and compacted, at the 4th and 8th flush */
             if (dcount == 0) CHECK_EQ_U64(dbytes, 0);
             CHECK(same_state(kv, oracle)); /* the live fold still sees everything */
             loaded = kv_new(s.base(s.user));
@@ -501,16 +501,17 @@ TEST(lmdb_store, compaction_keeps_state)
             CHECK_EQ_U64(got.position.seq, m.position.seq);
             opstate_kv_destroy(loaded);
         }
-        /* compaction refuses a dirty fold, then works once it is flushed */
+        /* a compaction with a key dirty: the store folds what was flushed,
+           the fold forgets only clean entries and keeps the dirty one */
         put2(kv, oracle, "dirty", "x", 200);
-        memset(&err, 0, sizeof err);
-        CHECK(opstate_lmdb_store_compact(st, kv, &err) == OPSTATE_INVALID_ARGUMENT);
-        CHECK(err.result == OPSTATE_INVALID_ARGUMENT);
         opstate_lmdb_store_deltas(st, &dcount, &dbytes);
         CHECK_EQ_U64(dcount, 1);
+        CHECK(compact_and_forget(st, kv, &err) == OPSTATE_OK);
+        CHECK_EQ_U64(opstate_kv_dirty_count(kv), 1);
+        CHECK(same_state(kv, oracle));
         m.position.seq = 200;
-        CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
-        CHECK(opstate_lmdb_store_compact(st, kv, &err) == OPSTATE_OK);
+        CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
+        CHECK(compact_and_forget(st, kv, &err) == OPSTATE_OK);
         opstate_lmdb_store_deltas(st, &dcount, &dbytes);
         CHECK_EQ_U64(dcount, 0);
         CHECK(same_state(kv, oracle));
@@ -551,11 +552,11 @@ TEST(lmdb_store, drop_removes_everything)
     REQUIRE(store_open(fx.env, "gone", false, 2, &st, &err) == OPSTATE_OK);
     s = opstate_lmdb_store_iface(st);
     fill(kv, oracle, 4, 1);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
     put2(kv, oracle, "x", "y", 5);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK); /* compacted: table + no deltas */
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK); /* compacted: table + no deltas */
     put2(kv, oracle, "z", "y", 6);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK); /* one delta pending */
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK); /* one delta pending */
     CHECK(s.drop(s.user, &err) == OPSTATE_OK);
     memset(&err, 0, sizeof err);
     CHECK(s.read_meta(s.user, &got, &err) == OPSTATE_NOT_FOUND);
@@ -568,7 +569,7 @@ TEST(lmdb_store, drop_removes_everything)
     REQUIRE(kv);
     opstate_kv_put(kv, str("only"), str("1"), pos(1, 1));
     m.position.seq = 1;
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
     CHECK(s.load(s.user, loaded, &got, NULL, &err) == OPSTATE_OK);
     CHECK_EQ_U64(opstate_kv_count(loaded), 1);
     CHECK(same_state(loaded, kv));
@@ -674,11 +675,11 @@ static bool make_store(fixture *fx, const char *name, opstate_kv *oracle)
     if (ok) {
         s = opstate_lmdb_store_iface(st);
         fill(kv, oracle, 10, 1);
-        ok = s.flush(s.user, kv, &m, NULL, NULL) == OPSTATE_OK && opstate_lmdb_store_compact(st, NULL, NULL) == OPSTATE_OK;
+        ok = flush_cycle(&s, kv, &m, NULL, NULL) == OPSTATE_OK && opstate_lmdb_store_compact(st, NULL) == OPSTATE_OK;
         put2(kv, oracle, "k-00003", "changed", 21);
         del2(kv, oracle, "k-00004", 22);
         m.position.seq = 22;
-        ok = ok && s.flush(s.user, kv, &m, NULL, NULL) == OPSTATE_OK;
+        ok = ok && flush_cycle(&s, kv, &m, NULL, NULL) == OPSTATE_OK;
     }
     opstate_lmdb_store_close(st);
     opstate_kv_destroy(kv);
@@ -803,13 +804,13 @@ TEST(lmdb_store, key_over_511_bytes_oversized)
     memset(key, 'k', sizeof key);
     /* 511 bytes is fine, also through compaction (every flush compacts) */
     REQUIRE(opstate_kv_put(kv, by(key, 511), str("max"), pos(1, 1)) == OPSTATE_OK);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
     /* 512 is not: the whole flush fails and nothing changes */
     REQUIRE(opstate_kv_put(kv, str("small"), str("s"), pos(2, 2)) == OPSTATE_OK);
     REQUIRE(opstate_kv_put(kv, by(key, 512), str("too long"), pos(3, 3)) == OPSTATE_OK);
     m.position.seq = 3;
     memset(&err, 0, sizeof err);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OVERSIZED);
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OVERSIZED);
     CHECK(err.result == OPSTATE_OVERSIZED);
     CHECK_EQ_U64(opstate_kv_dirty_count(kv), 2);
     CHECK(s.load(s.user, loaded, &got, NULL, &err) == OPSTATE_OK);
@@ -1028,9 +1029,9 @@ TEST(lmdb_store, blob_save_resets_delta_counters)
     REQUIRE(store_open(fx.env, "mix", false, 1000, &st, NULL) == OPSTATE_OK);
     s = opstate_lmdb_store_iface(st);
     put2(kv, oracle, "a", "1", 1);
-    CHECK(s.flush(s.user, kv, &m, NULL, NULL) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, NULL) == OPSTATE_OK);
     put2(kv, oracle, "b", "2", 2);
-    CHECK(s.flush(s.user, kv, &m, NULL, NULL) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, NULL) == OPSTATE_OK);
     opstate_lmdb_store_deltas(st, &dcount, &dbytes);
     CHECK_EQ_U64(dcount, 2);
     CHECK(opstate_lmdb_blob_save(st, str("blob"), &m, NULL) == OPSTATE_OK);
@@ -1040,7 +1041,7 @@ TEST(lmdb_store, blob_save_resets_delta_counters)
     /* back to KV: only what is flushed now */
     opstate_kv_put(fresh, str("c"), str("3"), pos(4, 4));
     m.position.seq = 4;
-    CHECK(s.flush(s.user, fresh, &m, NULL, NULL) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, fresh, &m, NULL, NULL) == OPSTATE_OK);
     CHECK(s.load(s.user, loaded, &got, NULL, NULL) == OPSTATE_OK);
     CHECK(same_state(loaded, fresh));
     opstate_lmdb_store_deltas(st, &dcount, &dbytes);
@@ -1073,7 +1074,7 @@ TEST(lmdb_store, close_compacts_pending_deltas)
     REQUIRE(opstate_lmdb_store_open(fx.env, &c, &st, &err) == OPSTATE_OK);
     s = opstate_lmdb_store_iface(st);
     fill(kv, oracle, 50, 1);
-    CHECK(s.flush(s.user, kv, &m, NULL, &err) == OPSTATE_OK);
+    CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
     opstate_lmdb_store_deltas(st, &dcount, &dbytes);
     CHECK_EQ_U64(dcount, 1);
     opstate_lmdb_store_close(st);
@@ -1303,7 +1304,7 @@ TEST(lmdb_store, crafted_delta_records_refused)
         {
             opstate_lmdb_store *st = NULL;
             opstate_result r = store_open(fx.env, "d", false, 1000, &st, NULL);
-            if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL, NULL);
+            if (r == OPSTATE_OK) r = opstate_lmdb_store_compact(st, NULL);
             CHECK(r == OPSTATE_CORRUPT);
             opstate_lmdb_store_close(st);
         }
@@ -1348,7 +1349,7 @@ TEST(lmdb_store, compaction_refuses_damaged_records)
         CHECK(raw_edit_in_child(fx.dir, rows[i].db, rows[i].key, rows[i].key ? strlen(rows[i].key) : 0, flip_at, &at) ==
               0);
         memset(&err, 0, sizeof err);
-        CHECK(opstate_lmdb_store_compact(st, NULL, &err) == OPSTATE_CORRUPT);
+        CHECK(opstate_lmdb_store_compact(st, &err) == OPSTATE_CORRUPT);
         CHECK(err.result == OPSTATE_CORRUPT);
         opstate_lmdb_store_close(st);
         CHECK(reopen_and_load(&fx, "k") == OPSTATE_CORRUPT);
