@@ -23,7 +23,7 @@
        >>resume    resume-window check and live gap classifier
        >>decide    restore-or-clear decision, timestamp fallback
        >>dedup     bounded window of recent event ids, its serialisation
-       >>alloc     allocator, logger (everything below allocates; compiled
+       >>alloc     allocator, diagnostics (everything below allocates; compiled
                    out by OPSTATE_NO_MALLOC)
        >>kv        the KV fold: map, dirty set, ordered iteration, base
        >>snapshot  snapshot codec, schema versions and upgrade
@@ -660,19 +660,19 @@ typedef struct opstate_allocator {
     void *user;
 } opstate_allocator;
 
-typedef enum opstate_log_level {
-    OPSTATE_LOG_ERROR = 0,
-    OPSTATE_LOG_WARN,
-    OPSTATE_LOG_INFO,
-    OPSTATE_LOG_DEBUG
-} opstate_log_level;
+typedef enum opstate_diag_level {
+    OPSTATE_DIAG_ERROR = 0,
+    OPSTATE_DIAG_WARN,
+    OPSTATE_DIAG_INFO,
+    OPSTATE_DIAG_DEBUG
+} opstate_diag_level;
 
 /* Where the library reports what it did and what went wrong (one line per
-   call, no trailing newline). All zero = no logging. */
-typedef struct opstate_logger {
-    void (*fn)(void *user, opstate_log_level level, const char *message);
+   call, no trailing newline). All zero: silent. */
+typedef struct opstate_diag {
+    void (*fn)(void *user, opstate_diag_level level, const char *message);
     void *user;
-} opstate_logger;
+} opstate_diag;
 
 /* Allocates through `a` (all zero: malloc). NULL on failure. For custom
    logs and stores as much as for the library. */
@@ -684,9 +684,9 @@ OPSTATE_API void opstate_free(const opstate_allocator *a, void *p);
    "field", rc);`. */
 OPSTATE_API opstate_result opstate_error_set(opstate_error *err, opstate_result r, const char *field,
                                              long dep_status);
-/* Logs one line "<a><n><b>" at `level` when the logger has a function. */
-OPSTATE_API void opstate_log_line(const opstate_logger *lg, opstate_log_level level, const char *a, uint64_t n,
-                                  const char *b);
+/* Reports one diagnostic line "<a><n><b>" at `level` when diag has a function. */
+OPSTATE_API void opstate_diag_line(const opstate_diag *d, opstate_diag_level level, const char *a, uint64_t n,
+                                   const char *b);
 
 /* >>kv ------------------------------------------------------------------- */
 
@@ -921,7 +921,7 @@ typedef struct opstate_memlog_config {
 OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cfg, opstate_memlog **out);
 OPSTATE_API void opstate_memlog_destroy(opstate_memlog *m);
 /* The log interface over m (valid while m lives). */
-OPSTATE_API opstate_log opstate_memlog_log(opstate_memlog *m);
+OPSTATE_API opstate_log opstate_memlog_iface(opstate_memlog *m);
 /* Deletes and recreates the stream: empty, sequences restart at 1, new
    epoch. */
 OPSTATE_API void opstate_memlog_recreate(opstate_memlog *m, uint64_t new_epoch);
@@ -979,7 +979,7 @@ typedef struct opstate_memstore opstate_memstore;
    (flush re-encodes the whole fold: O(state), for tests and small state). */
 OPSTATE_API opstate_result opstate_memstore_create(const opstate_allocator *a, opstate_memstore **out);
 OPSTATE_API void opstate_memstore_destroy(opstate_memstore *m);
-OPSTATE_API opstate_store opstate_memstore_store(opstate_memstore *m);
+OPSTATE_API opstate_store opstate_memstore_iface(opstate_memstore *m);
 /* The committed snapshot bytes (NULL/0 when empty), e.g. to corrupt them
    in a test or export them. */
 OPSTATE_API opstate_bytes opstate_memstore_bytes(const opstate_memstore *m);
@@ -1026,7 +1026,7 @@ typedef struct opstate_poison {
 
 typedef struct opstate_consumer_config {
     opstate_allocator allocator;
-    opstate_logger logger;
+    opstate_diag diag;
     opstate_log log;
     opstate_store store;
     opstate_bytes filter;      /* subjects this consumer owns; empty: ">" */
@@ -1039,8 +1039,11 @@ typedef struct opstate_consumer_config {
     uint32_t dedup_capacity;   /* recent ids kept (0: 1024; at least 2 x OPSTATE_HWM_CAPACITY) */
     uint32_t batch;            /* messages per read (0: 256) */
     uint64_t flush_every;      /* flush after this many events (0: never by count) */
-    int64_t flush_interval_ns; /* and/or this often (0: never by time; needs clock) */
-    int64_t (*clock)(void *user); /* ns since the Unix epoch; NULL: no time budget/interval */
+    int64_t flush_interval_ns; /* and/or this often (0: 1 s; negative: never by time) */
+    int64_t (*clock)(void *user); /* ns since the Unix epoch; NULL: the C library's
+                                     wall clock (under OPSTATE_NO_STDLIB none:
+                                     then no interval, time budget or wall-clock
+                                     time fallback) */
     void *clock_user;
     bool no_resync;            /* EXPIRED: keep stale keys instead of reconciling */
     opstate_poison_policy poison;
@@ -1097,7 +1100,7 @@ OPSTATE_API opstate_result opstate_consumer_flush(opstate_consumer *c, opstate_e
 /* Final flush, then frees the consumer (always). Returns the flush error. */
 OPSTATE_API opstate_result opstate_consumer_close(opstate_consumer *c, opstate_error *err);
 /* The state being folded (owned by the consumer). */
-OPSTATE_API opstate_kv *opstate_consumer_state(opstate_consumer *c);
+OPSTATE_API opstate_kv *opstate_consumer_kv(opstate_consumer *c);
 /* The high-water mark: every event at or below it was applied. */
 OPSTATE_API opstate_position opstate_consumer_position(const opstate_consumer *c);
 OPSTATE_API const opstate_consumer_status *opstate_consumer_get_status(const opstate_consumer *c);
@@ -3037,6 +3040,32 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
 
 /* >>alloc ---------------------------------------------------------------- */
 
+/* The defaults of the configs (the consumer's and the replay's batch and
+   dedup window, the consumer's flush interval). */
+#define OPSTATE__DEFAULT_BATCH 256u
+#define OPSTATE__DEFAULT_DEDUP_CAPACITY 1024u
+#define OPSTATE__DEFAULT_FLUSH_INTERVAL_NS INT64_C(1000000000)
+
+#ifndef OPSTATE_NO_STDLIB
+#include <time.h>
+
+/* The default clock: ns since the Unix epoch (C11's timespec_get where
+   there is one, else time(): whole seconds). */
+OPSTATE__PRIVATE int64_t opstate__wall_clock(void *user)
+{
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && defined(TIME_UTC)
+    struct timespec ts;
+    (void)user;
+    if (timespec_get(&ts, TIME_UTC) == TIME_UTC) return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#else
+    (void)user;
+#endif
+    return (int64_t)time(NULL) * 1000000000;
+}
+#else
+#define opstate__wall_clock NULL /* no C library: no clock unless one is given */
+#endif
+
 #ifndef OPSTATE_NO_MALLOC
 #ifndef OPSTATE_NO_STDLIB
 #include <stdlib.h>
@@ -3102,14 +3131,14 @@ OPSTATE__PRIVATE opstate__msg *opstate__msg_u64(opstate__msg *m, uint64_t v)
     return opstate__msg_str(m, digits + n);
 }
 
-OPSTATE_API void opstate_log_line(const opstate_logger *lg, opstate_log_level level, const char *a, uint64_t n,
-                                  const char *b)
+OPSTATE_API void opstate_diag_line(const opstate_diag *d, opstate_diag_level level, const char *a, uint64_t n,
+                                   const char *b)
 {
     opstate__msg m;
-    if (!lg->fn) return;
+    if (!d->fn) return;
     m.len = 0;
     opstate__msg_str(opstate__msg_u64(opstate__msg_str(&m, a), n), b);
-    lg->fn(lg->user, level, m.text);
+    d->fn(d->user, level, m.text);
 }
 
 OPSTATE_API opstate_result opstate_error_set(opstate_error *err, opstate_result r, const char *field,
@@ -4476,7 +4505,7 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_last_per_subject(void *user, ops
     return r == OPSTATE_OK ? OPSTATE_OK : opstate__fail(err, r, 0, "subjects");
 }
 
-OPSTATE_API opstate_log opstate_memlog_log(opstate_memlog *m)
+OPSTATE_API opstate_log opstate_memlog_iface(opstate_memlog *m)
 {
     opstate_log log;
     log.user = m;
@@ -4575,7 +4604,7 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_drop(void *user, opstate_error
     return OPSTATE_OK;
 }
 
-OPSTATE_API opstate_store opstate_memstore_store(opstate_memstore *m)
+OPSTATE_API opstate_store opstate_memstore_iface(opstate_memstore *m)
 {
     opstate_store s;
     OPSTATE_MEMSET(&s, 0, sizeof s);
@@ -4655,6 +4684,16 @@ OPSTATE__PRIVATE int64_t opstate__now(const opstate_consumer *c)
     return c->cfg.clock ? c->cfg.clock(c->cfg.clock_user) : 0;
 }
 
+/* Every default of a consumer config, in one place. */
+OPSTATE__PRIVATE void opstate__consumer_defaults(opstate_consumer_config *cfg)
+{
+    if (!cfg->dedup_capacity) cfg->dedup_capacity = OPSTATE__DEFAULT_DEDUP_CAPACITY;
+    if (cfg->dedup_capacity < 2u * OPSTATE_HWM_CAPACITY) cfg->dedup_capacity = 2u * OPSTATE_HWM_CAPACITY;
+    if (!cfg->batch) cfg->batch = OPSTATE__DEFAULT_BATCH;
+    if (!cfg->flush_interval_ns) cfg->flush_interval_ns = OPSTATE__DEFAULT_FLUSH_INTERVAL_NS;
+    if (!cfg->clock) cfg->clock = opstate__wall_clock;
+}
+
 OPSTATE__PRIVATE void opstate__consumer_free(opstate_consumer *c)
 {
     opstate_allocator a = c->cfg.allocator;
@@ -4673,9 +4712,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_alloc(const opstate_consumer_c
     if (!(c = (opstate_consumer *)opstate_alloc(&cfg->allocator, sizeof *c))) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(c, 0, sizeof *c);
     c->cfg = *cfg;
-    if (c->cfg.dedup_capacity < 2u * OPSTATE_HWM_CAPACITY)
-        c->cfg.dedup_capacity = cfg->dedup_capacity ? 2u * OPSTATE_HWM_CAPACITY : 1024u;
-    if (!c->cfg.batch) c->cfg.batch = 256;
+    opstate__consumer_defaults(&c->cfg);
     OPSTATE_MEMSET(&kc, 0, sizeof kc);
     kc.allocator = cfg->allocator;
     kc.base = cfg->store.base ? cfg->store.base(cfg->store.user) : NULL;
@@ -4743,14 +4780,14 @@ OPSTATE__PRIVATE void opstate__consumer_flush_if_due(opstate_consumer *c)
 {
     bool due = c->cfg.flush_every && c->since_flush >= c->cfg.flush_every;
     opstate_result r;
-    if (!due && c->cfg.flush_interval_ns && c->cfg.clock)
+    if (!due && c->cfg.flush_interval_ns > 0 && c->cfg.clock)
         due = opstate__now(c) - c->last_flush_at >= c->cfg.flush_interval_ns;
     if (!due) return;
     r = opstate__consumer_flush(c, NULL);
     if (r == OPSTATE_OK) return;
     c->since_flush = 0; /* wait a full interval before the retry */
     c->last_flush_at = opstate__now(c);
-    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "flush failed; ", opstate_kv_dirty_count(c->kv),
+    opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "flush failed; ", opstate_kv_dirty_count(c->kv),
                           " dirty keys kept in memory, retrying at the next flush");
 }
 
@@ -4768,8 +4805,8 @@ OPSTATE__PRIVATE void opstate__consumer_compact_if_due(opstate_consumer *c, bool
     r = c->cfg.store.compact(c->cfg.store.user, NULL);
     if (r != OPSTATE_OK) {
         c->status.compaction_failures++;
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "compaction failed (result ", (uint64_t)r,
-                         "); the flushed records stay and it is retried later");
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "compaction failed (result ", (uint64_t)r,
+                          "); the flushed records stay and it is retried later");
         return;
     }
     c->status.compactions++;
@@ -4836,7 +4873,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_resync(opstate_consumer *c, op
     if (r != OPSTATE_OK) return opstate__fail(err, r, 0, "resync");
     c->status.resynced = true;
     c->status.resync_removed += rs.removed;
-    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "cursor expired: resync removed ", rs.removed,
+    opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "cursor expired: resync removed ", rs.removed,
                           " keys that have no message left in the log");
     return OPSTATE_OK;
 }
@@ -4850,10 +4887,10 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_expired(opstate_consumer *c, c
     opstate_result r = OPSTATE_OK;
     uint64_t first = opstate__stream_start(info);
     if (c->cfg.no_resync) {
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "cursor expired, resync disabled: ", first - mark.seq - 1,
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "cursor expired, resync disabled: ", first - mark.seq - 1,
                               " events evicted; keys deleted meanwhile may survive");
     } else if (c->cfg.apply) {
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "cursor expired with a custom apply: ", first - mark.seq - 1,
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "cursor expired with a custom apply: ", first - mark.seq - 1,
                               " events evicted; rebuilding from the retained log");
         r = opstate__consumer_clear(c, err);
         mark.seq = 0;
@@ -4874,7 +4911,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_reset(opstate_consumer *c, con
     c->epoch = info->epoch;
     c->status.resets++;
     opstate__consumer_seek(c, 0, 0, opstate__stream_start(info));
-    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "stream recreated: state cleared, rebuilding from sequence ",
+    opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "stream recreated: state cleared, rebuilding from sequence ",
                           c->next_seq, "");
     return OPSTATE_OK;
 }
@@ -4897,7 +4934,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_restore(opstate_consumer *c, c
     if ((r = c->cfg.store.load(c->cfg.store.user, c->kv, &meta, &c->dedup, err)) != OPSTATE_OK) return r;
     r = opstate_schema_check(&c->cfg.schema, meta.schema_version, c->kv);
     if (r == OPSTATE_SCHEMA_OLD) {
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "stored state has schema version ", meta.schema_version,
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "stored state has schema version ", meta.schema_version,
                               " and no upgrade: cleared, replaying from the first retained event");
         c->status.decision.restore = false;
         return opstate__consumer_clear(c, err);
@@ -4924,7 +4961,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_start(opstate_consumer *c, con
         if (start.kind == OPSTATE_START_FROM_SEQUENCE) opstate__consumer_seek(c, start.seq - 1, 0, start.seq);
         else opstate__consumer_seek(c, 0, 0, first);
     } else if (c->status.resume.state == OPSTATE_RESUME_RESET) { /* only under mode keep */
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "keeping state from another stream incarnation; reading from ",
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "keeping state from another stream incarnation; reading from ",
                               first, "");
         opstate__consumer_seek(c, 0, 0, first);
     } else if (start.kind == OPSTATE_START_FROM_SEQUENCE && start.seq > stored.seq + 1) { /* forward, with a gap */
@@ -4984,7 +5021,7 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_poison(opstate_consumer *c, co
         if (id) c->status.last_poison.id = *id;
         else OPSTATE_MEMSET(&c->status.last_poison.id, 0, sizeof(opstate_id));
         c->status.last_poison.reason = reason;
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_ERROR, "poison event at sequence ", msg->position.seq,
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_ERROR, "poison event at sequence ", msg->position.seq,
                               c->cfg.poison == OPSTATE_POISON_SKIP ? ": skipped" : ": stopped");
     }
     if (c->cfg.poison != OPSTATE_POISON_SKIP) return OPSTATE_POISON;
@@ -5049,13 +5086,13 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_unproven(opstate_consumer *c, 
     if (c->reread_seq != expected) c->rereads = 0;
     c->reread_seq = expected;
     if (++c->rereads > OPSTATE__GAP_REREADS) {
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_ERROR, "sequence ", expected,
-                         " and after: a hole the log cannot prove empty, still there after re-reading");
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_ERROR, "sequence ", expected,
+                          " and after: a hole the log cannot prove empty, still there after re-reading");
         return opstate__fail(err, OPSTATE_GAP, 0, "sequence");
     }
     c->status.rereads++;
-    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_INFO, "hole before a delivery not vouched for: re-reading from ",
-                     expected, "");
+    opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_INFO, "hole before a delivery not vouched for: re-reading from ",
+                      expected, "");
     *n = i;
     return OPSTATE_OK;
 }
@@ -5078,8 +5115,8 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_hole(opstate_consumer *c, size
         return c->batch[i].contiguous ? OPSTATE_OK : opstate__consumer_unproven(c, i, expected, n, err);
     *restarted = true;
     if (gap.kind == OPSTATE_GAP_RESET) return opstate__consumer_reset(c, info, err);
-    opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "gap while reading: ", gap.evicted,
-                     " events were evicted before they were read");
+    opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "gap while reading: ", gap.evicted,
+                      " events were evicted before they were read");
     return opstate__consumer_expired(c, info, err);
 }
 
@@ -5130,8 +5167,8 @@ OPSTATE__PRIVATE opstate_result opstate__consumer_batch(opstate_consumer *c, uin
     for (i = 0; i < n && r == OPSTATE_OK; i++) r = opstate__consumer_take(c, &c->batch[i], res);
     *left -= (uint32_t)i;
     if (c->cfg.log.ack && c->hwm.mark.seq && c->cfg.log.ack(c->cfg.log.user, c->hwm.mark.seq, NULL) != OPSTATE_OK)
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_WARN, "log ack failed up to sequence ", c->hwm.mark.seq,
-                         " (the stored position stays the truth)");
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "log ack failed up to sequence ", c->hwm.mark.seq,
+                          " (the stored position stays the truth)");
     if (r == OPSTATE_WINDOW_FULL) {
         *stop = true;
         return OPSTATE_OK;
@@ -5188,13 +5225,13 @@ OPSTATE_API opstate_result opstate_consumer_close(opstate_consumer *c, opstate_e
     if (!c) return OPSTATE_OK;
     r = opstate__consumer_flush(c, err);
     if (r != OPSTATE_OK)
-        opstate_log_line(&c->cfg.logger, OPSTATE_LOG_ERROR, "final flush failed; state after sequence ", c->flushed_seq,
+        opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_ERROR, "final flush failed; state after sequence ", c->flushed_seq,
                               " will be re-read from the log at the next start");
     opstate__consumer_free(c);
     return r;
 }
 
-OPSTATE_API opstate_kv *opstate_consumer_state(opstate_consumer *c) { return c->kv; }
+OPSTATE_API opstate_kv *opstate_consumer_kv(opstate_consumer *c) { return c->kv; }
 
 OPSTATE_API opstate_position opstate_consumer_position(const opstate_consumer *c) { return c->hwm.mark; }
 
@@ -5244,8 +5281,9 @@ OPSTATE_API opstate_result opstate_replay(const opstate_replay_config *cfg, opst
     opstate_log_message *msgs;
     opstate_dedup dedup;
     void *dedup_mem;
-    uint32_t capacity = cfg->dedup_capacity ? cfg->dedup_capacity : 1024u;
-    size_t batch = cfg->batch ? cfg->batch : 256, bytes, n, i, dedup_bytes = opstate_dedup_storage_size(capacity);
+    uint32_t capacity = cfg->dedup_capacity ? cfg->dedup_capacity : OPSTATE__DEFAULT_DEDUP_CAPACITY;
+    size_t batch = cfg->batch ? cfg->batch : OPSTATE__DEFAULT_BATCH, bytes, n, i,
+           dedup_bytes = opstate_dedup_storage_size(capacity);
     uint64_t from = cfg->from_seq ? cfg->from_seq : 1, start = from;
     bool done = false;
     opstate_result r = cfg->log.info(cfg->log.user, &info, err);

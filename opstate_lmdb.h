@@ -155,7 +155,7 @@ typedef struct opstate_lmdb_config {
     unsigned max_dbs;         /* named databases (0: 64; a store uses 3, a log 6) */
     opstate_lmdb_durability durability;
     opstate_allocator allocator;
-    opstate_logger logger;
+    opstate_diag diag;
 } opstate_lmdb_config;
 
 typedef struct opstate_lmdb opstate_lmdb;
@@ -698,7 +698,7 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__grow(opstate_lmdb *e)
     if (next <= e->map_size) return false;
     opstate_lmdb__quiesce(e);
     if (mdb_env_set_mapsize(e->env, next) != 0) return false;
-    opstate_log_line(&e->cfg.logger, OPSTATE_LOG_INFO, "lmdb map grown to ", (uint64_t)next, " bytes");
+    opstate_diag_line(&e->cfg.diag, OPSTATE_DIAG_INFO, "lmdb map grown to ", (uint64_t)next, " bytes");
     e->map_size = next;
     opstate_lmdb__locate_map(e, e->data_ino);
     return true;
@@ -852,11 +852,10 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__lock(opstate_lmdb *e, const c
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__lock_file(const opstate_lmdb *e, opstate_error *err)
 {
     char file[4096];
-    unsigned readers = e->cfg.max_readers ? e->cfg.max_readers : 126;
-    off_t size = (off_t)(((size_t)readers * 64 + 512 + 4095) / 4096 * 4096);
+    off_t size = (off_t)(((size_t)e->cfg.max_readers * 64 + 512 + 4095) / 4096 * 4096);
     int fd, rc = 0;
     opstate_lmdb__join(file, sizeof file, e->path, "lock.mdb");
-    if ((fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)(e->cfg.mode ? e->cfg.mode : 0600))) < 0)
+    if ((fd = open(file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)e->cfg.mode)) < 0)
         return errno == EEXIST ? OPSTATE_OK : opstate_lmdb__fail(err, errno, "lock.mdb");
     rc = posix_fallocate(fd, 0, size);
     close(fd);
@@ -881,9 +880,9 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__mdb_open(opstate_lmdb *e)
     int rc;
     if ((rc = mdb_env_create(&e->env)) != 0) return rc;
     if ((rc = mdb_env_set_mapsize(e->env, e->map_size)) == 0 &&
-        (rc = mdb_env_set_maxreaders(e->env, e->cfg.max_readers ? e->cfg.max_readers : 126)) == 0 &&
-        (rc = mdb_env_set_maxdbs(e->env, e->cfg.max_dbs ? e->cfg.max_dbs : 64)) == 0)
-        rc = mdb_env_open(e->env, e->path, opstate_lmdb__env_flags(&e->cfg), (mdb_mode_t)(e->cfg.mode ? e->cfg.mode : 0600));
+        (rc = mdb_env_set_maxreaders(e->env, e->cfg.max_readers)) == 0 &&
+        (rc = mdb_env_set_maxdbs(e->env, e->cfg.max_dbs)) == 0)
+        rc = mdb_env_open(e->env, e->path, opstate_lmdb__env_flags(&e->cfg), (mdb_mode_t)e->cfg.mode);
     if (rc != 0) {
         mdb_env_close(e->env);
         e->env = NULL;
@@ -913,10 +912,21 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__env_open(opstate_lmdb *e, ops
         return r;
     }
     mdb_reader_check(e->env, &dead);
-    if (dead) opstate_log_line(&e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: cleared ", (uint64_t)dead, " stale readers");
+    if (dead) opstate_diag_line(&e->cfg.diag, OPSTATE_DIAG_INFO, "lmdb: cleared ", (uint64_t)dead, " stale readers");
     mdb_env_stat(e->env, &stat);
     e->page_size = stat.ms_psize;
     return opstate_lmdb__adopt_map(e) == 0 ? OPSTATE_OK : opstate_error_set(err, OPSTATE_IO, "map size", 0);
+}
+
+/* Every default of an environment config, in one place. */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__env_defaults(opstate_lmdb_config *cfg)
+{
+    if (!cfg->mode) cfg->mode = 0600;
+    if (!cfg->map_size) cfg->map_size = (size_t)64 << 20;
+    if (!cfg->max_map_size) cfg->max_map_size = (size_t)16 << 30;
+    if (cfg->max_map_size < cfg->map_size) cfg->max_map_size = cfg->map_size;
+    if (!cfg->max_readers) cfg->max_readers = 126;
+    if (!cfg->max_dbs) cfg->max_dbs = 64;
 }
 
 OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, opstate_lmdb **out, opstate_error *err)
@@ -928,10 +938,10 @@ OPSTATE_API opstate_result opstate_lmdb_open(const opstate_lmdb_config *cfg, ops
         return opstate_error_set(err, OPSTATE_NO_MEMORY, "environment", 0);
     OPSTATE_MEMSET(e, 0, sizeof *e);
     e->cfg = *cfg;
+    opstate_lmdb__env_defaults(&e->cfg);
     e->lock_fd = -1;
-    e->map_size = cfg->map_size ? cfg->map_size : (size_t)64 << 20;
-    e->max_map_size = cfg->max_map_size ? cfg->max_map_size : (size_t)16 << 30;
-    if (e->max_map_size < e->map_size) e->max_map_size = e->map_size;
+    e->map_size = e->cfg.map_size;
+    e->max_map_size = e->cfg.max_map_size;
     if (!(e->path = opstate_lmdb__strdup(&cfg->allocator, cfg->path))) {
         opstate_free(&cfg->allocator, e);
         return opstate_error_set(err, OPSTATE_NO_MEMORY, "path", 0);
@@ -1344,8 +1354,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
 OPSTATE_LMDB__PRIVATE opstate_compaction opstate_lmdb__compact_due(void *user)
 {
     const opstate_lmdb_store *st = (const opstate_lmdb_store *)user;
-    uint64_t flushes = st->cfg.compact_flushes ? st->cfg.compact_flushes : 64u;
-    uint64_t bytes = st->cfg.compact_bytes ? st->cfg.compact_bytes : (uint64_t)8 << 20;
+    uint64_t flushes = st->cfg.compact_flushes, bytes = st->cfg.compact_bytes;
     if (st->m.delta_count >= 4 * flushes || st->m.delta_bytes >= 4 * bytes) return OPSTATE_COMPACTION_OVERDUE;
     if (st->m.delta_count >= flushes || st->m.delta_bytes >= bytes) return OPSTATE_COMPACTION_DUE;
     return OPSTATE_COMPACTION_NOT_DUE;
@@ -1902,8 +1911,8 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__migrate0(opstate_lmdb_store *st, MDB_txn
     opstate_kv_destroy(kv);
     opstate_free(&kc.allocator, dedup_mem);
     if (*why != OPSTATE_OK) return OPSTATE_LMDB__ABORT;
-    if (!mg.rc) opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: migrated a layout 0 snapshot to layout ",
-                                 OPSTATE_LMDB_LAYOUT_VERSION, "");
+    if (!mg.rc) opstate_diag_line(&st->e->cfg.diag, OPSTATE_DIAG_INFO, "lmdb: migrated a layout 0 snapshot to layout ",
+                                  OPSTATE_LMDB_LAYOUT_VERSION, "");
     return mg.rc;
 }
 
@@ -1941,6 +1950,8 @@ OPSTATE_API opstate_result opstate_lmdb_store_open(opstate_lmdb *e, const opstat
     OPSTATE_MEMSET(st, 0, sizeof *st);
     st->e = e;
     st->cfg = *cfg;
+    if (!st->cfg.compact_bytes) st->cfg.compact_bytes = (uint64_t)8 << 20; /* the store config's defaults */
+    if (!st->cfg.compact_flushes) st->cfg.compact_flushes = 64;
     OPSTATE_MEMCPY(st->name, cfg->name, strlen(cfg->name) + 1);
     st->cfg.name = st->name;
     st->base.user = st;
@@ -1974,8 +1985,8 @@ OPSTATE_API void opstate_lmdb_store_close(opstate_lmdb_store *st)
     if (!st) return;
     if (!st->cfg.no_compact_on_close && st->e->cfg.access != OPSTATE_LMDB_READ_ONLY && st->m.delta_count &&
         opstate_lmdb_store_compact(st, NULL) != OPSTATE_OK)
-        opstate_log_line(&st->e->cfg.logger, OPSTATE_LOG_WARN, "lmdb: compaction at close failed; ", st->m.delta_count,
-                         " delta records stay for the next start");
+        opstate_diag_line(&st->e->cfg.diag, OPSTATE_DIAG_WARN, "lmdb: compaction at close failed; ", st->m.delta_count,
+                          " delta records stay for the next start");
     opstate_lmdb__reader_remove(st->e, &st->rd);
     opstate_free(&st->e->cfg.allocator, st);
 }
@@ -2290,7 +2301,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__remember_id(const opstate_lmdb_log *lg, 
                                                     uint64_t seq)
 {
     uint8_t sb[8], ob[8];
-    uint32_t window = lg->cfg.duplicate_window ? lg->cfg.duplicate_window : 100000u;
+    uint32_t window = lg->cfg.duplicate_window;
     MDB_val ik = opstate_lmdb__val(id->bytes, 16), sk = opstate_lmdb__val(sb, 8), old;
     int rc;
     opstate_lmdb__put_be64(sb, seq);
@@ -2596,7 +2607,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__read(void *user, opstate_byte
         opstate_lmdb__info_rec info;
         int rc;
         struct timespec pause;
-        int64_t step = lg->cfg.poll_interval_ns ? lg->cfg.poll_interval_ns : 1000000;
+        int64_t step = lg->cfg.poll_interval_ns;
         opstate_result r = opstate_lmdb__expire(lg, err);
         if (r == OPSTATE_OK) r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err);
         if (r != OPSTATE_OK) return r;
@@ -2736,8 +2747,8 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__log_migrate0(opstate_lmdb_log *lg, MDB_t
     }
     for (i = 0; i < 5 && rc == 0; i++) rc = opstate_lmdb__reseal(lg, txn, dbis[i]);
     if (rc == 0) rc = opstate_lmdb__info_put(lg, txn, &info);
-    if (rc == 0) opstate_log_line(&lg->e->cfg.logger, OPSTATE_LOG_INFO, "lmdb: migrated a layout 0 log (", info.live,
-                                  " messages) to layout 1");
+    if (rc == 0) opstate_diag_line(&lg->e->cfg.diag, OPSTATE_DIAG_INFO, "lmdb: migrated a layout 0 log (", info.live,
+                                   " messages) to layout 1");
     return rc;
 }
 
@@ -2766,18 +2777,31 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__log_open_txn(void *user, MDB_txn *txn)
     return opstate_lmdb__info_put(lg, txn, &info);
 }
 
+/* Every default of a log config, in one place (cfg may be NULL). */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__log_defaults(opstate_lmdb_log_config *cfg)
+{
+    if (!cfg->name) cfg->name = "events";
+    if (!cfg->duplicate_window) cfg->duplicate_window = 100000u;
+    if (!cfg->poll_interval_ns) cfg->poll_interval_ns = 1000000;
+}
+
 OPSTATE_API opstate_result opstate_lmdb_log_open(opstate_lmdb *e, const opstate_lmdb_log_config *cfg,
                                                  opstate_lmdb_log **out, opstate_error *err)
 {
     opstate_lmdb_log *lg;
+    opstate_lmdb_log_config c;
     opstate_result r;
-    const char *name = cfg && cfg->name ? cfg->name : "events";
+    const char *name;
+    if (cfg) c = *cfg;
+    else OPSTATE_MEMSET(&c, 0, sizeof c);
+    opstate_lmdb__log_defaults(&c);
+    name = c.name;
     if (!opstate_lmdb__name_ok(name)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "log name", 0);
     if (!(lg = (opstate_lmdb_log *)opstate_alloc(&e->cfg.allocator, sizeof *lg)))
         return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
     OPSTATE_MEMSET(lg, 0, sizeof *lg);
     lg->e = e;
-    if (cfg) lg->cfg = *cfg;
+    lg->cfg = c;
     OPSTATE_MEMCPY(lg->name, name, strlen(name) + 1);
     lg->cfg.name = lg->name;
     opstate_lmdb__reader_add(e, &lg->rd);

@@ -105,7 +105,7 @@ typedef struct opstate_nats_config {
     int64_t reconnect_wait_ms;  /* 0: 2000 */
     int64_t request_timeout_ms; /* JetStream API calls (0: 5000) */
     opstate_allocator allocator;
-    opstate_logger logger;
+    opstate_diag diag;
 } opstate_nats_config;
 
 typedef struct opstate_nats opstate_nats;
@@ -257,7 +257,7 @@ struct opstate_nats {
     jsCtx *js;
     bool owns_connection;
     opstate_allocator a;
-    opstate_logger logger;
+    opstate_diag diag;
     int64_t wait_ms;
     pthread_mutex_t lock; /* guards the async outcomes (filled on nats.c's thread) */
     opstate_nats_outcome *outcomes;
@@ -328,7 +328,7 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__servers(natsOptions *o, const ops
 /* Applies the connection options of cfg (credentials are never logged). */
 OPSTATE_NATS__PRIVATE natsStatus opstate_nats__options(natsOptions *o, const opstate_nats_config *cfg)
 {
-    natsStatus s = opstate_nats__servers(o, &cfg->allocator, cfg->urls ? cfg->urls : "nats://127.0.0.1:4222");
+    natsStatus s = opstate_nats__servers(o, &cfg->allocator, cfg->urls);
     if (s == NATS_OK && cfg->name) s = natsOptions_SetName(o, cfg->name);
     if (s == NATS_OK && cfg->creds_file) s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds_file, NULL);
     if (s == NATS_OK && cfg->user) s = natsOptions_SetUserInfo(o, cfg->user, cfg->password);
@@ -336,8 +336,8 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__options(natsOptions *o, const ops
     if (s == NATS_OK && (cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true); /* the key came with the cert */
     if (s == NATS_OK && cfg->tls_ca) s = natsOptions_LoadCATrustedCertificates(o, cfg->tls_ca);
     if (s == NATS_OK && cfg->tls_cert) s = natsOptions_LoadCertificatesChain(o, cfg->tls_cert, cfg->tls_key);
-    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, cfg->max_reconnect ? cfg->max_reconnect : 60);
-    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, cfg->reconnect_wait_ms ? cfg->reconnect_wait_ms : 2000);
+    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, cfg->max_reconnect);
+    if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, cfg->reconnect_wait_ms);
     return s;
 }
 
@@ -354,18 +354,29 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__jetstream(opstate_nats *n, op
     return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "jetstream context");
 }
 
-OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *cfg, opstate_nats **out, opstate_error *err)
+/* Every default of a connection config, in one place. */
+OPSTATE_NATS__PRIVATE void opstate_nats__config_defaults(opstate_nats_config *cfg)
 {
+    if (!cfg->urls) cfg->urls = "nats://127.0.0.1:4222";
+    if (!cfg->max_reconnect) cfg->max_reconnect = 60;
+    if (!cfg->reconnect_wait_ms) cfg->reconnect_wait_ms = 2000;
+    if (!cfg->request_timeout_ms) cfg->request_timeout_ms = 5000;
+}
+
+OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *given, opstate_nats **out, opstate_error *err)
+{
+    opstate_nats_config c = *given, *cfg = &c;
     opstate_nats *n;
     natsOptions *o = NULL;
     natsStatus s = NATS_OK;
     opstate_result r;
+    opstate_nats__config_defaults(cfg);
     if (!cfg->connection && (r = opstate_nats__config_check(cfg, err)) != OPSTATE_OK) return r;
     if (!(n = (opstate_nats *)opstate_alloc(&cfg->allocator, sizeof *n))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "nats", 0);
     OPSTATE_MEMSET(n, 0, sizeof *n);
     n->a = cfg->allocator;
-    n->logger = cfg->logger;
-    n->wait_ms = cfg->request_timeout_ms ? cfg->request_timeout_ms : 5000;
+    n->diag = cfg->diag;
+    n->wait_ms = cfg->request_timeout_ms;
     pthread_mutex_init(&n->lock, NULL);
     n->nc = cfg->connection;
     if (!n->nc) {
@@ -448,8 +459,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__stream_existing(opstate_nats 
     if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "stream");
     diff = opstate_nats__stream_diff(si->Config, cfg);
     if (!diff && cfg->replicas && si->Config->Replicas != cfg->replicas)
-        opstate_log_line(&n->logger, OPSTATE_LOG_INFO, "nats: existing stream used as it is, with ",
-                         (uint64_t)si->Config->Replicas, " replicas (another count was asked)");
+        opstate_diag_line(&n->diag, OPSTATE_DIAG_INFO, "nats: existing stream used as it is, with ",
+                          (uint64_t)si->Config->Replicas, " replicas (another count was asked)");
     jsStreamInfo_Destroy(si);
     return diff ? opstate_error_set(err, OPSTATE_CONFLICT, diff, 0) : OPSTATE_OK;
 }
@@ -588,7 +599,7 @@ OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_
     if (!(lg = (opstate_nats_log *)opstate_alloc(&n->a, sizeof *lg))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
     OPSTATE_MEMSET(lg, 0, sizeof *lg);
     lg->n = n;
-    lg->first_wait_ms = cfg->first_message_wait_ms ? cfg->first_message_wait_ms : 5000;
+    lg->first_wait_ms = cfg->first_message_wait_ms ? cfg->first_message_wait_ms : 5000; /* the log config's defaults */
     lg->transient_wait_ms = cfg->transient_wait_ms ? cfg->transient_wait_ms : 30000;
     if (cfg->kv_bucket) {
         snprintf(buf, sizeof buf, "KV_%s", cfg->kv_bucket);
@@ -818,8 +829,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     cc.FilterSubject = strcmp(filter, ">") != 0 ? filter : NULL;
     s = js_AddConsumer(&ci, lg->n->js, lg->stream, &cc, NULL, &jerr);
     if (s == NATS_OK && from > 1 && ci->Delivered.Stream + 1 != from)
-        opstate_log_line(&lg->n->logger, OPSTATE_LOG_INFO, "nats: the server moved the start of ", from,
-                         " (outside the stream); the consumer checks what arrives");
+        opstate_diag_line(&lg->n->diag, OPSTATE_DIAG_INFO, "nats: the server moved the start of ", from,
+                          " (outside the stream); the consumer checks what arrives");
     lg->pending = s == NATS_OK ? ci->NumPending : 0;
     lg->pending_known = s == NATS_OK;
     jsConsumerInfo_Destroy(ci);
@@ -936,8 +947,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__ride(opstate_nats_log *lg, op
             return r;
         }
         opstate_nats__unsubscribe(lg);
-        opstate_log_line(&lg->n->logger, OPSTATE_LOG_INFO, "nats: transient failure (", (uint64_t)e.dep_status,
-                         "), riding through");
+        opstate_diag_line(&lg->n->diag, OPSTATE_DIAG_INFO, "nats: transient failure (", (uint64_t)e.dep_status,
+                          "), riding through");
         nats_Sleep(pause);
         pause = pause * 2 > 1000 ? 1000 : pause * 2;
     }

@@ -881,7 +881,7 @@ static opstate_memlog *restart_log(void)
     uint8_t v[VAL_LEN], ent[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     int i;
     CK(opstate_memlog_create(NULL, &m));
-    log = opstate_memlog_log(m);
+    log = opstate_memlog_iface(m);
     for (i = 0; i < 2; i++) {
         memset(&ev, 0, sizeof ev);
         ent[7] = (uint8_t)i;
@@ -1015,7 +1015,7 @@ static rs restart_opstate(const char *path, bool read_through, opstate_memlog *m
     ostore_open(&o, path, OPSTATE_LMDB_SYNC_FULL, read_through, 0, 0);
     t1 = now_ms();
     memset(&cfg, 0, sizeof cfg);
-    cfg.log = opstate_memlog_log(m);
+    cfg.log = opstate_memlog_iface(m);
     cfg.store = o.iface;
     cfg.store.flush = flush_refused;
     cfg.store.compact_due = NULL;
@@ -1030,7 +1030,7 @@ static rs restart_opstate(const char *path, bool read_through, opstate_memlog *m
         die("restart resumed from the snapshot", (long)opstate_consumer_position(c).seq, __LINE__);
     make_key(key, NEW_KEY);
     if (expect_applied == 2 &&
-        (opstate_kv_get(opstate_consumer_state(c), B(key, KEY_LEN), &item) != OPSTATE_OK ||
+        (opstate_kv_get(opstate_consumer_kv(c), B(key, KEY_LEN), &item) != OPSTATE_OK ||
          memcmp(item.value.ptr, g_new_value, VAL_LEN) != 0))
         die("restart applied the event", 0, __LINE__);
     opstate_consumer_close(c, NULL); /* the injected flush failure keeps the store as it was */
@@ -1221,7 +1221,7 @@ static uint64_t keys_for(double mib) { return (uint64_t)(mib * 1048576.0 / (KEY_
 static void restart_latency(void)
 {
     opstate_memlog *m = restart_log();
-    opstate_log log = opstate_memlog_log(m);
+    opstate_log log = opstate_memlog_iface(m);
     opstate_log_message msg;
     opstate_dedup dd;
     void *ddmem;
@@ -1392,7 +1392,7 @@ static void restart_latency(void)
 
 static void publish_events(opstate_memlog *m, uint64_t from, uint64_t n, uint64_t keys)
 {
-    opstate_log log = opstate_memlog_log(m);
+    opstate_log log = opstate_memlog_iface(m);
     opstate_event ev;
     opstate_append_result res;
     opstate_error err;
@@ -1455,7 +1455,7 @@ static void recovery_as_history_grows(void)
         t0 = now_ms();
         ostore_open(&o, path[h], OPSTATE_LMDB_SYNC_NONE, true, 0, 0);
         memset(&cfg, 0, sizeof cfg);
-        cfg.log = opstate_memlog_log(m[h]);
+        cfg.log = opstate_memlog_iface(m[h]);
         cfg.store = o.iface;
         cfg.flush_every = 1000;
         CK(opstate_consumer_open(&cfg, &c, &err));
@@ -1472,7 +1472,7 @@ static void recovery_as_history_grows(void)
             opstate_replay_config rc;
             opstate_replay_result rr;
             memset(&rc, 0, sizeof rc);
-            rc.log = opstate_memlog_log(m[h]);
+            rc.log = opstate_memlog_iface(m[h]);
             CK(opstate_kv_create(NULL, &kv));
             t0 = now_ms();
             CK(opstate_replay(&rc, kv, &rr, &err));
@@ -1534,7 +1534,7 @@ static void live4_open(live4 *l, const char *path, opstate_memlog *m, bool compa
     ostore_open(&l->o, path, OPSTATE_LMDB_SYNC_FULL, false, compaction ? 0 : UINT32_MAX,
                 compaction ? 0 : UINT64_MAX);
     memset(&cfg, 0, sizeof cfg);
-    cfg.log = opstate_memlog_log(m);
+    cfg.log = opstate_memlog_iface(m);
     cfg.store = l->o.iface;
     cfg.flush_every = BURST4;
     CK(opstate_consumer_open(&cfg, &l->c, &err));

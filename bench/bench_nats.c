@@ -597,7 +597,7 @@ static sample rp_driver(void)
     CK(opstate_memstore_create(NULL, &ms));
     memset(&cfg, 0, sizeof cfg);
     cfg.log = opstate_nats_log_iface(lg);
-    cfg.store = opstate_memstore_store(ms);
+    cfg.store = opstate_memstore_iface(ms);
     s = span_start();
     CK(opstate_consumer_open(&cfg, &c, &err));
     while (opstate_consumer_get_status(c)->applied < N) {
@@ -632,7 +632,7 @@ static sample rp_memlog(void)
     span s;
     CK(opstate_kv_create(NULL, &kv));
     memset(&rc, 0, sizeof rc);
-    rc.log = opstate_memlog_log(g_memlog);
+    rc.log = opstate_memlog_iface(g_memlog);
     s = span_start();
     CK(opstate_replay(&rc, kv, &rr, &err));
     x = span_end(s);
@@ -666,7 +666,7 @@ static void replay_throughput(void)
         if (oc.ok != N) die("fill", (long)oc.bad, __LINE__);
         check_stream(N, __LINE__);
         CK(opstate_memlog_create(NULL, &g_memlog));
-        ml = opstate_memlog_log(g_memlog);
+        ml = opstate_memlog_iface(g_memlog);
         for (i = 0; i < N; i++) CK(opstate_publish(&ml, B(PREFIX, strlen(PREFIX)), &g_ev[i], NULL, NULL, &ar, &err));
         fill = (now_ms() - t0) / 1e3;
     }

@@ -280,7 +280,7 @@ static int demo_changes(kvStore *kv, const char *const *changes, size_t n)
 static int demo_verify(cache *c, kvStore *kv)
 {
     kvKeysList keys;
-    const opstate_kv *state = opstate_consumer_state(c->consumer);
+    const opstate_kv *state = opstate_consumer_kv(c->consumer);
     char skey[300];
     int i, same = 0;
     natsStatus s = kvStore_Keys(&keys, kv, NULL);
@@ -340,7 +340,7 @@ static int demo_restart(cache *c, kvStore *kv)
     printf("5. the cache restarts: it resumes after revision %llu\n", (unsigned long long)stored);
     if (mirror_start(c) || mirror_catch_up(c, &applied)) return 1;
     printf("   applied %llu revisions (only the new ones)\n", (unsigned long long)applied);
-    print_config(opstate_consumer_state(c->consumer), opstate_consumer_position(c->consumer).seq);
+    print_config(opstate_consumer_kv(c->consumer), opstate_consumer_position(c->consumer).seq);
     return opstate_consumer_get_status(c->consumer)->decision.reason == OPSTATE_REASON_RESUME && applied == 3 ? 0 : 1;
 }
 
@@ -391,7 +391,7 @@ static int run_cache(cache *c, const char *url, const char *dir, bool once)
     bad = connect_to(c, url) || mirror_start(c) || mirror_catch_up(c, &applied);
     if (!bad) {
         printf("   applied %llu revisions\n", (unsigned long long)applied);
-        print_config(opstate_consumer_state(c->consumer), opstate_consumer_position(c->consumer).seq);
+        print_config(opstate_consumer_kv(c->consumer), opstate_consumer_position(c->consumer).seq);
         if (!once) bad = mirror_follow(c);
     }
     cache_close(c);

@@ -102,10 +102,10 @@ static int publish(const opstate_log *log, uint32_t i, const char *account, long
    the store's own read_meta, load and drop keep its `user`. */
 static bool plug_pulled;
 
-static opstate_result disk_flush(void *user, opstate_kv *kv, const opstate_snapshot_meta *meta,
+static opstate_result disk_flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
                                  const opstate_dedup *dedup, opstate_error *err)
 {
-    opstate_store memory = opstate_memstore_store((opstate_memstore *)user);
+    opstate_store memory = opstate_memstore_iface((opstate_memstore *)user);
     if (plug_pulled) return opstate_error_set(err, OPSTATE_IO, "the plug is pulled", 0);
     return memory.flush(user, kv, meta, dedup, err);
 }
@@ -123,7 +123,7 @@ static long show_state(const char *label, opstate_consumer *c)
 {
     long sum = 0;
     printf("  %s (position %lu):", label, (unsigned long)opstate_consumer_position(c).seq);
-    opstate_kv_iterate(opstate_consumer_state(c), print_item, &sum);
+    opstate_kv_iterate(opstate_consumer_kv(c), print_item, &sum);
     printf("  total=%ld\n", sum);
     return sum;
 }
@@ -177,11 +177,11 @@ int main(void)
 
     if (opstate_memlog_create(NULL, &mlog) != OPSTATE_OK || opstate_memstore_create(NULL, &mstore) != OPSTATE_OK)
         goto out;
-    log = opstate_memlog_log(mlog);
+    log = opstate_memlog_iface(mlog);
 
     memset(&cfg, 0, sizeof cfg);
     cfg.log = log;
-    cfg.store = opstate_memstore_store(mstore);
+    cfg.store = opstate_memstore_iface(mstore);
     cfg.store.flush = disk_flush; /* the memory store's flush, behind the plug */
     cfg.apply = apply_deposit;
     cfg.apply_user = &t;

@@ -259,8 +259,8 @@ static int verify(app *a)
     rc.apply = project;
     rc.apply_user = &scratch;
     if (opstate_kv_create(NULL, &fresh) == OPSTATE_OK && opstate_replay(&rc, fresh, &rr, NULL) == OPSTATE_OK &&
-        (live = kv_json(opstate_consumer_state(a->consumer))) && (replayed = kv_json(fresh))) {
-        opstate_kv_iterate(opstate_consumer_state(a->consumer), print_counts, &latest_rows);
+        (live = kv_json(opstate_consumer_kv(a->consumer))) && (replayed = kv_json(fresh))) {
+        opstate_kv_iterate(opstate_consumer_kv(a->consumer), print_counts, &latest_rows);
         printf("   %lu latest/ rows; a full replay of %lu events into an empty table gives %s\n",
                (unsigned long)latest_rows, (unsigned long)rr.applied,
                strcmp(live, replayed) == 0 ? "the same table, byte for byte" : "A DIFFERENT TABLE");

@@ -62,9 +62,9 @@ static void *mem_create(void *user, const driver_env_options *opts)
     return e;
 }
 
-static opstate_log mem_log(void *env) { return opstate_memlog_log(((mem_env *)env)->log); }
+static opstate_log mem_log(void *env) { return opstate_memlog_iface(((mem_env *)env)->log); }
 
-static opstate_store mem_store(void *env) { return opstate_memstore_store(((mem_env *)env)->store); }
+static opstate_store mem_store(void *env) { return opstate_memstore_iface(((mem_env *)env)->store); }
 
 static void mem_purge(void *env, uint64_t below_seq) { opstate_memlog_purge(((mem_env *)env)->log, below_seq); }
 

@@ -93,7 +93,7 @@ static void *nats_create_durable(void *user, const driver_env_options *opts)
 
 static opstate_log nats_log(void *env) { return opstate_nats_log_iface(((nats_env *)env)->log); }
 
-static opstate_store nats_store(void *env) { return opstate_memstore_store(((nats_env *)env)->store); }
+static opstate_store nats_store(void *env) { return opstate_memstore_iface(((nats_env *)env)->store); }
 
 static void nats_purge(void *env, uint64_t below_seq)
 {

@@ -172,7 +172,7 @@ typedef struct note_row {
 static note_row notes[MAX_NOTES];
 static int n_notes;
 
-static void on_log(void *user, opstate_log_level level, const char *message)
+static void on_log(void *user, opstate_diag_level level, const char *message)
 {
     char text[120];
     size_t i, o = 0;
@@ -193,8 +193,8 @@ static void on_log(void *user, opstate_log_level level, const char *message)
     }
     if (k < n_notes) notes[k].count++;
     pthread_mutex_unlock(&fault_lock);
-    if (opt.verbose || level <= OPSTATE_LOG_WARN)
-        fprintf(stderr, "  [%7.1fs] %s %s: %s\n", elapsed_s(), level == OPSTATE_LOG_ERROR ? "ERROR" : level == OPSTATE_LOG_WARN ? "WARN" : "info",
+    if (opt.verbose || level <= OPSTATE_DIAG_WARN)
+        fprintf(stderr, "  [%7.1fs] %s %s: %s\n", elapsed_s(), level == OPSTATE_DIAG_ERROR ? "ERROR" : level == OPSTATE_DIAG_WARN ? "WARN" : "info",
                 (const char *)user, message);
 }
 
@@ -547,8 +547,8 @@ static opstate_nats *connect_role(const char *name)
     nc.max_reconnect = -1;
     nc.reconnect_wait_ms = 100;
     nc.request_timeout_ms = 2000;
-    nc.logger.fn = on_log;
-    nc.logger.user = (void *)name;
+    nc.diag.fn = on_log;
+    nc.diag.user = (void *)name;
     for (tries = 0; tries < 20; tries++) {
         memset(&err, 0, sizeof err);
         if ((r = opstate_nats_connect(&nc, &n, &err)) == OPSTATE_OK) return n;
@@ -586,7 +586,7 @@ static bool consumer_open(chaos_consumer *cc, int round)
         cc->store.drop(cc->store.user, NULL); /* a fresh stream every round */
     } else {
         if (opstate_memstore_create(NULL, &cc->mem) != OPSTATE_OK) die("memstore");
-        cc->store = opstate_memstore_store(cc->mem);
+        cc->store = opstate_memstore_iface(cc->mem);
     }
     memset(cc->applies, 0, cc->cap * sizeof *cc->applies);
     cc->applies_beyond = 0;
@@ -596,8 +596,8 @@ static bool consumer_open(chaos_consumer *cc, int round)
     cfg.apply = counting_apply;
     cfg.apply_user = cc;
     cfg.flush_every = 500;
-    cfg.logger.fn = on_log;
-    cfg.logger.user = (void *)cc->name;
+    cfg.diag.fn = on_log;
+    cfg.diag.user = (void *)cc->name;
     for (tries = 0; tries < 60 && now_ms() < until && !past_deadline(); tries++) {
         memset(&err, 0, sizeof err);
         cc->wl.failed_op = NULL;
@@ -989,7 +989,7 @@ static void verify_consumer(chaos_consumer *cc, const stream_copy *sc, int round
         if (got < want) missed[n_missed++] = seq;
         if (got > 1 || (got == 1 && want == 0)) doubled[n_doubled++] = seq;
     }
-    bad = compare_fold(sc, pos, opstate_consumer_state(cc->c));
+    bad = compare_fold(sc, pos, opstate_consumer_kv(cc->c));
     if (pos < sc->last) {
         total_not_caught_up++;
         printf("  round %d %s: NOT caught up: position %llu of %llu%s\n", round, cc->name, (unsigned long long)pos,

@@ -443,7 +443,7 @@ static opstate_result consume_all(const opstate_consumer_config *cfg, dump *d)
     if ((r = opstate_consumer_open(cfg, &c, NULL)) != OPSTATE_OK) return r;
     do r = opstate_consumer_poll(c, 0, 0, &pr, NULL);
     while (r == OPSTATE_OK && !pr.caught_up);
-    if (r == OPSTATE_OK && (r = put_kv(d, opstate_consumer_state(c), true)) == OPSTATE_OK)
+    if (r == OPSTATE_OK && (r = put_kv(d, opstate_consumer_kv(c), true)) == OPSTATE_OK)
         put_position(d, opstate_consumer_position(c));
     closed = opstate_consumer_close(c, NULL);
     return r != OPSTATE_OK ? r : closed;
@@ -457,7 +457,7 @@ static opstate_result log_consume_mem(opstate_lmdb_log *lg, dump *d)
     if (opstate_memstore_create(NULL, &m) != OPSTATE_OK) _exit(EXIT_HARNESS);
     memset(&cfg, 0, sizeof cfg);
     cfg.log = opstate_lmdb_log_iface(lg);
-    cfg.store = opstate_memstore_store(m);
+    cfg.store = opstate_memstore_iface(m);
     cfg.flush_every = 10;
     cfg.batch = 16;
     r = consume_all(&cfg, d);

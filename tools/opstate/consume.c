@@ -47,7 +47,7 @@ static int consume_pacing(const args *a, consume_plan *p)
     if (interval) status = parse_u64("--flush-interval-ms", interval, 0, 86400000, &ms);
     if (status == STATUS_OK && every) status = parse_u64("--flush-every", every, 0, UINT64_MAX, &p->cfg.flush_every);
     if (status == STATUS_OK && rate) status = parse_u64("--max-rate", rate, 1, 1000000000, &p->max_rate);
-    p->cfg.flush_interval_ns = (int64_t)ms * NS_PER_MS;
+    p->cfg.flush_interval_ns = ms ? (int64_t)ms * NS_PER_MS : -1; /* 0: not by time */
     return status;
 }
 
@@ -76,7 +76,7 @@ static int consume_parse(const args *a, consume_plan *p)
         return status;
     p->durable = opt(a, "--durable");
     if (p->durable && (status = check_name("--durable", p->durable, "a durable consumer name")) != STATUS_OK) return status;
-    p->cfg.logger = tool_logger();
+    p->cfg.diag = tool_logger();
     p->cfg.schema.version = STATE_SCHEMA_VERSION;
     p->cfg.clock = wallclock_ns;
     p->exit_when_caught_up = flag(a, "--exit-when-caught-up");

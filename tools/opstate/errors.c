@@ -1,5 +1,5 @@
 /* errors.c — exit statuses, the one error line of a failure, warnings, and
-   the library's logger. Part of the opstate tool (see main.c). */
+   the library's diagnostics. Part of the opstate tool (see main.c). */
 #include "tool.h"
 
 /* >>status -------------------------------------------------------------- */
@@ -137,19 +137,19 @@ void warning(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* The library's logger: warnings print at once, errors are held for the
+/* The library's diagnostics: warnings print at once, errors are held for the
    failure line that follows them, info and debug print under --verbose. */
-static void log_line(void *user, opstate_log_level level, const char *message)
+static void log_line(void *user, opstate_diag_level level, const char *message)
 {
     (void)user;
-    if (level == OPSTATE_LOG_ERROR) snprintf(library_error, sizeof library_error, "%s", message);
-    else if (level == OPSTATE_LOG_WARN) warning("%s", message);
+    if (level == OPSTATE_DIAG_ERROR) snprintf(library_error, sizeof library_error, "%s", message);
+    else if (level == OPSTATE_DIAG_WARN) warning("%s", message);
     else if (verbose) fprintf(stderr, "opstate: %s\n", message);
 }
 
-opstate_logger tool_logger(void)
+opstate_diag tool_logger(void)
 {
-    opstate_logger lg;
+    opstate_diag lg;
     lg.fn = log_line;
     lg.user = NULL;
     return lg;

@@ -155,7 +155,7 @@ int lmdb_log_open(const char *uri, const char *path, const log_open_options *o, 
     memset(&lc, 0, sizeof lc);
     memset(&err, 0, sizeof err);
     ec.path = path;
-    ec.logger = tool_logger();
+    ec.diag = tool_logger();
     ec.durability = o->bulk ? OPSTATE_LMDB_SYNC_NONE : OPSTATE_LMDB_SYNC_FULL;
     if (o->bulk) ec.map_size = (size_t)256 << 20;
     lc.name = LMDB_LOG_NAME;

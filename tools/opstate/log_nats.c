@@ -295,7 +295,7 @@ static int nats_connect(const char *uri, const nats_uri *u, const log_open_optio
     memset(&err, 0, sizeof err);
     nc.urls = u->urls;
     nc.name = "opstate";
-    nc.logger = tool_logger();
+    nc.diag = tool_logger();
     nc.creds_file = env_value("NATS_CREDS");
     nc.user = env_value("NATS_USER");
     nc.password = env_value("NATS_PASSWORD");

@@ -8,7 +8,7 @@
        main.c      this guide, the list of commands, --help, dispatch
        impl.c      the implementations of opstate.h, opstate_lmdb.h and
                    opstate_nats.h, compiled once for the tool
-       errors.c    exit statuses, error lines, the library's logger
+       errors.c    exit statuses, error lines, the library's diagnostics
        system.c    clock, sleep, files
        parse.c     numbers, times, command lines, tokens, filters, names
        output.c    progress line, JSON, positions as text

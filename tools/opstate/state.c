@@ -32,7 +32,7 @@ int state_env_open_at(state_handle *s, bool create)
     memset(&ec, 0, sizeof ec);
     memset(&err, 0, sizeof err);
     ec.path = s->dir;
-    ec.logger = tool_logger();
+    ec.diag = tool_logger();
     ec.access = create ? OPSTATE_LMDB_CREATE : OPSTATE_LMDB_READ_ONLY; /* looking never writes */
     r = opstate_lmdb_open(&ec, &s->env, &err);
     if (r == OPSTATE_ALREADY_OPEN)

@@ -71,8 +71,8 @@ void warning(const char *fmt, ...) PRINTF_LIKE(1, 2);
 /* Notes a NATS call's failure (its natsStatus), so that fail_result names
    it as such; returns r. */
 opstate_result note_nats_failure(opstate_result r, const opstate_error *err);
-/* The library's logger (warnings at once, errors into the failure line). */
-opstate_logger tool_logger(void);
+/* The library's diagnostics (warnings at once, errors into the failure line). */
+opstate_diag tool_logger(void);
 
 /* >>system (system.c) --------------------------------------------------- */
 
