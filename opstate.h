@@ -898,6 +898,21 @@ OPSTATE_API opstate_result opstate_publish(const opstate_log *log, opstate_bytes
                                            const opstate_allocator *a, opstate_append_result *out,
                                            opstate_error *err);
 
+/* The rules of the log contract, written once for every log that keeps
+   its own messages (the memory and LMDB logs; JetStream applies the same
+   ones in the server). The duplicate window is a time, as on JetStream:
+   0 in a config means this default. */
+#define OPSTATE_DUPLICATE_WINDOW_NS INT64_C(120000000000) /* 2 minutes */
+/* True when an id first appended at id_time no longer makes an append of
+   the same id at `now` a duplicate (window_ns > 0). */
+OPSTATE_API bool opstate_log_id_expired(int64_t window_ns, int64_t id_time, int64_t now);
+/* True when a message published at msg_time is past max_age_ns at `now`
+   (max_age_ns 0: no age limit). */
+OPSTATE_API bool opstate_log_aged_out(int64_t max_age_ns, int64_t msg_time, int64_t now);
+/* OK, or CONFLICT when opts expects the subject's last sequence to be
+   other than subject_last_seq (0: the subject has no message). */
+OPSTATE_API opstate_result opstate_log_expect_check(const opstate_append_options *opts, uint64_t subject_last_seq);
+
 typedef struct opstate_memlog opstate_memlog;
 
 typedef struct opstate_memlog_config {
@@ -905,7 +920,12 @@ typedef struct opstate_memlog_config {
     uint64_t max_messages;    /* retention: 0 = unlimited */
     int64_t max_age_ns;       /* retention by publish time: 0 = unlimited */
     uint64_t max_per_subject; /* retention per subject: 0 = unlimited */
-    uint32_t duplicate_window; /* ids remembered for append dedup (0: 1024) */
+    int64_t duplicate_window_ns; /* an id appended again within this much
+                                    publish time is a duplicate (0:
+                                    OPSTATE_DUPLICATE_WINDOW_NS) */
+    uint32_t duplicate_ids_max;  /* the memory bound: at most this many ids
+                                    remembered, the oldest forgotten first
+                                    (0: 100,000) */
     uint64_t epoch;           /* incarnation (0: 1) */
     /* Publish time in ns. NULL: a logical clock (1, 2, 3, ...). */
     int64_t (*clock)(void *user);
@@ -4141,6 +4161,26 @@ typedef struct opstate__memlog_subject {
     uint64_t first, last, count;
 } opstate__memlog_subject;
 
+OPSTATE_API bool opstate_log_id_expired(int64_t window_ns, int64_t id_time, int64_t now)
+{
+    return id_time < now - window_ns;
+}
+
+OPSTATE_API bool opstate_log_aged_out(int64_t max_age_ns, int64_t msg_time, int64_t now)
+{
+    return max_age_ns && msg_time < now - max_age_ns;
+}
+
+OPSTATE_API opstate_result opstate_log_expect_check(const opstate_append_options *opts, uint64_t subject_last_seq)
+{
+    return opts->expect_last_subject_seq && opts->last_subject_seq != subject_last_seq ? OPSTATE_CONFLICT : OPSTATE_OK;
+}
+
+typedef struct opstate__memlog_id {
+    opstate_id id;
+    int64_t time; /* publish time of the append that brought it */
+} opstate__memlog_id;
+
 struct opstate_memlog {
     opstate_memlog_config cfg;
     opstate__memlog_msg *msgs;
@@ -4150,31 +4190,34 @@ struct opstate_memlog {
     uint64_t epoch;
     opstate_kv *subjects; /* subject -> opstate__memlog_subject */
     opstate_kv *ids;      /* msg id -> seq */
-    opstate_id *id_ring;
-    uint32_t id_head, id_count;
+    opstate__memlog_id *id_ring; /* the ids in append order, oldest at head */
+    uint32_t id_head, id_count, id_cap;
 };
+
+/* Every default of a memory log config, in one place. */
+OPSTATE__PRIVATE void opstate__memlog_defaults(opstate_memlog_config *cfg)
+{
+    if (!cfg->duplicate_window_ns) cfg->duplicate_window_ns = OPSTATE_DUPLICATE_WINDOW_NS;
+    if (!cfg->duplicate_ids_max) cfg->duplicate_ids_max = 100000u;
+    if (!cfg->epoch) cfg->epoch = 1;
+}
 
 OPSTATE_API opstate_result opstate_memlog_create(const opstate_memlog_config *cfg, opstate_memlog **out)
 {
     opstate_memlog *m;
     opstate_kv_config kc;
-    opstate_memlog_config defaults;
-    size_t ring_bytes;
-    if (!cfg) {
-        OPSTATE_MEMSET(&defaults, 0, sizeof defaults);
-        cfg = &defaults;
-    }
-    if (!(m = (opstate_memlog *)opstate_alloc(&cfg->allocator, sizeof *m))) return OPSTATE_NO_MEMORY;
+    opstate_memlog_config c;
+    if (cfg) c = *cfg;
+    else OPSTATE_MEMSET(&c, 0, sizeof c);
+    opstate__memlog_defaults(&c);
+    if (!(m = (opstate_memlog *)opstate_alloc(&c.allocator, sizeof *m))) return OPSTATE_NO_MEMORY;
     OPSTATE_MEMSET(m, 0, sizeof *m);
-    m->cfg = *cfg;
-    if (!m->cfg.duplicate_window) m->cfg.duplicate_window = 1024;
-    m->epoch = cfg->epoch ? cfg->epoch : 1;
+    m->cfg = c;
+    m->epoch = c.epoch;
     m->base_seq = 1;
     OPSTATE_MEMSET(&kc, 0, sizeof kc);
-    kc.allocator = cfg->allocator;
-    if (!opstate__array_bytes(m->cfg.duplicate_window, sizeof(opstate_id), &ring_bytes) ||
-        opstate_kv_create(&kc, &m->subjects) != OPSTATE_OK || opstate_kv_create(&kc, &m->ids) != OPSTATE_OK ||
-        !(m->id_ring = (opstate_id *)opstate_alloc(&cfg->allocator, ring_bytes))) {
+    kc.allocator = c.allocator;
+    if (opstate_kv_create(&kc, &m->subjects) != OPSTATE_OK || opstate_kv_create(&kc, &m->ids) != OPSTATE_OK) {
         opstate_memlog_destroy(m);
         return OPSTATE_NO_MEMORY;
     }
@@ -4274,7 +4317,7 @@ OPSTATE_API void opstate_memlog_enforce_retention(opstate_memlog *m)
 {
     if (m->cfg.max_age_ns && m->cfg.clock) {
         int64_t now = m->cfg.clock(m->cfg.clock_user);
-        while (m->start < m->len && m->msgs[m->start].time < now - m->cfg.max_age_ns)
+        while (m->start < m->len && opstate_log_aged_out(m->cfg.max_age_ns, m->msgs[m->start].time, now))
             opstate__memlog_delete(m, &m->msgs[m->start]);
     }
     while (m->cfg.max_messages && m->live > m->cfg.max_messages) opstate__memlog_delete(m, &m->msgs[m->start]);
@@ -4304,54 +4347,89 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_reserve(opstate_memlog *m)
     return OPSTATE_OK;
 }
 
-/* Duplicate check: the sequence an id was first appended at, or 0. */
-OPSTATE__PRIVATE uint64_t opstate__memlog_seen(const opstate_memlog *m, const opstate_id *id)
+/* Forgets the ids that left the duplicate window by `now`, and the oldest
+   one when the memory bound is reached. */
+OPSTATE__PRIVATE void opstate__memlog_forget_ids(opstate_memlog *m, int64_t now, uint32_t room)
+{
+    opstate_position none = {0, 0, 0};
+    while (m->id_count && (m->id_count + room > m->cfg.duplicate_ids_max ||
+                           opstate_log_id_expired(m->cfg.duplicate_window_ns, m->id_ring[m->id_head].time, now))) {
+        opstate_bytes key;
+        key.ptr = m->id_ring[m->id_head].id.bytes;
+        key.len = 16;
+        opstate_kv_delete(m->ids, key, none);
+        opstate_kv_mark_clean(m->ids);
+        m->id_head = (m->id_head + 1) % m->id_cap;
+        m->id_count--;
+    }
+}
+
+/* Duplicate check at `now`: the sequence an id was first appended at
+   within the window, or 0. */
+OPSTATE__PRIVATE uint64_t opstate__memlog_seen(opstate_memlog *m, const opstate_id *id, int64_t now)
 {
     opstate_kv_item item;
     opstate_bytes key;
+    opstate__memlog_forget_ids(m, now, 0);
     key.ptr = id->bytes;
     key.len = 16;
     return opstate_kv_get(m->ids, key, &item) == OPSTATE_OK ? opstate_get_le64(item.value.ptr) : 0;
 }
 
-OPSTATE__PRIVATE opstate_result opstate__memlog_remember(opstate_memlog *m, const opstate_id *id, uint64_t seq)
+/* Room for one more id in the ring: grows it (up to the bound) in order. */
+OPSTATE__PRIVATE opstate_result opstate__memlog_id_room(opstate_memlog *m)
+{
+    opstate__memlog_id *grown;
+    uint32_t cap, i;
+    size_t bytes;
+    if (m->id_count < m->id_cap) return OPSTATE_OK;
+    cap = m->id_cap ? m->id_cap * 2 : 64;
+    if (cap > m->cfg.duplicate_ids_max) cap = m->cfg.duplicate_ids_max;
+    if (!opstate__array_bytes(cap, sizeof *grown, &bytes) ||
+        !(grown = (opstate__memlog_id *)opstate_alloc(&m->cfg.allocator, bytes)))
+        return OPSTATE_NO_MEMORY;
+    for (i = 0; i < m->id_count; i++) grown[i] = m->id_ring[(m->id_head + i) % m->id_cap];
+    opstate_free(&m->cfg.allocator, m->id_ring);
+    m->id_ring = grown;
+    m->id_cap = cap;
+    m->id_head = 0;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__memlog_remember(opstate_memlog *m, const opstate_id *id, uint64_t seq,
+                                                         int64_t now)
 {
     uint8_t v[8];
     opstate_bytes key, value;
     opstate_position none = {0, 0, 0};
     opstate_result r;
-    key.len = 16;
-    if (m->id_count == m->cfg.duplicate_window) { /* forget the oldest id */
-        key.ptr = m->id_ring[m->id_head].bytes;
-        opstate_kv_delete(m->ids, key, none);
-        m->id_head = (m->id_head + 1) % m->cfg.duplicate_window;
-        m->id_count--;
-    }
+    opstate__memlog_forget_ids(m, now, 1);
+    if ((r = opstate__memlog_id_room(m)) != OPSTATE_OK) return r;
     key.ptr = id->bytes;
+    key.len = 16;
     opstate_put_le64(v, seq);
     value.ptr = v;
     value.len = 8;
     r = opstate_kv_put(m->ids, key, value, none);
     opstate_kv_mark_clean(m->ids);
     if (r != OPSTATE_OK) return r;
-    m->id_ring[(m->id_head + m->id_count) % m->cfg.duplicate_window] = *id;
+    m->id_ring[(m->id_head + m->id_count) % m->id_cap].id = *id;
+    m->id_ring[(m->id_head + m->id_count) % m->id_cap].time = now;
     m->id_count++;
     return OPSTATE_OK;
 }
 
 /* Checks the append preconditions; *dup_seq set for a duplicate id. */
-OPSTATE__PRIVATE opstate_result opstate__memlog_admit(const opstate_memlog *m, opstate_bytes subject,
-                                                      const opstate_append_options *opts, uint64_t *dup_seq,
+OPSTATE__PRIVATE opstate_result opstate__memlog_admit(opstate_memlog *m, opstate_bytes subject,
+                                                      const opstate_append_options *opts, int64_t now, uint64_t *dup_seq,
                                                       opstate_error *err)
 {
     opstate__memlog_subject s;
-    *dup_seq = opts && opts->msg_id ? opstate__memlog_seen(m, opts->msg_id) : 0;
+    *dup_seq = opts && opts->msg_id ? opstate__memlog_seen(m, opts->msg_id, now) : 0;
     if (*dup_seq) return OPSTATE_OK;
     if (subject.len == 0 || subject.len > UINT32_MAX) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "subject");
-    if (opts && opts->expect_last_subject_seq) {
-        uint64_t last = opstate__memlog_subject_get(m, subject, &s) ? s.last : 0;
-        if (last != opts->last_subject_seq) return opstate__fail(err, OPSTATE_CONFLICT, 0, "subject");
-    }
+    if (opts && opstate_log_expect_check(opts, opstate__memlog_subject_get(m, subject, &s) ? s.last : 0) != OPSTATE_OK)
+        return opstate__fail(err, OPSTATE_CONFLICT, 0, "subject");
     return OPSTATE_OK;
 }
 
@@ -4386,7 +4464,8 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_append(void *user, opstate_bytes
     opstate__memlog_msg *msg;
     uint64_t dup;
     uint8_t *bytes;
-    opstate_result r = opstate__memlog_admit(m, subject, opts, &dup, err);
+    int64_t now = m->cfg.clock ? m->cfg.clock(m->cfg.clock_user) : m->last_time + 1;
+    opstate_result r = opstate__memlog_admit(m, subject, opts, now, &dup, err);
     if (r != OPSTATE_OK) return r;
     if (dup) {
         out->seq = dup;
@@ -4400,12 +4479,12 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_append(void *user, opstate_bytes
     msg = &m->msgs[m->len];
     OPSTATE_MEMSET(msg, 0, sizeof *msg);
     msg->seq = m->base_seq + m->len;
-    msg->time = m->cfg.clock ? m->cfg.clock(m->cfg.clock_user) : m->last_time + 1;
+    msg->time = now;
     msg->bytes = bytes;
     msg->subject_len = (uint32_t)subject.len;
     msg->data_len = (uint32_t)data.len;
     opstate__put_bytes(opstate__put_bytes(bytes, subject), data);
-    if ((opts && opts->msg_id && (r = opstate__memlog_remember(m, opts->msg_id, msg->seq)) != OPSTATE_OK)) {
+    if ((opts && opts->msg_id && (r = opstate__memlog_remember(m, opts->msg_id, msg->seq, now)) != OPSTATE_OK)) {
         opstate_free(&m->cfg.allocator, bytes);
         return opstate__fail(err, r, 0, "message");
     }

@@ -41,7 +41,8 @@
                    and deletes (appended with MDB_APPEND), CRC
        l:L:msgs    u64 BE seq -> time | id | subject | data | seal
        l:L:subj    subject -> first, last, count;  l:L:bysubj subject 0 seq
-       l:L:ids     id -> seq;  l:L:idseq  seq -> id  (duplicate window)
+       l:L:ids     id -> seq;  l:L:idseq  seq -> id  (the ids appended
+                   within the duplicate window, a time as on JetStream)
        l:L:meta    "info" -> epoch, last seq, last time, count, layout
    Every log record ends with a seal: CRC32C of its key and value (layout
    1; a 0.1 log is migrated by the first read-write open). Delta records
@@ -236,7 +237,9 @@ typedef struct opstate_lmdb_log_config {
     uint64_t max_messages;     /* retention: 0 = unlimited */
     int64_t max_age_ns;        /* retention by publish time: 0 = unlimited */
     uint64_t max_per_subject;  /* retention per subject: 0 = unlimited */
-    uint32_t duplicate_window; /* message ids remembered (0: 100000) */
+    int64_t duplicate_window_ns; /* an id appended again within this much
+                                    publish time is a duplicate (0:
+                                    OPSTATE_DUPLICATE_WINDOW_NS, 2 min) */
     int64_t (*clock)(void *user); /* publish time in ns; NULL: CLOCK_REALTIME */
     void *clock_user;
     int64_t poll_interval_ns;  /* a waiting read looks again this often (0: 1 ms) */
@@ -2276,7 +2279,7 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__over_limits(const opstate_lmdb_log *lg,
                                                      const opstate_lmdb__info_rec *info, uint64_t now)
 {
     if (lg->cfg.max_messages && info->live > lg->cfg.max_messages) return true;
-    return lg->cfg.max_age_ns && oldest->time < (int64_t)now - lg->cfg.max_age_ns;
+    return opstate_log_aged_out(lg->cfg.max_age_ns, oldest->time, (int64_t)now);
 }
 
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__below(const opstate_lmdb_log *lg, const opstate_lmdb__msg *oldest,
@@ -2295,33 +2298,67 @@ typedef struct opstate_lmdb__append_ctx {
     opstate_result why;
 } opstate_lmdb__append_ctx;
 
-/* Remembers the id of message `seq` and forgets the one that fell out of
-   the duplicate window. */
+/* The publish time of message `seq`, or of the first message after it
+   when retention removed it (an upper bound: publish times do not go back
+   with sequences), or the log's last time when none is left. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__time_at(const opstate_lmdb_log *lg, MDB_txn *txn, const uint8_t seq_key[8],
+                                                const opstate_lmdb__info_rec *info, int64_t *time)
+{
+    uint8_t kb[8];
+    MDB_val k, v;
+    MDB_cursor *cur;
+    opstate_lmdb__msg m;
+    int rc = mdb_cursor_open(txn, lg->msgs, &cur);
+    OPSTATE_MEMCPY(kb, seq_key, 8);
+    k = opstate_lmdb__val(kb, 8);
+    if (rc == 0) rc = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0) rc = opstate_lmdb__msg_decode(&k, &v, &m) ? 0 : MDB_CORRUPTED;
+    if (rc == 0) *time = m.time;
+    if (rc == MDB_NOTFOUND) *time = info->last_time;
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Forgets, oldest first, the ids whose append left the duplicate window by
+   `now`, so that the ids left are exactly the live ones. */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__forget_ids(const opstate_lmdb_log *lg, MDB_txn *txn,
+                                                   const opstate_lmdb__info_rec *info, int64_t now)
+{
+    MDB_cursor *cur;
+    MDB_val sk, old;
+    int64_t time = 0;
+    int rc = mdb_cursor_open(txn, lg->idseq, &cur);
+    for (rc = rc ? rc : opstate_lmdb__cursor_get(lg->e, cur, &sk, &old, MDB_FIRST); rc == 0;
+         rc = opstate_lmdb__cursor_get(lg->e, cur, &sk, &old, MDB_NEXT)) {
+        uint8_t idb[16], seqb[8];
+        MDB_val ik = opstate_lmdb__val(idb, 16), cur_seq;
+        if (sk.mv_size != 8 || old.mv_size != 20 || !opstate_lmdb__sealed(&sk, &old)) rc = MDB_CORRUPTED;
+        if (rc == 0) {
+            OPSTATE_MEMCPY(seqb, sk.mv_data, 8);
+            rc = opstate_lmdb__time_at(lg, txn, seqb, info, &time);
+        }
+        if (rc != 0 || !opstate_log_id_expired(lg->cfg.duplicate_window_ns, time, now)) break;
+        OPSTATE_MEMCPY(idb, old.mv_data, 16);
+        if ((rc = opstate_lmdb__get(lg->e, txn, lg->ids, &ik, &cur_seq)) == 0 && cur_seq.mv_size == 12 &&
+            OPSTATE_MEMCMP(cur_seq.mv_data, seqb, 8) == 0) /* not appended again since */
+            rc = mdb_del(txn, lg->ids, &ik, NULL);
+        if ((rc == 0 || rc == MDB_NOTFOUND) && (rc = mdb_cursor_del(cur, 0)) != 0) break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Remembers the id of message `seq` (the window's oldest were forgotten
+   before the duplicate check). */
 OPSTATE_LMDB__PRIVATE int opstate_lmdb__remember_id(const opstate_lmdb_log *lg, MDB_txn *txn, const opstate_id *id,
                                                     uint64_t seq)
 {
-    uint8_t sb[8], ob[8];
-    uint32_t window = lg->cfg.duplicate_window;
-    MDB_val ik = opstate_lmdb__val(id->bytes, 16), sk = opstate_lmdb__val(sb, 8), old;
+    uint8_t sb[8];
+    MDB_val ik = opstate_lmdb__val(id->bytes, 16), sk = opstate_lmdb__val(sb, 8);
     int rc;
     opstate_lmdb__put_be64(sb, seq);
     if ((rc = opstate_lmdb__put_sealed(txn, lg->ids, &ik, sb, 8, 0)) != 0) return rc;
-    if ((rc = opstate_lmdb__put_sealed(txn, lg->idseq, &sk, id->bytes, 16, MDB_APPEND)) != 0) return rc;
-    if (seq <= window) return 0;
-    opstate_lmdb__put_be64(ob, seq - window);
-    sk = opstate_lmdb__val(ob, 8);
-    if ((rc = opstate_lmdb__get(lg->e, txn, lg->idseq, &sk, &old)) == MDB_NOTFOUND) return 0;
-    if (rc == 0 && (old.mv_size != 20 || !opstate_lmdb__sealed(&sk, &old))) rc = MDB_CORRUPTED;
-    if (rc == 0) {
-        uint8_t idb[16];
-        MDB_val cur;
-        OPSTATE_MEMCPY(idb, old.mv_data, 16);
-        ik = opstate_lmdb__val(idb, 16);
-        if (opstate_lmdb__get(lg->e, txn, lg->ids, &ik, &cur) == 0 && cur.mv_size == 12 &&
-            OPSTATE_MEMCMP(cur.mv_data, ob, 8) == 0)
-            rc = mdb_del(txn, lg->ids, &ik, NULL);
-    }
-    return rc ? rc : mdb_del(txn, lg->idseq, &sk, NULL);
+    return opstate_lmdb__put_sealed(txn, lg->idseq, &sk, id->bytes, 16, MDB_APPEND);
 }
 
 /* Stores the message itself and links it into its subject. */
@@ -2392,6 +2429,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_one(opstate_lmdb__append_ctx *a, 
     int rc;
     if (it->opts.msg_id) {
         MDB_val k = opstate_lmdb__val(it->opts.msg_id->bytes, 16), v;
+        if ((rc = opstate_lmdb__forget_ids(lg, txn, info, now)) != 0) return rc;
         if ((rc = opstate_lmdb__get(lg->e, txn, lg->ids, &k, &v)) == 0 && (v.mv_size != 12 || !opstate_lmdb__sealed(&k, &v)))
             return MDB_CORRUPTED;
         if (rc == 0) {
@@ -2403,7 +2441,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__append_one(opstate_lmdb__append_ctx *a, 
     if (it->opts.expect_last_subject_seq) {
         if ((rc = opstate_lmdb__subj_get(lg, txn, it->subject, s)) == MDB_NOTFOUND) s[1] = 0;
         else if (rc != 0) return rc;
-        if (s[1] != it->opts.last_subject_seq) {
+        if (opstate_log_expect_check(&it->opts, s[1]) != OPSTATE_OK) {
             a->why = OPSTATE_CONFLICT;
             return OPSTATE_LMDB__ABORT;
         }
@@ -2525,7 +2563,7 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__expire(opstate_lmdb_log *lg, 
     if ((r = opstate_lmdb__reader_begin(lg->e, &lg->rd, err)) != OPSTATE_OK) return r;
     if (mdb_cursor_open(lg->rd.txn, lg->msgs, &cur) == 0) {
         expired = opstate_lmdb__cursor_get(lg->e, cur, &k, &v, MDB_FIRST) == 0 && opstate_lmdb__msg_decode(&k, &v, &m) &&
-                  m.time < now - lg->cfg.max_age_ns;
+                  opstate_log_aged_out(lg->cfg.max_age_ns, m.time, now);
         mdb_cursor_close(cur);
     }
     opstate_lmdb__reader_end(&lg->rd);
@@ -2781,7 +2819,7 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__log_open_txn(void *user, MDB_txn *txn)
 OPSTATE_LMDB__PRIVATE void opstate_lmdb__log_defaults(opstate_lmdb_log_config *cfg)
 {
     if (!cfg->name) cfg->name = "events";
-    if (!cfg->duplicate_window) cfg->duplicate_window = 100000u;
+    if (!cfg->duplicate_window_ns) cfg->duplicate_window_ns = OPSTATE_DUPLICATE_WINDOW_NS;
     if (!cfg->poll_interval_ns) cfg->poll_interval_ns = 1000000;
 }
 

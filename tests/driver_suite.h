@@ -107,10 +107,11 @@
 /* ---- the backend abstraction ------------------------------------------ */
 
 typedef struct driver_env_options {
-    /* Ids the log remembers for its append dedup; 0: the backend's default.
-       A backend that cannot make it this small ignores it (the tests then
-       append the duplicate without an id, which no log can dedup). */
-    uint32_t duplicate_window;
+    /* The log's duplicate window (publish time); 0: the backend's default.
+       A backend whose clock cannot be moved past it keeps its default (the
+       tests then append the duplicate without an id, which no log can
+       dedup). */
+    int64_t duplicate_window_ns;
 } driver_env_options;
 
 typedef struct driver_backend {
@@ -147,6 +148,7 @@ typedef struct driver_backend {
 #define DRV_KIND "host"
 #define DRV_EVENT_NS INT64_C(1600000000000000000) /* event times (not publish times) */
 #define DRV_SESSIONS 3
+#define DRV_DUP_WINDOW_NS INT64_C(1000000) /* the log's duplicate window in publisher_duplicate */
 
 /* A set of sequences 0..255. */
 typedef struct drv_set {
@@ -420,7 +422,7 @@ DRV_STATIC void drv_log(void *user, opstate_diag_level level, const char *messag
     if (getenv("DRV_VERBOSE")) printf("    log[%d] %s\n", (int)level, message);
 }
 
-DRV_STATIC drv_ctx *drv_setup(const driver_backend *b, uint32_t duplicate_window)
+DRV_STATIC drv_ctx *drv_setup(const driver_backend *b, int64_t duplicate_window_ns)
 {
     drv_ctx *x;
     driver_env_options o;
@@ -432,7 +434,7 @@ DRV_STATIC drv_ctx *drv_setup(const driver_backend *b, uint32_t duplicate_window
     if (!x) return NULL;
     x->b = b;
     memset(&o, 0, sizeof o);
-    o.duplicate_window = duplicate_window;
+    o.duplicate_window_ns = duplicate_window_ns;
     x->env = b->create(b->user, &o);
     if (!x->env || !(x->shadow.kv = drv_new_kv())) {
         runner_fail(__FILE__, __LINE__, "backend create");
@@ -936,7 +938,7 @@ DRV_STATIC void driver_test_publisher_duplicate(const driver_backend *b)
         {"s1", "a", OPSTATE_OP_PUT, "a2"}, {"s1", "d", OPSTATE_OP_PUT, "d1"}, {"s1", "e", OPSTATE_OP_PUT, "e1"},
         {"s1", "f", OPSTATE_OP_PUT, "f1"}, {"s1", "b", OPSTATE_OP_PUT, "b2"},
     };
-    drv_ctx *x = drv_setup(b, 4);
+    drv_ctx *x = drv_setup(b, DRV_DUP_WINDOW_NS);
     opstate_event ev[8];
     opstate_append_result ar;
     opstate_consumer_config cfg;
@@ -954,9 +956,10 @@ DRV_STATIC void driver_test_publisher_duplicate(const driver_backend *b)
     CHECK(ar.duplicate);
     CHECK_EQ_U64(ar.seq, 6);
     CHECK(opstate_publish(&x->log, str(DRV_PREFIX), &ev[5], NULL, NULL, NULL, NULL) == OPSTATE_OK); /* no out */
-    /* four newer ids later, the window (4) has forgotten ev[0]: the retry
-       is appended again (a backend whose window cannot be that small gets
-       the same bytes without an id) */
+    /* once the window (1 ms of publish time) has passed, the log has
+       forgotten ev[0]: the retry is appended again (a backend whose clock
+       cannot be moved gets the same bytes without an id) */
+    if (x->clocked) CHECK(b->set_clock(x->env, drv_info(x).last_time + 2 * DRV_DUP_WINDOW_NS));
     memset(&ar, 0, sizeof ar);
     CHECK(opstate_publish(&x->log, str(DRV_PREFIX), &ev[0], NULL, NULL, &ar, NULL) == OPSTATE_OK);
     dup1 = ar.duplicate ? drv_append_event_raw(x, &ev[0], 0) : ar.seq;

@@ -51,7 +51,7 @@ static void *mem_create(void *user, const driver_env_options *opts)
     e->step = 1000;
     e->epoch = 1;
     memset(&cfg, 0, sizeof cfg);
-    cfg.duplicate_window = opts ? opts->duplicate_window : 0;
+    cfg.duplicate_window_ns = opts ? opts->duplicate_window_ns : 0;
     cfg.epoch = e->epoch;
     cfg.clock = mem_clock;
     cfg.clock_user = e;

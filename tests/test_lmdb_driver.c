@@ -52,7 +52,7 @@ static void *lmdb_create_mode(const driver_env_options *opts, bool read_through)
     memset(&sc, 0, sizeof sc);
     ec.path = e->dir;
     ec.durability = OPSTATE_LMDB_SYNC_NONE; /* crash simulation is in-process; speed matters */
-    lc.duplicate_window = opts ? opts->duplicate_window : 0;
+    lc.duplicate_window_ns = opts ? opts->duplicate_window_ns : 0;
     lc.clock = lmdb_test_clock;
     lc.clock_user = e;
     sc.name = "driver";

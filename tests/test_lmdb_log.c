@@ -186,7 +186,7 @@ TEST(lmdb_log, duplicate_id_returns_original)
     lfx_close(&fx);
 }
 
-TEST(lmdb_log, duplicate_window_bounded)
+TEST(lmdb_log, duplicate_window_is_a_time)
 {
     logfx fx;
     opstate_lmdb_log_config cfg;
@@ -196,21 +196,30 @@ TEST(lmdb_log, duplicate_window_bounded)
     uint8_t i;
     memset(&fx, 0, sizeof fx);
     memset(&cfg, 0, sizeof cfg);
-    cfg.duplicate_window = 3;
+    cfg.duplicate_window_ns = 1000;
     REQUIRE(lfx_open(&fx, &cfg));
     memset(&o, 0, sizeof o);
-    for (i = 0; i < 6; i++) {
+    for (i = 0; i < 6; i++) { /* ids appended at 1000, 1200, ..., 2000 */
+        fx.now = 1000 + 200 * (int64_t)i;
         ids[i] = mkid((uint8_t)(i + 10));
         o.msg_id = &ids[i];
         CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK);
         CHECK_EQ_U64(res.seq, i + 1u);
     }
+    fx.now = 2100; /* the window reaches back to 1100 */
     o.msg_id = &ids[5];
     CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && res.duplicate && res.seq == 6);
-    o.msg_id = &ids[3];
-    CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && res.duplicate && res.seq == 4);
-    o.msg_id = &ids[0]; /* fell out of the window of 3 */
+    o.msg_id = &ids[1];
+    CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && res.duplicate && res.seq == 2);
+    o.msg_id = &ids[0]; /* appended at 1000: out of the window */
     CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && !res.duplicate && res.seq == 7);
+    o.msg_id = &ids[0]; /* its new append is in the window again */
+    CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && res.duplicate && res.seq == 7);
+    fx.now = 5000; /* everything older than 4000 is forgotten, and only that */
+    o.msg_id = &ids[5];
+    CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && !res.duplicate && res.seq == 8);
+    o.msg_id = &ids[5];
+    CHECK(app(&fx, "w", "x", &o, &res) == OPSTATE_OK && res.duplicate && res.seq == 8);
     lfx_close(&fx);
 }
 

@@ -181,7 +181,7 @@ static void log_scenario(const char *name, int messages, uint64_t purge_below, u
     int i;
     memset(&lc, 0, sizeof lc);
     lc.clock = seed_clock;
-    lc.duplicate_window = 3;
+    lc.duplicate_window_ns = 3000;
     check(opstate_lmdb_log_open(env, &lc, &lg, NULL), "log open");
     log = opstate_lmdb_log_iface(lg);
     for (i = 0; i < messages; i++) {
