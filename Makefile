@@ -106,10 +106,11 @@ $(BUILD)/storage_chaos: tests/chaos/storage.c $(HEADERS)
 # cluster with an R3 stream (~8 min), then every byte of an LMDB log and a
 # state store flipped (tests/chaos/storage.c, ~10 min without hangs).
 # CHAOS_ARGS="--seed S" repeats a cluster run.
+# make chaos QUICK=1: the short runs make test does (about 2 minutes).
 chaos: deps $(BUILD)/kill9 $(BUILD)/cluster_chaos $(BUILD)/storage_chaos
 	./$(BUILD)/kill9
-	./$(BUILD)/cluster_chaos --long $(CHAOS_ARGS)
-	./$(BUILD)/storage_chaos
+	./$(BUILD)/cluster_chaos $(if $(QUICK),,--long) $(CHAOS_ARGS)
+	./$(BUILD)/storage_chaos $(if $(QUICK),--quick)
 
 unit: $(BUILD)/unit
 	./$(BUILD)/unit $(FILTER)
