@@ -488,33 +488,31 @@ static int flip_info(MDB_txn *txn, MDB_dbi dbi)
    agrees and a batch ends on it) and
    one stored out of key order (19, 30, 20: a sequence that goes back); so
    is an info record whose seal does not match. */
+typedef int (*msgs_edit)(MDB_txn *, MDB_dbi);
+
+/* A fresh log whose messages `first` then `then` (may be NULL) edit: a
+   read of `max` messages from 1 and opstate_lmdb_verify are CORRUPT. */
+static void edited_log_is_corrupt(msgs_edit first, msgs_edit then, size_t max)
+{
+    integ t;
+    opstate_log_message msgs[EVENTS + 1];
+    opstate_lmdb_verify_report rep;
+    size_t n = 0;
+    REQUIRE(integ_make(&t));
+    REQUIRE(raw_edit(t.dir, "l:events:msgs", first) && (!then || raw_edit(t.dir, "l:events:msgs", then)));
+    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
+    CHECK(t.log.read(t.log.user, str(NULL), 1, 0, msgs, max, &n, NULL) == OPSTATE_CORRUPT);
+    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
+    integ_close(&t);
+    integ_remove(&t);
+}
+
 TEST(lmdb_integrity, sequences_only_go_forward)
 {
     integ t;
-    opstate_log_message msgs[EVENTS];
-    size_t n = 0;
-    opstate_lmdb_verify_report rep;
-    REQUIRE(integ_make(&t));
-    REQUIRE(raw_edit(t.dir, "l:events:msgs", sealed_beyond_last));
-    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
-    CHECK(read_all(&t, &n) == OPSTATE_CORRUPT);
-    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
-    integ_close(&t);
-    integ_remove(&t);
-    REQUIRE(integ_make(&t));
-    REQUIRE(raw_edit(t.dir, "l:events:msgs", sealed_past_last_counted));
-    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
-    CHECK(t.log.read(t.log.user, str(NULL), 1, 0, msgs, EVENTS - 1, &n, NULL) == OPSTATE_CORRUPT);
-    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
-    integ_close(&t);
-    integ_remove(&t);
-    REQUIRE(integ_make(&t));
-    REQUIRE(raw_edit(t.dir, "l:events:msgs", take_30) && raw_edit(t.dir, "l:events:msgs", put_30_after_19));
-    REQUIRE(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_OK);
-    CHECK(read_all(&t, &n) == OPSTATE_CORRUPT);
-    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
-    integ_close(&t);
-    integ_remove(&t);
+    edited_log_is_corrupt(sealed_beyond_last, NULL, EVENTS + 1);
+    edited_log_is_corrupt(sealed_past_last_counted, NULL, EVENTS - 1);
+    edited_log_is_corrupt(take_30, put_30_after_19, EVENTS + 1);
     REQUIRE(integ_make(&t));
     REQUIRE(raw_edit(t.dir, "l:events:meta", flip_info));
     CHECK(integ_open(&t, OPSTATE_LMDB_READ_ONLY, NULL) == OPSTATE_CORRUPT);
