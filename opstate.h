@@ -36,8 +36,10 @@
    draws randomness or does I/O — the caller passes time and entropy in;
    the consumer driver below does all of this for you)
        1. Build an event: opstate_event ev = {0}; set scope, kind, key, op,
-          data; give it an id with opstate_id_time_ordered() (unique) or
-          opstate_id_from_content() (re-emitting the same mutation dedups).
+          data; give it an id with opstate_id_new() (fresh, from the
+          system's clock and entropy; hosted builds), opstate_id_time_ordered()
+          (your time and entropy: firmware) or opstate_id_from_content()
+          (re-emitting the same mutation dedups).
        2. Name it: opstate_subject_build() -> "<prefix>.<scope>.<kind>.<key>".
        3. Encode it: opstate_event_encode(&ev, NULL, 0, &n) gives the size,
           a second call with a buffer writes it. Decode with
@@ -299,6 +301,15 @@ typedef struct opstate_event {
    INVALID_ARGUMENT for a time before 1970; *out is then untouched. */
 OPSTATE_API opstate_result opstate_id_time_ordered(int64_t unix_ns, const uint8_t entropy[8],
                                                    opstate_id *out);
+/* A fresh time-ordered id from the wall clock and the platform's entropy
+   (/dev/urandom where it opens, else the clock and addresses mixed: unique
+   within the process, not secret). Later calls of one process sort later,
+   even within one clock tick. Hosted builds only: under OPSTATE_NO_STDLIB
+   (firmware) call opstate_id_time_ordered with your time and entropy.
+   Not thread-safe: one caller at a time, or one id source per thread. */
+#ifndef OPSTATE_NO_STDLIB
+OPSTATE_API opstate_result opstate_id_new(opstate_id *out);
+#endif
 /* Deterministic id (UUIDv8 over SHA-256) of the event's content: scope, kind,
    key, op, data, and the event time when has_time is set. Emitting the same
    mutation twice yields the same id, so the log and the consumer drop the
@@ -1244,6 +1255,41 @@ OPSTATE__MEM_PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
 #endif
 #define OPSTATE__PRIVATE static OPSTATE__UNUSED
 
+/* The defaults of the configs (the consumer's and the replay's batch and
+   dedup window, the consumer's flush interval). */
+#define OPSTATE__DEFAULT_BATCH 256u
+#define OPSTATE__DEFAULT_DEDUP_CAPACITY 1024u
+#define OPSTATE__DEFAULT_FLUSH_INTERVAL_NS INT64_C(1000000000)
+
+/* Spreads the bits of x (the KV fold's hash, fresh ids' entropy). */
+OPSTATE__PRIVATE uint64_t opstate__mix64(uint64_t x)
+{
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93u;
+    x ^= x >> 32;
+    return x;
+}
+
+#ifndef OPSTATE_NO_STDLIB
+#include <time.h>
+
+/* The default clock: ns since the Unix epoch (C11's timespec_get where
+   there is one, else time(): whole seconds). */
+OPSTATE__PRIVATE int64_t opstate__wall_clock(void *user)
+{
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && defined(TIME_UTC)
+    struct timespec ts;
+    (void)user;
+    if (timespec_get(&ts, TIME_UTC) == TIME_UTC) return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#else
+    (void)user;
+#endif
+    return (int64_t)time(NULL) * 1000000000;
+}
+#else
+#define opstate__wall_clock NULL /* no C library: no clock unless one is given */
+#endif
+
 #ifndef OPSTATE_ASSERT
 #ifdef OPSTATE_NO_STDLIB
 #define OPSTATE_ASSERT(c) ((void)0)
@@ -1837,6 +1883,39 @@ OPSTATE_API opstate_result opstate_id_time_ordered(int64_t unix_ns, const uint8_
     for (i = 1; i < 8; i++) out->bytes[8 + i] = entropy[i];
     return OPSTATE_OK;
 }
+
+#ifndef OPSTATE_NO_STDLIB
+#include <stdio.h>
+
+
+/* The process's entropy seed: /dev/urandom, else clock and addresses. */
+OPSTATE__PRIVATE uint64_t opstate__entropy_seed(void)
+{
+    uint64_t seed = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(&seed, sizeof seed, 1, f) != 1)
+        seed = (uint64_t)opstate__wall_clock(NULL) ^ (uint64_t)(uintptr_t)&seed ^ (uint64_t)(uintptr_t)f ^
+               ((uint64_t)(uintptr_t)&opstate__entropy_seed << 17);
+    if (f) fclose(f);
+    return seed;
+}
+
+OPSTATE_API opstate_result opstate_id_new(opstate_id *out)
+{
+    static uint64_t state;
+    static int64_t last_ns;
+    uint8_t entropy[8];
+    int64_t now = opstate__wall_clock(NULL);
+    uint64_t e;
+    int i;
+    if (!state) state = opstate__entropy_seed() | 1u;
+    if (now <= last_ns) now = last_ns + 245; /* the next 1/4096 ms: sorts after the last */
+    last_ns = now;
+    e = opstate__mix64(state += UINT64_C(0x9e3779b97f4a7c15));
+    for (i = 0; i < 8; i++) entropy[i] = (uint8_t)(e >> (8 * i));
+    return opstate_id_time_ordered(now, entropy, out);
+}
+#endif
 
 /* Feeds a length-prefixed field, so ("ab","c") and ("a","bc") differ. */
 OPSTATE__PRIVATE void opstate__sha256_field(opstate__sha256 *s, opstate_bytes b)
@@ -3060,32 +3139,6 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
 
 /* >>alloc ---------------------------------------------------------------- */
 
-/* The defaults of the configs (the consumer's and the replay's batch and
-   dedup window, the consumer's flush interval). */
-#define OPSTATE__DEFAULT_BATCH 256u
-#define OPSTATE__DEFAULT_DEDUP_CAPACITY 1024u
-#define OPSTATE__DEFAULT_FLUSH_INTERVAL_NS INT64_C(1000000000)
-
-#ifndef OPSTATE_NO_STDLIB
-#include <time.h>
-
-/* The default clock: ns since the Unix epoch (C11's timespec_get where
-   there is one, else time(): whole seconds). */
-OPSTATE__PRIVATE int64_t opstate__wall_clock(void *user)
-{
-#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && defined(TIME_UTC)
-    struct timespec ts;
-    (void)user;
-    if (timespec_get(&ts, TIME_UTC) == TIME_UTC) return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-#else
-    (void)user;
-#endif
-    return (int64_t)time(NULL) * 1000000000;
-}
-#else
-#define opstate__wall_clock NULL /* no C library: no clock unless one is given */
-#endif
-
 #ifndef OPSTATE_NO_MALLOC
 #ifndef OPSTATE_NO_STDLIB
 #include <stdlib.h>
@@ -3234,14 +3287,6 @@ OPSTATE__PRIVATE opstate_result opstate__kv_set_value(opstate_kv *kv, opstate__k
     e->value = value.len ? dst : NULL;
     e->value_len = (uint32_t)value.len;
     return OPSTATE_OK;
-}
-
-OPSTATE__PRIVATE uint64_t opstate__mix64(uint64_t x)
-{
-    x ^= x >> 32;
-    x *= 0xd6e8feb86659fd93u;
-    x ^= x >> 32;
-    return x;
 }
 
 /* 64-bit hash of a byte string, eight bytes per step. */
