@@ -408,16 +408,17 @@ OPSTATE_API opstate_result opstate_event_encode(const opstate_event *ev, uint8_t
    err->offset / err->field say where. *out untouched on failure. */
 OPSTATE_API opstate_result opstate_event_decode(const uint8_t *buf, size_t len, opstate_event *out,
                                                 opstate_error *err);
-/* Renders an event as one JSON object (RFC 8259; no terminator written):
-     {"id":"…","scope":"…","kind":"…","key":"…","op":"put"|"delete"|N,
-      "time":N|null,"position":{"seq":N,"time":N,"epoch":N},"data":…}
-   Strings are escaped (\" \\ \b \f \n \r \t, \u00XX for other controls).
-   A scope, kind or key that is not valid UTF-8 is written as "scope_b64" /
-   "kind_b64" / "key_b64" (base64) instead; an event without a key has
-   "key":null. The data is embedded as JSON ("data": value, whitespace
-   outside strings removed so one event stays one line) when it is valid
-   JSON text, otherwise written as "data_b64":"<base64>"; empty data is
-   "data":null. Numbers are decimal integers (ns for times).
+/* Renders an event as one JSON object on one line (RFC 8259; no
+   terminator written), the same shape whatever the bytes hold:
+     {"id":"…","key":["scope","kind","key"],"key_encoding":"utf8",
+      "op":"put"|"delete"|"<N>","time":N|null,
+      "position":{"seq":N,"time":N,"epoch":N},
+      "data":"…","data_encoding":"utf8"}
+   "key" lists the parts (two when the event has no key). Bytes that are
+   valid UTF-8 are JSON strings (escaped: \" \\ \b \f \n \r \t, \u00XX for
+   other controls) and their *_encoding is "utf8"; otherwise every part is
+   base64 and the encoding is "base64". A JSON payload is a string holding
+   its text (jq: .data | fromjson). Times are integer ns.
    out == NULL: *out_len = size needed. */
 OPSTATE_API opstate_result opstate_event_to_json(const opstate_event *ev, char *out, size_t cap,
                                                  size_t *out_len);
@@ -790,10 +791,12 @@ OPSTATE_API void opstate_kv_clear(opstate_kv *kv);
    cannot hold 0x00, so the split is unambiguous). out == NULL: size. */
 OPSTATE_API opstate_result opstate_kv_event_key(const opstate_event *ev, uint8_t *out, size_t cap,
                                                 size_t *out_len);
-/* Writes the fold as JSON: {"count":N,"items":[{"key":…,"value":…,"seq":N,
-   "time":N},…]} in key order; keys and values follow the event rules
-   (UTF-8 text or "_b64", values embedded when valid JSON). out == NULL:
-   size. NO_MEMORY as for iteration. */
+/* Writes the fold as JSON in key order, the same shape whatever the bytes
+   hold: {"count":N,"items":[{"key":[parts],"key_encoding":"utf8",
+   "value":"…","value_encoding":"utf8","seq":N,"time":N},…]}. A key's parts
+   are its bytes split at 0x00 (the default apply's scope, kind, key);
+   text and encodings follow opstate_event_to_json. out == NULL: size.
+   NO_MEMORY as for iteration. */
 OPSTATE_API opstate_result opstate_kv_to_json(const opstate_kv *kv, char *out, size_t cap,
                                               size_t *out_len);
 
@@ -884,8 +887,10 @@ typedef struct opstate_log {
                              const opstate_append_options *opts, opstate_append_result *out,
                              opstate_error *err);
     /* Up to `max` retained messages with seq >= from_seq whose subject
-       matches `filter`, in sequence order; may wait up to wait_ns for the
-       first one. *count 0 means none (yet). */
+       matches `filter`, in sequence order; with none there yet, waits up
+       to wait_ns for another writer to append one (a log no other writer
+       can reach during the call, the memory log, returns at once). *count
+       0 means none (yet). */
     opstate_result (*read)(void *user, opstate_bytes filter, uint64_t from_seq, int64_t wait_ns,
                            opstate_log_message *msgs, size_t max, size_t *count, opstate_error *err);
     /* First / last sequence and time, epoch, message count. */
@@ -958,7 +963,7 @@ OPSTATE_API opstate_log opstate_memlog_iface(opstate_memlog *m);
 OPSTATE_API void opstate_memlog_recreate(opstate_memlog *m, uint64_t new_epoch);
 /* Removes every message below `below_seq` (a purge), like retention does. */
 OPSTATE_API void opstate_memlog_purge(opstate_memlog *m, uint64_t below_seq);
-/* Applies max age now (it also runs on every append). */
+/* Applies max age now (it also runs on every append, read and info). */
 OPSTATE_API void opstate_memlog_enforce_retention(opstate_memlog *m);
 
 /* >>store ---------------------------------------------------------------- */
@@ -2475,68 +2480,72 @@ OPSTATE__PRIVATE bool opstate__utf8_valid(opstate_bytes b)
     return true;
 }
 
-/* ,"name":"text" for UTF-8, ,"name_b64":"base64" otherwise (no comma when !comma). */
-OPSTATE__PRIVATE void opstate__jw_field(opstate__jw *w, bool comma, const char *name, opstate_bytes b)
+/* A JSON string of b: its text when utf8, else its base64. */
+OPSTATE__PRIVATE void opstate__jw_bytes(opstate__jw *w, opstate_bytes b, bool utf8)
 {
-    bool text = opstate__utf8_valid(b);
-    opstate__jw_cstr(w, comma ? ",\"" : "\"");
-    opstate__jw_cstr(w, name);
-    opstate__jw_cstr(w, text ? "\":" : "_b64\":");
-    if (text) opstate__jw_string(w, b);
+    if (utf8) opstate__jw_string(w, b);
     else opstate__jw_base64(w, b);
 }
 
-/* JSON text with the whitespace outside strings removed. */
-OPSTATE__PRIVATE void opstate__jw_compact(opstate__jw *w, opstate_bytes b)
+/* ,"name_encoding":"utf8"|"base64" */
+OPSTATE__PRIVATE void opstate__jw_encoding(opstate__jw *w, const char *name, bool utf8)
 {
-    bool in_string = false, escaped = false;
-    size_t i;
-    for (i = 0; i < b.len; i++) {
-        uint8_t c = b.ptr[i];
-        if (in_string) {
-            if (escaped) escaped = false;
-            else if (c == '\\') escaped = true;
-            else if (c == '"') in_string = false;
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            continue;
-        } else if (c == '"') {
-            in_string = true;
-        }
-        opstate__jw_raw(w, &c, 1);
+    opstate__jw_cstr(w, ",\"");
+    opstate__jw_cstr(w, name);
+    opstate__jw_cstr(w, utf8 ? "_encoding\":\"utf8\"" : "_encoding\":\"base64\"");
+}
+
+/* ,"name":"…","name_encoding":"…" (no comma when !comma). */
+OPSTATE__PRIVATE void opstate__jw_text(opstate__jw *w, bool comma, const char *name, opstate_bytes b)
+{
+    bool utf8 = opstate__utf8_valid(b);
+    opstate__jw_cstr(w, comma ? ",\"" : "\"");
+    opstate__jw_cstr(w, name);
+    opstate__jw_cstr(w, "\":");
+    opstate__jw_bytes(w, b, utf8);
+    opstate__jw_encoding(w, name, utf8);
+}
+
+/* "key":[parts],"key_encoding":"…" for a key whose parts are separated
+   by 0x00 (no leading comma). */
+OPSTATE__PRIVATE void opstate__jw_key(opstate__jw *w, opstate_bytes key)
+{
+    bool utf8 = opstate__utf8_valid(key);
+    size_t start = 0, i;
+    opstate__jw_cstr(w, "\"key\":[");
+    for (i = 0; i <= key.len; i++) {
+        opstate_bytes part;
+        if (i < key.len && key.ptr[i] != 0) continue;
+        part.ptr = key.ptr + start;
+        part.len = i - start;
+        if (start) opstate__jw_raw(w, ",", 1);
+        opstate__jw_bytes(w, part, utf8);
+        start = i + 1;
     }
-}
-
-OPSTATE__PRIVATE bool opstate__json_valid_depth(const uint8_t *p, size_t n, int max_depth);
-
-/* ,"name":<JSON> when bytes are valid JSON (compacted) and nest no deeper
-   than the output allows with `around` levels around them, ,"name_b64":"…"
-   otherwise, ,"name":null when empty; no leading comma when !comma. */
-OPSTATE__PRIVATE void opstate__jw_payload(opstate__jw *w, bool comma, const char *name, opstate_bytes b, int around)
-{
-    bool json = b.len == 0 || opstate__json_valid_depth(b.ptr, b.len, OPSTATE__JSON_MAX_DEPTH - around);
-    opstate__jw_cstr(w, comma ? ",\"" : "\"");
-    opstate__jw_cstr(w, name);
-    opstate__jw_cstr(w, json ? "\":" : "_b64\":");
-    if (b.len == 0) opstate__jw_cstr(w, "null");
-    else if (json) opstate__jw_compact(w, b);
-    else opstate__jw_base64(w, b);
+    opstate__jw_raw(w, "]", 1);
+    opstate__jw_encoding(w, "key", utf8);
 }
 
 OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
 {
     char id[OPSTATE_ID_TEXT_LEN];
     opstate_id_to_text(&ev->id, id);
+    bool utf8 = opstate__utf8_valid(ev->scope) && opstate__utf8_valid(ev->kind) && opstate__utf8_valid(ev->key);
     opstate__jw_cstr(w, "{\"id\":\"");
     opstate__jw_raw(w, id, sizeof id);
-    opstate__jw_raw(w, "\"", 1);
-    opstate__jw_field(w, true, "scope", ev->scope);
-    opstate__jw_field(w, true, "kind", ev->kind);
-    if (ev->key.len) opstate__jw_field(w, true, "key", ev->key);
-    else opstate__jw_cstr(w, ",\"key\":null");
-    opstate__jw_cstr(w, ",\"op\":");
-    if (ev->op == OPSTATE_OP_PUT) opstate__jw_cstr(w, "\"put\"");
-    else if (ev->op == OPSTATE_OP_DELETE) opstate__jw_cstr(w, "\"delete\"");
+    opstate__jw_cstr(w, "\",\"key\":[");
+    opstate__jw_bytes(w, ev->scope, utf8);
+    opstate__jw_raw(w, ",", 1);
+    opstate__jw_bytes(w, ev->kind, utf8);
+    if (ev->key.len) opstate__jw_raw(w, ",", 1);
+    if (ev->key.len) opstate__jw_bytes(w, ev->key, utf8);
+    opstate__jw_raw(w, "]", 1);
+    opstate__jw_encoding(w, "key", utf8);
+    opstate__jw_cstr(w, ",\"op\":\"");
+    if (ev->op == OPSTATE_OP_PUT) opstate__jw_cstr(w, "put");
+    else if (ev->op == OPSTATE_OP_DELETE) opstate__jw_cstr(w, "delete");
     else opstate__jw_u64(w, ev->op);
+    opstate__jw_raw(w, "\"", 1);
     opstate__jw_cstr(w, ",\"time\":");
     if (ev->has_time) opstate__jw_i64(w, ev->time);
     else opstate__jw_cstr(w, "null");
@@ -2547,7 +2556,7 @@ OPSTATE__PRIVATE void opstate__jw_event(opstate__jw *w, const opstate_event *ev)
     opstate__jw_cstr(w, ",\"epoch\":");
     opstate__jw_u64(w, ev->position.epoch);
     opstate__jw_raw(w, "}", 1);
-    opstate__jw_payload(w, true, "data", ev->data, 1);
+    opstate__jw_text(w, true, "data", ev->data);
     opstate__jw_raw(w, "}", 1);
 }
 
@@ -2662,11 +2671,6 @@ OPSTATE__PRIVATE size_t opstate__json_scalar(const uint8_t *p, size_t n, size_t 
     return 0;
 }
 
-OPSTATE_API bool opstate_json_valid(const uint8_t *p, size_t n)
-{
-    return opstate__json_valid_depth(p, n, OPSTATE__JSON_MAX_DEPTH);
-}
-
 OPSTATE__PRIVATE bool opstate__json_valid_depth(const uint8_t *p, size_t n, int max_depth)
 {
     uint64_t is_object = 0; /* bit d: container at depth d+1 is an object */
@@ -2712,6 +2716,11 @@ OPSTATE__PRIVATE bool opstate__json_valid_depth(const uint8_t *p, size_t n, int 
         want_key = ((is_object >> (depth - 1)) & 1) != 0;
         i = opstate__json_ws(p, n, i + 1);
     }
+}
+
+OPSTATE_API bool opstate_json_valid(const uint8_t *p, size_t n)
+{
+    return opstate__json_valid_depth(p, n, OPSTATE__JSON_MAX_DEPTH);
 }
 
 /* >>hwm ------------------------------------------------------------------ */
@@ -3911,8 +3920,8 @@ OPSTATE__PRIVATE bool opstate__kv_json_item(void *user, const opstate_kv_item *i
     opstate__kv_json *j = (opstate__kv_json *)user;
     opstate__jw_cstr(&j->w, j->first ? "{" : ",{");
     j->first = false;
-    opstate__jw_field(&j->w, false, "key", item->key);
-    opstate__jw_payload(&j->w, true, "value", item->value, 3);
+    opstate__jw_key(&j->w, item->key);
+    opstate__jw_text(&j->w, true, "value", item->value);
     opstate__jw_cstr(&j->w, ",\"seq\":");
     opstate__jw_u64(&j->w, item->position.seq);
     opstate__jw_cstr(&j->w, ",\"time\":");
@@ -4374,8 +4383,8 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_reserve(opstate_memlog *m)
     opstate__memlog_msg *grown;
     size_t cap, bytes;
     if (m->start && m->start >= m->len / 2) {
-        size_t keep = m->len - m->start;
-        if (keep) OPSTATE_MEMCPY(m->msgs, m->msgs + m->start, keep * sizeof *m->msgs);
+        size_t keep = m->len - m->start, i;
+        for (i = 0; i < keep; i++) m->msgs[i] = m->msgs[m->start + i]; /* overlapping: forward, downwards */
         m->base_seq += m->start;
         m->len = keep;
         m->start = 0;
@@ -4565,11 +4574,13 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_read(void *user, opstate_bytes f
                                                      int64_t wait_ns, opstate_log_message *msgs, size_t max,
                                                      size_t *count, opstate_error *err)
 {
-    const opstate_memlog *m = (const opstate_memlog *)user;
+    opstate_memlog *m = (opstate_memlog *)user;
     size_t i, n = 0;
-    uint64_t first = m->base_seq + m->start;
-    (void)wait_ns;
+    uint64_t first;
+    (void)wait_ns; /* no other writer can append during the call */
     (void)err;
+    opstate_memlog_enforce_retention(m); /* messages age out without an append, as on JetStream */
+    first = m->base_seq + m->start;
     for (i = (size_t)((from_seq > first ? from_seq : first) - m->base_seq); i < m->len && n < max; i++) {
         const opstate__memlog_msg *msg = &m->msgs[i];
         if (msg->deleted || !opstate__filter_matches(filter, opstate__memlog_subject_of(msg))) continue;
@@ -4581,8 +4592,9 @@ OPSTATE__PRIVATE opstate_result opstate__memlog_read(void *user, opstate_bytes f
 
 OPSTATE__PRIVATE opstate_result opstate__memlog_info(void *user, opstate_stream_info *out, opstate_error *err)
 {
-    const opstate_memlog *m = (const opstate_memlog *)user;
+    opstate_memlog *m = (opstate_memlog *)user;
     (void)err;
+    opstate_memlog_enforce_retention(m);
     OPSTATE_MEMSET(out, 0, sizeof *out);
     out->last_seq = m->last_seq;
     out->epoch = m->epoch;

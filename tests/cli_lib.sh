@@ -69,6 +69,17 @@ fails() {
 
 # json NAME PYTHON-CHECK -- ARGS...: exit 0 and stdout is JSON for which the
 # python expression (over d) is true.
+# jq NAME FILTER -- ARGS: the tool's output read by jq, FILTER (jq -e) true.
+jq_true() {
+  local name=$1 filter=$2
+  shift 3
+  op "$@"
+  local got=$?
+  if [[ $got -ne 0 ]]; then bad "$name (exit $got)"; return; fi
+  if ! jq -e "$filter" "$out" >/dev/null 2>>"$err"; then bad "$name (jq: '$filter' is not true)"; return; fi
+  ok "$name"
+}
+
 json() {
   local name=$1 check=$2
   shift 3

@@ -115,7 +115,9 @@ expect "replay" 0 "^replayed 11 events up to sequence 11 .*: 6 keys; position se
 json "replay --json" 'd["applied"] == 11 and d["count"] == 6 and len(d["items"]) == 6 and d["position"]["seq"] == 11' -- replay --log "$LOG" --json
 json "replay --json --until-seq 4" 'd["end_seq"] == 4 and d["count"] == 4 and d["position"]["seq"] == 4' -- replay --log "$LOG" --json --until-seq 4
 json "replay --json --max-events 2" 'd["applied"] == 2 and d["count"] == 2' -- replay --log "$LOG" --json --max-events 2
-json "replay --json --scope us" 'd["applied"] == 6 and all(i["key"].startswith("us\u0000") for i in d["items"])' -- replay --log "$LOG" --json --scope us
+json "replay --json --scope us" 'd["applied"] == 6 and all(i["key"][0] == "us" and i["key_encoding"] == "utf8" for i in d["items"])' -- replay --log "$LOG" --json --scope us
+jq_true "replay --json read by jq: keys as parts, values as text or base64 under fixed names" '.items | length == 6 and all(.[]; (.key | type) == "array" and (.key | length) == 3 and (.value | type) == "string" and (.value_encoding == "utf8" or .value_encoding == "base64"))' -- replay --log "$LOG" --json
+jq_true "replay --json read by jq: a JSON payload is its text" '[.items[] | select(.key[2] == "o-2") | .value | fromjson | .from] == ["stdin"]' -- replay --log "$LOG" --json
 json "replay --json --filter ops.*.order.>" 'd["count"] == 4' -- replay --log "$LOG" --json --filter 'ops.*.order.>'
 json "replay --json --until-time before the log" 'd["applied"] == 0 and d["filtered"] == 11 and d["items"] == []' -- replay --log "$LOG" --json --until-time 2000-01-01T00:00:00Z
 json "replay --json --until-time in ns" 'd["applied"] == 11' -- replay --log "$LOG" --json --until-time 9000000000000000000ns

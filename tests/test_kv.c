@@ -1258,12 +1258,20 @@ TEST(kv, to_json_exact)
     CHECK(opstate_kv_put(kv, str("c"), by(NULL, 0), pos(3, 0)) == OPSTATE_OK);
     CHECK(opstate_kv_put(kv, str("gone"), str("1"), pos(6, 0)) == OPSTATE_OK);
     CHECK(opstate_kv_delete(kv, str("gone"), pos(7, 0)) == OPSTATE_OK);
-    CHECK(json_is(kv, "{\"count\":5,\"items\":["
-                      "{\"key\":\"a\",\"value\":{\"x\":1},\"seq\":1,\"time\":10},"
-                      "{\"key\":\"b\",\"value_b64\":\"aGVsbG8=\",\"seq\":2,\"time\":-5},"
-                      "{\"key\":\"c\",\"value\":null,\"seq\":3,\"time\":0},"
-                      "{\"key\":\"q\\\"\\n\",\"value\":42,\"seq\":4,\"time\":7},"
-                      "{\"key_b64\":\"/w==\",\"value\":[1,2],\"seq\":5,\"time\":1}]}"));
+    CHECK(opstate_kv_put(kv, K("s\0h\0k1"), K("\x01\xfe"), pos(8, 2)) == OPSTATE_OK);
+    CHECK(json_is(kv, "{\"count\":6,\"items\":["
+                      "{\"key\":[\"a\"],\"key_encoding\":\"utf8\",\"value\":\"{\\\"x\\\": 1}\","
+                      "\"value_encoding\":\"utf8\",\"seq\":1,\"time\":10},"
+                      "{\"key\":[\"b\"],\"key_encoding\":\"utf8\",\"value\":\"hello\",\"value_encoding\":\"utf8\","
+                      "\"seq\":2,\"time\":-5},"
+                      "{\"key\":[\"c\"],\"key_encoding\":\"utf8\",\"value\":\"\",\"value_encoding\":\"utf8\","
+                      "\"seq\":3,\"time\":0},"
+                      "{\"key\":[\"q\\\"\\n\"],\"key_encoding\":\"utf8\",\"value\":\"42\","
+                      "\"value_encoding\":\"utf8\",\"seq\":4,\"time\":7},"
+                      "{\"key\":[\"s\",\"h\",\"k1\"],\"key_encoding\":\"utf8\",\"value\":\"Af4=\","
+                      "\"value_encoding\":\"base64\",\"seq\":8,\"time\":2},"
+                      "{\"key\":[\"/w==\"],\"key_encoding\":\"base64\",\"value\":\"[1, 2]\","
+                      "\"value_encoding\":\"utf8\",\"seq\":5,\"time\":1}]}"));
     opstate_kv_destroy(kv);
 }
 
