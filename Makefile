@@ -27,7 +27,7 @@ FUZZ_TIME ?= 60
 TOOL_SRCS  = $(wildcard tools/opstate/*.c)
 TOOL_DEPS  = $(TOOL_SRCS) tools/opstate/tool.h $(HEADERS)
 
-.PHONY: all test unit demo demo-nats fuzz bench clean deps chaos mutate
+.PHONY: all test unit demo demo-nats fuzz bench clean deps chaos mutate install uninstall
 
 all: $(BUILD)/unit $(BUILD)/opstate
 
@@ -43,6 +43,52 @@ $(BUILD)/opstate-asan: $(TOOL_DEPS)
 
 deps:
 	@bash scripts/deps.sh
+
+# The man page, opstate(1): the tool's --help and each command's --help,
+# turned into roff by scripts/manpage.sh.
+$(BUILD)/opstate.1: $(BUILD)/opstate scripts/manpage.sh
+	bash scripts/manpage.sh $(BUILD)/opstate $@
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging/]: the three headers
+# into include/, the tool into bin/ and its man page into share/man/man1,
+# then from the templates in packaging/ (which CMakeLists.txt installs too):
+# opstate.pc, opstate-lmdb.pc, opstate-nats.pc into share/pkgconfig
+# (header-only: nothing in lib/) and opstateConfig.cmake +
+# opstateConfigVersion.cmake into share/cmake/opstate, for
+# find_package(opstate). BINDIR and MANDIR may move; the .pc and CMake
+# files find the headers in PREFIX/include. make uninstall removes it all.
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+INSTALL ?= install
+PKGCONFIGDIR = $(PREFIX)/share/pkgconfig
+CMAKEDIR     = $(PREFIX)/share/cmake/opstate
+PC_FILES     = $(patsubst packaging/%.in,%,$(wildcard packaging/*.pc.in))
+CMAKE_FILES  = $(patsubst packaging/%.in,%,$(wildcard packaging/*.cmake.in))
+# The version, from opstate.h (the one source of truth).
+opstate_version = $(shell sed -n 's/^.define OPSTATE_VERSION_$(1) \([0-9][0-9]*\).*/\1/p' opstate.h)
+OPSTATE_VERSION_MAJOR = $(call opstate_version,MAJOR)
+OPSTATE_VERSION = $(OPSTATE_VERSION_MAJOR).$(call opstate_version,MINOR).$(call opstate_version,PATCH)
+# What CMake's configure_file(@ONLY) fills in the templates, the same way.
+PACKAGING_SED = sed -e 's|@prefix@|$(PREFIX)|g' -e 's|@OPSTATE_VERSION@|$(OPSTATE_VERSION)|g' \
+    -e 's|@OPSTATE_VERSION_MAJOR@|$(OPSTATE_VERSION_MAJOR)|g'
+
+install: $(BUILD)/opstate $(BUILD)/opstate.1
+	@mkdir -p $(BUILD)/packaging
+	for f in $(PC_FILES) $(CMAKE_FILES); do $(PACKAGING_SED) packaging/$$f.in > $(BUILD)/packaging/$$f || exit 1; done
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
+	$(INSTALL) -m 644 $(HEADERS) $(DESTDIR)$(PREFIX)/include
+	$(INSTALL) -m 755 $(BUILD)/opstate $(DESTDIR)$(BINDIR)
+	$(INSTALL) -m 644 $(BUILD)/opstate.1 $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 644 $(addprefix $(BUILD)/packaging/,$(PC_FILES)) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(addprefix $(BUILD)/packaging/,$(CMAKE_FILES)) $(DESTDIR)$(CMAKEDIR)
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/include/,$(HEADERS)) $(DESTDIR)$(BINDIR)/opstate \
+	    $(DESTDIR)$(MANDIR)/man1/opstate.1 $(addprefix $(DESTDIR)$(PKGCONFIGDIR)/,$(PC_FILES)) \
+	    $(addprefix $(DESTDIR)$(CMAKEDIR)/,$(CMAKE_FILES))
+	rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true
 
 # One unit-test binary per build flavour: impl.c carries the library with the
 # strict library warnings; the tests use the normal strict set.

@@ -18,6 +18,11 @@ declare -A probe=(
   [libnats-dev]=/usr/include/nats/nats.h
   [nats-server]=nats-server
   [openssl]=openssl
+  [cmake]=cmake
+  [pkg-config]=pkg-config
+  [man-db]=man
+  [groff-base]=groff
+  [jq]=jq
 )
 
 missing=()

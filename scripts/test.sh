@@ -231,6 +231,9 @@ if [[ -x $BUILD/opstate-asan ]]; then
   unit "cli-nats (asan+ubsan)" env "${SAN_ENV[@]}" OPSTATE="$PWD/$BUILD/opstate-asan" bash tests/cli_nats_test.sh
 fi
 
+echo "== installing: make install and cmake --install; pkg-config and find_package consumers; the man page"
+check_show "install" bash tests/install_test.sh
+
 echo "== README: every C snippet compiles and runs"
 unit "readme" bash tests/readme_test.sh
 
