@@ -69,26 +69,23 @@ fails() {
 
 # json NAME PYTHON-CHECK -- ARGS...: exit 0 and stdout is JSON for which the
 # python expression (over d) is true.
-# jq NAME FILTER -- ARGS: the tool's output read by jq, FILTER (jq -e) true.
-jq_true() {
-  local name=$1 filter=$2
-  shift 3
-  op "$@"
-  local got=$?
-  if [[ $got -ne 0 ]]; then bad "$name (exit $got)"; return; fi
-  if ! jq -e "$filter" "$out" >/dev/null 2>>"$err"; then bad "$name (jq: '$filter' is not true)"; return; fi
-  ok "$name"
-}
+json() { output_check python3 "$@"; }
+# jq_true NAME FILTER -- ARGS...: the same read by jq: FILTER (jq -e) is true.
+jq_true() { output_check jq "$@"; }
 
-json() {
-  local name=$1 check=$2
-  shift 3
+# output_check READER NAME CHECK -- ARGS...: runs the tool; READER's CHECK
+# over its stdout must hold.
+output_check() {
+  local reader=$1 name=$2 check=$3 held
+  shift 4
   op "$@"
   local got=$?
   if [[ $got -ne 0 ]]; then bad "$name (exit $got)"; return; fi
-  if ! python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($check) else 1)" "$out" 2>>"$err"; then
-    bad "$name (not JSON, or the check '$check' is false)"
-    return
+  if [[ $reader == jq ]]; then
+    jq -e "$check" "$out" >/dev/null 2>>"$err"; held=$?
+  else
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if ($check) else 1)" "$out" 2>>"$err"; held=$?
   fi
+  if [[ $held -ne 0 ]]; then bad "$name (not JSON, or $reader's check '$check' is false)"; return; fi
   ok "$name"
 }

@@ -511,6 +511,13 @@ LOG_STATIC void log_test_retention_max_age(const log_backend *b)
     CASE("none old yet");
     log_check_agree(x, 1, 4, 4);
     x->b->advance(x->env, LOG_AGE_NS * 3 / 4);
+    CASE("two aged out, no append since: a read before any info");
+    {
+        opstate_log_message m;
+        size_t n = 0;
+        CHECK(x->log.read(x->log.user, str(""), 1, 0, &m, 1, &n, NULL) == OPSTATE_OK);
+        CHECK(n == 1 && m.position.seq == 3);
+    }
     CASE("two aged out, no append since");
     log_check_agree(x, 3, 4, 2);
     CHECK_EQ_U64(log_first_from(x, 1), 3);
@@ -518,6 +525,13 @@ LOG_STATIC void log_test_retention_max_age(const log_backend *b)
     CASE("one more");
     log_put(x, "lg.b.y", 5);
     log_check_agree(x, 3, 5, 3);
+    x->b->advance(x->env, LOG_AGE_NS * 3 / 4);
+    CASE("two more aged out: info before any read");
+    {
+        opstate_stream_info si = log_info(x);
+        CHECK_EQ_U64(si.first_seq, 5);
+        CHECK_EQ_U64(si.messages, 1);
+    }
     log_teardown(x);
 }
 
