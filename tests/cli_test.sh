@@ -50,7 +50,8 @@ if [[ $? -eq 0 ]] && grep -q "at sequence 4 " "$out"; then ok; else bad "publish
 expect "publish delete" 0 "at sequence 5 " -- publish --log "$LOG" --scope eu --kind order --key o-1 --op delete
 # Application ops are poison for the KV apply that consume uses: own log.
 APPLOG="lmdb:$T/applog"
-expect "publish an application op, no key, no time" 0 "^published ops\.eu\.audit at sequence 1 " -- publish --log "$APPLOG" --scope eu --kind audit --op 16 --data note --no-time
+fails "publish an application op without --allow-app-op (exit 2)" 2 "--op '16': opstate consume applies put and delete only" -- publish --log "$APPLOG" --scope eu --kind audit --op 16 --data note --no-time
+expect "publish an application op, no key, no time" 0 "^published ops\.eu\.audit at sequence 1 " -- publish --log "$APPLOG" --scope eu --kind audit --op 16 --data note --no-time --allow-app-op
 ID=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b
 expect "publish --id, --time" 0 "at sequence 6 \(id $ID\)" -- publish --log "$LOG" --scope us --kind order --key o-4 --op put --data '{"v":1}' --id "$ID" --time 2026-11-23T10:00:00.5+01:00
 expect "publish the same --id again: duplicate" 0 "^duplicate: id $ID is already at sequence 6" -- publish --log "$LOG" --scope us --kind order --key o-4 --op put --data '{"v":1}' --id "$ID"
@@ -63,6 +64,8 @@ if [[ $? -eq 0 ]] && grep -q "^published 3 events (0 duplicates, 0 not acknowled
 op publish --log "$LOG" --batch --unacked "$T/unacked.txt" <"$T/batch.txt"
 if [[ $? -eq 0 && -f $T/unacked.txt && ! -s $T/unacked.txt ]] && grep -q "^published 0 events (3 duplicates, 0 not acknowledged, 0 refused) .* last sequence 11$" "$out"; then ok; else bad "publish --batch of the same input again: nothing added (derived ids), --unacked empty"; fi
 printf 'ap audit - 17 free text with spaces\n' | "$OPSTATE" publish --log "$APPLOG" --batch >"$out" 2>"$err"
+if [[ $? -eq 2 ]] && grep -q "line 1: op '17': opstate consume applies put and delete only" "$err"; then ok; else bad "publish --batch refuses an application op without --allow-app-op"; fi
+printf 'ap audit - 17 free text with spaces\n' | "$OPSTATE" publish --log "$APPLOG" --batch --allow-app-op >"$out" 2>"$err"
 if [[ $? -eq 0 ]] && grep -q "^published 1 events .* last sequence 2$" "$out"; then ok; else bad "publish --batch, an application op"; fi
 json "replay --json of application ops: both poison, data kept in the log" 'd["applied"] == 0 and d["poison"] == 2' -- replay --log "$APPLOG" --json
 BLOG="lmdb:$T/batchlog"
@@ -253,7 +256,7 @@ STDOUT_OK=1 fails "consume stops at a corrupt log record (exit 4)" 4 "checksum m
 fails "replay stops at a corrupt log record (exit 4)" 4 "checksum mismatch" -- replay --log "$CLOG"
 PLOG="lmdb:$T/plog"
 "$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k1 --op put --data "MARKER-1" >/dev/null
-"$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k2 --op 16 --data "not a KV op" >/dev/null
+"$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k2 --op 16 --data "not a KV op" --allow-app-op >/dev/null
 "$OPSTATE" publish --log "$PLOG" --scope p --kind k --key k3 --op put --data "MARKER-3" >/dev/null
 STDOUT_OK=1 fails "consume stops at a poison event (exit 5)" 5 "stopped at a poison event: sequence 2 \(id [0-9a-f-]{36}\): the KV apply rejected it" -- consume --log "$PLOG" --exit-when-caught-up
 expect "the state before the poison event was kept" 0 "^position: +seq 1 " -- inspect --log "$PLOG"

@@ -72,7 +72,7 @@ static void fuzz_batch(const uint8_t *bytes, size_t len)
     if (!(f = fopen(path, "wb")) || fwrite(bytes, 1, len, f) != len || fclose(f) != 0) abort();
     if (!freopen(path, "rb", stdin)) abort();
     memset(&in, 0, sizeof in);
-    if (batch_read("ops", &in) == STATUS_OK && in.n > 0 && !in.events) abort();
+    if (batch_read("ops", true, &in) == STATUS_OK && in.n > 0 && !in.events) abort();
     free(in.events);
     free(in.bytes);
 }

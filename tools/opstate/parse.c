@@ -344,14 +344,20 @@ int check_key(const char *label, const char *key)
     return STATUS_OK;
 }
 
-/* "put", "delete", or an application op (16 and up). */
-int parse_op(const char *label, const char *text, uint32_t *op)
+/* "put", "delete", or (allow_app) an application op, 16 and up: the
+   consumer's KV apply takes put and delete only, so an application op is
+   refused unless the caller says a custom apply will read it. */
+int parse_op(const char *label, const char *text, bool allow_app, uint32_t *op)
 {
     uint64_t v;
     if (strcmp(text, "put") == 0) *op = OPSTATE_OP_PUT;
     else if (strcmp(text, "delete") == 0) *op = OPSTATE_OP_DELETE;
-    else if (digits_to_u64(text, &v) && v >= OPSTATE_OP_APP && v <= UINT32_MAX) *op = (uint32_t)v;
-    else return fail(STATUS_USAGE, "%s %s: expected put, delete or an application op 16..4294967295", label, quoted(text));
+    else if (!digits_to_u64(text, &v) || v < OPSTATE_OP_APP || v > UINT32_MAX)
+        return fail(STATUS_USAGE, "%s %s: expected put, delete or an application op 16..4294967295", label, quoted(text));
+    else if (!allow_app)
+        return fail(STATUS_USAGE, "%s %s: opstate consume applies put and delete only (it would stop at this event); "
+                                  "--allow-app-op publishes it for an application's own apply", label, quoted(text));
+    else *op = (uint32_t)v;
     return STATUS_OK;
 }
 

@@ -36,7 +36,7 @@ static int time_ordered_id(opstate_id *id)
 /* One event's fields, checked; `label` prefixes what names each input
    ("--" for flags, "stdin line N: " for --batch). */
 static int event_from_fields(const char *label, const char *scope, const char *kind, const char *key,
-                             const char *op, opstate_event *ev)
+                             const char *op, bool allow_app, opstate_event *ev)
 {
     char name[64];
     int status;
@@ -47,7 +47,7 @@ static int event_from_fields(const char *label, const char *scope, const char *k
     snprintf(name, sizeof name, "%skey", label);
     if (key && (status = check_key(name, key)) != STATUS_OK) return status;
     snprintf(name, sizeof name, "%sop", label);
-    if ((status = parse_op(name, op, &ev->op)) != STATUS_OK) return status;
+    if ((status = parse_op(name, op, allow_app, &ev->op)) != STATUS_OK) return status;
     ev->scope = text_bytes(scope);
     ev->kind = text_bytes(kind);
     ev->key = text_bytes(key);
@@ -161,7 +161,8 @@ static int publish_one(const args *a)
     memset(&ao, 0, sizeof ao);
     if (!scope || !kind || !opt(a, "--op"))
         return fail(STATUS_USAGE, "publish: --scope, --kind and --op are required (or --batch; see opstate publish --help)");
-    if ((status = event_from_fields("--", scope, kind, opt(a, "--key"), opt(a, "--op"), &ev)) != STATUS_OK ||
+    if ((status = event_from_fields("--", scope, kind, opt(a, "--key"), opt(a, "--op"), flag(a, "--allow-app-op"), &ev)) !=
+            STATUS_OK ||
         (status = publish_log_options(a, false, &lo)) != STATUS_OK || (status = event_identity(a, &ev)) != STATUS_OK ||
         (expect && (status = parse_u64("--expect-seq", expect, 0, UINT64_MAX, &ao.last_subject_seq)) != STATUS_OK) ||
         (status = event_data(a, &owned, &ev.data)) != STATUS_OK || (status = log_open(a, &lo, &h)) != STATUS_OK) {
@@ -193,6 +194,7 @@ typedef struct batch_context {
     const char *prefix;
     opstate_id digest; /* of the whole input */
     int64_t now;       /* the time of events without time= */
+    bool allow_app;    /* --allow-app-op: application ops are let through */
 } batch_context;
 
 /* A digest of the whole input: the content id of an event holding it. */
@@ -283,7 +285,7 @@ static int batch_line(char *line, uint64_t number, const batch_context *c, batch
     if (strcmp(field[2], "-") == 0) field[2] = NULL;
     memset(out, 0, sizeof *out);
     out->line = number;
-    if ((status = event_from_fields(label, field[0], field[1], field[2], field[3], &out->ev)) != STATUS_OK ||
+    if ((status = event_from_fields(label, field[0], field[1], field[2], field[3], c->allow_app, &out->ev)) != STATUS_OK ||
         (status = batch_identity(label, id, when, number, c, &out->ev)) != STATUS_OK)
         return status;
     out->ev.data = text_bytes(p);
@@ -293,7 +295,7 @@ static int batch_line(char *line, uint64_t number, const batch_context *c, batch
 
 /* Reads all of stdin and parses every line: the first bad one ends it
    (exit 2) before anything is appended. */
-int batch_read(const char *prefix, batch_input *in)
+int batch_read(const char *prefix, bool allow_app_ops, batch_input *in)
 {
     batch_context c;
     char *p, *end, *stop;
@@ -302,6 +304,7 @@ int batch_read(const char *prefix, batch_input *in)
     int status = read_all("publish --batch: stdin", stdin, BATCH_INPUT_MAX, &in->bytes, &in->len);
     if (status != STATUS_OK) return status;
     c.prefix = prefix;
+    c.allow_app = allow_app_ops;
     c.digest = batch_digest(in->bytes, in->len);
     c.now = wallclock_ns(NULL);
     stop = (char *)in->bytes + in->len;
@@ -438,7 +441,7 @@ static int publish_batch(const args *a)
     int64_t started = monotonic_ns();
     int status = batch_options(a, &lo);
     memset(&in, 0, sizeof in);
-    if (status == STATUS_OK) status = batch_read(lo.prefix, &in);
+    if (status == STATUS_OK) status = batch_read(lo.prefix, flag(a, "--allow-app-op"), &in);
     if (status == STATUS_OK && unacked_path && !(unacked = fopen(unacked_path, "w")))
         status = fail(errno == ENOENT ? STATUS_NOT_FOUND : STATUS_FAILED, "--unacked %s: %s", quoted(unacked_path),
                       strerror(errno));
@@ -468,7 +471,8 @@ static const option_spec publish_options[] = {
     {"--scope", "SCOPE", "the event's scope: one subject token (required)"},
     {"--kind", "KIND", "the entity kind: one subject token (required)"},
     {"--key", "KEY", "the key, any text up to 1024 bytes (optional)"},
-    {"--op", "OP", "put, delete or an application op 16..4294967295 (required)"},
+    {"--op", "OP", "put or delete (required); an application op 16..4294967295 with --allow-app-op"},
+    {"--allow-app-op", NULL, "let application ops through (consume's KV apply stops at them; a custom apply reads them)"},
     {"--data", "TEXT", "the payload; - reads it from stdin"},
     {"--data-file", "FILE", "the payload from a file"},
     {"--id", "UUID", "event id (default: a fresh time-ordered id); a repeat is dropped as duplicate"},

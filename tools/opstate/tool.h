@@ -132,7 +132,7 @@ bool flag(const args *a, const char *name);
 int exclusive(const args *a, const char *const *names);
 int check_token(const char *label, const char *value, const char *what);
 int check_key(const char *label, const char *key);
-int parse_op(const char *label, const char *text, uint32_t *op);
+int parse_op(const char *label, const char *text, bool allow_app, uint32_t *op);
 int check_prefix(const char *prefix);
 bool is_name(const char *name);
 int check_name(const char *label, const char *name, const char *what);
@@ -299,7 +299,7 @@ void state_close(state_handle *s);
 
 /* Reads all of stdin and checks every line of publish --batch (publish.c;
    also reached by tests/fuzz/fuzz_cli_parse.c). */
-int batch_read(const char *prefix, batch_input *in);
+int batch_read(const char *prefix, bool allow_app_ops, batch_input *in);
 
 extern const command_spec publish_command, consume_command, replay_command, info_command, inspect_command,
     decide_command, export_command, import_command, verify_command;
