@@ -121,6 +121,16 @@ json "replay --json --max-events 2" 'd["applied"] == 2 and d["count"] == 2' -- r
 json "replay --json --scope us" 'd["applied"] == 6 and all(i["key"][0] == "us" and i["key_encoding"] == "utf8" for i in d["items"])' -- replay --log "$LOG" --json --scope us
 jq_true "replay --json read by jq: keys as parts, values as text or base64 under fixed names" '.items | length == 6 and all(.[]; (.key | type) == "array" and (.key | length) == 3 and (.value | type) == "string" and (.value_encoding == "utf8" or .value_encoding == "base64"))' -- replay --log "$LOG" --json
 jq_true "replay --json read by jq: a JSON payload is its text" '[.items[] | select(.key[2] == "o-2") | .value | fromjson | .from] == ["stdin"]' -- replay --log "$LOG" --json
+# Keys as users write them: dots and spaces are escaped by opstate, in
+# --filter after the kind and in --key.
+KEYLOG="lmdb:$T/keylog"
+op publish --log "$KEYLOG" --scope site1 --kind host --key 10.0.0.1 --op put --data up &&
+  op publish --log "$KEYLOG" --scope site1 --kind host --key 10.0.0.2 --op put --data down &&
+  op publish --log "$KEYLOG" --scope site1 --kind host --key "a b" --op put --data spaced
+json "replay --filter with a dotted key as written" 'd["count"] == 1 and d["items"][0]["key"] == ["site1", "host", "10.0.0.1"]' -- replay --log "$KEYLOG" --json --filter ops.site1.host.10.0.0.1
+json "replay --scope --kind --key with a space" 'd["count"] == 1 and d["items"][0]["value"] == "spaced"' -- replay --log "$KEYLOG" --json --scope site1 --kind host --key "a b"
+json "replay --filter with '*' for the key" 'd["count"] == 3' -- replay --log "$KEYLOG" --json --filter 'ops.site1.*.*'
+fails "replay --key without --kind" 2 "--kind and --key go together" -- replay --log "$KEYLOG" --scope site1 --key x
 json "replay --json --filter ops.*.order.>" 'd["count"] == 4' -- replay --log "$LOG" --json --filter 'ops.*.order.>'
 json "replay --json --until-time before the log" 'd["applied"] == 0 and d["filtered"] == 11 and d["items"] == []' -- replay --log "$LOG" --json --until-time 2000-01-01T00:00:00Z
 json "replay --json --until-time in ns" 'd["applied"] == 11' -- replay --log "$LOG" --json --until-time 9000000000000000000ns

@@ -369,11 +369,12 @@ int check_prefix(const char *prefix)
     return STATUS_OK;
 }
 
-/* A NATS-style filter: tokens joined by dots, '*' for one token, '>' last. */
-static int check_filter(const char *filter)
+/* A NATS-style filter: tokens joined by dots, '*' for one token, '>' last;
+   only the first `tokens` are checked (the rest is a key, escaped later). */
+static int check_filter(const char *filter, size_t tokens)
 {
     const char *p = filter;
-    for (;;) {
+    for (; tokens; tokens--) {
         const char *dot = strchr(p, '.');
         size_t n = dot ? (size_t)(dot - p) : strlen(p);
         bool wildcard = n == 1 && (*p == '*' || (*p == '>' && !dot));
@@ -383,6 +384,7 @@ static int check_filter(const char *filter)
         if (!dot) return STATUS_OK;
         p = dot + 1;
     }
+    return *p ? STATUS_OK : fail(STATUS_USAGE, "--filter %s: the key after the kind is empty", quoted(filter));
 }
 
 
@@ -407,27 +409,73 @@ const char *prefix_arg(const args *a)
     return p ? p : DEFAULT_PREFIX;
 }
 
-/* --scope S (-> "<prefix>.S.>") or --filter F into buf; empty: everything. */
+/* The dots of a prefix, plus one: its token count. */
+static size_t token_count(const char *s)
+{
+    size_t n = 1;
+    for (; *s; s++) n += *s == '.';
+    return n;
+}
+
+/* The subject of one key: "<prefix>.S.K.<escaped key>", into buf. */
+static int key_filter(const char *prefix, const char *scope, const char *kind, const char *key, char buf[FILTER_CAP],
+                      size_t *n)
+{
+    if (opstate_subject_build(prefix, strlen(prefix), text_bytes(scope), text_bytes(kind), text_bytes(key), buf,
+                              FILTER_CAP - 1, n, NULL) != OPSTATE_OK)
+        return fail(STATUS_USAGE, "--scope %s --kind %s --key %s: not one subject (tokens, a key of 1..%d bytes)",
+                    quoted(scope), quoted(kind), quoted(key), OPSTATE_MAX_KEY_LEN);
+    return STATUS_OK;
+}
+
+/* --filter F: prefix, scope and kind tokens as NATS reads them ('*', '>'),
+   and what follows the kind is one key as the user writes it, escaped
+   here (a lone '*' or '>' stays a wildcard). */
+static int filter_with_key(const char *prefix, const char *filter, char buf[FILTER_CAP], size_t *n)
+{
+    size_t head = token_count(prefix) + 2, i;
+    const char *key = filter;
+    for (i = 0; i < head && key; i++) key = (key = strchr(key, '.')) ? key + 1 : NULL;
+    *n = key ? (size_t)(key - filter) : strlen(filter);
+    if (*n >= FILTER_CAP) return fail(STATUS_USAGE, "--filter %s: longer than %d bytes", quoted(filter), FILTER_CAP - 1);
+    memcpy(buf, filter, *n);
+    if (!key || strcmp(key, "*") == 0 || strcmp(key, ">") == 0) {
+        *n = (size_t)snprintf(buf, FILTER_CAP, "%s", filter);
+    } else {
+        size_t k = 0;
+        if (opstate_key_escape((const uint8_t *)key, strlen(key), buf + *n, FILTER_CAP - 1 - *n, &k) != OPSTATE_OK)
+            return fail(STATUS_USAGE, "--filter %s: the key after the kind is 1..%d bytes", quoted(filter),
+                        OPSTATE_MAX_KEY_LEN);
+        *n += k;
+    }
+    return *n < FILTER_CAP ? STATUS_OK : fail(STATUS_USAGE, "--filter %s: longer than %d bytes", quoted(filter), FILTER_CAP - 1);
+}
+
+/* --scope S (-> "<prefix>.S.>"), --scope S --kind K --key KEY (that key's
+   subject) or --filter F into buf; none: everything. */
 int subject_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *out)
 {
     static const char *const one_of[] = {"--scope", "--filter", NULL};
     const char *scope = opt(a, "--scope"), *filter = opt(a, "--filter"), *prefix = prefix_arg(a);
-    opstate_bytes s;
+    const char *kind = opt(a, "--kind"), *key = opt(a, "--key");
     size_t n = 0;
     int status = exclusive(a, one_of);
+    if (status == STATUS_OK && !kind != !key)
+        status = fail(STATUS_USAGE, "--kind and --key go together (with --scope): one key's events");
+    if (status == STATUS_OK && key && !scope) status = fail(STATUS_USAGE, "--key needs --scope and --kind");
     if (status == STATUS_OK && scope) status = check_token("--scope", scope, "scope");
-    if (status == STATUS_OK && filter) status = check_filter(filter);
+    if (status == STATUS_OK && filter) status = check_filter(filter, token_count(prefix) + 2);
     if (status == STATUS_OK) status = check_prefix(prefix);
     if (status != STATUS_OK) return status;
-    if (scope) {
-        s.ptr = (const uint8_t *)scope;
-        s.len = strlen(scope);
-        if (opstate_subject_filter(prefix, strlen(prefix), s, buf, FILTER_CAP - 1, &n, NULL) != OPSTATE_OK)
+    if (key) {
+        status = key_filter(prefix, scope, kind, key, buf, &n);
+    } else if (scope) {
+        if (opstate_subject_filter(prefix, strlen(prefix), text_bytes(scope), buf, FILTER_CAP - 1, &n, NULL) != OPSTATE_OK)
             return fail(STATUS_USAGE, "--scope %s: the filter for it is too long", quoted(scope));
     } else if (filter) {
-        n = (size_t)snprintf(buf, FILTER_CAP, "%s", filter);
-        if (n >= FILTER_CAP) return fail(STATUS_USAGE, "--filter %s: longer than %d bytes", quoted(filter), FILTER_CAP - 1);
+        status = filter_with_key(prefix, filter, buf, &n);
     }
+    if (status != STATUS_OK) return status;
     buf[n] = '\0';
     out->ptr = (const uint8_t *)buf;
     out->len = n;

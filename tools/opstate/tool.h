@@ -287,7 +287,10 @@ void state_close(state_handle *s);
 #define OPT_NAME {"--name", "NAME", "store name in that directory (default \"" DEFAULT_STORE_NAME "\")"}
 #define OPT_FILTERS                                                                                      \
     {"--scope", "SCOPE", "only this scope's events (subjects <prefix>.SCOPE.>)"},                      \
-    {"--filter", "SUBJECT", "only subjects matching this filter ('*' one token, '>' the rest)"}
+    {"--kind", "KIND", "with --scope and --key: only that one key's events"},                           \
+    {"--key", "KEY", "with --scope and --kind: the key as written (dots and all)"},                     \
+    {"--filter", "SUBJECT", "only subjects matching PREFIX.SCOPE.KIND.KEY ('*' one token, '>' the "     \
+                            "rest; what follows the kind is one key as written, e.g. 10.0.0.1)"}
 #define OPT_END {NULL, NULL, NULL}
 
 /* Where a consumer starts (consume, decide; parse_start reads them). */
