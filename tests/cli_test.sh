@@ -131,6 +131,23 @@ json "replay --filter with a dotted key as written" 'd["count"] == 1 and d["item
 json "replay --scope --kind --key with a space" 'd["count"] == 1 and d["items"][0]["value"] == "spaced"' -- replay --log "$KEYLOG" --json --scope site1 --kind host --key "a b"
 json "replay --filter with '*' for the key" 'd["count"] == 3' -- replay --log "$KEYLOG" --json --filter 'ops.site1.*.*'
 fails "replay --key without --kind" 2 "--kind and --key go together" -- replay --log "$KEYLOG" --scope site1 --key x
+op replay --log "$KEYLOG" --keys
+if [[ $? -eq 0 ]] && grep -q "^site1 host 10.0.0.1	up$" "$out" && grep -q "^site1 host a b	spaced$" "$out"; then ok; else bad "replay --keys lists key and value as written"; fi
+expect "get --replay: one key's value from the log" 0 "^down$" -- get --log "$KEYLOG" --replay --scope site1 --kind host --key 10.0.0.2
+fails "get --replay: no such key (exit 3)" 3 "get: no key 'site1' 'host' '10.0.0.9'" -- get --log "$KEYLOG" --replay --scope site1 --kind host --key 10.0.0.9
+fails "get without --key" 2 "get: --scope, --kind and --key are required" -- get --log "$KEYLOG" --scope site1 --kind host
+op tail --log "$KEYLOG"
+if [[ $? -eq 0 ]] && [[ $(wc -l <"$out") -eq 3 ]] && jq -se 'map(.key[2]) == ["10.0.0.1", "10.0.0.2", "a b"] and all(.[]; .data_encoding == "utf8" and .op == "put")' "$out" >/dev/null; then ok; else bad "tail: every event as a JSON line (jq)"; fi
+op tail --log "$KEYLOG" --last 1
+if [[ $? -eq 0 ]] && [[ $(wc -l <"$out") -eq 1 ]] && jq -e '.position.seq == 3 and .data == "spaced"' "$out" >/dev/null; then ok; else bad "tail --last 1"; fi
+"$OPSTATE" tail --log "$KEYLOG" --follow --from-seq 3 >"$out" 2>"$err" &
+tail_pid=$!
+sleep 0.5
+"$OPSTATE" publish --log "$KEYLOG" --scope site1 --kind host --key late --op put --data now >/dev/null
+sleep 1
+kill -INT "$tail_pid"
+wait "$tail_pid"
+if [[ $? -eq 0 ]] && jq -se 'map(.key[2]) == ["a b", "late"]' "$out" >/dev/null; then ok; else bad "tail --follow prints an event appended later, stops at SIGINT"; fi
 json "replay --json --filter ops.*.order.>" 'd["count"] == 4' -- replay --log "$LOG" --json --filter 'ops.*.order.>'
 json "replay --json --until-time before the log" 'd["applied"] == 0 and d["filtered"] == 11 and d["items"] == []' -- replay --log "$LOG" --json --until-time 2000-01-01T00:00:00Z
 json "replay --json --until-time in ns" 'd["applied"] == 11' -- replay --log "$LOG" --json --until-time 9000000000000000000ns
@@ -138,6 +155,8 @@ json "replay --json --until-time in ns" 'd["applied"] == 11' -- replay --log "$L
 echo "== consume"
 expect "consume: nothing stored" 0 "^decision: restore \[NOTHING_STORED\] .*; stored position none; " -- consume --log "$LOG" --exit-when-caught-up
 expect "consume: caught-up summary" 0 "^stopped \(caught up\): applied 11, .*position seq 11 " -- consume --log "$LOG" --exit-when-caught-up --clear-state
+expect "get: one key's value from the state" 0 "^2$" -- get --log "$LOG" --scope us --kind order --key o-5
+json "get --json: the item in replay --json's shape" 'd["count"] == 1 and d["items"][0]["key"] == ["us", "order", "o-5"] and d["items"][0]["value"] == "2"' -- get --log "$LOG" --scope us --kind order --key o-5 --json
 "$OPSTATE" publish --log "$LOG" --scope eu --kind order --key o-6 --op put --data '{"late":true}' >/dev/null
 expect "consume: resume restores the stored position" 0 "^decision: restore \[RESUME\] resume after the stored position; stored position seq 11 at [^;]* restored; resume: ok; position seq 11 " -- consume --log "$LOG" --exit-when-caught-up
 json "inspect --json equals replay --json" "d['items'] == json.load(open('$T/replay.json'))['items'] if __import__('subprocess').run(['$OPSTATE', 'replay', '--log', '$LOG', '--json'], stdout=open('$T/replay.json', 'w')).returncode == 0 else False" -- inspect --log "$LOG" --json

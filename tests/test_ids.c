@@ -1,14 +1,13 @@
 /* test_ids.c — suites crc, ids, subjects (opstate.h sections >>crc, >>ids,
    >>subjects). Pure functions only: no clock, no RNG from the system (a fixed
-   xorshift stream makes every run the same), no allocation, no printf; but
-   for the last test, of opstate_id_new, which is about the system's clock
-   and entropy. */
+   xorshift stream makes every run the same), no allocation, no printf.
+   opstate_id_new, which reads the system's clock and entropy, is tested
+   in test_hosted.c. */
 #include "runner.h"
 #include "../opstate.h"
 #include "test_bytes.h"
 
 #include <string.h>
-#include <time.h>
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -1601,27 +1600,4 @@ TEST(subjects, property_build_parse_and_isolation)
         CHECK(t_nats_match(filt, fn, subj, n));
         CHECK(!t_nats_match(filt2, f2, subj, n));
     }
-}
-
-/* Fresh ids: every one unique, each sorting after the one before (also
-   within one tick of a whole-second clock), UUIDv7 version and variant,
-   their time within the calls' wall time, their random part changing. */
-TEST(ids, fresh_ids_unique_and_ordered)
-{
-    enum { N = 20000 };
-    static opstate_id ids[N];
-    time_t before = time(NULL), after;
-    uint64_t ms;
-    int i, same_random = 0;
-    for (i = 0; i < N; i++) REQUIRE(opstate_id_new(&ids[i]) == OPSTATE_OK);
-    after = time(NULL);
-    for (i = 1; i < N; i++) {
-        CHECK(memcmp(ids[i - 1].bytes, ids[i].bytes, 16) < 0);
-        same_random += memcmp(ids[i - 1].bytes + 9, ids[i].bytes + 9, 7) == 0;
-    }
-    CHECK_EQ_U64(same_random, 0);
-    CHECK_EQ_U64(ids[0].bytes[6] >> 4, 7);
-    CHECK_EQ_U64(ids[0].bytes[8] >> 6, 2);
-    ms = t_id_ms(&ids[0]);
-    CHECK(ms / 1000 >= (uint64_t)before && ms / 1000 <= (uint64_t)after + 1);
 }

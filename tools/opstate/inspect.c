@@ -4,38 +4,6 @@
 
 /* >>inspect ------------------------------------------------------------- */
 
-/* bytes with control bytes as \xNN. */
-static void print_escaped(FILE *out, const uint8_t *p, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; i++) {
-        if (p[i] < 0x20 || p[i] == 0x7f) fprintf(out, "\\x%02x", p[i]);
-        else fputc(p[i], out);
-    }
-}
-
-/* "<scope> <kind> <key>\t<value>": the default apply's key is
-   scope 0x00 kind 0x00 key. */
-static bool print_key_value(void *user, const opstate_kv_item *item)
-{
-    const uint8_t *k = item->key.ptr, *z1 = (const uint8_t *)memchr(k, 0, item->key.len), *z2 = NULL;
-    (void)user;
-    if (z1) z2 = (const uint8_t *)memchr(z1 + 1, 0, item->key.len - (size_t)(z1 + 1 - k));
-    if (z2) {
-        print_escaped(stdout, k, (size_t)(z1 - k));
-        fputc(' ', stdout);
-        print_escaped(stdout, z1 + 1, (size_t)(z2 - z1 - 1));
-        fputc(' ', stdout);
-        print_escaped(stdout, z2 + 1, item->key.len - (size_t)(z2 + 1 - k));
-    } else {
-        print_escaped(stdout, k, item->key.len);
-    }
-    fputc('\t', stdout);
-    print_escaped(stdout, item->value.ptr, item->value.len);
-    fputc('\n', stdout);
-    return true;
-}
-
 static void print_inspect_text(const state_handle *s, const opstate_snapshot_meta *m, const opstate_kv *kv)
 {
     char where[120];
@@ -64,24 +32,6 @@ static int print_inspect_json(const state_handle *s, const opstate_snapshot_meta
     return json_state_tail(stdout, kv);
 }
 
-/* Loads the store's state (read-through: the table stays on disk). */
-static int load_state(const state_handle *s, opstate_kv **kv, opstate_snapshot_meta *meta)
-{
-    opstate_store store = opstate_lmdb_store_iface(s->store);
-    opstate_kv_config kc;
-    opstate_error err;
-    opstate_result r;
-    memset(&kc, 0, sizeof kc);
-    memset(&err, 0, sizeof err);
-    kc.base = store.base(store.user);
-    if ((r = opstate_kv_create(&kc, kv)) != OPSTATE_OK) return fail_result(r, NULL, "loading the state");
-    r = store.load(store.user, *kv, meta, NULL, &err);
-    if (r == OPSTATE_NOT_FOUND)
-        return fail(STATUS_NOT_FOUND, "%s %s: nothing stored under --name %s", s->label, quoted(s->dir), quoted(s->name));
-    if (r != OPSTATE_OK) return fail_result(r, &err, "%s %s, store %s", s->label, quoted(s->dir), quoted(s->name));
-    return STATUS_OK;
-}
-
 static int run_inspect(const args *a)
 {
     static const char *const one_of[] = {"--json", "--keys", NULL};
@@ -90,7 +40,7 @@ static int run_inspect(const args *a)
     state_handle s;
     int status = exclusive(a, one_of);
     if (status != STATUS_OK || (status = state_open(a, false, true, &s)) != STATUS_OK) return status;
-    if ((status = load_state(&s, &kv, &meta)) == STATUS_OK) {
+    if ((status = state_load(&s, &kv, &meta)) == STATUS_OK) {
         if (flag(a, "--json")) {
             status = print_inspect_json(&s, &meta, kv);
         } else {

@@ -14,7 +14,7 @@
        output.c    progress line, JSON, positions as text
        logs.c      logs by URI; log_lmdb.c and log_nats.c: the backends
        state.c     the LMDB environment and store of a consumer's state
-       publish.c consume.c replay.c info.c inspect.c decide.c export.c
+       publish.c consume.c replay.c get.c tail.c info.c inspect.c decide.c export.c
        verify.c    one command each (export.c: export and import), with
                    its options and its --help text
 
@@ -22,6 +22,8 @@
        publish   append one event, or many with --batch (lines on stdin)
        consume   the long-running consumer: fold the log into a state store
        replay    point-in-time state from the log, as text or --json
+       get       one key's value, from a state store or a replay
+       tail      events as JSON lines, --follow to keep going
        info      first/last sequence and time, epoch, message count of a log
        inspect   a state store: position, schema, keys, pending deltas
        decide    explain the restore decision for given inputs
@@ -82,8 +84,8 @@ static const char exit_codes_help[] =
 /* >>commands ------------------------------------------------------------ */
 
 /* Every command, in the order opstate --help lists them. */
-static const command_spec *const commands[] = {&publish_command, &consume_command, &replay_command,
-                                               &info_command,    &inspect_command, &decide_command,
+static const command_spec *const commands[] = {&publish_command, &consume_command, &replay_command, &get_command,
+                                               &tail_command,    &info_command,    &inspect_command, &decide_command,
                                                &export_command,  &import_command,  &verify_command};
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])

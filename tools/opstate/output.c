@@ -77,6 +77,40 @@ int json_state_tail(FILE *out, const opstate_kv *kv)
     return r == OPSTATE_OK ? STATUS_OK : fail_result(r, NULL, "rendering the state as JSON");
 }
 
+/* >>keys ---------------------------------------------------------------- */
+
+/* bytes with control bytes as \xNN. */
+static void print_escaped(FILE *out, const uint8_t *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) fprintf(out, "\\x%02x", p[i]);
+        else fputc(p[i], out);
+    }
+}
+
+/* "<scope> <kind> <key>\t<value>" on stdout (an opstate_kv_iterate
+   callback): the default apply's key is scope 0x00 kind 0x00 key. */
+bool print_key_value(void *user, const opstate_kv_item *item)
+{
+    const uint8_t *k = item->key.ptr, *z1 = (const uint8_t *)memchr(k, 0, item->key.len), *z2 = NULL;
+    (void)user;
+    if (z1) z2 = (const uint8_t *)memchr(z1 + 1, 0, item->key.len - (size_t)(z1 + 1 - k));
+    if (z2) {
+        print_escaped(stdout, k, (size_t)(z1 - k));
+        fputc(' ', stdout);
+        print_escaped(stdout, z1 + 1, (size_t)(z2 - z1 - 1));
+        fputc(' ', stdout);
+        print_escaped(stdout, z2 + 1, item->key.len - (size_t)(z2 + 1 - k));
+    } else {
+        print_escaped(stdout, k, item->key.len);
+    }
+    fputc('\t', stdout);
+    print_escaped(stdout, item->value.ptr, item->value.len);
+    fputc('\n', stdout);
+    return true;
+}
+
 /* >>position ------------------------------------------------------------ */
 
 /* "seq N at <time>", or "none" when there is no position. */

@@ -418,8 +418,8 @@ static size_t token_count(const char *s)
 }
 
 /* The subject of one key: "<prefix>.S.K.<escaped key>", into buf. */
-static int key_filter(const char *prefix, const char *scope, const char *kind, const char *key, char buf[FILTER_CAP],
-                      size_t *n)
+int key_subject(const char *prefix, const char *scope, const char *kind, const char *key, char buf[FILTER_CAP],
+                size_t *n)
 {
     if (opstate_subject_build(prefix, strlen(prefix), text_bytes(scope), text_bytes(kind), text_bytes(key), buf,
                               FILTER_CAP - 1, n, NULL) != OPSTATE_OK)
@@ -468,7 +468,7 @@ int subject_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *out)
     if (status == STATUS_OK) status = check_prefix(prefix);
     if (status != STATUS_OK) return status;
     if (key) {
-        status = key_filter(prefix, scope, kind, key, buf, &n);
+        status = key_subject(prefix, scope, kind, key, buf, &n);
     } else if (scope) {
         if (opstate_subject_filter(prefix, strlen(prefix), text_bytes(scope), buf, FILTER_CAP - 1, &n, NULL) != OPSTATE_OK)
             return fail(STATUS_USAGE, "--scope %s: the filter for it is too long", quoted(scope));

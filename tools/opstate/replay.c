@@ -7,7 +7,9 @@
 static int replay_parse(const args *a, opstate_replay_config *cfg, char filter[FILTER_CAP])
 {
     const char *until_seq = opt(a, "--until-seq"), *until_time = opt(a, "--until-time"), *max = opt(a, "--max-events");
-    int status = subject_filter(a, filter, &cfg->filter);
+    static const char *const one_of[] = {"--json", "--keys", NULL};
+    int status = exclusive(a, one_of);
+    if (status == STATUS_OK) status = subject_filter(a, filter, &cfg->filter);
     if (status == STATUS_OK && until_seq) status = parse_u64("--until-seq", until_seq, 1, UINT64_MAX, &cfg->until_seq);
     if (status == STATUS_OK && until_time) status = parse_time("--until-time", until_time, &cfg->until_time);
     if (status == STATUS_OK && max) status = parse_u64("--max-events", max, 1, UINT64_MAX, &cfg->max_events);
@@ -64,6 +66,8 @@ static int run_replay(const args *a)
     else if (res.poison) warning("%llu poison events skipped (they do not decode or were rejected)", (unsigned long long)res.poison);
     if (r == OPSTATE_OK && flag(a, "--json")) status = print_replay_json(&res, kv);
     else if (r == OPSTATE_OK) print_replay_text(&res, kv);
+    if (r == OPSTATE_OK && flag(a, "--keys") && (r = opstate_kv_iterate(kv, print_key_value, NULL)) != OPSTATE_OK)
+        status = fail_result(r, NULL, "listing the keys");
     opstate_kv_destroy(kv);
     log_close(&lh);
     return status;
@@ -77,6 +81,7 @@ static const option_spec replay_options[] = {
     {"--until-time", "T", "only events published at or before T"},
     {"--max-events", "N", "stop after N applied events"},
     {"--json", NULL, "print the state as JSON: position, count, items"},
+    {"--keys", NULL, "also list every key and value, one per line"},
     OPT_END};
 
 const command_spec replay_command = {

@@ -86,3 +86,21 @@ void state_close(state_handle *s)
     s->store = NULL;
     s->env = NULL;
 }
+
+/* Loads the store's state (read-through: the table stays on disk). */
+int state_load(const state_handle *s, opstate_kv **kv, opstate_snapshot_meta *meta)
+{
+    opstate_store store = opstate_lmdb_store_iface(s->store);
+    opstate_kv_config kc;
+    opstate_error err;
+    opstate_result r;
+    memset(&kc, 0, sizeof kc);
+    memset(&err, 0, sizeof err);
+    kc.base = store.base(store.user);
+    if ((r = opstate_kv_create(&kc, kv)) != OPSTATE_OK) return fail_result(r, NULL, "loading the state");
+    r = store.load(store.user, *kv, meta, NULL, &err);
+    if (r == OPSTATE_NOT_FOUND)
+        return fail(STATUS_NOT_FOUND, "%s %s: nothing stored under --name %s", s->label, quoted(s->dir), quoted(s->name));
+    if (r != OPSTATE_OK) return fail_result(r, &err, "%s %s, store %s", s->label, quoted(s->dir), quoted(s->name));
+    return STATUS_OK;
+}

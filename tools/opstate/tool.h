@@ -139,6 +139,9 @@ int check_name(const char *label, const char *name, const char *what);
 const char *prefix_arg(const args *a);
 /* --scope S or --filter F into buf; empty: everything. */
 int subject_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *out);
+/* The subject of one key, "<prefix>.SCOPE.KIND.<escaped KEY>", into buf. */
+int key_subject(const char *prefix, const char *scope, const char *kind, const char *key, char buf[FILTER_CAP],
+                size_t *n);
 opstate_bytes text_bytes(const char *s);
 /* --replay-from-* (at most one) -> where the consumer starts. */
 int parse_start(const args *a, opstate_start *start);
@@ -159,6 +162,8 @@ void json_string(FILE *out, const char *s);
 void json_position(FILE *out, const char *name, opstate_position p);
 /* The fold as the tail of a JSON object: "count":N,"items":[...]} */
 int json_state_tail(FILE *out, const opstate_kv *kv);
+/* Prints "<scope> <kind> <key>\t<value>" (opstate_kv_iterate callback). */
+bool print_key_value(void *user, const opstate_kv_item *item);
 const char *position_text(opstate_position p, char *buf, size_t cap);
 
 /* >>logs (logs.c, log_lmdb.c, log_nats.c) ------------------------------- */
@@ -274,6 +279,8 @@ int state_env_open(const args *a, bool create, state_handle *s);
 /* Opens the environment and the store named by --name. */
 int state_open(const args *a, bool create, bool read_through, state_handle *s);
 void state_close(state_handle *s);
+/* Loads the store's state (read-through: the table stays on disk). */
+int state_load(const state_handle *s, opstate_kv **kv, opstate_snapshot_meta *meta);
 
 /* >>commands (one file each; main.c lists them) ------------------------- */
 
@@ -305,6 +312,6 @@ void state_close(state_handle *s);
 int batch_read(const char *prefix, bool allow_app_ops, batch_input *in);
 
 extern const command_spec publish_command, consume_command, replay_command, info_command, inspect_command,
-    decide_command, export_command, import_command, verify_command;
+    decide_command, export_command, import_command, verify_command, get_command, tail_command;
 
 #endif /* OPSTATE_TOOL_H */

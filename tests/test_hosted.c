@@ -1,8 +1,11 @@
-/* test_consumer_defaults.c — what a zero-initialised consumer config does:
-   the default clock (the C library's wall clock) and flush interval (1 s)
-   make it flush periodically, so a program copied from the README loses at
-   most about a second on a crash; a negative interval turns periodic
-   flushes off. Real time passes here (about 1-2 s). Tests "consumer_defaults.*". */
+/* test_hosted.c — what opstate.h does with a C library (not under
+   OPSTATE_NO_STDLIB; the Cortex-M freestanding run leaves this file out):
+   a zero-initialised consumer config's default clock (the C library's wall
+   clock) and flush interval (1 s) make it flush periodically, so a program
+   copied from the README loses at most about a second on a crash (a
+   negative interval turns periodic flushes off; real time passes here,
+   about 1-2 s); opstate_id_new makes fresh ids from the system's clock and
+   entropy. Tests "consumer_defaults.*" and "ids.fresh_*". */
 #include "runner.h"
 #include "../opstate.h"
 #include "test_bytes.h"
@@ -72,4 +75,36 @@ TEST(consumer_defaults, zero_config_flushes_periodically)
     zero_close(&dflt);
     zero_close(&never);
     opstate_memlog_destroy(m);
+}
+
+/* The id's Unix milliseconds, from its first 6 bytes. */
+static uint64_t id_ms(const opstate_id *id)
+{
+    uint64_t ms = 0;
+    int i;
+    for (i = 0; i < 6; i++) ms = ms << 8 | id->bytes[i];
+    return ms;
+}
+
+/* Fresh ids: every one unique, each sorting after the one before (also
+   within one tick of a whole-second clock), UUIDv7 version and variant,
+   their time within the calls' wall time, their random part changing. */
+TEST(ids, fresh_ids_unique_and_ordered)
+{
+    enum { N = 20000 };
+    static opstate_id ids[N];
+    time_t before = time(NULL), after;
+    uint64_t ms;
+    int i, same_random = 0;
+    for (i = 0; i < N; i++) REQUIRE(opstate_id_new(&ids[i]) == OPSTATE_OK);
+    after = time(NULL);
+    for (i = 1; i < N; i++) {
+        CHECK(memcmp(ids[i - 1].bytes, ids[i].bytes, 16) < 0);
+        same_random += memcmp(ids[i - 1].bytes + 9, ids[i].bytes + 9, 7) == 0;
+    }
+    CHECK_EQ_U64(same_random, 0);
+    CHECK_EQ_U64(ids[0].bytes[6] >> 4, 7);
+    CHECK_EQ_U64(ids[0].bytes[8] >> 6, 2);
+    ms = id_ms(&ids[0]);
+    CHECK(ms / 1000 >= (uint64_t)before && ms / 1000 <= (uint64_t)after + 1);
 }
