@@ -308,6 +308,10 @@ expect "two servers in the URI, the first dead: connects through the second" 0 "
 expect "nats:///STREAM with --server" 0 "^messages: +[0-9]+$" -- info --log nats:///OPS --server "$URL"
 expect "--server with several, nats:// optional, the first dead" 0 "^messages: +[0-9]+$" -- info --log nats:///OPS --server "$DEAD,nats://127.0.0.1:$PORT"
 if NATS_URL="nats://$DEAD,$URL" op info --log nats:///OPS && grep -q "^messages: " "$out"; then ok; else bad "nats:///STREAM with NATS_URL (two, the first dead)"; fi
+expect "-s and --stream, as the nats CLI spells them" 0 "^messages: +[0-9]+$" -- info -s "$DEAD,$URL" --stream OPS
+expect "--stream after a --log that names servers only" 0 "^messages: +[0-9]+$" -- info --log "nats://127.0.0.1:$PORT" --stream OPS
+if NATS_URL="$URL" op info --stream OPS && grep -q "^messages: " "$out"; then ok; else bad "--stream alone: servers from NATS_URL"; fi
+fails "--stream with a log that names another stream (exit 2)" 2 "--stream 'OPS': only with a nats://SERVERS log that names no stream" -- info --log "nats://127.0.0.1:$PORT/OTHER" --stream OPS
 if NATS_URL="nats://$DEAD" op info --log nats:///OPS --server "$URL" && grep -q "^messages: " "$out"; then ok; else bad "--server wins over NATS_URL"; fi
 if NATS_URL="nats://$DEAD" op info --log "$LOG" && grep -q "^messages: " "$out"; then ok; else bad "servers in the URI win over NATS_URL"; fi
 if NATS_URL="nats://$DEAD" op info --log nats:///OPS; [[ $? -eq 1 ]] && grep -q "cannot connect to nats://$DEAD: " "$err"; then ok; else bad "NATS_URL is used (a dead one: exit 1, named)"; fi

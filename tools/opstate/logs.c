@@ -26,10 +26,18 @@ const log_backend *find_backend(const char *uri, const char **rest)
     return NULL;
 }
 
+/* --log, or with --stream NAME: nats:///NAME (no --log) or NAME after a
+   --log nats://SERVERS that names no stream (a URI that names one, or is
+   not nats://, is left as it is: log_open refuses the pair). */
 const char *log_uri_arg(const args *a)
 {
-    const char *uri = opt(a, "--log");
-    return uri ? uri : DEFAULT_LOG_URI;
+    static char composed[PATH_CAP];
+    const char *uri = opt(a, "--log"), *stream = opt(a, "--stream");
+    if (!stream) return uri ? uri : DEFAULT_LOG_URI;
+    if (!uri) uri = "nats://";
+    if (strncmp(uri, "nats://", 7) != 0 || strchr(uri + 7, '/')) return uri;
+    snprintf(composed, sizeof composed, "%s/%s", uri, stream);
+    return composed;
 }
 
 int log_open(const args *a, const log_open_options *o, log_handle *h)
@@ -39,6 +47,9 @@ int log_open(const args *a, const log_open_options *o, log_handle *h)
     log_open_options with_server = *o;
     memset(h, 0, sizeof *h);
     h->uri = log_uri_arg(a);
+    if (opt(a, "--stream") && (strncmp(h->uri, "nats://", 7) != 0 || strcmp(strrchr(h->uri, '/') + 1, opt(a, "--stream"))))
+        return fail(STATUS_USAGE, "--stream %s: only with a nats://SERVERS log that names no stream, or no --log (not --log %s)",
+                    quoted(opt(a, "--stream")), quoted(opt(a, "--log")));
     with_server.server = opt(a, "--server");
     if (!(b = find_backend(h->uri, &rest))) return STATUS_USAGE;
     return b->open(h->uri, rest, &with_server, h);

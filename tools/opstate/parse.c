@@ -307,6 +307,7 @@ int parse_args(const command_spec *cmd, int argc, char **argv, args *a)
             print_command_help(cmd, stdout);
             return STATUS_HELP;
         }
+        if (!options_done && strcmp(s, "-s") == 0) s = "--server"; /* as the nats CLI spells it */
         if (!options_done && strcmp(s, "--") == 0) {
             options_done = true;
         } else if (!options_done && strncmp(s, "--", 2) == 0) {

@@ -287,8 +287,9 @@ int state_load(const state_handle *s, opstate_kv **kv, opstate_snapshot_meta *me
 /* Options several commands take. */
 #define OPT_LOG                                                                                           \
     {"--log", "URI", "the log: lmdb:PATH (default " DEFAULT_LOG_URI ") or nats://HOST[:PORT][,...]/STREAM|kv/BUCKET"}, \
-    {"--server", "URLS", "nats: the servers of a nats:///STREAM log, comma-separated (default $NATS_URL, else "   \
-                         "127.0.0.1:4222)"}
+    {"--server", "URLS", "nats (or -s): the servers of a nats:///STREAM log, comma-separated (default $NATS_URL, " \
+                         "else 127.0.0.1:4222)"},                                                                \
+    {"--stream", "NAME", "nats: the stream, for --log nats://SERVERS or no --log (servers from --server or $NATS_URL)"}
 #define OPT_PREFIX {"--prefix", "PREFIX", "subject prefix, dot-separated tokens (default " DEFAULT_PREFIX ")"}
 #define OPT_STATE {"--state", "DIR", "LMDB directory of the state (default: the log's PATH + .state)"}
 #define OPT_NAME {"--name", "NAME", "store name in that directory (default \"" DEFAULT_STORE_NAME "\")"}
