@@ -101,6 +101,7 @@ typedef struct opstate_nats_config {
     const char *token;
     const char *tls_ca;         /* PEM CA the server's certificate must chain to (set: TLS on) */
     const char *tls_cert, *tls_key; /* PEM client certificate and its key, both or neither (set: TLS on) */
+    bool tls;                   /* require TLS even with none of the files (tls:// servers) */
     int max_reconnect;          /* 0: 60; -1: for ever */
     int64_t reconnect_wait_ms;  /* 0: 2000 */
     int64_t request_timeout_ms; /* JetStream API calls (0: 5000) */
@@ -333,7 +334,7 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__options(natsOptions *o, const ops
     if (s == NATS_OK && cfg->creds_file) s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds_file, NULL);
     if (s == NATS_OK && cfg->user) s = natsOptions_SetUserInfo(o, cfg->user, cfg->password);
     if (s == NATS_OK && cfg->token) s = natsOptions_SetToken(o, cfg->token);
-    if (s == NATS_OK && (cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true); /* the key came with the cert */
+    if (s == NATS_OK && (cfg->tls || cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true); /* the key came with the cert */
     if (s == NATS_OK && cfg->tls_ca) s = natsOptions_LoadCATrustedCertificates(o, cfg->tls_ca);
     if (s == NATS_OK && cfg->tls_cert) s = natsOptions_LoadCertificatesChain(o, cfg->tls_cert, cfg->tls_key);
     if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, cfg->max_reconnect);

@@ -326,8 +326,8 @@ fails "--server on an lmdb: log (exit 2)" 2 "--server: only for nats:// logs, no
 fails "--server on an lmdb: log, default state dir (exit 2)" 2 "--server: only for nats:// logs, not --log 'lmdb:" -- inspect --log "lmdb:$T/lmdblog" --server "$URL"
 fails "--server with credentials: refused, not echoed" 2 "--server: credentials in a server URL are not supported \(nor echoed\): use NATS_USER and NATS_PASSWORD, or NATS_CREDS$" -- info --log nats:///OPS --server "nats://me:s3cret@127.0.0.1:$PORT"
 if grep -q s3cret "$err"; then bad "a --server password is echoed"; else ok; fi
-if NATS_URL="tls://127.0.0.1:$PORT" op info --log nats:///OPS; [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: NATS_URL 'tls://127.0.0.1:$PORT': only nats:// servers" "$err"; then ok; else bad "NATS_URL tls://: exit 2, one line"; fi
-fails "--server with an empty item (exit 2)" 2 "--server 'a,,b': expected a host name or IPv4 address \(use \[nats://\]HOST\[:PORT\], comma-separated\)$" -- info --log nats:///OPS --server a,,b
+if NATS_URL="ws://127.0.0.1:$PORT" op info --log nats:///OPS; [[ $? -eq 2 && $(wc -l <"$err") -eq 1 ]] && grep -q "^opstate: NATS_URL 'ws://127.0.0.1:$PORT': only nats:// or tls:// servers" "$err"; then ok; else bad "NATS_URL ws://: exit 2, one line"; fi
+fails "--server with an empty item (exit 2)" 2 "--server 'a,,b': expected a host name or IPv4 address \(use \[nats://\|tls://\]HOST\[:PORT\], comma-separated\)$" -- info --log nats:///OPS --server a,,b
 fails "--server with a bad port (exit 2)" 2 "--server '127\.0\.0\.1:0': the port is not a number 1\.\.65535" -- info --log nats:///OPS --server 127.0.0.1:0
 fails "an empty server in the URI (exit 2)" 2 "expected a host name or IPv4 address after nats://" -- info --log "nats://127.0.0.1:$PORT,/OPS"
 many=$(printf 'h%d,' $(seq 1 33))
@@ -388,6 +388,9 @@ if nats_server_start "$T/auth" --user opstate --pass 's3cret-pw'; then
   elif grep -q "wrong-pw" "$err"; then bad "the password is echoed"; else ok; fi
   if NATS_USER=opstate NATS_PASSWORD=s3cret-pw op publish --log "$AUTH" --scope a --kind b --key k --op put --data v &&
     grep -q "sequence 1" "$out"; then ok; else bad "NATS_USER + NATS_PASSWORD: publish"; cat "$err"; fi
+  if NATS_USER=opstate NATS_PASSWORD=s3cret-pw op info -s "${NATS_URL/nats:/tls:}" --stream OPS; then
+    bad "a tls:// server without TLS is used in plain text"
+  elif [[ $? -eq 1 ]]; then ok; else bad "tls:// to a server without TLS: exit 1"; fi
   nats_server_stop
 else bad "a nats-server with --user/--pass did not start"; fi
 mkdir -p "$T/tls"
@@ -407,6 +410,9 @@ if bash scripts/test_pki.sh "$pki" &&
     NATS_CA=$pki/ca.pem NATS_CERT=$pki/client.pem NATS_KEY=$pki/client.key \
     op replay --log "$TLS" --json && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["count"] != 1)' "$out"
   then ok; else bad "NATS_CA + NATS_CERT + NATS_KEY: publish and replay over TLS"; cat "$err"; fi
+  if NATS_CA=$pki/ca.pem NATS_CERT=$pki/client.pem NATS_KEY=$pki/client.key \
+    op info -s "${NATS_URL/nats:/tls:}" --stream OPS && grep -q "^messages: *1$" "$out"; then ok
+  else bad "-s tls://HOST:PORT --stream OPS over TLS"; cat "$err"; fi
   nats_server_stop
 else bad "a TLS nats-server did not start (or openssl failed)"; fi
 

@@ -7,7 +7,7 @@
 #define NATS_DEFAULT_PORT 4222u
 #define NATS_URI_FORMS                                                                                           \
     "use nats://HOST[:PORT][,HOST[:PORT]...]/STREAM, nats:///STREAM with --server or NATS_URL, or .../kv/BUCKET"
-#define NATS_SERVER_FORMS "use [nats://]HOST[:PORT], comma-separated"
+#define NATS_SERVER_FORMS "use [nats://|tls://]HOST[:PORT], comma-separated"
 #define NATS_BATCH_WINDOW 20000u /* publish --batch: events sent before collecting their acks */
 #define NATS_ACK_WAIT_MS 30000
 #define JS_STREAM_NOT_FOUND 10059L /* JSStreamNotFoundErr */
@@ -61,9 +61,10 @@ static int add_servers(const server_source *src, const char *text, size_t n, boo
         const char *comma = (const char *)memchr(text, ',', (size_t)(end - text)), *stop = comma ? comma : end;
         const char *colon = (const char *)memchr(text, ':', (size_t)(stop - text));
         if (schemes && stop - text > 7 && strncmp(text, "nats://", 7) == 0) text += 7;
+        else if (schemes && stop - text > 6 && strncmp(text, "tls://", 6) == 0) text += 6, u->tls = true;
         else if (colon && stop - colon > 2 && colon[1] == '/' && colon[2] == '/')
-            return fail(STATUS_USAGE, "%s %s: only nats:// servers (TLS comes from NATS_CA, NATS_CERT and NATS_KEY)",
-                        src->label, quoted(src->whole));
+            return fail(STATUS_USAGE, "%s %s: only nats:// or tls:// servers (TLS files come from NATS_CA, NATS_CERT and "
+                        "NATS_KEY)", src->label, quoted(src->whole));
         status = add_server(src, text, (size_t)(stop - text), u);
         if (!comma) break;
         text = comma + 1;
@@ -294,6 +295,7 @@ static int nats_connect(const char *uri, const nats_uri *u, const log_open_optio
     memset(&lc, 0, sizeof lc);
     memset(&err, 0, sizeof err);
     nc.urls = u->urls;
+    nc.tls = u->tls;
     nc.name = "opstate";
     nc.diag = tool_logger();
     nc.creds_file = env_value("NATS_CREDS");

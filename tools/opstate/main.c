@@ -42,10 +42,12 @@
                  used as it is unless its subjects do not cover "<prefix>.>",
                  its retention is not limits, or a limit given differs.
      nats:///STREAM
-                 the same with the servers from --server URLS, else NATS_URL
-                 (comma-separated, as the nats CLI reads it), else
-                 127.0.0.1:4222. Servers in the URI and --server exclude
-                 each other; NATS_URL is only a default.
+                 the same with the servers from --server URLS (or -s),
+                 else NATS_URL (comma-separated, as the nats CLI reads it;
+                 a tls:// server requires TLS), else 127.0.0.1:4222.
+                 Servers in the URI and --server exclude each other;
+                 NATS_URL is only a default. --stream NAME names the stream
+                 instead (no --log, or --log nats://SERVERS).
      nats://.../kv/BUCKET
                  a native KV bucket, read-only: every key is an event of
                  scope BUCKET, kind "kv"; deletes and purges are deletes.

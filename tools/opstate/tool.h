@@ -253,6 +253,7 @@ typedef struct nats_uri {
     char urls[NATS_MAX_SERVERS * 272]; /* "nats://HOST:PORT,...": what the connection uses */
     char first[272];                   /* "HOST-PORT" of the first server (the default state directory) */
     int servers;
+    bool tls;      /* a server was written tls://: TLS is required */
     char name[80]; /* the stream, or the bucket */
     bool bucket;
 } nats_uri;
