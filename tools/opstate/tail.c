@@ -115,5 +115,5 @@ static const option_spec tail_options[] = {
 const command_spec tail_command = {
     "tail", "tail [--from-seq N | --last N] [--follow] [--scope S | --filter F] [options]",
     "Print the log's events as JSON lines (the shape of opstate_event_to_json)",
-    "An event that does not decode is a line {\"position\":…,\"error\":\"…\"}. Without --follow it stops at the end.\n",
+    "An event that does not decode is a line {\"position\":...,\"error\":\"...\"}. Without --follow it stops at the end.\n",
     tail_options, 0, 0, run_tail};
