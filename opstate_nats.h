@@ -166,6 +166,14 @@ typedef struct opstate_nats_log_config {
        KV-Operation header. Appends are refused in this mode. */
     const char *kv_bucket;
     const char *kv_scope, *kv_kind;
+    /* How another client's subject maps to an event's scope, kind and key
+       (a stream; opstate's own messages use it too): dot-separated tokens,
+       "{scope}" and "{kind}" one token each (without them: the stream's
+       name and "nats"), "{key}" last and the rest of the subject (one or
+       more tokens joined by dots, or none), "*" any token, other tokens
+       literal. NULL: "*.{scope}.{kind}.{key}", the tokens after a
+       one-token prefix. A message that does not fit is a poison event. */
+    const char *subject_template;
     int64_t first_message_wait_ms; /* a new read waits this long for messages
                                       the server still has pending (0: 5000) */
     /* Durable mode (projectors): reads go through the durable pull consumer
@@ -532,6 +540,7 @@ typedef struct opstate_nats__held {
 struct opstate_nats_log {
     opstate_nats *n;
     char *stream, *bucket, *kv_prefix, *scope, *kind, *durable;
+    char *tmpl; /* how a subject maps to scope, kind and key (>>wire) */
     int64_t first_wait_ms, transient_wait_ms;
     natsSubscription *sub;   /* the consumer of the current read */
     uint64_t last_delivery;  /* its delivery sequence of the last message (0: none yet) */
@@ -579,6 +588,7 @@ OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg)
     opstate_free(&a, lg->stream);
     opstate_free(&a, lg->bucket);
     opstate_free(&a, lg->kv_prefix);
+    opstate_free(&a, lg->tmpl);
     opstate_free(&a, lg->scope);
     opstate_free(&a, lg->kind);
     opstate_free(&a, lg->durable);
@@ -588,6 +598,22 @@ OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg)
 OPSTATE_NATS__PRIVATE char *opstate_nats__dup(const opstate_allocator *a, const char *s)
 {
     return opstate_nats__strndup(a, s, strlen(s));
+}
+
+/* A subject template: dot-separated non-empty tokens, "{scope}", "{kind}"
+   and "{key}" at most once each, "{key}" last. */
+OPSTATE_NATS__PRIVATE bool opstate_nats__template_ok(const char *t)
+{
+    int scope = 0, kind = 0, key = 0;
+    for (;;) {
+        size_t n = strcspn(t, ".");
+        if (n == 0 || key) return false;
+        scope += n == 7 && strncmp(t, "{scope}", 7) == 0;
+        kind += n == 6 && strncmp(t, "{kind}", 6) == 0;
+        key += n == 5 && strncmp(t, "{key}", 5) == 0;
+        if (!t[n]) return scope <= 1 && kind <= 1;
+        t += n + 1;
+    }
 }
 
 OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_nats_log_config *cfg,
@@ -602,15 +628,23 @@ OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_
     lg->n = n;
     lg->first_wait_ms = cfg->first_message_wait_ms ? cfg->first_message_wait_ms : 5000; /* the log config's defaults */
     lg->transient_wait_ms = cfg->transient_wait_ms ? cfg->transient_wait_ms : 30000;
+    if (!cfg->kv_bucket && cfg->subject_template && !opstate_nats__template_ok(cfg->subject_template)) {
+        opstate_free(&n->a, lg);
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "subject_template", 0);
+    }
     if (cfg->kv_bucket) {
+        snprintf(buf, sizeof buf, "$KV.%s.{key}", cfg->kv_bucket);
+        ok = (lg->tmpl = opstate_nats__dup(&n->a, buf)) != NULL;
         snprintf(buf, sizeof buf, "KV_%s", cfg->kv_bucket);
-        ok = (lg->stream = opstate_nats__dup(&n->a, buf)) && (lg->bucket = opstate_nats__dup(&n->a, cfg->kv_bucket));
+        ok = ok && (lg->stream = opstate_nats__dup(&n->a, buf)) && (lg->bucket = opstate_nats__dup(&n->a, cfg->kv_bucket));
         snprintf(buf, sizeof buf, "$KV.%s.", cfg->kv_bucket);
         ok = ok && (lg->kv_prefix = opstate_nats__dup(&n->a, buf)) &&
              (lg->scope = opstate_nats__dup(&n->a, cfg->kv_scope ? cfg->kv_scope : cfg->kv_bucket)) &&
              (lg->kind = opstate_nats__dup(&n->a, cfg->kv_kind ? cfg->kv_kind : "kv"));
     } else {
-        ok = (lg->stream = opstate_nats__dup(&n->a, cfg->stream)) != NULL;
+        ok = (lg->stream = opstate_nats__dup(&n->a, cfg->stream)) && (lg->scope = opstate_nats__dup(&n->a, cfg->stream)) &&
+             (lg->kind = opstate_nats__dup(&n->a, "nats")) &&
+             (lg->tmpl = opstate_nats__dup(&n->a, cfg->subject_template ? cfg->subject_template : "*.{scope}.{kind}.{key}"));
     }
     ok = ok && (!cfg->durable || (lg->durable = opstate_nats__dup(&n->a, cfg->durable)) != NULL);
     if (!ok) {
@@ -655,28 +689,151 @@ OPSTATE_NATS__PRIVATE bool opstate_nats__hold_room(opstate_nats_log *lg)
     return true;
 }
 
-/* KV mode: a bucket message as an encoded put/delete event. */
-OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *lg, natsMsg *m, int64_t time,
-                                                              uint8_t **out, size_t *len)
+/* >>wire: the NATS wire format (DESIGN.md): the id in Nats-Msg-Id, scope,
+   kind and key in the subject, op and event time in Opstate-Op and
+   Opstate-Time, the payload as it is. Bytes that are not an event,
+   appended through the log interface, travel as they are under
+   Opstate-Raw. A message with none of these headers is opstate 0.1's
+   encoding when its payload decodes as one, else another client's event. */
+#define OPSTATE_NATS__OP_HEADER "Opstate-Op"
+#define OPSTATE_NATS__TIME_HEADER "Opstate-Time"
+#define OPSTATE_NATS__RAW_HEADER "Opstate-Raw"
+#define OPSTATE_NATS__ID_HEADER "Opstate-Id" /* the id of an event appended without server-side dedup */
+
+OPSTATE_NATS__PRIVATE bool opstate_nats__has_header(natsMsg *m, const char *name, const char **value)
+{
+    const char *v = NULL;
+    bool has = natsMsgHeader_Get(m, name, &v) == NATS_OK;
+    if (value) *value = v;
+    return has;
+}
+
+/* Sets the headers that carry an event's op and time. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__event_headers(natsMsg *m, const opstate_event *ev)
+{
+    char text[24];
+    natsStatus s;
+    if (ev->op == OPSTATE_OP_PUT) snprintf(text, sizeof text, "put");
+    else if (ev->op == OPSTATE_OP_DELETE) snprintf(text, sizeof text, "delete");
+    else snprintf(text, sizeof text, "%lu", (unsigned long)ev->op);
+    s = natsMsgHeader_Set(m, OPSTATE_NATS__OP_HEADER, text);
+    snprintf(text, sizeof text, "%lld", (long long)ev->time);
+    if (s == NATS_OK && ev->has_time) s = natsMsgHeader_Set(m, OPSTATE_NATS__TIME_HEADER, text);
+    return s;
+}
+
+/* Whether a delivered message's data must be made into an event encoding
+   (not: opstate's raw bytes, or a 0.1 encoding as it is). */
+OPSTATE_NATS__PRIVATE bool opstate_nats__needs_event(const opstate_nats_log *lg, natsMsg *m)
 {
     opstate_event ev;
-    const char *subject = natsMsg_GetSubject(m), *op = NULL;
-    size_t plen = strlen(lg->kv_prefix);
+    if (lg->bucket || opstate_nats__has_header(m, OPSTATE_NATS__OP_HEADER, NULL)) return true;
+    if (opstate_nats__has_header(m, OPSTATE_NATS__RAW_HEADER, NULL)) return false;
+    return opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL) !=
+           OPSTATE_OK;
+}
+
+OPSTATE_NATS__PRIVATE opstate_bytes opstate_nats__bytes(const char *p, size_t n)
+{
+    opstate_bytes b;
+    b.ptr = (const uint8_t *)p;
+    b.len = p ? n : 0;
+    return b;
+}
+
+/* Maps a subject through the log's template: "{scope}" and "{kind}" one
+   token each, "{key}" (last) the rest of the subject, one or more tokens
+   or none, "*" any token, other tokens literal. Fields point into the
+   subject; scope and kind default to the log's (KV mode). */
+OPSTATE_NATS__PRIVATE bool opstate_nats__match(const opstate_nats_log *lg, const char *s, opstate_event *ev)
+{
+    const char *t = lg->tmpl;
+    ev->scope = opstate_nats__bytes(lg->scope, lg->scope ? strlen(lg->scope) : 0);
+    ev->kind = opstate_nats__bytes(lg->kind, lg->kind ? strlen(lg->kind) : 0);
+    for (;;) {
+        size_t tn = strcspn(t, "."), sn = strcspn(s, ".");
+        if (tn == 5 && strncmp(t, "{key}", 5) == 0) {
+            ev->key = opstate_nats__bytes(s, strlen(s));
+            return true;
+        }
+        if (sn == 0) return false;
+        if (tn == 7 && strncmp(t, "{scope}", 7) == 0) ev->scope = opstate_nats__bytes(s, sn);
+        else if (tn == 6 && strncmp(t, "{kind}", 6) == 0) ev->kind = opstate_nats__bytes(s, sn);
+        else if (!(tn == 1 && *t == '*') && (tn != sn || strncmp(t, s, sn) != 0)) return false;
+        t += tn;
+        s += sn;
+        if (!*t || !*s) return !*t ? !*s : strcmp(t, ".{key}") == 0; /* a subject without the key's tokens: no key */
+        t++;
+        s++;
+    }
+}
+
+/* The event's id: Nats-Msg-Id when it is one of ours (a UUID), else one
+   derived from that header's text, or from stream and sequence when there
+   is none (stable: a replay gives the same id again). */
+OPSTATE_NATS__PRIVATE opstate_id opstate_nats__wire_id(const opstate_nats_log *lg, natsMsg *m, uint64_t seq)
+{
+    opstate_event src;
+    opstate_id id;
+    const char *text = NULL;
+    char num[24];
+    if (opstate_nats__has_header(m, OPSTATE_NATS__ID_HEADER, &text) && text &&
+        opstate_id_from_text(text, strlen(text), &id, NULL) == OPSTATE_OK)
+        return id;
+    text = NULL;
+    if (opstate_nats__has_header(m, "Nats-Msg-Id", &text) && text &&
+        opstate_id_from_text(text, strlen(text), &id, NULL) == OPSTATE_OK)
+        return id;
+    OPSTATE_MEMSET(&src, 0, sizeof src);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)seq);
+    src.scope = opstate_nats__bytes(lg->stream, strlen(lg->stream));
+    src.kind = opstate_nats__bytes(text ? "msg-id" : "seq", text ? 6 : 3);
+    src.key = text ? opstate_nats__bytes(text, strlen(text)) : opstate_nats__bytes(num, strlen(num));
+    return opstate_id_from_content(&src);
+}
+
+/* The op and time headers of one of ours; false when they do not parse. */
+OPSTATE_NATS__PRIVATE bool opstate_nats__wire_op_time(natsMsg *m, const char *op, opstate_event *ev)
+{
+    const char *t = NULL;
+    char *end = NULL;
+    unsigned long long v;
+    if (strcmp(op, "put") == 0) ev->op = OPSTATE_OP_PUT;
+    else if (strcmp(op, "delete") == 0) ev->op = OPSTATE_OP_DELETE;
+    else if (*op >= '0' && *op <= '9' && (v = strtoull(op, &end, 10)) >= OPSTATE_OP_APP && v <= 0xffffffffu && !*end)
+        ev->op = (uint32_t)v;
+    else return false;
+    if (!opstate_nats__has_header(m, OPSTATE_NATS__TIME_HEADER, &t)) return true;
+    ev->has_time = true;
+    ev->time = (int64_t)strtoll(t, &end, 10);
+    return *t && !*end;
+}
+
+/* A delivered message as an encoded event (opstate's own, another
+   client's, or a KV bucket's), into *out. MALFORMED when its subject does
+   not fit the template or its opstate headers do not parse. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *lg, natsMsg *m, int64_t time,
+                                                              uint64_t seq, uint8_t **out, size_t *len)
+{
+    opstate_event ev;
+    uint8_t key[OPSTATE_MAX_KEY_LEN];
+    const char *op = NULL;
+    bool ours = opstate_nats__has_header(m, OPSTATE_NATS__OP_HEADER, &op) && op;
+    size_t klen = 0;
     OPSTATE_MEMSET(&ev, 0, sizeof ev);
-    if (strncmp(subject, lg->kv_prefix, plen) != 0) return OPSTATE_MALFORMED;
-    ev.scope.ptr = (const uint8_t *)lg->scope;
-    ev.scope.len = strlen(lg->scope);
-    ev.kind.ptr = (const uint8_t *)lg->kind;
-    ev.kind.len = strlen(lg->kind);
-    ev.key.ptr = (const uint8_t *)subject + plen;
-    ev.key.len = strlen(subject + plen);
-    natsMsgHeader_Get(m, "KV-Operation", &op);
-    ev.op = op && (strcmp(op, "DEL") == 0 || strcmp(op, "PURGE") == 0) ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT;
-    ev.data.ptr = (const uint8_t *)natsMsg_GetData(m);
-    ev.data.len = ev.op == OPSTATE_OP_PUT ? (size_t)natsMsg_GetDataLength(m) : 0;
-    ev.has_time = true;
+    if (!opstate_nats__match(lg, natsMsg_GetSubject(m), &ev) || !ev.scope.len || !ev.kind.len) return OPSTATE_MALFORMED;
+    if (ours && ev.key.len) { /* our key is one escaped token */
+        if (opstate_key_unescape((const char *)ev.key.ptr, ev.key.len, key, sizeof key, &klen, NULL) != OPSTATE_OK)
+            return OPSTATE_MALFORMED;
+        ev.key = opstate_nats__bytes((const char *)key, klen);
+    }
+    ev.has_time = !ours;
     ev.time = time;
-    ev.id = opstate_id_from_content(&ev); /* a revision is unique: its time is part of the content */
+    if (ours && !opstate_nats__wire_op_time(m, op, &ev)) return OPSTATE_MALFORMED;
+    if (!ours) ev.op = opstate_nats__has_header(m, "KV-Operation", &op) && op &&
+                               (strcmp(op, "DEL") == 0 || strcmp(op, "PURGE") == 0) ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT;
+    ev.data = opstate_nats__bytes(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    ev.id = opstate_nats__wire_id(lg, m, seq);
     if (opstate_event_encode(&ev, NULL, 0, len, NULL) != OPSTATE_OK) return OPSTATE_MALFORMED;
     if (!(*out = (uint8_t *)opstate_alloc(&lg->n->a, *len))) return OPSTATE_NO_MEMORY;
     return opstate_event_encode(&ev, *out, *len, len, NULL);
@@ -712,8 +869,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     out->contiguous = md->Sequence.Consumer == lg->last_delivery + 1;
     lg->last_delivery = md->Sequence.Consumer;
     *pending = md->NumPending;
-    if (lg->bucket) { /* an unusable bucket message becomes empty data: the consumer records it as poison */
-        r = opstate_nats__synthesize(lg, m, md->Timestamp, &h->event, &out->data.len);
+    if (opstate_nats__needs_event(lg, m)) { /* a message that does not map becomes empty data: poison */
+        r = opstate_nats__synthesize(lg, m, md->Timestamp, md->Sequence.Stream, &h->event, &out->data.len);
         out->data.ptr = h->event;
         if (r != OPSTATE_OK) out->data.len = 0;
         if (r != OPSTATE_NO_MEMORY) r = OPSTATE_OK;
@@ -989,6 +1146,28 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__read(void *user, opstate_byte
     return opstate_nats__ride((opstate_nats_log *)user, opstate_nats__read_once, &c, err);
 }
 
+/* The message of one append in the wire format: an event encoding
+   travels as its payload with its op and time in headers, and its id in
+   Nats-Msg-Id (the caller's msg_id, for the server's dedup) or, with no
+   msg_id, in Opstate-Id; other bytes as they are, marked Opstate-Raw. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__wire_msg(natsMsg **m, const char *subject, opstate_bytes data,
+                                                       bool dedup)
+{
+    opstate_event ev;
+    char id[OPSTATE_ID_TEXT_LEN + 1];
+    natsStatus s;
+    if (opstate_event_decode(data.ptr, data.len, &ev, NULL) != OPSTATE_OK) {
+        s = natsMsg_Create(m, subject, NULL, (const char *)data.ptr, (int)data.len);
+        return s == NATS_OK ? natsMsgHeader_Set(*m, OPSTATE_NATS__RAW_HEADER, "1") : s;
+    }
+    s = natsMsg_Create(m, subject, NULL, (const char *)ev.data.ptr, (int)ev.data.len);
+    if (s == NATS_OK) s = opstate_nats__event_headers(*m, &ev);
+    opstate_id_to_text(&ev.id, id);
+    id[OPSTATE_ID_TEXT_LEN] = '\0';
+    if (s == NATS_OK && !dedup) s = natsMsgHeader_Set(*m, OPSTATE_NATS__ID_HEADER, id);
+    return s;
+}
+
 /* Appends one message: Nats-Msg-Id for dedup, the expected last subject
    sequence for optimistic concurrency (0: the subject must be new). */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__append(void *user, opstate_bytes subject, opstate_bytes data,
@@ -1001,14 +1180,16 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__append(void *user, opstate_by
     jsPubAck *pa = NULL;
     jsErrCode jerr = (jsErrCode)0;
     natsMsg *m = NULL;
+    const opstate_id *msg_id = opts ? opts->msg_id : NULL;
     natsStatus s;
     if (lg->bucket) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "a KV bucket log is read-only", 0);
     if (subject.len == 0 || subject.len >= sizeof subj || data.len > INT32_MAX)
         return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "subject", 0);
     snprintf(subj, sizeof subj, "%.*s", (int)subject.len, (const char *)subject.ptr);
     jsPubOptions_Init(&po);
-    if (opts && opts->msg_id) {
-        opstate_id_to_text(opts->msg_id, id);
+    s = opstate_nats__wire_msg(&m, subj, data, msg_id != NULL);
+    if (msg_id) {
+        opstate_id_to_text(msg_id, id);
         id[OPSTATE_ID_TEXT_LEN] = '\0';
         po.MsgId = id;
     }
@@ -1016,7 +1197,6 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__append(void *user, opstate_by
         po.ExpectLastSubjectSeq = opts->last_subject_seq;
         po.ExpectNoMessage = opts->last_subject_seq == 0; /* 0 alone means "no check" in nats.c */
     }
-    s = natsMsg_Create(&m, subj, NULL, (const char *)data.ptr, (int)data.len);
     if (s == NATS_OK) s = js_PublishMsg(&pa, lg->n->js, m, &po, &jerr);
     natsMsg_Destroy(m);
     if (s != NATS_OK) return opstate_nats__fail(err, s, jerr, "publish");
@@ -1164,37 +1344,24 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__take_unacknowledged(opstate_nats 
     return js_PublishAsyncComplete(n->js, &po);
 }
 
-/* Builds subject and encoding of an event into the log's scratch buffer:
-   subject NUL data. */
-OPSTATE_NATS__PRIVATE opstate_result opstate_nats__event_bytes(opstate_nats_log *lg, opstate_bytes prefix,
-                                                               const opstate_event *ev, size_t *slen, size_t *dlen,
-                                                               opstate_error *err)
+/* The event's subject into lg->scratch (grown when short), NUL-terminated. */
+OPSTATE_NATS__PRIVATE opstate_result opstate_nats__subject_of(opstate_nats_log *lg, opstate_bytes prefix,
+                                                             const opstate_event *ev, opstate_error *err)
 {
-    opstate_result r = OPSTATE_BUFFER_TOO_SMALL;
-    if (lg->scratch) { /* usually it fits: one pass, no size queries */
-        r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, lg->scratch,
-                                  lg->scratch_cap, slen, err);
-        if (r == OPSTATE_OK)
-            r = *slen + 1 < lg->scratch_cap ? opstate_event_encode(ev, (uint8_t *)lg->scratch + *slen + 1,
-                                                                   lg->scratch_cap - *slen - 1, dlen, err)
-                                            : OPSTATE_BUFFER_TOO_SMALL;
-        if (r == OPSTATE_OK) lg->scratch[*slen] = '\0';
-        if (r != OPSTATE_BUFFER_TOO_SMALL) return r;
-    }
-    r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, NULL, 0, slen, err);
-    if (r == OPSTATE_OK) r = opstate_event_encode(ev, NULL, 0, dlen, err);
+    size_t n = 0;
+    opstate_result r = opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, NULL, 0,
+                                             &n, err);
     if (r != OPSTATE_OK) return r;
-    if (*slen + 1 + *dlen > lg->scratch_cap) {
-        size_t cap = (*slen + 1 + *dlen) * 2;
-        char *grown = (char *)opstate_alloc(&lg->n->a, cap);
-        if (!grown) return opstate_error_set(err, OPSTATE_NO_MEMORY, "event", 0);
+    if (n + 1 > lg->scratch_cap) {
+        char *grown = (char *)opstate_alloc(&lg->n->a, (n + 1) * 2);
+        if (!grown) return opstate_error_set(err, OPSTATE_NO_MEMORY, "subject", 0);
         opstate_free(&lg->n->a, lg->scratch);
         lg->scratch = grown;
-        lg->scratch_cap = cap;
+        lg->scratch_cap = (n + 1) * 2;
     }
-    opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, lg->scratch, *slen, slen, NULL);
-    lg->scratch[*slen] = '\0';
-    return opstate_event_encode(ev, (uint8_t *)lg->scratch + *slen + 1, *dlen, dlen, err);
+    opstate_subject_build((const char *)prefix.ptr, prefix.len, ev->scope, ev->kind, ev->key, lg->scratch, n, &n, NULL);
+    lg->scratch[n] = '\0';
+    return OPSTATE_OK;
 }
 
 OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opstate_bytes prefix,
@@ -1202,12 +1369,12 @@ OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opst
                                                       opstate_error *err)
 {
     char id[OPSTATE_ID_TEXT_LEN + 1];
-    size_t slen, dlen;
     jsPubOptions po;
     natsMsg *m = NULL;
     natsStatus s;
-    opstate_result r = opstate_nats__event_bytes(lg, prefix, ev, &slen, &dlen, err);
+    opstate_result r = opstate_nats__subject_of(lg, prefix, ev, err);
     if (r != OPSTATE_OK) return r;
+    if (ev->data.len > INT32_MAX) return opstate_error_set(err, OPSTATE_OVERSIZED, "data", 0);
     opstate_id_to_text(&ev->id, id);
     id[OPSTATE_ID_TEXT_LEN] = '\0';
     jsPubOptions_Init(&po);
@@ -1215,8 +1382,9 @@ OPSTATE_API opstate_result opstate_nats_publish_async(opstate_nats_log *lg, opst
         po.ExpectLastSubjectSeq = opts->last_subject_seq;
         po.ExpectNoMessage = opts->last_subject_seq == 0;
     }
-    s = natsMsg_Create(&m, lg->scratch, NULL, lg->scratch + slen + 1, (int)dlen); /* copies both */
+    s = natsMsg_Create(&m, lg->scratch, NULL, (const char *)ev->data.ptr, (int)ev->data.len); /* copies both */
     if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+    if (s == NATS_OK) s = opstate_nats__event_headers(m, ev);
     if (s == NATS_OK) s = js_PublishMsgAsync(lg->n->js, &m, &po);
     natsMsg_Destroy(m); /* NULL once nats.c took it */
     return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "publish async");

@@ -107,7 +107,7 @@ def ids(stream):
         count, distinct = read_ids(stream, total, 3)
     print(count, distinct)
 arity = {"kv-create": 1, "kv-put": 3, "kv-del": 2, "consumer-info": 2, "stream-wait": 1, "stream-delete": 1,
-         "stream-create": 5, "stream-count": 1, "stream-reach": 2, "stream-ids": 1}
+         "stream-create": 5, "stream-count": 1, "stream-reach": 2, "stream-ids": 1, "pub": 3, "get-msg": 2}
 while ops:
     op, n = ops[0], arity[ops[0]]
     a, ops = ops[1:n + 1], ops[n + 1:]
@@ -120,6 +120,13 @@ while ops:
         request("$KV.%s.%s" % (a[0], a[1]), a[2].encode())
     elif op == "kv-del":
         request("$KV.%s.%s" % (a[0], a[1]), header=b"KV-Operation: DEL")
+    elif op == "pub":  # SUBJECT PAYLOAD HEADER ("-": none), acknowledged by the stream
+        request(a[0], a[1].encode(), header=b"" if a[2] == "-" else a[2].encode())
+    elif op == "get-msg":  # STREAM SEQ: the payload, then each header line
+        import base64
+        msg = request("$JS.API.STREAM.MSG.GET." + a[0], json.dumps({"seq": int(a[1])}).encode())["message"]
+        print(base64.b64decode(msg.get("data", "")).decode())
+        print(base64.b64decode(msg.get("hdrs", "")).decode().replace("\r\n", "\n").strip())
     elif op == "consumer-info":
         print(json.dumps(request("$JS.API.CONSUMER.INFO.%s.%s" % (a[0], a[1]))))
     elif op == "stream-wait":
@@ -300,6 +307,24 @@ fails "no host" 2 "expected a host name or IPv4 address after nats://" -- info -
 fails "credentials are refused, not echoed" 2 "--log: credentials in a server URL are not supported \(nor echoed\): use NATS_USER and NATS_PASSWORD, or NATS_CREDS$" -- info --log nats://user:s3cret@127.0.0.1:4222/OPS
 fails "the scheme needs //" 2 "unknown log URI" -- info --log nats:127.0.0.1/OPS
 fails "a bad URI with the default state dir (inspect)" 2 "stream 'a\.b': a name is" -- inspect --log "$URL/a.b"
+
+echo "== a stream other clients wrote, and what opstate writes read by them (the wire format)"
+js stream-create PLAIN 'plain.>' limits 1000 old
+js pub plain.site1.host.raw '{"rate":5}' 'Nats-Msg-Id: order-1' pub plain.site1.host.t2 hello - \
+  pub plain.site1.host.raw '' 'KV-Operation: DEL' pub plain.site1.host.cfg '{"on":true}' -
+expect "consume a stream a plain client wrote (no ids, a DEL, JSON and text)" 0 "applied 4, .*poison 0" -- consume --log "$URL/PLAIN" --prefix plain --state "$T/plain.state" --exit-when-caught-up
+expect "get a text value from that state" 0 "^hello$" -- get --log "$URL/PLAIN" --state "$T/plain.state" --scope site1 --kind host --key t2
+fails "get the deleted key (exit 3)" 3 "get: no key 'site1' 'host' 'raw'" -- get --log "$URL/PLAIN" --state "$T/plain.state" --scope site1 --kind host --key raw
+op tail --log "$URL/PLAIN"
+if [[ $? -eq 0 ]] && jq -se 'map(.key[2]) == ["raw", "t2", "raw", "cfg"] and (map(.op) == ["put", "put", "delete", "put"]) and .[0].data == "{\"rate\":5}"' "$out" >/dev/null; then ok; else bad "tail of a plain client's stream (jq)"; cat "$out"; fi
+js stream-create SENS 'sensors.>' limits 1000 old
+js pub sensors.temp.room1 21 - pub sensors.temp.room2 19 - pub sensors.temp.room1 22 -
+json "--subject-template maps another shape (scope: the stream's name)" 'd["count"] == 2 and {tuple(i["key"]): i["value"] for i in d["items"]} == {("SENS", "temp", "room1"): "22", ("SENS", "temp", "room2"): "19"}' -- replay --log "$URL/SENS" --subject-template 'sensors.{kind}.{key}' --json
+fails "a template with {key} not last (exit 2)" 2 "invalid argument" -- replay --log "$URL/SENS" --subject-template '{key}.{kind}'
+fails "--subject-template on an lmdb: log (exit 2)" 2 "--subject-template" -- replay --log "lmdb:$T/lmdblog" --subject-template 'x.{key}'
+op publish --log "$URL/PLAIN" --prefix plain --scope site1 --kind host --key 10.0.0.1 --op put --data '{"rate":7}'
+js get-msg PLAIN 5 >"$T/plain.msg" 2>>"$err"
+if [[ $(head -n 1 "$T/plain.msg") == '{"rate":7}' ]] && grep -q "^Opstate-Op: put" "$T/plain.msg" && grep -q "^Nats-Msg-Id: " "$T/plain.msg"; then ok; else bad "what opstate publishes is the plain payload to a plain client, op and id in headers"; cat "$T/plain.msg"; fi
 
 echo "== several servers, --server, NATS_URL"
 NOPORT=$(nats_free_port)

@@ -303,6 +303,38 @@ static opstate_kv *nt_fold(const opstate_log *log, opstate_bytes filter, opstate
     return kv;
 }
 
+/* One stream message as the oracle reads it, by hand: the wire format
+   (subject "<prefix>.<scope>.<kind>.<escaped key>", Opstate-Op, the
+   payload as is) or a 0.1 encoding. false: not an event. */
+static bool nt_oracle_event(natsMsg *m, uint8_t *key, size_t cap, opstate_bytes *k, opstate_bytes *v, bool *del)
+{
+    const char *subject = natsMsg_GetSubject(m), *op = NULL;
+    opstate_event ev;
+    opstate_subject_parts parts;
+    uint8_t unesc[600];
+    size_t ulen = 0;
+    memset(&ev, 0, sizeof ev);
+    if (natsMsgHeader_Get(m, "Opstate-Op", &op) == NATS_OK && op) {
+        if (opstate_subject_parse(subject, strlen(subject), subject, strcspn(subject, "."), &parts, NULL) != OPSTATE_OK ||
+            (parts.key_token.len && opstate_key_unescape((const char *)parts.key_token.ptr, parts.key_token.len, unesc,
+                                                         sizeof unesc, &ulen, NULL) != OPSTATE_OK))
+            return false;
+        ev.scope = parts.scope;
+        ev.kind = parts.kind;
+        ev.key = by(unesc, ulen);
+        ev.op = strcmp(op, "delete") == 0 ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT;
+        ev.data = by(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    } else if (opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL) !=
+               OPSTATE_OK) {
+        return false;
+    }
+    if (opstate_kv_event_key(&ev, key, cap, &k->len) != OPSTATE_OK) return false;
+    k->ptr = key;
+    *del = ev.op == OPSTATE_OP_DELETE;
+    *v = ev.data;
+    return true;
+}
+
 /* The independent oracle: every retained message fetched one by one with
    js_GetMsg (no consumer, no opstate read path), decoded and folded by
    hand. filter: a NATS subject filter or NULL; bucket: read stream
@@ -355,17 +387,9 @@ static opstate_kv *nt_oracle(opstate_nats *n, const char *stream, const char *fi
             k.len = nt_key(bucket, "kv", subject + strlen(kvprefix), key, sizeof key);
             v.ptr = (const uint8_t *)natsMsg_GetData(m);
             v.len = (size_t)natsMsg_GetDataLength(m);
-        } else {
-            opstate_event ev;
-            if (opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL) !=
-                    OPSTATE_OK ||
-                opstate_kv_event_key(&ev, key, sizeof key, &k.len) != OPSTATE_OK) {
-                natsMsg_Destroy(m);
-                continue;
-            }
-            k.ptr = key;
-            del = ev.op == OPSTATE_OP_DELETE;
-            v = ev.data;
+        } else if (!nt_oracle_event(m, key, sizeof key, &k, &v, &del)) {
+            natsMsg_Destroy(m);
+            continue;
         }
         if (k.len == 0) ok = false;
         else if (del) opstate_kv_delete(kv, k, none);
@@ -2682,4 +2706,122 @@ TEST(nats, tls_client_certificate)
     CASE(NULL);
     nats_server_stop(&srv);
     nt_pki_remove(&pki);
+}
+
+/* ---- the NATS wire format (DESIGN.md "NATS wire format") ------------------ */
+
+/* Publishes with plain nats.c (no opstate code): subject, payload, and up
+   to two headers (NULL: none). Returns the stream sequence, 0 on failure. */
+static uint64_t nt_plain_publish(nt_ctx *x, const char *subject, const char *payload, const char *h1, const char *v1,
+                                 const char *h2, const char *v2)
+{
+    natsMsg *m = NULL;
+    jsPubAck *pa = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    uint64_t seq = 0;
+    natsStatus s = natsMsg_Create(&m, subject, NULL, payload, (int)strlen(payload));
+    if (s == NATS_OK && h1) s = natsMsgHeader_Set(m, h1, v1);
+    if (s == NATS_OK && h2) s = natsMsgHeader_Set(m, h2, v2);
+    if (s == NATS_OK) s = js_PublishMsg(&pa, opstate_nats_jetstream(x->n), m, NULL, &jerr);
+    if (s == NATS_OK) seq = pa->Sequence;
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    return seq;
+}
+
+/* A stream written by another client: JSON and text payloads, an id that
+   is not a UUID, messages with no id, a KV-Operation: DEL, a key of
+   several tokens, a subject the template does not fit (poison). */
+TEST(nats_wire, plain_client_stream_is_consumed)
+{
+    nt_ctx x;
+    opstate_replay_config rc;
+    opstate_replay_result rr;
+    opstate_kv *kv = NULL;
+    REQUIRE(nt_setup(&x, nt_url(), "T_WIRE_IN", "wire", 0, 0) == 0);
+    CHECK(nt_plain_publish(&x, "wire.site1.host.raw", "{\"rate\":5}", "Nats-Msg-Id", "order-1", NULL, NULL) == 1);
+    CHECK(nt_plain_publish(&x, "wire.site1.host.t2", "hello", NULL, NULL, NULL, NULL) == 2);
+    CHECK(nt_plain_publish(&x, "wire.site1.host.cfg", "{\"on\":true}", NULL, NULL, NULL, NULL) == 3);
+    CHECK(nt_plain_publish(&x, "wire.site1.host.raw", "", "KV-Operation", "DEL", NULL, NULL) == 4);
+    CHECK(nt_plain_publish(&x, "wire.site1.host.a.b.c", "dotted", NULL, NULL, NULL, NULL) == 5);
+    CHECK(nt_plain_publish(&x, "wire.site1", "no kind", NULL, NULL, NULL, NULL) == 6);
+    memset(&rc, 0, sizeof rc);
+    rc.log = x.log;
+    REQUIRE(opstate_kv_create(NULL, &kv) == OPSTATE_OK);
+    CHECK(opstate_replay(&rc, kv, &rr, NULL) == OPSTATE_OK);
+    CHECK_EQ_U64(rr.applied, 5);
+    CHECK_EQ_U64(rr.poison, 1);
+    CHECK_EQ_U64(opstate_kv_count(kv), 3);
+    CHECK(nt_has(kv, "site1", "host", "t2", "hello") == 1);
+    CHECK(nt_has(kv, "site1", "host", "cfg", "{\"on\":true}") == 1);
+    CHECK(nt_has(kv, "site1", "host", "a.b.c", "dotted") == 1);
+    CHECK(nt_has(kv, "site1", "host", "raw", NULL) == 0); /* deleted */
+    opstate_kv_destroy(kv);
+    nt_teardown(&x, true);
+}
+
+/* What opstate publishes reads as its plain payload to any client: the id
+   in Nats-Msg-Id, op and time in headers, the key in the subject; and it
+   comes back to opstate as the same event. */
+TEST(nats_wire, opstate_events_read_plain)
+{
+    nt_ctx x;
+    opstate_event ev = nt_ev("s", "host", "10.0.0.1", OPSTATE_OP_PUT, "{\"rate\":5}"), back;
+    opstate_append_result ar;
+    opstate_log_message msg;
+    natsMsg *m = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    const char *h = NULL;
+    char id[OPSTATE_ID_TEXT_LEN + 1], t[24];
+    size_t n = 0;
+    REQUIRE(nt_setup(&x, nt_url(), "T_WIRE_OUT", "wout", 0, 0) == 0);
+    REQUIRE(opstate_publish(&x.log, str("wout"), &ev, NULL, NULL, &ar, NULL) == OPSTATE_OK);
+    REQUIRE(js_GetMsg(&m, opstate_nats_jetstream(x.n), "T_WIRE_OUT", ar.seq, NULL, &jerr) == NATS_OK);
+    CHECK_STR(natsMsg_GetSubject(m), "wout.s.host.10%2E0%2E0%2E1");
+    CHECK(natsMsg_GetDataLength(m) == 10 && memcmp(natsMsg_GetData(m), "{\"rate\":5}", 10) == 0);
+    opstate_id_to_text(&ev.id, id);
+    id[OPSTATE_ID_TEXT_LEN] = '\0';
+    CHECK(natsMsgHeader_Get(m, "Nats-Msg-Id", &h) == NATS_OK && h && strcmp(h, id) == 0);
+    CHECK(natsMsgHeader_Get(m, "Opstate-Op", &h) == NATS_OK && h && strcmp(h, "put") == 0);
+    snprintf(t, sizeof t, "%lld", (long long)ev.time);
+    CHECK(natsMsgHeader_Get(m, "Opstate-Time", &h) == NATS_OK && h && strcmp(h, t) == 0);
+    natsMsg_Destroy(m);
+    REQUIRE(x.log.read(x.log.user, str(NULL), ar.seq, 0, &msg, 1, &n, NULL) == OPSTATE_OK && n == 1);
+    REQUIRE(opstate_event_decode(msg.data.ptr, msg.data.len, &back, NULL) == OPSTATE_OK);
+    CHECK(opstate_id_equal(&back.id, &ev.id));
+    CHECK(back.key.len == 8 && memcmp(back.key.ptr, "10.0.0.1", 8) == 0);
+    CHECK(back.op == OPSTATE_OP_PUT && back.has_time && back.time == ev.time);
+    CHECK(back.data.len == 10 && memcmp(back.data.ptr, "{\"rate\":5}", 10) == 0);
+    nt_teardown(&x, true);
+}
+
+/* A stream opstate 0.1 wrote (the binary encoding as the payload, no
+   opstate headers) is read as it was. */
+TEST(nats_wire, stream_of_0_1_is_read)
+{
+    nt_ctx x;
+    opstate_event ev = nt_ev("s", "k", "old", OPSTATE_OP_PUT, "v01");
+    uint8_t enc[256];
+    char payload[257];
+    size_t n = 0;
+    opstate_replay_config rc;
+    opstate_replay_result rr;
+    opstate_kv *kv = NULL;
+    natsMsg *m = NULL;
+    jsPubAck *pa = NULL;
+    REQUIRE(nt_setup(&x, nt_url(), "T_WIRE_01", "w01", 0, 0) == 0);
+    REQUIRE(opstate_event_encode(&ev, enc, sizeof enc, &n, NULL) == OPSTATE_OK);
+    memcpy(payload, enc, n);
+    REQUIRE(natsMsg_Create(&m, "w01.s.k.old", NULL, payload, (int)n) == NATS_OK);
+    REQUIRE(js_PublishMsg(&pa, opstate_nats_jetstream(x.n), m, NULL, NULL) == NATS_OK);
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(m);
+    memset(&rc, 0, sizeof rc);
+    rc.log = x.log;
+    REQUIRE(opstate_kv_create(NULL, &kv) == OPSTATE_OK);
+    CHECK(opstate_replay(&rc, kv, &rr, NULL) == OPSTATE_OK);
+    CHECK_EQ_U64(rr.applied, 1);
+    CHECK(nt_has(kv, "s", "k", "old", "v01") == 1);
+    opstate_kv_destroy(kv);
+    nt_teardown(&x, true);
 }

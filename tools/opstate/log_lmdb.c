@@ -114,6 +114,7 @@ static int refuse_nats_options(const char *uri, const log_open_options *o)
     const char *name = NULL;
     if (o->durable) name = "--durable";
     else if (o->server) name = "--server";
+    else if (o->subject_template) name = "--subject-template";
     else if (o->max_messages) name = "--max-messages";
     else if (o->max_per_subject) name = "--max-per-subject";
     else if (o->replicas) name = "--replicas";

@@ -309,6 +309,7 @@ static int nats_connect(const char *uri, const nats_uri *u, const log_open_optio
     lc.stream = u->bucket ? NULL : u->name;
     lc.kv_bucket = u->bucket ? u->name : NULL;
     lc.durable = o->durable;
+    lc.subject_template = o->subject_template;
     r = note_nats_failure(opstate_nats_log_open(b->conn, &lc, &b->log, &err), &err);
     return r == OPSTATE_OK ? STATUS_OK : fail_result(r, &err, "--log %s", quoted(uri));
 }

@@ -51,6 +51,7 @@ int log_open(const args *a, const log_open_options *o, log_handle *h)
         return fail(STATUS_USAGE, "--stream %s: only with a nats://SERVERS log that names no stream, or no --log (not --log %s)",
                     quoted(opt(a, "--stream")), quoted(opt(a, "--log")));
     with_server.server = opt(a, "--server");
+    with_server.subject_template = opt(a, "--subject-template");
     if (!(b = find_backend(h->uri, &rest))) return STATUS_USAGE;
     return b->open(h->uri, rest, &with_server, h);
 }

@@ -175,6 +175,7 @@ typedef struct log_open_options {
     const char *prefix;                     /* publish: the subject prefix (a stream's subjects) */
     const char *durable;                    /* consume --durable: a NATS durable pull consumer */
     const char *server;                     /* --server: NATS servers for a nats:///STREAM log */
+    const char *subject_template;           /* --subject-template: other clients' subjects (NATS) */
     uint64_t max_messages, max_per_subject; /* publish: limits of a NATS stream (0: not asked) */
     uint64_t replicas;                      /* publish: replicas of a NATS stream it makes (0: 1) */
     uint64_t ack_wait_ms;                   /* publish --batch on NATS: the wait for acknowledgments (0: default) */
@@ -290,7 +291,9 @@ int state_load(const state_handle *s, opstate_kv **kv, opstate_snapshot_meta *me
     {"--log", "URI", "the log: lmdb:PATH (default " DEFAULT_LOG_URI ") or nats://HOST[:PORT][,...]/STREAM|kv/BUCKET"}, \
     {"--server", "URLS", "nats (or -s): the servers of a nats:///STREAM log, comma-separated (default $NATS_URL, " \
                          "else 127.0.0.1:4222)"},                                                                \
-    {"--stream", "NAME", "nats: the stream, for --log nats://SERVERS or no --log (servers from --server or $NATS_URL)"}
+    {"--stream", "NAME", "nats: the stream, for --log nats://SERVERS or no --log (servers from --server or $NATS_URL)"}, \
+    {"--subject-template", "T", "nats: how other clients' subjects map to scope, kind and key "                     \
+                                "(default *.{scope}.{kind}.{key}; {key} last, the rest of the subject)"}
 #define OPT_PREFIX {"--prefix", "PREFIX", "subject prefix, dot-separated tokens (default " DEFAULT_PREFIX ")"}
 #define OPT_STATE {"--state", "DIR", "LMDB directory of the state (default: the log's PATH + .state)"}
 #define OPT_NAME {"--name", "NAME", "store name in that directory (default \"" DEFAULT_STORE_NAME "\")"}
