@@ -22,6 +22,10 @@
        >>log      the core log interface over JetStream: ordered push reads
                   from a sequence, stream info (epoch = stream Created),
                   last value per subject, native KV buckets as a source
+       >>wire     the NATS wire format: the payload as it is, the id in
+                  Nats-Msg-Id, op and time in Opstate-Op / Opstate-Time;
+                  any client's messages read as events through a subject
+                  template; streams of opstate 0.1 read as they were
 
    USAGE
        opstate_nats *n;
@@ -533,7 +537,7 @@ OPSTATE_API opstate_result opstate_nats_stream_purge(opstate_nats *n, const char
 /* A message held for the caller until the next call on the log. */
 typedef struct opstate_nats__held {
     natsMsg *msg;
-    uint8_t *event; /* KV mode: the synthesized event encoding */
+    uint8_t *event; /* the event encoding made from the message (>>wire) */
     uint64_t seq;
 } opstate_nats__held;
 
@@ -550,7 +554,7 @@ struct opstate_nats_log {
     bool sub_durable;        /* sub is bound to the durable (not deleted on unsubscribe) */
     opstate_nats__held *held;
     size_t n_held, cap_held;
-    char *scratch; /* publish_async: subject and encoding of the event being sent */
+    char *scratch; /* publish_async: the subject of the event being sent */
     size_t scratch_cap;
 };
 
@@ -622,7 +626,9 @@ OPSTATE_API opstate_result opstate_nats_log_open(opstate_nats *n, const opstate_
     opstate_nats_log *lg;
     char buf[300];
     bool ok;
-    if (!cfg || (!cfg->stream && !cfg->kv_bucket)) return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "stream or kv_bucket", 0);
+    if (out) *out = NULL;
+    if (!cfg || !out || (!cfg->stream && !cfg->kv_bucket))
+        return opstate_error_set(err, OPSTATE_INVALID_ARGUMENT, "stream or kv_bucket", 0);
     if (!(lg = (opstate_nats_log *)opstate_alloc(&n->a, sizeof *lg))) return opstate_error_set(err, OPSTATE_NO_MEMORY, "log", 0);
     OPSTATE_MEMSET(lg, 0, sizeof *lg);
     lg->n = n;

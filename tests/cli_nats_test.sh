@@ -321,6 +321,11 @@ js stream-create SENS 'sensors.>' limits 1000 old
 js pub sensors.temp.room1 21 - pub sensors.temp.room2 19 - pub sensors.temp.room1 22 -
 json "--subject-template maps another shape (scope: the stream's name)" 'd["count"] == 2 and {tuple(i["key"]): i["value"] for i in d["items"]} == {("SENS", "temp", "room1"): "22", ("SENS", "temp", "room2"): "19"}' -- replay --log "$URL/SENS" --subject-template 'sensors.{kind}.{key}' --json
 fails "a template with {key} not last (exit 2)" 2 "invalid argument" -- replay --log "$URL/SENS" --subject-template '{key}.{kind}'
+json "--filter with a template: a NATS filter on the stream's own subjects" 'd["count"] == 1 and d["items"][0]["value"] == "19"' -- replay --log "$URL/SENS" --subject-template 'sensors.{kind}.{key}' --filter 'sensors.*.room2' --json
+fails "--scope with a template (exit 2)" 2 "--scope, --kind and --key take opstate's subjects, not --subject-template's" -- replay --log "$URL/SENS" --subject-template 'sensors.{kind}.{key}' --scope SENS
+expect "get --replay with a template (the whole stream, then the key)" 0 "^22$" -- get --log "$URL/SENS" --subject-template 'sensors.{kind}.{key}' --replay --scope SENS --kind temp --key room1
+expect "the README's mirror: consume with a template" 0 "applied 3, .*poison 0" -- consume --log "nats://127.0.0.1:$PORT/SENS" --subject-template 'sensors.{kind}.{key}' --state "$T/sensors" --exit-when-caught-up
+expect "the README's mirror: get from its state" 0 "^22$" -- get --state "$T/sensors" --scope SENS --kind temp --key room1
 fails "--subject-template on an lmdb: log (exit 2)" 2 "--subject-template" -- replay --log "lmdb:$T/lmdblog" --subject-template 'x.{key}'
 op publish --log "$URL/PLAIN" --prefix plain --scope site1 --kind host --key 10.0.0.1 --op put --data '{"rate":7}'
 js get-msg PLAIN 5 >"$T/plain.msg" 2>>"$err"

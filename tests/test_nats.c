@@ -2825,3 +2825,119 @@ TEST(nats_wire, stream_of_0_1_is_read)
     opstate_kv_destroy(kv);
     nt_teardown(&x, true);
 }
+
+/* The event of the message at seq, read through the log interface; false
+   when the read fails or its data is not an event (poison). */
+static bool nt_read_event(nt_ctx *x, uint64_t seq, opstate_event *ev)
+{
+    opstate_log_message msg;
+    size_t n = 0;
+    if (x->log.read(x->log.user, str(NULL), seq, 0, &msg, 1, &n, NULL) != OPSTATE_OK || n != 1) return false;
+    return msg.position.seq == seq && opstate_event_decode(msg.data.ptr, msg.data.len, ev, NULL) == OPSTATE_OK;
+}
+
+/* The event at seq read through a log opened with subject template tmpl
+   (its bytes outlive the log: copied into a static buffer). */
+static bool nt_template_event(nt_ctx *x, const char *tmpl, uint64_t seq, opstate_event *ev)
+{
+    static uint8_t copy[512];
+    opstate_nats_log_config lc;
+    opstate_nats_log *lg = NULL;
+    opstate_log_message msg;
+    size_t n = 0;
+    bool ok;
+    memset(&lc, 0, sizeof lc);
+    lc.stream = x->stream;
+    lc.subject_template = tmpl;
+    if (opstate_nats_log_open(x->n, &lc, &lg, NULL) != OPSTATE_OK) return false;
+    ok = opstate_nats_log_iface(lg).read(lg, str(NULL), seq, 0, &msg, 1, &n, NULL) == OPSTATE_OK && n == 1 &&
+         msg.data.len <= sizeof copy;
+    if (ok) memcpy(copy, msg.data.ptr, msg.data.len);
+    ok = ok && opstate_event_decode(copy, msg.data.len, ev, NULL) == OPSTATE_OK;
+    opstate_nats_log_close(lg);
+    return ok;
+}
+
+/* Each rule of the wire format that a plain client can meet: ids derived
+   when there is none (stable on every read, distinct per message), the
+   publish time, an application op with its time, headers that do not
+   parse (poison), PURGE. */
+TEST(nats_wire, foreign_headers_and_derived_ids)
+{
+    nt_ctx x;
+    opstate_event a, b, again;
+    int64_t before = nt_now_ns(), after;
+    REQUIRE(nt_setup(&x, nt_url(), "T_WIRE_RULES", "wr", 0, 0) == 0);
+    REQUIRE(nt_plain_publish(&x, "wr.s.k.same", "v", NULL, NULL, NULL, NULL) == 1);
+    REQUIRE(nt_plain_publish(&x, "wr.s.k.same", "v", NULL, NULL, NULL, NULL) == 2);
+    after = nt_now_ns();
+    CHECK(nt_plain_publish(&x, "wr.s.k.app", "x", "Opstate-Op", "16", "Opstate-Time", "123") == 3);
+    CHECK(nt_plain_publish(&x, "wr.s.k.bad", "x", "Opstate-Op", "3", NULL, NULL) == 4);
+    CHECK(nt_plain_publish(&x, "wr.s.k.bad", "x", "Opstate-Op", "put", "Opstate-Time", "12x") == 5);
+    CHECK(nt_plain_publish(&x, "wr.s.k.gone", "", "KV-Operation", "PURGE", NULL, NULL) == 6);
+    CHECK(nt_plain_publish(&x, "wr.s.k.%zz", "x", "Opstate-Op", "put", NULL, NULL) == 7);
+    CASE("a plain message: a put at its publish time");
+    REQUIRE(nt_read_event(&x, 1, &a)); /* its bytes are the log's until the next read */
+    CHECK(a.op == OPSTATE_OP_PUT && a.has_time && a.time >= before - 1000000000 && a.time <= after + 1000000000);
+    CHECK(a.data.len == 1 && a.data.ptr[0] == 'v');
+    CASE("no id: one derived from stream and sequence, the same on every read, one per message");
+    REQUIRE(nt_read_event(&x, 2, &b));
+    CHECK(!opstate_id_equal(&a.id, &b.id));
+    REQUIRE(nt_read_event(&x, 1, &again));
+    CHECK(opstate_id_equal(&a.id, &again.id));
+    CASE("Opstate-Op 16 and Opstate-Time: an application op at that time");
+    REQUIRE(nt_read_event(&x, 3, &a));
+    CHECK(a.op == 16 && a.has_time && a.time == 123);
+    CASE("an op below the application range, a time that is not a number, a bad escape: poison");
+    CHECK(!nt_read_event(&x, 4, &a));
+    CHECK(!nt_read_event(&x, 5, &a));
+    CHECK(!nt_read_event(&x, 7, &a));
+    CASE("KV-Operation: PURGE is a delete");
+    REQUIRE(nt_read_event(&x, 6, &a));
+    CHECK(a.op == OPSTATE_OP_DELETE);
+    CASE("a template without {scope}: the stream's name; a literal token that differs: poison");
+    CHECK(nt_template_event(&x, "*.*.{kind}.{key}", 1, &a));
+    CHECK(a.scope.len == 12 && memcmp(a.scope.ptr, "T_WIRE_RULES", 12) == 0);
+    CHECK(a.kind.len == 1 && a.kind.ptr[0] == 'k' && a.key.len == 4 && memcmp(a.key.ptr, "same", 4) == 0);
+    CHECK(!nt_template_event(&x, "wr.q.{kind}.{key}", 1, &a));
+    CASE(NULL);
+    nt_teardown(&x, true);
+}
+
+/* An event appended with no duplicate check keeps its id in Opstate-Id
+   (no Nats-Msg-Id, so the server does not dedup it); a subject template
+   that cannot map a subject is refused when the log opens. */
+TEST(nats_wire, id_without_dedup_and_bad_templates)
+{
+    static const char *const bad[] = {"", "a..{key}", "{key}.x", "{scope}.{scope}.{key}", "{kind}.{kind}", ".{key}"};
+    nt_ctx x;
+    opstate_event ev = nt_ev("s", "k", "nodedup", OPSTATE_OP_PUT, "v"), back;
+    uint8_t enc[256];
+    size_t n = 0, i;
+    opstate_append_result ar;
+    opstate_nats_log_config lc;
+    opstate_nats_log *lg = NULL;
+    opstate_error err;
+    natsMsg *m = NULL;
+    const char *h = NULL;
+    char id[OPSTATE_ID_TEXT_LEN + 1];
+    REQUIRE(nt_setup(&x, nt_url(), "T_WIRE_NODEDUP", "wn", 0, 0) == 0);
+    REQUIRE(opstate_event_encode(&ev, enc, sizeof enc, &n, NULL) == OPSTATE_OK);
+    REQUIRE(x.log.append(x.log.user, str("wn.s.k.nodedup"), by(enc, n), NULL, &ar, NULL) == OPSTATE_OK);
+    REQUIRE(js_GetMsg(&m, opstate_nats_jetstream(x.n), "T_WIRE_NODEDUP", ar.seq, NULL, NULL) == NATS_OK);
+    opstate_id_to_text(&ev.id, id);
+    id[OPSTATE_ID_TEXT_LEN] = '\0';
+    CHECK(natsMsgHeader_Get(m, "Opstate-Id", &h) == NATS_OK && h && strcmp(h, id) == 0);
+    CHECK(natsMsgHeader_Get(m, "Nats-Msg-Id", &h) != NATS_OK);
+    natsMsg_Destroy(m);
+    REQUIRE(nt_read_event(&x, ar.seq, &back));
+    CHECK(opstate_id_equal(&back.id, &ev.id));
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&lc, 0, sizeof lc);
+        lc.stream = "T_WIRE_NODEDUP";
+        lc.subject_template = bad[i];
+        CHECK(opstate_nats_log_open(x.n, &lc, &lg, &err) == OPSTATE_INVALID_ARGUMENT);
+        CHECK(lg == NULL);
+    }
+    nt_teardown(&x, true);
+}

@@ -21,7 +21,8 @@ static int get_key(const args *a, uint8_t *buf, size_t cap, size_t *n)
 }
 
 /* The state of that one key from the log (--replay): a replay filtered to
-   its subject. */
+   its subject (with --subject-template, of the whole stream: the key's
+   subject is another client's shape). */
 static int get_replayed(const args *a, opstate_kv **kv)
 {
     opstate_replay_config cfg;
@@ -35,8 +36,9 @@ static int get_replayed(const args *a, opstate_kv **kv)
     memset(&cfg, 0, sizeof cfg);
     memset(&err, 0, sizeof err);
     if ((status = check_prefix(prefix_arg(a))) != STATUS_OK ||
-        (status = key_subject(prefix_arg(a), opt(a, "--scope"), opt(a, "--kind"), opt(a, "--key"), filter,
-                              &cfg.filter.len)) != STATUS_OK ||
+        (!opt(a, "--subject-template") &&
+         (status = key_subject(prefix_arg(a), opt(a, "--scope"), opt(a, "--kind"), opt(a, "--key"), filter,
+                               &cfg.filter.len)) != STATUS_OK) ||
         (status = log_open(a, &lo, &lh)) != STATUS_OK)
         return status;
     cfg.filter.ptr = (const uint8_t *)filter;

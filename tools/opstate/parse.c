@@ -452,6 +452,25 @@ static int filter_with_key(const char *prefix, const char *filter, char buf[FILT
     return *n < FILTER_CAP ? STATUS_OK : fail(STATUS_USAGE, "--filter %s: longer than %d bytes", quoted(filter), FILTER_CAP - 1);
 }
 
+/* With --subject-template the stream's subjects are another client's
+   shape: --filter is a NATS filter on them as they are; --scope, --kind
+   and --key (subjects of opstate's shape) are refused. */
+static int template_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *out)
+{
+    const char *filter = opt(a, "--filter");
+    size_t n = 0;
+    int status = STATUS_OK;
+    if (opt(a, "--scope") || opt(a, "--kind") || opt(a, "--key"))
+        return fail(STATUS_USAGE, "--scope, --kind and --key take opstate's subjects, not --subject-template's: "
+                    "filter with --filter on the stream's own subjects");
+    if (filter && (status = check_filter(filter, SIZE_MAX)) == STATUS_OK) n = strlen(filter);
+    if (n >= FILTER_CAP) return fail(STATUS_USAGE, "--filter %s: longer than %d bytes", quoted(filter), FILTER_CAP - 1);
+    memcpy(buf, filter ? filter : "", n + 1);
+    out->ptr = (const uint8_t *)buf;
+    out->len = n;
+    return status;
+}
+
 /* --scope S (-> "<prefix>.S.>"), --scope S --kind K --key KEY (that key's
    subject) or --filter F into buf; none: everything. */
 int subject_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *out)
@@ -461,6 +480,7 @@ int subject_filter(const args *a, char buf[FILTER_CAP], opstate_bytes *out)
     const char *kind = opt(a, "--kind"), *key = opt(a, "--key");
     size_t n = 0;
     int status = exclusive(a, one_of);
+    if (status == STATUS_OK && opt(a, "--subject-template")) return template_filter(a, buf, out);
     if (status == STATUS_OK && !kind != !key)
         status = fail(STATUS_USAGE, "--kind and --key go together (with --scope): one key's events");
     if (status == STATUS_OK && key && !scope) status = fail(STATUS_USAGE, "--key needs --scope and --kind");

@@ -293,7 +293,8 @@ int state_load(const state_handle *s, opstate_kv **kv, opstate_snapshot_meta *me
                          "else 127.0.0.1:4222)"},                                                                \
     {"--stream", "NAME", "nats: the stream, for --log nats://SERVERS or no --log (servers from --server or $NATS_URL)"}, \
     {"--subject-template", "T", "nats: how other clients' subjects map to scope, kind and key "                     \
-                                "(default *.{scope}.{kind}.{key}; {key} last, the rest of the subject)"}
+                                "(default *.{scope}.{kind}.{key}; {key} last, the rest of the subject; "     \
+                                "then --filter is on the stream's subjects as they are)"}
 #define OPT_PREFIX {"--prefix", "PREFIX", "subject prefix, dot-separated tokens (default " DEFAULT_PREFIX ")"}
 #define OPT_STATE {"--state", "DIR", "LMDB directory of the state (default: the log's PATH + .state)"}
 #define OPT_NAME {"--name", "NAME", "store name in that directory (default \"" DEFAULT_STORE_NAME "\")"}
