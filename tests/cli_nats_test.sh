@@ -310,8 +310,11 @@ fails "a bad URI with the default state dir (inspect)" 2 "stream 'a\.b': a name 
 
 echo "== a stream other clients wrote, and what opstate writes read by them (the wire format)"
 js stream-create PLAIN 'plain.>' limits 1000 old
-js pub plain.site1.host.raw '{"rate":5}' 'Nats-Msg-Id: order-1' pub plain.site1.host.t2 hello - \
-  pub plain.site1.host.raw '' 'KV-Operation: DEL' pub plain.site1.host.cfg '{"on":true}' -
+# written with plain nats.c (tests/plain_nats_pub.c, nothing of opstate)
+if cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror tests/plain_nats_pub.c -lnats -o "$T/plain_nats_pub" &&
+  "$T/plain_nats_pub" "$URL" plain.site1.host.raw '{"rate":5}' 'Nats-Msg-Id: order-1' plain.site1.host.t2 hello - \
+    plain.site1.host.raw '' 'KV-Operation: DEL' plain.site1.host.cfg '{"on":true}' - >"$T/plain.seqs" &&
+  [[ $(tr '\n' ' ' <"$T/plain.seqs") == "1 2 3 4 " ]]; then ok; else bad "plain nats.c publishes 4 messages (JSON, text, a DEL, two without ids)"; fi
 expect "consume a stream a plain client wrote (no ids, a DEL, JSON and text)" 0 "applied 4, .*poison 0" -- consume --log "$URL/PLAIN" --prefix plain --state "$T/plain.state" --exit-when-caught-up
 expect "get a text value from that state" 0 "^hello$" -- get --log "$URL/PLAIN" --state "$T/plain.state" --scope site1 --kind host --key t2
 fails "get the deleted key (exit 3)" 3 "get: no key 'site1' 'host' 'raw'" -- get --log "$URL/PLAIN" --state "$T/plain.state" --scope site1 --kind host --key raw
