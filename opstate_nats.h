@@ -568,10 +568,17 @@ OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
     lg->n_held = 0;
 }
 
+/* Ends the current read's subscription. nats.c 3.4.1's read loop can
+   still hold a subscription it looked up just before the unsubscribe and
+   lock it after it is freed (nats.c #637, fixed in 3.5.0): a flush makes
+   the read loop finish every message before its PONG, so the last
+   reference is dropped only after that. */
 OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
 {
     if (lg->sub) {
         if (!lg->sub_durable) natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
+        if (natsConnection_Status(lg->n->nc) == NATS_CONN_STATUS_CONNECTED)
+            natsConnection_FlushTimeout(lg->n->nc, lg->first_wait_ms);
         natsSubscription_Destroy(lg->sub);
     }
     lg->sub_durable = false;
@@ -838,7 +845,8 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *
     if (ours && !opstate_nats__wire_op_time(m, op, &ev)) return OPSTATE_MALFORMED;
     if (!ours) ev.op = opstate_nats__has_header(m, "KV-Operation", &op) && op &&
                                (strcmp(op, "DEL") == 0 || strcmp(op, "PURGE") == 0) ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT;
-    ev.data = opstate_nats__bytes(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    if (ours || ev.op == OPSTATE_OP_PUT) /* a KV delete marker's payload is no value */
+        ev.data = opstate_nats__bytes(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     ev.id = opstate_nats__wire_id(lg, m, seq);
     if (opstate_event_encode(&ev, NULL, 0, len, NULL) != OPSTATE_OK) return OPSTATE_MALFORMED;
     if (!(*out = (uint8_t *)opstate_alloc(&lg->n->a, *len))) return OPSTATE_NO_MEMORY;

@@ -14,17 +14,20 @@
    end. Workload: 100,000 events, scope "site1", kind "host", 10,000 keys
    "host-NNNNNN" (so 10,000 subjects "bench.site1.host.host-NNNNNN"), a
    132-byte JSON-ish payload, an event time, an id from
-   opstate_id_time_ordered: 200 bytes encoded each. File-storage streams.
+   opstate_id_time_ordered. On the wire (DESIGN.md "NATS wire format") each
+   is the 132-byte payload with three headers: Nats-Msg-Id, Opstate-Op,
+   Opstate-Time. File-storage streams.
 
    1. Async publish of the 100k events, timed from the first publish to the
       last ack, on a fresh stream each run (deleted and re-created, not
       timed):
         opstate  opstate_nats_publish_async per event (builds the subject,
-                 encodes, Nats-Msg-Id = the id's text) + one
+                 sets the three headers) + one
                  opstate_nats_publish_wait collecting the 100k outcomes;
-        raw      js_PublishMsgAsync of the SAME subject and encoded bytes
-                 with the same Nats-Msg-Id header (everything prebuilt: the
-                 fastest honest raw way with the same dedup), jsCtx without
+        raw      js_PublishMsgAsync of the SAME subject, payload and three
+                 headers (everything prebuilt, headers text included: the
+                 fastest honest raw way to send the same message with the
+                 same dedup), jsCtx without
                  an ack handler (an error handler counts failures), then
                  js_PublishAsyncComplete.
       Target: opstate >= 0.95x raw throughput.
@@ -42,11 +45,13 @@
               sequence/time), no decode;
         (ii)  raw pull with acks: a durable pull consumer (AckExplicit),
               natsSubscription_Fetch batch 500, per message
-              natsMsg_GetMetaData + opstate_event_decode +
+              natsMsg_GetMetaData + the raw fold (raw_fold: scope,
+              kind, key from the subject, id, op and time from the
+              headers) +
               opstate_apply_default into an opstate_kv (the same fold and
               positions), natsMsg_Ack each;
         info  raw ordered push as (i) + the same fold as (ii) (metadata,
-              opstate_event_decode, opstate_apply_default): what the fold
+              raw_fold, opstate_apply_default): what the fold
               itself costs on top of (i), without opstate's log adapter;
         info  the consumer driver over the durable mode
               (opstate_nats_log_config.durable: pull consumer, AckAll per
@@ -80,7 +85,7 @@
 
 #define N 100000u     /* events */
 #define KEYS 10000u   /* distinct keys (= subjects) */
-#define DATA_LEN 132u /* payload bytes: 200 bytes encoded */
+#define DATA_LEN 132u /* payload bytes */
 #define RUNS_PUB 9
 #define RUNS_RP 11
 #define SETTLE_MS 30
@@ -103,8 +108,7 @@ static volatile long g_raw_pub_errors;
 static opstate_event *g_ev;      /* the events */
 static char (*g_key)[12];
 static uint8_t (*g_data)[DATA_LEN];
-static uint8_t **g_enc;          /* encoded bytes */
-static size_t *g_enc_len;
+static char (*g_timetxt)[24];    /* Opstate-Time of each event */
 static char (*g_subj)[64];       /* subjects */
 static char (*g_idtxt)[OPSTATE_ID_TEXT_LEN + 1];
 
@@ -279,11 +283,10 @@ static void make_events(void)
     g_ev = calloc(N, sizeof *g_ev);
     g_key = calloc(N, sizeof *g_key);
     g_data = calloc(N, sizeof *g_data);
-    g_enc = calloc(N, sizeof *g_enc);
-    g_enc_len = calloc(N, sizeof *g_enc_len);
+    g_timetxt = calloc(N, sizeof *g_timetxt);
     g_subj = calloc(N, sizeof *g_subj);
     g_idtxt = calloc(N, sizeof *g_idtxt);
-    if (!g_ev || !g_key || !g_data || !g_enc || !g_enc_len || !g_subj || !g_idtxt) die("calloc", 0, __LINE__);
+    if (!g_ev || !g_key || !g_data || !g_timetxt || !g_subj || !g_idtxt) die("calloc", 0, __LINE__);
     for (i = 0; i < N; i++) {
         opstate_event *ev = &g_ev[i];
         uint64_t k = rnd() % KEYS, x = rnd();
@@ -312,9 +315,7 @@ static void make_events(void)
         CK(opstate_subject_build(PREFIX, strlen(PREFIX), ev->scope, ev->kind, ev->key, g_subj[i], sizeof g_subj[i] - 1,
                                  &slen, NULL));
         g_subj[i][slen] = 0;
-        CK(opstate_event_encode(ev, NULL, 0, &g_enc_len[i], NULL));
-        if (!(g_enc[i] = malloc(g_enc_len[i]))) die("malloc", 0, __LINE__);
-        CK(opstate_event_encode(ev, g_enc[i], g_enc_len[i], &g_enc_len[i], NULL));
+        snprintf(g_timetxt[i], sizeof g_timetxt[i], "%lld", (long long)ev->time);
     }
 }
 
@@ -413,8 +414,10 @@ static sample pub_raw(void)
     s = span_start();
     for (i = 0; i < N; i++) {
         natsMsg *m = NULL;
-        CKN(natsMsg_Create(&m, g_subj[i], NULL, (const char *)g_enc[i], (int)g_enc_len[i]));
+        CKN(natsMsg_Create(&m, g_subj[i], NULL, (const char *)g_data[i], (int)DATA_LEN));
         CKN(natsMsgHeader_Set(m, "Nats-Msg-Id", g_idtxt[i]));
+        CKN(natsMsgHeader_Set(m, "Opstate-Op", "put"));
+        CKN(natsMsgHeader_Set(m, "Opstate-Time", g_timetxt[i]));
         CKN(js_PublishMsgAsync(g_js, &m, NULL));
         natsMsg_Destroy(m); /* NULL once nats.c took it */
     }
@@ -438,9 +441,9 @@ static void publish_async_throughput(void)
     o = summarize(v[0], RUNS_PUB);
     r = summarize(v[1], RUNS_PUB);
     ratio = paired(v[0], v[1], RUNS_PUB);
-    printf("1   async publish, 100k events x %lu B, Nats-Msg-Id, file stream, to the last ack (%d rounds):  opstate "
+    printf("1   async publish, 100k events x %u B payload, 3 headers, file stream, to the last ack (%d rounds):  opstate "
            "%.0f msgs/s  raw js_PublishMsgAsync %.0f msgs/s  ratio %.2fx  (target >= 0.95x)  %s\n",
-           (unsigned long)g_enc_len[0], RUNS_PUB, rate(o.wall), rate(r.wall), ratio, verdict(ratio >= 0.95));
+           DATA_LEN, RUNS_PUB, rate(o.wall), rate(r.wall), ratio, verdict(ratio >= 0.95));
     printf("1      info: wall ms median (min..max) opstate %.0f (%.0f..%.0f), raw %.0f (%.0f..%.0f), ratio of the medians "
            "%.2fx; publish loop / wait ms: opstate %.0f / %.0f, raw %.0f / %.0f; client CPU ms opstate %.0f, raw %.0f; "
            "server CPU ms opstate %.0f, raw %.0f  (%.1f s)\n",
@@ -476,6 +479,33 @@ static sample rp_opstate(void)
     return x;
 }
 
+/* The raw fold of one message of the wire format, what a plain nats.c
+   program does with it: scope, kind and key from the subject's tokens
+   (the bench's keys need no unescaping), the id from Nats-Msg-Id, op and
+   time from their headers, the payload as the value; applied to kv. */
+static void raw_fold(opstate_kv *kv, natsMsg *m, const jsMsgMetaData *md)
+{
+    opstate_event ev;
+    const char *subj = natsMsg_GetSubject(m), *op = NULL, *id = NULL, *t = NULL;
+    const char *scope = strchr(subj, '.') + 1, *kind = strchr(scope, '.') + 1, *key = strchr(kind, '.') + 1;
+    memset(&ev, 0, sizeof ev);
+    ev.scope = B(scope, (size_t)(kind - scope - 1));
+    ev.kind = B(kind, (size_t)(key - kind - 1));
+    ev.key = B(key, strlen(key));
+    CKN(natsMsgHeader_Get(m, "Nats-Msg-Id", &id));
+    CKN(natsMsgHeader_Get(m, "Opstate-Op", &op));
+    CKN(natsMsgHeader_Get(m, "Opstate-Time", &t));
+    CK(opstate_id_from_text(id, strlen(id), &ev.id, NULL));
+    ev.op = strcmp(op, "put") == 0 ? OPSTATE_OP_PUT : OPSTATE_OP_DELETE;
+    ev.has_time = true;
+    ev.time = strtoll(t, NULL, 10);
+    ev.data = B(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+    ev.position.seq = md->Sequence.Stream;
+    ev.position.time = md->Timestamp;
+    ev.position.epoch = 1;
+    if (opstate_apply_default(NULL, kv, &ev) != OPSTATE_APPLY_DONE) die("apply", 0, __LINE__);
+}
+
 /* The raw nats.c read: an ordered push consumer over the whole stream. With
    fold, each message is also decoded and applied to a KV (what opstate adds
    on top); without, only the payload length and stream time are touched. */
@@ -502,12 +532,7 @@ static sample ordered_push_read(bool fold)
         CKN(natsMsg_GetMetaData(&md, m));
         last = md->Sequence.Stream;
         if (fold) {
-            opstate_event ev;
-            CK(opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL));
-            ev.position.seq = last;
-            ev.position.time = md->Timestamp;
-            ev.position.epoch = 1;
-            if (opstate_apply_default(NULL, kv, &ev) != OPSTATE_APPLY_DONE) die("apply", 0, __LINE__);
+            raw_fold(kv, m, md);
         } else {
             g_sink += (uint64_t)md->Timestamp + (uint64_t)natsMsg_GetDataLength(m);
         }
@@ -557,13 +582,9 @@ static sample rp_pull(void)
         for (i = 0; i < list.Count; i++) {
             natsMsg *m = list.Msgs[i];
             jsMsgMetaData *md = NULL;
-            opstate_event ev;
             CKN(natsMsg_GetMetaData(&md, m));
-            CK(opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL));
-            ev.position.seq = last = md->Sequence.Stream;
-            ev.position.time = md->Timestamp;
-            ev.position.epoch = 1;
-            if (opstate_apply_default(NULL, kv, &ev) != OPSTATE_APPLY_DONE) die("apply", 0, __LINE__);
+            raw_fold(kv, m, md);
+            last = md->Sequence.Stream;
             CKN(natsMsg_Ack(m, NULL));
             jsMsgMetaData_Destroy(md);
             got++;
@@ -716,7 +737,6 @@ int main(void)
     jsOptions jo;
     struct utsname u;
     double t0 = now_ms();
-    uint32_t i;
     if (nats_server_start(&g_srv) != 0) die("nats_server_start (is nats-server installed?)", 0, __LINE__);
     g_srv_up = 1;
     uname(&u);
@@ -748,7 +768,6 @@ int main(void)
     opstate_nats_close(g_n);
     nats_server_stop(&g_srv);
     g_srv_up = 0;
-    for (i = 0; i < N; i++) free(g_enc[i]);
     nats_Close();
     return 0;
 }

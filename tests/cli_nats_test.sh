@@ -310,8 +310,8 @@ fails "a bad URI with the default state dir (inspect)" 2 "stream 'a\.b': a name 
 
 echo "== a stream other clients wrote, and what opstate writes read by them (the wire format)"
 js stream-create PLAIN 'plain.>' limits 1000 old
-# written with plain nats.c (tests/plain_nats_pub.c, nothing of opstate)
-if cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror tests/plain_nats_pub.c -lnats -o "$T/plain_nats_pub" &&
+# written with plain nats.c (tests/clients/plain_nats_pub.c, nothing of opstate)
+if cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror tests/clients/plain_nats_pub.c -lnats -o "$T/plain_nats_pub" &&
   "$T/plain_nats_pub" "$URL" plain.site1.host.raw '{"rate":5}' 'Nats-Msg-Id: order-1' plain.site1.host.t2 hello - \
     plain.site1.host.raw '' 'KV-Operation: DEL' plain.site1.host.cfg '{"on":true}' - >"$T/plain.seqs" &&
   [[ $(tr '\n' ' ' <"$T/plain.seqs") == "1 2 3 4 " ]]; then ok; else bad "plain nats.c publishes 4 messages (JSON, text, a DEL, two without ids)"; fi

@@ -13,10 +13,12 @@
    one program may each include the header and instantiate the suite for
    their own backend.
 
-   HOW A CRASH IS SIMULATED (the same for every backend). Each test puts two
-   wrappers between the consumer and the backend's store:
+   HOW A CRASH IS SIMULATED (the same for every backend). Each test puts a
+   wrapper between the consumer and the backend's store, and an observer
+   on it:
 
-       consumer -> fault_store -> drv_shadow -> backend store
+       consumer -> fault_store -> backend store
+                        `-> drv_shadow (sees each committed flush and drop)
 
    The fault_store (fault_store.h) passes everything through (ops = 0) until
    a crash point. drv_crash() arms it so that EVERY flush fails, then calls
@@ -296,90 +298,34 @@ typedef struct drv_shadow {
     opstate_kv *kv;      /* sum of the dirty sets of committed flushes */
 } drv_shadow;
 
-DRV_STATIC opstate_result drv_shadow_read_meta(void *user, opstate_snapshot_meta *meta, opstate_error *err)
+/* The fault store's observer: a flush of the backend committed the dirty
+   keys of kv. */
+DRV_STATIC void drv_shadow_flushed(void *observer, const opstate_kv *kv)
 {
-    drv_shadow *s = (drv_shadow *)user;
-    return s->inner.read_meta(s->inner.user, meta, err);
-}
-
-DRV_STATIC opstate_result drv_shadow_load(void *user, opstate_kv *kv, opstate_snapshot_meta *meta, opstate_dedup *dedup,
-                                          opstate_error *err)
-{
-    drv_shadow *s = (drv_shadow *)user;
-    return s->inner.load(s->inner.user, kv, meta, dedup, err);
-}
-
-DRV_STATIC opstate_result drv_shadow_flush(void *user, const opstate_kv *kv, const opstate_snapshot_meta *meta,
-                                           const opstate_dedup *dedup, opstate_error *err)
-{
-    drv_shadow *s = (drv_shadow *)user;
+    drv_shadow *s = (drv_shadow *)observer;
     drv_list dirty;
     size_t i;
-    opstate_result r;
     memset(&dirty, 0, sizeof dirty);
     opstate_kv_dirty_iterate(kv, drv_list_add, &dirty);
-    r = s->inner.flush(s->inner.user, kv, meta, dedup, err);
-    if (r == OPSTATE_OK) {
-        CHECK(!dirty.oom);
-        for (i = 0; i < dirty.n; i++) {
-            opstate_bytes key, val;
-            opstate_position pos;
-            key.ptr = dirty.v[i].key;
-            key.len = dirty.v[i].klen;
-            val.ptr = dirty.v[i].val;
-            val.len = dirty.v[i].vlen;
-            pos.seq = dirty.v[i].seq;
-            pos.time = dirty.v[i].time;
-            pos.epoch = 0;
-            CHECK((dirty.v[i].deleted ? opstate_kv_delete(s->kv, key, pos) : opstate_kv_put(s->kv, key, val, pos)) ==
-                  OPSTATE_OK);
-        }
-        opstate_kv_mark_clean(s->kv);
+    CHECK(!dirty.oom);
+    for (i = 0; i < dirty.n; i++) {
+        opstate_bytes key, val;
+        opstate_position pos;
+        key.ptr = dirty.v[i].key;
+        key.len = dirty.v[i].klen;
+        val.ptr = dirty.v[i].val;
+        val.len = dirty.v[i].vlen;
+        pos.seq = dirty.v[i].seq;
+        pos.time = dirty.v[i].time;
+        pos.epoch = 0;
+        CHECK((dirty.v[i].deleted ? opstate_kv_delete(s->kv, key, pos) : opstate_kv_put(s->kv, key, val, pos)) ==
+              OPSTATE_OK);
     }
+    opstate_kv_mark_clean(s->kv);
     drv_list_free(&dirty);
-    return r;
 }
 
-DRV_STATIC opstate_result drv_shadow_drop(void *user, opstate_error *err)
-{
-    drv_shadow *s = (drv_shadow *)user;
-    opstate_result r = s->inner.drop(s->inner.user, err);
-    if (r == OPSTATE_OK) opstate_kv_clear(s->kv);
-    return r;
-}
-
-DRV_STATIC const opstate_kv_base *drv_shadow_base(void *user)
-{
-    drv_shadow *s = (drv_shadow *)user;
-    return s->inner.base ? s->inner.base(s->inner.user) : NULL;
-}
-
-DRV_STATIC opstate_compaction drv_shadow_compact_due(void *user)
-{
-    drv_shadow *s = (drv_shadow *)user;
-    return s->inner.compact_due(s->inner.user);
-}
-
-DRV_STATIC opstate_result drv_shadow_compact(void *user, opstate_error *err)
-{
-    drv_shadow *s = (drv_shadow *)user;
-    return s->inner.compact(s->inner.user, err);
-}
-
-DRV_STATIC opstate_store drv_shadow_store(drv_shadow *s)
-{
-    opstate_store st;
-    memset(&st, 0, sizeof st);
-    st.user = s;
-    st.read_meta = drv_shadow_read_meta;
-    st.load = drv_shadow_load;
-    st.flush = drv_shadow_flush;
-    st.drop = drv_shadow_drop;
-    st.base = drv_shadow_base;
-    if (s->inner.compact_due) st.compact_due = drv_shadow_compact_due;
-    if (s->inner.compact) st.compact = drv_shadow_compact;
-    return st;
-}
+DRV_STATIC void drv_shadow_dropped(void *observer) { opstate_kv_clear(((drv_shadow *)observer)->kv); }
 
 /* ---- the test context -------------------------------------------------- */
 
@@ -388,7 +334,7 @@ typedef struct drv_ctx {
     void *env;
     opstate_log log;
     drv_shadow shadow;
-    fault_store faulty; /* around the shadow; ops 0 = pass through */
+    fault_store faulty; /* around the backend's store, the shadow its observer; ops 0 = pass through */
     opstate_store store;   /* what consumers use */
     bool clocked;          /* set_clock works */
     /* what was published, in publish order */
@@ -444,7 +390,10 @@ DRV_STATIC drv_ctx *drv_setup(const driver_backend *b, int64_t duplicate_window_
     }
     x->log = b->log(x->env);
     x->shadow.inner = b->store(x->env);
-    x->faulty.inner = drv_shadow_store(&x->shadow);
+    x->faulty.inner = x->shadow.inner;
+    x->faulty.flushed = drv_shadow_flushed;
+    x->faulty.dropped = drv_shadow_dropped;
+    x->faulty.observer = &x->shadow;
     x->store = fault_store_iface(&x->faulty);
     x->clocked = b->set_clock && b->set_clock(x->env, INT64_C(1700000000000000000));
     x->progress_sane = true;

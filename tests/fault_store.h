@@ -3,7 +3,8 @@
    chosen result, after a number of them succeeded, a number of times — a
    disk that fills up, a flush cut short by a crash, a load that cannot
    read. Everything else passes through untouched (ops = 0: the wrapper is
-   invisible).
+   invisible). An observer may watch what the inner store committed
+   (flushed, dropped), e.g. a model of what a delta store holds.
 
        fault_store fs;
        memset(&fs, 0, sizeof fs);
@@ -38,6 +39,11 @@ typedef struct fault_store {
     uint64_t after, count;
     opstate_result error;
     uint64_t calls, failures; /* counters, read them in tests */
+    /* Optional observers, called after the inner store's flush (with the
+       kv it was given, still dirty) or drop succeeded. */
+    void (*flushed)(void *observer, const opstate_kv *kv);
+    void (*dropped)(void *observer);
+    void *observer;
 } fault_store;
 
 /* The injected failure for this call of an operation in `op`, or OK. */
@@ -72,16 +78,18 @@ FAULT_STORE_FN opstate_result fault_store_flush(void *user, const opstate_kv *kv
 {
     fault_store *f = (fault_store *)user;
     opstate_result r = fault_store_check(f, FAULT_STORE_FLUSH, err);
-    if (r != OPSTATE_OK) return r;
-    return f->inner.flush(f->inner.user, kv, meta, dedup, err);
+    if (r == OPSTATE_OK) r = f->inner.flush(f->inner.user, kv, meta, dedup, err);
+    if (r == OPSTATE_OK && f->flushed) f->flushed(f->observer, kv);
+    return r;
 }
 
 FAULT_STORE_FN opstate_result fault_store_drop(void *user, opstate_error *err)
 {
     fault_store *f = (fault_store *)user;
     opstate_result r = fault_store_check(f, FAULT_STORE_DROP, err);
-    if (r != OPSTATE_OK) return r;
-    return f->inner.drop(f->inner.user, err);
+    if (r == OPSTATE_OK) r = f->inner.drop(f->inner.user, err);
+    if (r == OPSTATE_OK && f->dropped) f->dropped(f->observer);
+    return r;
 }
 
 FAULT_STORE_FN const opstate_kv_base *fault_store_base(void *user)

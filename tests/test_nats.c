@@ -2852,7 +2852,7 @@ static bool nt_template_event(nt_ctx *x, const char *tmpl, uint64_t seq, opstate
     if (opstate_nats_log_open(x->n, &lc, &lg, NULL) != OPSTATE_OK) return false;
     ok = opstate_nats_log_iface(lg).read(lg, str(NULL), seq, 0, &msg, 1, &n, NULL) == OPSTATE_OK && n == 1 &&
          msg.data.len <= sizeof copy;
-    if (ok) memcpy(copy, msg.data.ptr, msg.data.len);
+    if (ok && msg.data.len) memcpy(copy, msg.data.ptr, msg.data.len); /* poison: no bytes */
     ok = ok && opstate_event_decode(copy, msg.data.len, ev, NULL) == OPSTATE_OK;
     opstate_nats_log_close(lg);
     return ok;

@@ -868,7 +868,8 @@ static bool read_stream(stream_copy *sc)
         natsMsg *m = NULL;
         jsErrCode jerr = (jsErrCode)0;
         natsStatus s = NATS_TIMEOUT;
-        opstate_event ev;
+        const char *id_text = NULL;
+        opstate_id id;
         int tries;
         sc->index[seq] = -1;
         for (tries = 0; tries < 20 && !past_deadline(); tries++) {
@@ -883,8 +884,8 @@ static bool read_stream(stream_copy *sc)
                        (int)s, natsStatus_GetText(s), (int)jerr);
             continue;
         }
-        if (opstate_event_decode((const uint8_t *)natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, NULL) == OPSTATE_OK &&
-            (i = event_of_id(&ev.id)) >= 0) {
+        if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id_text) == NATS_OK && id_text && /* the wire format's id */
+            opstate_id_from_text(id_text, strlen(id_text), &id, NULL) == OPSTATE_OK && (i = event_of_id(&id)) >= 0) {
             sc->index[seq] = i;
             sc->first[seq] = occ[i]++ == 0;
             if (events[i].acked && events[i].acked_seq != seq && sc->first[seq]) {

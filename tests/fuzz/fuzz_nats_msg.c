@@ -1,27 +1,32 @@
 /* fuzz_nats_msg.c — libFuzzer target for what opstate_nats.h makes of a
    message it receives (>>log, >>publish): the JetStream metadata of the
    reply subject, the message id (the event's bytes or the Nats-Msg-Id
-   header), and in KV bucket mode the put/delete event synthesized from the
-   subject, the KV-Operation header and the payload. No server: the message
+   header), and the event the wire format makes of a message (stream or KV
+   bucket mode) from its subject, its headers (KV-Operation, Opstate-Op,
+   Opstate-Time, Opstate-Id, Nats-Msg-Id) and its payload. No server: the message
    is built with natsMsg_Create and natsMsgHeader_Set from the input and
    handed to the companion's private functions (this file compiles the
    implementations to reach them):
 
-       opstate_nats__synthesize KV mode: a bucket message -> an event
+       opstate_nats__synthesize a message (another client's, a KV
+                                bucket's, or opstate's own headers) -> an
+                                event (the wire format)
        opstate_nats__take       a delivered message -> opstate_log_message
                                 (stops at the metadata: nats.c has none
                                 for a message outside a subscription)
        opstate_nats__ack        a publish acknowledgment -> an outcome
                                 (opstate_nats__msg_id)
+       opstate_nats__wire_msg   appended bytes -> the message published
 
-   In KV mode the synthesized event must decode. Any other result is fine;
+   A synthesized event must decode. Any other result is fine;
    a crash, undefined behaviour, a leak or a hang is not.
 
    Input: options byte, then fields each led by a length byte: subject,
    reply, KV-Operation value, Nats-Msg-Id value, a header name, its value;
    the rest is the payload. A NUL cuts a field. Options: 0x01 KV mode,
    0x02/0x04/0x08 set the KV-Operation / Nats-Msg-Id / named header,
-   0x10 the acknowledgment is an error, 0x20 a duplicate.
+   0x10 the acknowledgment is an error, 0x20 a duplicate, 0x40 the payload
+   is appended with a duplicate check (opstate_nats__wire_msg).
 
    Build: make build/fuzz-nats_msg (libFuzzer) or
    build/fuzz-replay-nats_msg (seeds). */
@@ -83,14 +88,17 @@ static void deliver(opstate_nats *conn, unsigned opts, natsMsg *m, const uint8_t
         natsMsg_Destroy(m);
         return;
     }
-    if (opts & 0x01) {
+    if (opstate_nats__needs_event(lg, m)) {
         int64_t time = len >= 8 ? (int64_t)opstate_get_le64(payload) : (int64_t)len;
+        uint64_t seq = len >= 16 ? opstate_get_le64(payload + 8) : len;
         uint8_t *enc = NULL;
         size_t n = 0;
-        if (opstate_nats__synthesize(lg, m, time, &enc, &n) == OPSTATE_OK) {
+        if (opstate_nats__synthesize(lg, m, time, seq, &enc, &n) == OPSTATE_OK) {
             opstate_event ev;
+            const char *op = NULL;
             if (opstate_event_decode(enc, n, &ev, NULL) != OPSTATE_OK) abort(); /* what it makes must decode */
-            if (ev.op != OPSTATE_OP_PUT && ev.data.len) abort();                /* a delete carries no value */
+            if (!opstate_nats__has_header(m, OPSTATE_NATS__OP_HEADER, &op) && ev.op != OPSTATE_OP_PUT && ev.data.len)
+                abort(); /* a foreign delete carries no value */
         }
         opstate_free(&conn->a, enc);
     }
@@ -101,6 +109,19 @@ static void deliver(opstate_nats *conn, unsigned opts, natsMsg *m, const uint8_t
         for (i = 0; i < out.data.len; i++) sink += out.data.ptr[i];
     }
     opstate_nats_log_close(lg);
+}
+
+/* The message an append makes of the input's bytes (an event: payload
+   and headers; other bytes: as they are, marked raw). */
+static void encode_for_wire(unsigned opts, const uint8_t *payload, size_t len)
+{
+    natsMsg *m = NULL;
+    opstate_bytes b;
+    b.ptr = payload;
+    b.len = len;
+    if (opstate_nats__wire_msg(&m, "EVENTS.s.k.x", b, (opts & 0x40) != 0) == NATS_OK)
+        sink += (unsigned)natsMsg_GetDataLength(m);
+    natsMsg_Destroy(m);
 }
 
 /* A publish acknowledgment (or its error) for message m. */
@@ -134,6 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pthread_mutex_init(&conn.lock, NULL) != 0) abort();
     if ((m = make_msg(opts, field, p, n)) != NULL) deliver(&conn, opts, m, p, n);
     if ((m = make_msg(opts, field, p, n)) != NULL) acknowledge(&conn, opts, p, n, m);
+    encode_for_wire(opts, p, n);
     if (conn.n_outcomes > 1) abort(); /* one acknowledgment, one outcome */
     opstate_free(&conn.a, conn.outcomes);
     pthread_mutex_destroy(&conn.lock);

@@ -2,7 +2,7 @@
    of opstate: what a service in any language would write. The CLI tests
    use it to show that opstate consumes such a stream.
 
-   cc -std=c99 -D_POSIX_C_SOURCE=200809L tests/plain_nats_pub.c -lnats -o plain_nats_pub
+   cc -std=c99 -D_POSIX_C_SOURCE=200809L tests/clients/plain_nats_pub.c -lnats -o plain_nats_pub
 
    Usage: plain_nats_pub URL SUBJECT PAYLOAD HEADER [SUBJECT PAYLOAD HEADER]...
    HEADER is "Name: value", or "-" for none. Each message is published and
