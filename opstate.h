@@ -1009,6 +1009,12 @@ typedef struct opstate_store {
     size_t max_key_len;
 } opstate_store;
 
+/* Compacts the store now (nothing to do when it has no compact), then
+   lets kv, when it reads through the store's base, forget the clean
+   entries the table absorbed: the consumer's step when a compaction is
+   due, for code that drives a store itself. */
+OPSTATE_API opstate_result opstate_store_compact(const opstate_store *store, opstate_kv *kv, opstate_error *err);
+
 typedef struct opstate_memstore opstate_memstore;
 
 /* A store that keeps the last committed snapshot as bytes in memory
@@ -4740,6 +4746,13 @@ OPSTATE__PRIVATE opstate_result opstate__memstore_drop(void *user, opstate_error
     return OPSTATE_OK;
 }
 
+OPSTATE_API opstate_result opstate_store_compact(const opstate_store *store, opstate_kv *kv, opstate_error *err)
+{
+    opstate_result r = store->compact ? store->compact(store->user, err) : OPSTATE_OK;
+    if (r == OPSTATE_OK && kv && opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
+    return r;
+}
+
 OPSTATE_API opstate_store opstate_memstore_iface(opstate_memstore *m)
 {
     opstate_store s;
@@ -4938,7 +4951,7 @@ OPSTATE__PRIVATE void opstate__consumer_compact_if_due(opstate_consumer *c, bool
                                                       : OPSTATE_COMPACTION_NOT_DUE;
     opstate_result r;
     if (due == OPSTATE_COMPACTION_NOT_DUE || (due == OPSTATE_COMPACTION_DUE && !idle) || !c->cfg.store.compact) return;
-    r = c->cfg.store.compact(c->cfg.store.user, NULL);
+    r = opstate_store_compact(&c->cfg.store, c->kv, NULL);
     if (r != OPSTATE_OK) {
         c->status.compaction_failures++;
         opstate_diag_line(&c->cfg.diag, OPSTATE_DIAG_WARN, "compaction failed (result ", (uint64_t)r,
@@ -4946,7 +4959,6 @@ OPSTATE__PRIVATE void opstate__consumer_compact_if_due(opstate_consumer *c, bool
         return;
     }
     c->status.compactions++;
-    if (opstate_kv_has_base(c->kv)) opstate_kv_forget_clean(c->kv);
 }
 
 /* Resync: keys of the fold whose subject has no message left in the log

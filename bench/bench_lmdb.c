@@ -278,8 +278,7 @@ static double ostore_compact_if_due(ostore *o, opstate_kv *kv)
     opstate_error err;
     double t = now_ms();
     if (o->iface.compact_due(o->iface.user) == OPSTATE_COMPACTION_NOT_DUE) return 0;
-    CK(o->iface.compact(o->iface.user, &err));
-    if (opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
+    CK(opstate_store_compact(&o->iface, kv, &err));
     return now_ms() - t;
 }
 

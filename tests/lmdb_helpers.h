@@ -208,17 +208,15 @@ LMDB_HELPERS_FN opstate_result flush_cycle(const opstate_store *s, opstate_kv *k
     if (r != OPSTATE_OK) return r;
     opstate_kv_mark_clean(kv);
     if (!s->compact_due || s->compact_due(s->user) == OPSTATE_COMPACTION_NOT_DUE) return OPSTATE_OK;
-    if ((r = s->compact(s->user, err)) == OPSTATE_OK && opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
-    return r;
+    return opstate_store_compact(s, kv, err);
 }
 
 /* Compacts st now, then lets a read-through fold kv forget its clean
    entries (what the consumer does after a compaction). */
 LMDB_HELPERS_FN opstate_result compact_and_forget(opstate_lmdb_store *st, opstate_kv *kv, opstate_error *err)
 {
-    opstate_result r = opstate_lmdb_store_compact(st, err);
-    if (r == OPSTATE_OK && opstate_kv_has_base(kv)) opstate_kv_forget_clean(kv);
-    return r;
+    opstate_store s = opstate_lmdb_store_iface(st);
+    return opstate_store_compact(&s, kv, err);
 }
 
 /* Flushes `n` new keys of `vlen` bytes each (key "big-<i>") through the
