@@ -171,7 +171,8 @@ typedef struct opstate_nats_log_config {
     const char *kv_bucket;
     const char *kv_scope, *kv_kind;
     /* How another client's subject maps to an event's scope, kind and key
-       (a stream; opstate's own messages use it too): dot-separated tokens,
+       (a stream; opstate's own messages, marked by Opstate-Op, are read
+       from the end of their subject whatever the prefix): dot-separated tokens,
        "{scope}" and "{kind}" one token each (without them: the stream's
        name and "nats"), "{key}" last and the rest of the subject (one or
        more tokens joined by dots, or none), "*" any token, other tokens
@@ -712,6 +713,7 @@ OPSTATE_NATS__PRIVATE bool opstate_nats__hold_room(opstate_nats_log *lg)
 #define OPSTATE_NATS__TIME_HEADER "Opstate-Time"
 #define OPSTATE_NATS__RAW_HEADER "Opstate-Raw"
 #define OPSTATE_NATS__ID_HEADER "Opstate-Id" /* the id of an event appended without server-side dedup */
+#define OPSTATE_NATS__KEYLESS_HEADER "Opstate-Keyless" /* an event without a key: its subject ends at the kind */
 
 OPSTATE_NATS__PRIVATE bool opstate_nats__has_header(natsMsg *m, const char *name, const char **value)
 {
@@ -732,6 +734,7 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__event_headers(natsMsg *m, const o
     s = natsMsgHeader_Set(m, OPSTATE_NATS__OP_HEADER, text);
     snprintf(text, sizeof text, "%lld", (long long)ev->time);
     if (s == NATS_OK && ev->has_time) s = natsMsgHeader_Set(m, OPSTATE_NATS__TIME_HEADER, text);
+    if (s == NATS_OK && !ev->key.len) s = natsMsgHeader_Set(m, OPSTATE_NATS__KEYLESS_HEADER, "1");
     return s;
 }
 
@@ -779,6 +782,30 @@ OPSTATE_NATS__PRIVATE bool opstate_nats__match(const opstate_nats_log *lg, const
         t++;
         s++;
     }
+}
+
+/* Scope, kind and key of one of ours: the last tokens of its subject
+   "<prefix>.<scope>.<kind>[.<key>]" (the prefix may have several tokens,
+   so they are counted from the end), the key unescaped into key[]. */
+OPSTATE_NATS__PRIVATE bool opstate_nats__own_subject(const char *s, bool keyless, uint8_t *key, opstate_event *ev)
+{
+    const char *from[3], *to[3], *stop = s + strlen(s);
+    size_t n = keyless ? 2 : 3, i, klen = 0;
+    for (i = n; i-- > 0;) {
+        const char *p = stop;
+        while (p > s && p[-1] != '.') p--;
+        if (p == s || p == stop) return false; /* an empty token, or no prefix before the scope */
+        from[i] = p;
+        to[i] = stop;
+        stop = p - 1;
+    }
+    ev->scope = opstate_nats__bytes(from[0], (size_t)(to[0] - from[0]));
+    ev->kind = opstate_nats__bytes(from[1], (size_t)(to[1] - from[1]));
+    if (keyless) return true;
+    if (opstate_key_unescape(from[2], (size_t)(to[2] - from[2]), key, OPSTATE_MAX_KEY_LEN, &klen, NULL) != OPSTATE_OK)
+        return false;
+    ev->key = opstate_nats__bytes((const char *)key, klen);
+    return true;
 }
 
 /* The event's id: Nats-Msg-Id when it is one of ours (a UUID), else one
@@ -831,15 +858,13 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *
     opstate_event ev;
     uint8_t key[OPSTATE_MAX_KEY_LEN];
     const char *op = NULL;
+    const char *subject = natsMsg_GetSubject(m);
     bool ours = opstate_nats__has_header(m, OPSTATE_NATS__OP_HEADER, &op) && op;
-    size_t klen = 0;
+    bool keyless = ours && opstate_nats__has_header(m, OPSTATE_NATS__KEYLESS_HEADER, NULL);
     OPSTATE_MEMSET(&ev, 0, sizeof ev);
-    if (!opstate_nats__match(lg, natsMsg_GetSubject(m), &ev) || !ev.scope.len || !ev.kind.len) return OPSTATE_MALFORMED;
-    if (ours && ev.key.len) { /* our key is one escaped token */
-        if (opstate_key_unescape((const char *)ev.key.ptr, ev.key.len, key, sizeof key, &klen, NULL) != OPSTATE_OK)
-            return OPSTATE_MALFORMED;
-        ev.key = opstate_nats__bytes((const char *)key, klen);
-    }
+    if (!(ours ? opstate_nats__own_subject(subject, keyless, key, &ev) : opstate_nats__match(lg, subject, &ev)) ||
+        !ev.scope.len || !ev.kind.len)
+        return OPSTATE_MALFORMED;
     ev.has_time = !ours;
     ev.time = time;
     if (ours && !opstate_nats__wire_op_time(m, op, &ev)) return OPSTATE_MALFORMED;

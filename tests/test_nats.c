@@ -2941,3 +2941,35 @@ TEST(nats_wire, id_without_dedup_and_bad_templates)
     }
     nt_teardown(&x, true);
 }
+
+/* opstate's own subjects are read from their end, whatever the prefix's
+   length and the template: scope, kind and key (unescaped), or scope and
+   kind alone for an event without a key (Opstate-Keyless). */
+TEST(nats_wire, own_subjects_any_prefix)
+{
+    nt_ctx x;
+    opstate_event keyed = nt_ev("site1", "host", "10.0.0.1", OPSTATE_OP_PUT, "up"), keyless, back;
+    opstate_append_result a1, a2;
+    const char *h = NULL;
+    natsMsg *m = NULL;
+    keyless = nt_ev("site1", "config", NULL, OPSTATE_OP_PUT, "global");
+    REQUIRE(nt_setup(&x, nt_url(), "T_WIRE_OWN", "acme.ops", 0, 0) == 0);
+    REQUIRE(opstate_publish(&x.log, str("acme.ops"), &keyed, NULL, NULL, &a1, NULL) == OPSTATE_OK);
+    REQUIRE(opstate_publish(&x.log, str("acme.ops"), &keyless, NULL, NULL, &a2, NULL) == OPSTATE_OK);
+    CASE("a two-token prefix: scope, kind and the dotted key come back");
+    REQUIRE(nt_read_event(&x, a1.seq, &back));
+    CHECK(back.scope.len == 5 && memcmp(back.scope.ptr, "site1", 5) == 0);
+    CHECK(back.kind.len == 4 && memcmp(back.kind.ptr, "host", 4) == 0);
+    CHECK(back.key.len == 8 && memcmp(back.key.ptr, "10.0.0.1", 8) == 0);
+    CASE("no key: the subject ends at the kind, marked Opstate-Keyless");
+    REQUIRE(js_GetMsg(&m, opstate_nats_jetstream(x.n), "T_WIRE_OWN", a2.seq, NULL, NULL) == NATS_OK);
+    CHECK_STR(natsMsg_GetSubject(m), "acme.ops.site1.config");
+    CHECK(natsMsgHeader_Get(m, "Opstate-Keyless", &h) == NATS_OK);
+    natsMsg_Destroy(m);
+    REQUIRE(nt_read_event(&x, a2.seq, &back));
+    CHECK(back.scope.len == 5 && memcmp(back.scope.ptr, "site1", 5) == 0);
+    CHECK(back.kind.len == 6 && memcmp(back.kind.ptr, "config", 6) == 0);
+    CHECK(back.key.len == 0);
+    CASE(NULL);
+    nt_teardown(&x, true);
+}
