@@ -412,6 +412,13 @@ OPSTATE_API opstate_result opstate_nats_connect(const opstate_nats_config *given
 OPSTATE_API void opstate_nats_close(opstate_nats *n)
 {
     if (!n) return;
+    /* nats.c 3.4.1's read loop may still be handling a message (a late
+       publish ack) for a subscription the jsCtx is about to free (nats.c
+       #637): closing first joins the read loop; on the caller's connection
+       a flush lets it finish what it has. */
+    if (n->owns_connection) natsConnection_Close(n->nc);
+    else if (natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED)
+        natsConnection_FlushTimeout(n->nc, n->wait_ms > 0 ? n->wait_ms : 5000);
     jsCtx_Destroy(n->js);
     if (n->owns_connection) natsConnection_Destroy(n->nc);
     pthread_mutex_destroy(&n->lock);
