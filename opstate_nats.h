@@ -885,26 +885,73 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *
     return opstate_event_encode(&ev, *out, *len, len, NULL);
 }
 
+/* The JetStream metadata a delivered message carries in its reply
+   subject, "$JS.ACK.[<domain>.<account hash>.]<stream>.<consumer>.
+   <delivered>.<stream seq>.<consumer seq>.<time>.<pending>[.<token>]":
+   read in place (nats.c's natsMsg_GetMetaData allocates three times per
+   message). */
+typedef struct opstate_nats__meta {
+    uint64_t stream_seq, consumer_seq, pending;
+    int64_t time;
+} opstate_nats__meta;
+
+/* One decimal token of at most 19 digits into *v; false when it is not. */
+OPSTATE_NATS__PRIVATE bool opstate_nats__number(const char *p, size_t n, uint64_t *v)
+{
+    size_t i;
+    *v = 0;
+    if (n == 0 || n > 19) return false;
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return false;
+        *v = *v * 10 + (uint64_t)(p[i] - '0');
+    }
+    return true;
+}
+
+OPSTATE_NATS__PRIVATE bool opstate_nats__ack_meta(const char *reply, opstate_nats__meta *out)
+{
+    const char *tok[12];
+    size_t len[12], n = 0, first;
+    uint64_t v[5];
+    int i;
+    if (!reply || strncmp(reply, "$JS.ACK.", 8) != 0) return false;
+    for (reply += 8; n < 12; n++) { /* the tokens after "$JS.ACK." */
+        tok[n] = reply;
+        len[n] = strcspn(reply, ".");
+        if (!reply[len[n]]) break;
+        reply += len[n] + 1;
+    }
+    if (n < 12) n++;
+    if (n != 7 && n < 9) return false;
+    first = n == 7 ? 2 : 4; /* v1: 7 tokens; v2: domain and account hash first */
+    for (i = 0; i < 5; i++)
+        if (!opstate_nats__number(tok[first + (size_t)i], len[first + (size_t)i], &v[i])) return false;
+    out->stream_seq = v[1];
+    out->consumer_seq = v[2];
+    out->time = (int64_t)v[3];
+    out->pending = v[4];
+    return true;
+}
+
 /* Turns a delivered message into a log message the caller can use; the
    natsMsg is held until the next call. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, natsMsg *m, opstate_log_message *out,
                                                         uint64_t *pending)
 {
-    jsMsgMetaData *md = NULL;
+    opstate_nats__meta md;
     opstate_nats__held *h;
-    natsStatus s = natsMsg_GetMetaData(&md, m);
+    bool ok = opstate_nats__ack_meta(natsMsg_GetReply(m), &md);
     opstate_result r = OPSTATE_OK;
-    if (s != NATS_OK || !opstate_nats__hold_room(lg)) {
-        jsMsgMetaData_Destroy(md);
+    if (!ok || !opstate_nats__hold_room(lg)) {
         natsMsg_Destroy(m);
-        return s != NATS_OK ? opstate_nats__fail(NULL, s, 0, "metadata") : OPSTATE_NO_MEMORY;
+        return !ok ? opstate_error_set(NULL, OPSTATE_MALFORMED, "metadata", 0) : OPSTATE_NO_MEMORY;
     }
     h = &lg->held[lg->n_held++];
     h->msg = m;
     h->event = NULL;
-    h->seq = md->Sequence.Stream;
-    out->position.seq = md->Sequence.Stream;
-    out->position.time = md->Timestamp;
+    h->seq = md.stream_seq;
+    out->position.seq = md.stream_seq;
+    out->position.time = md.time;
     out->position.epoch = lg->sub_epoch;
     out->subject.ptr = (const uint8_t *)natsMsg_GetSubject(m);
     out->subject.len = strlen(natsMsg_GetSubject(m));
@@ -912,16 +959,15 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     out->data.len = (size_t)natsMsg_GetDataLength(m);
     /* the consumer numbers what it delivers: no number skipped, nothing lost
        (a consumer starts at 1 on the first in-filter message at its start) */
-    out->contiguous = md->Sequence.Consumer == lg->last_delivery + 1;
-    lg->last_delivery = md->Sequence.Consumer;
-    *pending = md->NumPending;
+    out->contiguous = md.consumer_seq == lg->last_delivery + 1;
+    lg->last_delivery = md.consumer_seq;
+    *pending = md.pending;
     if (opstate_nats__needs_event(lg, m)) { /* a message that does not map becomes empty data: poison */
-        r = opstate_nats__synthesize(lg, m, md->Timestamp, md->Sequence.Stream, &h->event, &out->data.len);
+        r = opstate_nats__synthesize(lg, m, md.time, md.stream_seq, &h->event, &out->data.len);
         out->data.ptr = h->event;
         if (r != OPSTATE_OK) out->data.len = 0;
         if (r != OPSTATE_NO_MEMORY) r = OPSTATE_OK;
     }
-    jsMsgMetaData_Destroy(md);
     return r;
 }
 

@@ -150,6 +150,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned opts = size ? data[0] : 0;
     natsMsg *m;
 
+    static bool opened;
+    if (!opened && nats_Open(-1) != NATS_OK) abort(); /* natsMsg_Destroy needs the library open */
+    opened = true;
     for (i = 0; i < FUZZ_FIELDS; i++) take_field(&p, &n, field[i]);
     memset(&conn, 0, sizeof conn);
     if (pthread_mutex_init(&conn.lock, NULL) != 0) abort();
