@@ -224,11 +224,10 @@ $(BUILD)/bench_nats: bench/bench_nats.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L -I. $< -lnats -o $@
 
-# Benchmarks print ratios against baselines measured in the same run.
+# Benchmarks print ratios against baselines measured in the same run, then
+# bench/REPORT.md is written with its plots. QUICK=1: a short run (< 1 min).
 bench: deps $(BUILD)/bench_core $(BUILD)/bench_lmdb $(BUILD)/bench_nats
-	./$(BUILD)/bench_core
-	./$(BUILD)/bench_lmdb $(BENCH_ARGS)
-	./$(BUILD)/bench_nats
+	@BUILD=$(BUILD) QUICK=$(QUICK) BENCH_ARGS="$(BENCH_ARGS)" bash scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -11,7 +11,8 @@
 
    The program starts a real nats-server (JetStream on, 127.0.0.1, a free
    port, a temp store dir; tests/nats_server.h) and stops it by PID at the
-   end. Workload: 100,000 events, scope "site1", kind "host", 10,000 keys
+   end. Workload: 100,000 events (BENCH_QUICK=1: 20,000, 3 rounds each),
+   scope "site1", kind "host", 10,000 keys
    "host-NNNNNN" (so 10,000 subjects "bench.site1.host.host-NNNNNN"), a
    132-byte JSON-ish payload, an event time, an id from
    opstate_id_time_ordered. On the wire (DESIGN.md "NATS wire format") each
@@ -90,11 +91,13 @@
 #include <sys/resource.h>
 #include <sys/utsname.h>
 
-#define N 100000u     /* events */
+static uint32_t g_events = 100000u; /* BENCH_QUICK: 20,000 */
+static int g_runs_pub = 9, g_runs_rp = 11; /* BENCH_QUICK: 3 each */
+#define N g_events    /* events */
 #define KEYS 10000u   /* distinct keys (= subjects) */
 #define DATA_LEN 132u /* payload bytes */
-#define RUNS_PUB 9
-#define RUNS_RP 11
+#define RUNS_PUB g_runs_pub
+#define RUNS_RP g_runs_rp
 #define SETTLE_MS 30
 /* Every wait (JetStream API requests, first messages, fetches): generous,
    so a stall of the shared machine slows a round instead of failing it. */
@@ -444,19 +447,22 @@ static void publish_async_throughput(void)
     static sample (*const fn[2])(void) = {pub_opstate, pub_raw};
     stats o, r;
     double t0 = now_ms(), ratio;
+    char fig[160];
     rounds(fn, 2, RUNS_PUB, v);
     o = summarize(v[0], RUNS_PUB);
     r = summarize(v[1], RUNS_PUB);
     ratio = paired(v[0], v[1], RUNS_PUB);
-    printf("1   async publish, 100k events x %u B payload, 3 headers, file stream, to the last ack (%d rounds):  opstate "
+    printf("1   async publish, %u events x %u B payload, 3 headers, file stream, to the last ack (%d rounds):  opstate "
            "%.0f msgs/s  raw js_PublishMsgAsync %.0f msgs/s  ratio %.2fx  (target >= 0.95x)  %s\n",
-           DATA_LEN, RUNS_PUB, rate(o.wall), rate(r.wall), ratio, verdict(ratio >= 0.95));
+           N, DATA_LEN, RUNS_PUB, rate(o.wall), rate(r.wall), ratio, verdict(ratio >= 0.95));
     printf("1      info: wall ms median (min..max) opstate %.0f (%.0f..%.0f), raw %.0f (%.0f..%.0f), ratio of the medians "
            "%.2fx; publish loop / wait ms: opstate %.0f / %.0f, raw %.0f / %.0f; client CPU ms opstate %.0f, raw %.0f; "
            "server CPU ms opstate %.0f, raw %.0f  (%.1f s)\n",
            o.wall, o.lo, o.hi, r.wall, r.lo, r.hi, r.wall / o.wall, o.a, o.b, r.a, r.b, o.cpu, r.cpu, o.srv, r.srv,
            (now_ms() - t0) / 1e3);
     print_rounds("1      info: per-round ratios:", v[0], v[1], RUNS_PUB);
+    snprintf(fig, sizeof fig, "%.2fx (opstate %.0f msgs/s, raw %.0f msgs/s)", ratio, rate(o.wall), rate(r.wall));
+    report_target("publish", fig, ratio >= 0.95, NULL);
 }
 
 /* ---- 2: replay ------------------------------------------------------------------------ */
@@ -688,6 +694,7 @@ static void replay_throughput(void)
     static sample (*const fn[C])(void) = {rp_opstate, rp_push, rp_pull, rp_push_fold, rp_driver, rp_memlog, rp_push_headers};
     stats st[C];
     double t0 = now_ms(), fill, r_push, r_pull, r_read, r_durable;
+    char fig[160], bound[160];
     int j;
     {
         /* the stream to replay: the 100k events published once (opstate's async publish) */
@@ -714,10 +721,10 @@ static void replay_throughput(void)
     r_push = paired(v[0], v[1], RUNS_RP);
     r_pull = paired(v[0], v[2], RUNS_RP);
     r_read = paired(v[0], v[6], RUNS_RP);
-    printf("2   replay 100k events with decode + KV apply, opstate_replay over ordered push reads (%d rounds):  "
+    printf("2   replay %u events with decode + KV apply, opstate_replay over ordered push reads (%d rounds):  "
            "opstate %.0f msgs/s  raw ordered push reading each event (metadata, Nats-Msg-Id and Opstate-Op headers) "
            "%.0f msgs/s  ratio %.2fx  (target >= 0.9x)  %s\n",
-           RUNS_RP, rate(st[0].wall), rate(st[6].wall), r_read, verdict(r_read >= 0.9));
+           N, RUNS_RP, rate(st[0].wall), rate(st[6].wall), r_read, verdict(r_read >= 0.9));
     printf("2      info: raw ordered push + metadata only, the headers never read (no event is read: the bound of "
            "the binary payload of 0.1): %.0f msgs/s, opstate %.2fx its speed; reading the headers costs the raw "
            "push %.2fx (nats.c parses a header block into a hash on the first natsMsgHeader_Get)\n",
@@ -730,9 +737,9 @@ static void replay_throughput(void)
            rate(st[3].wall), paired(v[0], v[3], RUNS_RP), paired(v[3], v[1], RUNS_RP));
     r_durable = paired(v[4], v[2], RUNS_RP);
     printf("2   durable consumer driver (pull consumer, the next pull in flight while a batch is applied, AckAll per "
-           "batch) vs raw pull with per-message acks, open -> 100k applied:  driver %.0f msgs/s  pull %.0f msgs/s  "
+           "batch) vs raw pull with per-message acks, open -> %u applied:  driver %.0f msgs/s  pull %.0f msgs/s  "
            "ratio %.2fx  (target >= 1.5x)  %s\n",
-           rate(st[4].wall), rate(st[2].wall), r_durable, verdict(r_durable >= 1.5));
+           N, rate(st[4].wall), rate(st[2].wall), r_durable, verdict(r_durable >= 1.5));
     printf("2      info: the driver at %.2fx opstate_replay's speed, %.0f polls, %d timed-out polls retried; "
            "opstate_replay over a memory log of the same events (decode + dedup + apply, no NATS): %.0f ms = %.0f "
            "msgs/s\n",
@@ -748,6 +755,15 @@ static void replay_throughput(void)
            st[0].cpu, st[1].cpu, st[2].cpu, st[3].cpu, st[4].cpu, st[5].cpu, st[0].srv, st[1].srv, st[2].srv, st[3].srv,
            st[4].srv, fill, (now_ms() - t0) / 1e3);
     print_rounds("2      info: per-round ratios vs push:", v[0], v[1], RUNS_RP);
+    snprintf(fig, sizeof fig, "%.2fx a raw push that reads each event (%.0f vs %.0f msgs/s)", r_read, rate(st[0].wall),
+             rate(st[6].wall));
+    snprintf(bound, sizeof bound, "a push reading no header at all: opstate %.2fx of it", r_push);
+    report_target("replay", fig, r_read >= 0.9, bound);
+    snprintf(fig, sizeof fig, "%.2fx (pull %.0f msgs/s)", r_pull, rate(st[2].wall));
+    report_target("replay_pull", fig, r_pull >= 2, NULL);
+    snprintf(fig, sizeof fig, "%.2fx (driver %.0f msgs/s, pull %.0f msgs/s)", r_durable, rate(st[4].wall),
+             rate(st[2].wall));
+    report_target("durable", fig, r_durable >= 1.5, NULL);
     opstate_memlog_destroy(g_memlog);
 }
 
@@ -766,6 +782,10 @@ int main(void)
     jsOptions jo;
     struct utsname u;
     double t0 = now_ms();
+    if (bench_quick()) {
+        g_events = 20000u;
+        g_runs_pub = g_runs_rp = 3;
+    }
     if (nats_server_start(&g_srv) != 0) die("nats_server_start (is nats-server installed?)", 0, __LINE__);
     g_srv_up = 1;
     uname(&u);

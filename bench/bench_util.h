@@ -1,11 +1,13 @@
 /* bench_util.h — the timing and statistics helpers every benchmark uses:
    a monotonic clock, a fixed-seed xorshift, the median of a few runs and
-   the PASS / MISS word for a figure against its target. Static inline, so
+   the PASS / MISS word for a figure against its target, the lines the
+   report is made from, and the quick switch. Static inline, so
    a benchmark that uses only some of them compiles without warnings. */
 #ifndef BENCH_UTIL_H
 #define BENCH_UTIL_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,5 +48,24 @@ static inline double median(const double *v, int n)
 }
 
 static inline const char *verdict(int ok) { return ok ? "PASS" : "MISS"; }
+
+/* Machine-readable lines for bench/REPORT.md (scripts/bench_report.py):
+   "@target ROW|FIGURE|PASS or MISS|BOUND" for a row of DESIGN.md's
+   "Performance targets" (ROW: its key in the report script), and
+   "@data SERIES|X|Y" for a point of a plot. */
+static inline void report_target(const char *row, const char *figure, int ok, const char *bound)
+{
+    printf("@target %s|%s|%s|%s\n", row, figure, verdict(ok), bound ? bound : "");
+}
+
+static inline void report_data(const char *series, double x, double y) { printf("@data %s|%g|%g\n", series, x, y); }
+
+/* BENCH_QUICK=1 in the environment: every part runs a short version
+   (`make bench QUICK=1`, under a minute in all). */
+static inline int bench_quick(void)
+{
+    const char *q = getenv("BENCH_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
 
 #endif

@@ -23,6 +23,7 @@ declare -A probe=(
   [man-db]=man
   [groff-base]=groff
   [jq]=jq
+  [gnuplot-nox]=gnuplot
 )
 
 missing=()
