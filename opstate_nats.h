@@ -558,9 +558,7 @@ struct opstate_nats_log {
     uint64_t last_delivery;  /* its delivery sequence of the last message (0: none yet) */
     char *sub_filter;
     uint64_t sub_next, sub_epoch, pending;
-    uint64_t prefetching;    /* durable mode: messages asked by opstate_nats__prefetch, not yet taken */
     bool pending_known;
-    bool sub_durable;        /* sub is bound to the durable (not deleted on unsubscribe) */
     opstate_nats__held *held;
     size_t n_held, cap_held;
     char *scratch; /* publish_async: the subject of the event being sent */
@@ -585,13 +583,14 @@ OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
 OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
 {
     if (lg->sub) {
-        if (!lg->sub_durable) natsSubscription_Unsubscribe(lg->sub); /* ephemeral: the consumer goes too */
+        /* An ephemeral consumer goes with it. The durable one stays: it
+           existed before js_PullSubscribe bound to it (opstate_nats__pull_bind),
+           and nats.c deletes only a consumer its subscribe created. */
+        natsSubscription_Unsubscribe(lg->sub);
         if (natsConnection_Status(lg->n->nc) == NATS_CONN_STATUS_CONNECTED)
             natsConnection_FlushTimeout(lg->n->nc, lg->first_wait_ms);
         natsSubscription_Destroy(lg->sub);
     }
-    lg->sub_durable = false;
-    lg->prefetching = 0;
     lg->sub = NULL;
     opstate_free(&lg->n->a, lg->sub_filter);
     lg->sub_filter = NULL;
@@ -952,7 +951,6 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     h->msg = m;
     h->event = NULL;
     h->seq = md.stream_seq;
-    if (lg->prefetching) lg->prefetching--;
     out->position.seq = md.stream_seq;
     out->position.time = md.time;
     out->position.epoch = lg->sub_epoch;
@@ -1091,30 +1089,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     so.Stream = lg->stream;
     so.Consumer = lg->durable;
     if (s == NATS_OK) s = js_PullSubscribe(&lg->sub, lg->n->js, filter, lg->durable, NULL, &so, &jerr);
-    lg->sub_durable = s == NATS_OK;
     return opstate_nats__bound(lg, s, jerr, filter, info.epoch, from, err);
-}
-
-/* Durable mode: while the caller applies a batch, the next one is on its
-   way. A pull request of our own (what nats.c's fetch sends, to the same
-   inbox) asks for up to two batches of what the last message said was
-   pending; the next fetch takes them from the subscription's buffer
-   first. No more is asked while that many are still buffered or on their
-   way, and a request expires, so none outlives the stream's end. */
-OPSTATE_NATS__PRIVATE void opstate_nats__prefetch(opstate_nats_log *lg, size_t max)
-{
-    char subject[300], request[96];
-    int buffered = 0, bytes = 0;
-    uint64_t want = lg->pending < (uint64_t)max * 2 ? lg->pending : (uint64_t)max * 2;
-    if (!lg->pending_known || want == 0 || natsSubscription_GetPending(lg->sub, &buffered, &bytes) != NATS_OK ||
-        (uint64_t)buffered + lg->prefetching >= want)
-        return;
-    snprintf(subject, sizeof subject, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", lg->stream, lg->durable);
-    snprintf(request, sizeof request, "{\"batch\":%llu,\"expires\":%lld}", (unsigned long long)want,
-             (long long)lg->first_wait_ms * 1000000);
-    if (natsConnection_PublishRequestString(lg->n->nc, subject, natsSubscription_GetSubject(lg->sub), request) ==
-        NATS_OK)
-        lg->prefetching = want;
 }
 
 /* Durable mode: one pull, asking for exactly what is there, so a pull
@@ -1135,7 +1110,6 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, i
     opstate_result r = OPSTATE_OK;
     uint64_t want;
     natsSubscription_GetPending(lg->sub, &buffered, &bytes);
-    if (buffered == 0) lg->prefetching = 0; /* none arrived yet, or the request expired: ask again after this pull */
     jsFetchRequest_Init(&req); /* nats.c rewrites the request: a fresh one every call */
     req.Expires = wait_ns > 0 ? wait_ns : (int64_t)5000000000;
     if (lg->pending_known && lg->pending > 0) {
@@ -1166,7 +1140,6 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, i
         opstate_nats__unsubscribe(lg);
         return opstate_nats__fail(err, s, 0, "fetch");
     }
-    if (r == OPSTATE_OK && n > 0) opstate_nats__prefetch(lg, max);
     return r;
 }
 

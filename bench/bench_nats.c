@@ -61,8 +61,8 @@
               raw_fold, opstate_apply_default): what the fold
               itself costs on top of (i), without opstate's log adapter;
         durable  the consumer driver over the durable mode
-              (opstate_nats_log_config.durable: pull consumer, the next
-              pull in flight while a batch is applied, AckAll per batch)
+              (opstate_nats_log_config.durable: pull consumer, a pull per
+              batch asking for what is pending, AckAll per batch)
               into a memory store, open -> 100k applied, against (ii);
         info  opstate_replay over an opstate_memlog holding the same 100k
               events: opstate's own work (decode, dedup, apply) without NATS.
@@ -736,7 +736,7 @@ static void replay_throughput(void)
            "opstate %.2fx its speed; the fold alone costs the raw push %.2fx\n",
            rate(st[3].wall), paired(v[0], v[3], RUNS_RP), paired(v[3], v[1], RUNS_RP));
     r_durable = paired(v[4], v[2], RUNS_RP);
-    printf("2   durable consumer driver (pull consumer, the next pull in flight while a batch is applied, AckAll per "
+    printf("2   durable consumer driver (pull consumer, a pull per batch of what is pending, AckAll per "
            "batch) vs raw pull with per-message acks, open -> %u applied:  driver %.0f msgs/s  pull %.0f msgs/s  "
            "ratio %.2fx  (target >= 1.5x)  %s\n",
            N, rate(st[4].wall), rate(st[2].wall), r_durable, verdict(r_durable >= 1.5));
