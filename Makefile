@@ -212,7 +212,7 @@ demo: deps
 demo-nats: deps
 	@bash scripts/demo_nats.sh
 
-$(BUILD)/bench_core: bench/bench_core.c bench/bench_util.h $(HEADERS)
+$(BUILD)/bench_core: bench/bench_core.c bench/bench_util.h tests/old_hash.h $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $< -o $@
 

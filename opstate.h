@@ -22,6 +22,8 @@
        >>hwm       high-water mark over out-of-order acks
        >>resume    resume-window check and live gap classifier
        >>decide    restore-or-clear decision, timestamp fallback
+       >>hash      keyed hash (SipHash-2-4) and per-table keys for every
+                   hash table fed by producer bytes
        >>dedup     bounded window of recent event ids, its serialisation
        >>alloc     allocator, diagnostics (everything below allocates; compiled
                    out by OPSTATE_NO_MALLOC)
@@ -32,9 +34,10 @@
        >>consumer  the consumer driver: open, poll, ack, flush, close
        >>replay    point-in-time replay with cutoffs
 
-   USAGE, step by step (the pure layer; nothing here allocates, reads a clock,
-   draws randomness or does I/O — the caller passes time and entropy in;
-   the consumer driver below does all of this for you)
+   USAGE, step by step (the pure layer; nothing here allocates, and in
+   hosted builds only opstate_id_new and the hash key a dedup window draws
+   at init read a clock or draw randomness — the caller passes time and
+   entropy in; the consumer driver below does all of this for you)
        1. Build an event: opstate_event ev = {0}; set scope, kind, key, op,
           data; give it an id with opstate_id_new() (fresh, from the
           system's clock and entropy; hosted builds), opstate_id_time_ordered()
@@ -71,6 +74,13 @@
    where detail helps, fills an optional opstate_error (byte offset, field).
    A failing call leaves its outputs and the caller's state untouched.
    There is no global "last error".
+
+   HASH TABLES: the KV fold and the dedup window hash bytes a producer
+   chooses (keys, event ids) with SipHash-2-4 under a key of their own,
+   drawn when the table is made (fresh entropy in hosted builds), so
+   crafted keys cannot make apply quadratic. Firmware (OPSTATE_NO_STDLIB,
+   OPSTATE_NO_MALLOC) draws no entropy: pass 16 random bytes to
+   opstate_hash_seed() at boot (see >>hash).
 
    COMPILE-TIME OPTIONS (define before the include that has the implementation)
        OPSTATE_API               linkage of public functions (default: extern)
@@ -617,6 +627,29 @@ typedef enum opstate_time_fallback {
 OPSTATE_API bool opstate_event_time(const opstate_event *ev, opstate_time_fallback fallback,
                                     int64_t wallclock_ns, int64_t *out);
 
+/* >>hash ----------------------------------------------------------------- */
+
+/* Every hash table fed by bytes a producer chooses (the KV fold's keys, the
+   dedup window's and the memory log's ids) hashes them with SipHash-2-4
+   under a 128-bit key of its own, so keys cannot be crafted to collide and
+   make apply quadratic. A table derives its key when it is made, from the
+   process seed below, its own address (two tables never share a key) and,
+   in hosted builds, the clock and, unless OPSTATE_NO_MALLOC, 16 fresh bytes
+   of /dev/urandom (the source opstate_id_new reads; it is left out there
+   because stdio's fopen allocates). No output shows a key: the fold iterates,
+   encodes and renders in key order, and neither its dirty list nor the
+   dedup window's bytes follow the table.
+
+   Sets the process seed (16 bytes, copied) for the tables made after the
+   call. Hosted builds need not call it (a seed given is mixed in too).
+   Under OPSTATE_NO_STDLIB or OPSTATE_NO_MALLOC there is no entropy source:
+   call it once at boot, before any table exists and before other threads
+   use the library, with 16 bytes from a hardware RNG or a per-device
+   secret. Until then the seed is a public default, the 16 ASCII bytes
+   "opstate.hash.v1.": tables still differ by address (and clock, hosted),
+   but whoever knows the program can craft collisions. */
+OPSTATE_API void opstate_hash_seed(const uint8_t seed[16]);
+
 /* >>dedup ---------------------------------------------------------------- */
 
 /* A bounded set of the most recent event ids, oldest evicted first, over
@@ -628,13 +661,16 @@ typedef struct opstate_dedup {
     uint32_t table_mask;
     uint32_t head;      /* index of the oldest id */
     uint32_t count;
+    uint64_t key[2];    /* this window's SipHash key (see opstate_hash_seed) */
 } opstate_dedup;
 
 /* Bytes of storage for a window of `capacity` ids (0 when capacity is 0 or
    above 1<<24). */
 OPSTATE_API size_t opstate_dedup_storage_size(uint32_t capacity);
 /* Sets up an empty window over `storage` (aligned for uint32_t, at least
-   opstate_dedup_storage_size(capacity) bytes). INVALID_ARGUMENT otherwise. */
+   opstate_dedup_storage_size(capacity) bytes), with a hash key of its own
+   (>>hash: hosted builds without OPSTATE_NO_MALLOC read /dev/urandom for
+   it). INVALID_ARGUMENT otherwise. */
 OPSTATE_API opstate_result opstate_dedup_init(opstate_dedup *d, void *storage, size_t storage_size,
                                               uint32_t capacity);
 /* true when id is in the window. */
@@ -1272,7 +1308,7 @@ OPSTATE__MEM_PRIVATE int opstate__memcmp(const void *a, const void *b, size_t n)
 #define OPSTATE__DEFAULT_DEDUP_CAPACITY 1024u
 #define OPSTATE__DEFAULT_FLUSH_INTERVAL_NS INT64_C(1000000000)
 
-/* Spreads the bits of x (the KV fold's hash, fresh ids' entropy). */
+/* Spreads the bits of x (fresh ids' entropy). */
 OPSTATE__PRIVATE uint64_t opstate__mix64(uint64_t x)
 {
     x ^= x >> 32;
@@ -1898,17 +1934,26 @@ OPSTATE_API opstate_result opstate_id_time_ordered(int64_t unix_ns, const uint8_
 #ifndef OPSTATE_NO_STDLIB
 #include <stdio.h>
 
+/* n bytes of the platform's entropy (/dev/urandom, read unbuffered: n
+   bytes, not a stdio buffer's worth) into out; false when it cannot. The
+   one entropy source of fresh ids and of hash table keys (>>hash). */
+OPSTATE__PRIVATE bool opstate__entropy(uint8_t *out, size_t n)
+{
+    bool ok;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f) return false;
+    ok = setvbuf(f, NULL, _IONBF, 0) == 0 && fread(out, 1, n, f) == n;
+    fclose(f);
+    return ok;
+}
 
 /* The process's entropy seed: /dev/urandom, else clock and addresses. */
 OPSTATE__PRIVATE uint64_t opstate__entropy_seed(void)
 {
-    uint64_t seed = 0;
-    FILE *f = fopen("/dev/urandom", "rb");
-    if (!f || fread(&seed, sizeof seed, 1, f) != 1)
-        seed = (uint64_t)opstate__wall_clock(NULL) ^ (uint64_t)(uintptr_t)&seed ^ (uint64_t)(uintptr_t)f ^
-               ((uint64_t)(uintptr_t)&opstate__entropy_seed << 17);
-    if (f) fclose(f);
-    return seed;
+    uint8_t bytes[8];
+    if (opstate__entropy(bytes, sizeof bytes)) return opstate_get_le64(bytes);
+    return (uint64_t)opstate__wall_clock(NULL) ^ (uint64_t)(uintptr_t)bytes ^
+           ((uint64_t)(uintptr_t)&opstate__entropy_seed << 17);
 }
 
 OPSTATE_API opstate_result opstate_id_new(opstate_id *out)
@@ -2996,6 +3041,82 @@ OPSTATE_API bool opstate_event_time(const opstate_event *ev, opstate_time_fallba
     return true;
 }
 
+/* >>hash ----------------------------------------------------------------- */
+
+OPSTATE__PRIVATE uint64_t opstate__rotl64(uint64_t x, unsigned n) { return (x << n) | (x >> (64u - n)); }
+
+/* One SipRound over the state words a, b, c, d (v0..v3 in the paper); a
+   macro, so the state stays in registers. */
+#define OPSTATE__SIPROUND(a, b, c, d)                                                                   \
+    do {                                                                                                 \
+        a += b;                                                                                          \
+        b = opstate__rotl64(b, 13) ^ a;                                                                  \
+        a = opstate__rotl64(a, 32);                                                                      \
+        c += d;                                                                                          \
+        d = opstate__rotl64(d, 16) ^ c;                                                                  \
+        a += d;                                                                                          \
+        d = opstate__rotl64(d, 21) ^ a;                                                                  \
+        c += b;                                                                                          \
+        b = opstate__rotl64(b, 17) ^ c;                                                                  \
+        c = opstate__rotl64(c, 32);                                                                      \
+    } while (0)
+
+/* SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF",
+   2012) of n bytes under the 128-bit key whose bytes 0-7 and 8-15, read
+   little-endian, are key[0] and key[1]. Each 8-byte word, then a last one
+   of the 0-7 bytes left and n mod 256 in its top byte, goes through two
+   rounds; four more finish. */
+OPSTATE__PRIVATE uint64_t opstate__siphash(const uint64_t key[2], const uint8_t *p, size_t n)
+{
+    uint64_t v0 = key[0] ^ UINT64_C(0x736f6d6570736575), v1 = key[1] ^ UINT64_C(0x646f72616e646f6d);
+    uint64_t v2 = key[0] ^ UINT64_C(0x6c7967656e657261), v3 = key[1] ^ UINT64_C(0x7465646279746573), m;
+    size_t left = n, i;
+    int r;
+    for (;; p += 8, left -= 8) {
+        if (left >= 8) m = opstate_get_le64(p);
+        else
+            for (m = (uint64_t)(n & 0xffu) << 56, i = 0; i < left; i++) m |= (uint64_t)p[i] << (8 * i);
+        v3 ^= m;
+        for (r = 0; r < 2; r++) OPSTATE__SIPROUND(v0, v1, v2, v3);
+        v0 ^= m;
+        if (left < 8) break;
+    }
+    v2 ^= 0xffu;
+    for (r = 0; r < 4; r++) OPSTATE__SIPROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* The process seed every table key derives from, as two little-endian
+   words: opstate_hash_seed()'s, else the public "opstate.hash.v1.". */
+static uint64_t opstate__hash_seed_words[2] = {UINT64_C(0x2e6574617473706f), UINT64_C(0x2e31762e68736168)};
+
+OPSTATE_API void opstate_hash_seed(const uint8_t seed[16])
+{
+    opstate__hash_seed_words[0] = opstate_get_le64(seed);
+    opstate__hash_seed_words[1] = opstate_get_le64(seed + 8);
+}
+
+/* A new table's key: SipHash under the process seed of the table's address
+   (`where`, its storage: distinct among live tables; an integer, as the
+   storage is not read) and, hosted, the clock and (unless OPSTATE_NO_MALLOC)
+   16 bytes of fresh entropy; the second word hashes one byte more. */
+OPSTATE__PRIVATE void opstate__hash_key_new(uint64_t key[2], uintptr_t where)
+{
+    uint8_t in[8 + 8 + 16 + 1];
+    size_t n = 8;
+    opstate_put_le64(in, (uint64_t)where);
+#ifndef OPSTATE_NO_STDLIB
+    opstate_put_le64(in + n, (uint64_t)opstate__wall_clock(NULL));
+    n += 8;
+#ifndef OPSTATE_NO_MALLOC /* fopen allocates its FILE: such builds take opstate_hash_seed's secret */
+    if (opstate__entropy(in + n, 16)) n += 16;
+#endif
+#endif
+    key[0] = opstate__siphash(opstate__hash_seed_words, in, n);
+    in[n++] = 0xffu;
+    key[1] = opstate__siphash(opstate__hash_seed_words, in, n);
+}
+
 /* >>dedup ---------------------------------------------------------------- */
 
 #define OPSTATE__DEDUP_MAX (1u << 24)
@@ -3027,19 +3148,16 @@ OPSTATE_API opstate_result opstate_dedup_init(opstate_dedup *d, void *storage, s
     d->ids = (opstate_id *)(void *)(d->table + tsize);
     d->capacity = capacity;
     d->table_mask = tsize - 1;
+    opstate__hash_key_new(d->key, (uintptr_t)storage);
     opstate_dedup_clear(d);
     return OPSTATE_OK;
 }
 
-/* Home slot of an id: ids often share their first bytes (UUIDv7 time), so
-   both halves are mixed. */
+/* Home slot of an id: a producer picks ids, so the window's key hashes all
+   16 bytes (ids often share their first bytes, UUIDv7 time, too). */
 OPSTATE__PRIVATE uint32_t opstate__dedup_home(const opstate_dedup *d, const opstate_id *id)
 {
-    uint64_t x = opstate_get_le64(id->bytes) * 0x9e3779b97f4a7c15u ^ opstate_get_le64(id->bytes + 8);
-    x ^= x >> 32;
-    x *= 0xd6e8feb86659fd93u;
-    x ^= x >> 32;
-    return (uint32_t)x & d->table_mask;
+    return (uint32_t)opstate__siphash(d->key, id->bytes, sizeof id->bytes) & d->table_mask;
 }
 
 /* Table slot holding id, or the empty slot where it would go. */
@@ -3262,6 +3380,7 @@ struct opstate_kv {
     size_t max_key_len;
     opstate__kv_entry **slots;
     uint32_t *tags; /* high half of each slot's hash: probes compare it without touching the entry */
+    uint64_t key[2]; /* the fold's SipHash key (>>hash) */
     uint32_t mask, used;
     opstate__kv_entry *dirty;
     uint32_t dirty_count;
@@ -3304,14 +3423,11 @@ OPSTATE__PRIVATE opstate_result opstate__kv_set_value(opstate_kv *kv, opstate__k
     return OPSTATE_OK;
 }
 
-/* 64-bit hash of a byte string, eight bytes per step. */
-OPSTATE__PRIVATE uint64_t opstate__hash_bytes(const uint8_t *p, size_t n)
+/* The fold's hash of a key: SipHash under the fold's own key (a producer
+   chooses the keys). */
+OPSTATE__PRIVATE uint64_t opstate__kv_hash(const opstate_kv *kv, const uint8_t *p, size_t n)
 {
-    uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n, tail = 0;
-    size_t i;
-    for (; n >= 8; p += 8, n -= 8) h = (h ^ opstate__mix64(opstate_get_le64(p))) * 0xff51afd7ed558ccdu;
-    for (i = 0; i < n; i++) tail |= (uint64_t)p[i] << (8 * i);
-    return opstate__mix64((h ^ opstate__mix64(tail ^ n)) * 0xc4ceb9fe1a85ec53u);
+    return opstate__siphash(kv->key, p, n);
 }
 
 OPSTATE__PRIVATE int opstate__key_compare(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
@@ -3384,6 +3500,7 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
     kv->base = cfg->base;
     kv->max_key_len = cfg->max_key_len && cfg->max_key_len < OPSTATE_MAX_KEY_LEN ? cfg->max_key_len : OPSTATE_MAX_KEY_LEN;
     kv->memory = sizeof *kv;
+    opstate__hash_key_new(kv->key, (uintptr_t)kv);
     if (opstate__kv_resize(kv, OPSTATE__KV_MIN_SLOTS) != OPSTATE_OK) {
         opstate_free(&cfg->allocator, kv);
         return OPSTATE_NO_MEMORY;
@@ -3499,7 +3616,7 @@ OPSTATE_API opstate_result opstate_kv_put(opstate_kv *kv, opstate_bytes key, ops
     opstate_result r = opstate__kv_key_check(kv, key);
     if (r != OPSTATE_OK) return r;
     if (value.len > OPSTATE_MAX_DATA_LEN) return OPSTATE_OVERSIZED;
-    h = opstate__hash_bytes(key.ptr, key.len);
+    h = opstate__kv_hash(kv, key.ptr, key.len);
     slot = opstate__kv_find(kv, key.ptr, key.len, h);
     e = kv->slots[slot];
     if (e && value.len && e->value_len == value.len) { /* live, same size: overwrite in place */
@@ -3524,7 +3641,7 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     int before;
     opstate_result r = opstate__kv_key_check(kv, key);
     if (r != OPSTATE_OK) return r;
-    h = opstate__hash_bytes(key.ptr, key.len);
+    h = opstate__kv_hash(kv, key.ptr, key.len);
     slot = opstate__kv_find(kv, key.ptr, key.len, h);
     e = kv->slots[slot];
     if (!e) {
@@ -3556,7 +3673,7 @@ OPSTATE_API opstate_result opstate_kv_restore(opstate_kv *kv, const opstate_kv_i
     int before;
     opstate_result r = opstate__kv_key_check(kv, item->key);
     if (r != OPSTATE_OK) return r;
-    h = opstate__hash_bytes(item->key.ptr, item->key.len);
+    h = opstate__kv_hash(kv, item->key.ptr, item->key.len);
     slot = opstate__kv_find(kv, item->key.ptr, item->key.len, h);
     e = kv->slots[slot];
     if (e && (e->flags & OPSTATE__KV_DIRTY)) return OPSTATE_INVALID_ARGUMENT; /* a load, not a change */
@@ -3593,7 +3710,7 @@ OPSTATE_API opstate_result opstate_kv_get(const opstate_kv *kv, opstate_bytes ke
 {
     const opstate__kv_entry *e;
     if (opstate__kv_key_check(kv, key) != OPSTATE_OK) return OPSTATE_NOT_FOUND;
-    e = kv->slots[opstate__kv_find(kv, key.ptr, key.len, opstate__hash_bytes(key.ptr, key.len))];
+    e = kv->slots[opstate__kv_find(kv, key.ptr, key.len, opstate__kv_hash(kv, key.ptr, key.len))];
     if (e) {
         if (e->flags & OPSTATE__KV_TOMB) return OPSTATE_NOT_FOUND;
         opstate__kv_item(e, item);

@@ -155,6 +155,8 @@ makevar() { (cd "$1" && make -s --no-print-directory --eval 'mutate-print-%: ; @
 # The test sources include only the headers' declarations (the list checker
 # keeps every mutant inside an implementation part), so each job compiles
 # them once per runner; a mutant rebuilds the implementation object and links.
+# A test that compiles a private copy of an implementation to look inside it
+# (tests/test_hash.c, tests/test_hash_free.c) stays a source: built per mutant.
 # objects W RUNNER: prints "VAR=objects" for the runner's sources in job W
 objects() {
   local dir=$TMP/w$1 runner=$2 var flags srcs src o objs=()
@@ -170,6 +172,10 @@ objects() {
     # the Makefile's flags, split into words
     flags="$(makevar "$dir" CC) $(makevar "$dir" STD) $flags $OPT $(makevar "$dir" WARN)"
     for src in $srcs; do
+      if grep -q '^#define OPSTATE[A-Z_]*IMPLEMENTATION$' "$dir/$src"; then
+        objs+=("$src")
+        continue
+      fi
       o=build/mutate-objects/$runner/$(basename "$src" .c).o
       (cd "$dir" && $flags -c "$src" -o "$o") || return 1
       objs+=("$o")
