@@ -186,6 +186,22 @@ static double mean(const double *v, size_t n)
     return s / (double)n;
 }
 
+/* The distribution of n samples as report points: percentile -> value. */
+static void report_percentiles(const char *series, const double *v, size_t n)
+{
+    static const double at[] = {1, 10, 25, 50, 75, 90, 95, 99, 100};
+    size_t i;
+    for (i = 0; i < sizeof at / sizeof at[0]; i++) report_data(series, at[i], pct(v, n, at[i]));
+}
+
+/* One report row: figure text from a format. */
+static void report_row(const char *row, int ok, const char *bound, const char *fmt, double a, double b, double c)
+{
+    char fig[200];
+    snprintf(fig, sizeof fig, fmt, a, b, c);
+    report_target(row, fig, ok, bound);
+}
+
 
 static void path_of(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", g_root, name); }
 
@@ -724,6 +740,10 @@ static void flush_latency(void)
     printf("1a     bound: the raw LMDB append of the same bytes, the floor of any LMDB flush, is itself only %.0fx faster "
            "than SQLite here; 100x would need it at %.3f ms (it takes %.3f: two durable flushes of %lu B)\n",
            p50s / p50b, p50s / 100, p50b, (unsigned long)(8 + D1 * ITEM_LEN + sizeof small_meta));
+    report_row("flush", p50a / p50b <= 1.5, NULL, "%.2fx a raw append (p50 %.3f vs %.3f ms)", p50a / p50b, p50a, p50b);
+    report_row("flush_per_key", p50c / p50a >= 10, NULL, "%.1fx faster (per-key p50 %.3f ms, opstate %.3f ms)",
+               p50c / p50a, p50c, p50a);
+    report_percentiles("flush_compaction_off", ta, ROUNDS1);
     sql_close(&S4);
     sql_close(&S64);
     rm_sqlite(ps4);
@@ -773,6 +793,9 @@ static void flush_latency(void)
                n / (ncomp ? ncomp : 1), md, n, ncomp, sum_plain / (double)n, pct(tcomp, (size_t)ncomp, 50));
         printf("1b  vs (ii) raw per-key puts, same flushes:  mean %7.3f ms  opstate %.1fx faster  (target >= 5x)  %s\n",
                mc, mc / md, verdict(mc / md >= 5));
+        report_row("flush_compaction", mc / md >= 5, NULL, "%.1fx faster (mean %.3f vs %.3f ms, compactions included)",
+                   mc / md, md, mc);
+        report_percentiles("flush_compaction_on", td, (size_t)n);
         ostore_close(&D);
         opstate_kv_destroy(kvD);
         rm_rf(pd);
@@ -1364,6 +1387,9 @@ static void restart_latency(void)
         printf("2   read-through restart as the state grows, 1,024-key delta tail pending (median of %d, warm):", REPS3);
         for (s = 0; s < used; s++) printf("  %g MiB %.3f ms", sizes[s], med[s].wall);
         printf("  max/min %.2fx  (target: flat within 2x)  %s\n", hi / lo, verdict(hi / lo <= 2));
+        for (s = 0; s < used; s++) report_data("restart_read_through", sizes[s], med[s].wall);
+        report_row("restart_flat", hi / lo <= 2, NULL, "max/min %.2fx over %g..%g MiB", hi / lo, sizes[0],
+                   sizes[used - 1]);
         printf("2   read-through restart as the state grows, tail compacted (no delta pending):          ");
         for (s = 0; s < used; s++) printf("  %g MiB %.3f ms", sizes[s], medc[s].wall);
         printf("  max/min %.2fx  (target: flat within 2x)  %s\n", hic / loc, verdict(hic / loc <= 2));
@@ -1414,17 +1440,24 @@ static void publish_events(opstate_memlog *m, uint64_t from, uint64_t n, uint64_
     }
 }
 
-static void flat_line(const char *label, const uint64_t *hist, const rs *v, int n)
+/* The spread of restart times: the slowest over the fastest. */
+static double spread(const rs *v, int n)
 {
     double lo = 1e30, hi = 0;
     int h;
-    printf("3   %s", label);
     for (h = 0; h < n; h++) {
-        printf("  %luk ev %.3f ms", (unsigned long)(hist[h] / 1000), v[h].wall);
         if (v[h].wall < lo) lo = v[h].wall;
         if (v[h].wall > hi) hi = v[h].wall;
     }
-    printf("  max/min %.2fx  (target: flat)  %s\n", hi / lo, verdict(hi / lo <= 2));
+    return hi / lo;
+}
+
+static void flat_line(const char *label, const uint64_t *hist, const rs *v, int n)
+{
+    int h;
+    printf("3   %s", label);
+    for (h = 0; h < n; h++) printf("  %luk ev %.3f ms", (unsigned long)(hist[h] / 1000), v[h].wall);
+    printf("  max/min %.2fx  (target: flat)  %s\n", spread(v, n), verdict(spread(v, n) <= 2));
 }
 
 static void recovery_as_history_grows(void)
@@ -1505,6 +1538,14 @@ static void recovery_as_history_grows(void)
     flat_line("load-all,     as the consumer left it:", hist, la, 3);
     flat_line("read-through, deltas compacted:       ", hist, rtc, 3);
     flat_line("load-all,     deltas compacted:       ", hist, lac, 3);
+    for (h = 0; h < 3; h++) {
+        report_data("recovery_snapshot_tail", (double)hist[h], rt[h].wall);
+        report_data("recovery_snapshot_compacted", (double)hist[h], rtc[h].wall);
+        report_data("recovery_full_replay", (double)hist[h], replay_ms[h]);
+    }
+    report_row("recovery", spread(rt, 3) <= 2, NULL,
+               "read-through restart %.3f / %.3f / %.3f ms at 10k / 100k / 1M events", rt[0].wall, rt[1].wall,
+               rt[2].wall);
     printf("3      info: delta records pending as left  %u  %u  %u (restart time tracks this bounded tail, not the "
            "history); a full replay of the history instead takes  %.1f  %.1f  %.1f ms; folding it with flushes took  "
            "%.2f  %.2f  %.2f s (SYNC_NONE)\n",
@@ -1597,6 +1638,9 @@ static void poll_latency_with_compaction(void)
     printf("4      %zu compactions (median %.1f ms), %zu of them in a poll that applied events  (target: none there, "
            "p99 on/off <= 1.25x)  %s\n",
            on.ncomp, pct(on.comp, on.ncomp, 50), on.comp_in_work, verdict(on.ncomp > 0 && on.comp_in_work == 0 && r99 <= 1.25));
+    report_row("poll_compaction", on.ncomp > 0 && on.comp_in_work == 0 && r99 <= 1.25, NULL,
+               "p99 of working polls on/off %.2fx; %.0f compactions, %.0f in a working poll", r99, (double)on.ncomp,
+               (double)on.comp_in_work);
     live4_close(&on, pon);
     live4_close(&off, poff);
     opstate_memlog_destroy(m);
