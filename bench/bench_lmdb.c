@@ -5,6 +5,8 @@
      cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. bench/bench_lmdb.c -llmdb -lsqlite3 -o build/bench_lmdb
      ./build/bench_lmdb            (1-2 minutes; about 4 GB of temp files under $TMPDIR or /tmp, removed at exit)
      ./build/bench_lmdb --no-1g    (skips the 1 GiB restart point: ~35 s less, ~2.5 GB less)
+     BENCH_QUICK=1 ./build/bench_lmdb   (restart points up to 16 MiB, histories up to 200k events,
+                                   80 bursts in part 4: the short run of `make bench QUICK=1`)
      ./build/bench_lmdb --only poll_latency_with_compaction    (one part: flush_latency, restart_latency,
                                    recovery_as_history_grows or poll_latency_with_compaction)
 
@@ -1348,6 +1350,10 @@ static void restart_latency(void)
             if (sizes[s] == 8) {
                 snprintf(pg[s], sizeof pg[s], "%s", pl);
             } else {
+                if (bench_quick() && sizes[s] > 100) {
+                    printf("2      points above 100 MiB skipped (quick)\n");
+                    break;
+                }
                 if (sizes[s] > 1000) {
                     unsigned long long avail = 0;
                     if (statvfs(g_root, &vfs) == 0) avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
@@ -1462,7 +1468,8 @@ static void flat_line(const char *label, const uint64_t *hist, const rs *v, int 
 
 static void recovery_as_history_grows(void)
 {
-    static const uint64_t hist[3] = {10000, 100000, 1000000};
+    static const uint64_t full[3] = {10000, 100000, 1000000}, quick[3] = {10000, 50000, 200000};
+    const uint64_t *hist = bench_quick() ? quick : full;
     static rs vrt[3][REPS3], vla[3][REPS3];
     rs rt[3], la[3], rtc[3], lac[3];
     double replay_ms[3], build_ms[3];
@@ -1618,7 +1625,7 @@ static void poll_latency_with_compaction(void)
     path_of(poff, sizeof poff, "p4_compaction_off");
     live4_open(&on, pon, m, true);
     live4_open(&off, poff, m, false);
-    for (t = 0; t < TICKS4; t++) { /* a burst arrives; both consumers take it, in turn */
+    for (t = 0; t < (bench_quick() ? TICKS4 / 4 : TICKS4); t++) { /* a burst arrives; both consumers take it, in turn */
         publish_events(m, (uint64_t)t * BURST4, BURST4, K1);
         if (t % 2) live4_burst(&off);
         live4_burst(&on);
@@ -1627,7 +1634,7 @@ static void poll_latency_with_compaction(void)
     r99 = pct(on.work, on.nwork, 99) / pct(off.work, off.nwork, 99);
     printf("4   polls while compactions happen (%u bursts of %u events over %u keys, a durable flush per burst, live "
            "loop: poll until a poll finds nothing), compaction on (default bound) vs off:\n",
-           TICKS4, BURST4, K1);
+           bench_quick() ? TICKS4 / 4 : TICKS4, BURST4, K1);
     printf("4      every poll:            on p50 %7.3f  p99 %7.3f  max %7.2f ms   off p50 %7.3f  p99 %7.3f  max %7.2f ms\n",
            pct(on.poll, on.npoll, 50), pct(on.poll, on.npoll, 99), pct(on.poll, on.npoll, 100),
            pct(off.poll, off.npoll, 50), pct(off.poll, off.npoll, 99), pct(off.poll, off.npoll, 100));
