@@ -103,6 +103,11 @@ $(BUILD)/nohw/impl.o: XFLAGS = -DOPSTATE_NO_HW_CRC
 $(BUILD)/unit-nohw: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) $(BUILD)/nohw/impl.o
 	$(CC) $(STD) $(CFLAGS) $(WARN) $(TEST_SRCS) tests/main.c $(BUILD)/nohw/impl.o -o $@
 
+# The portable CRC32C from its 64-byte table (no CRC instructions either).
+$(BUILD)/smallcrc/impl.o: XFLAGS = -DOPSTATE_CRC_SMALL -DOPSTATE_NO_HW_CRC
+$(BUILD)/unit-smallcrc: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) $(BUILD)/smallcrc/impl.o
+	$(CC) $(STD) $(CFLAGS) $(WARN) $(TEST_SRCS) tests/main.c $(BUILD)/smallcrc/impl.o -o $@
+
 $(BUILD)/unit-asan: $(TEST_SRCS) tests/main.c $(wildcard tests/*.h) tests/impl.c $(HEADERS)
 	@mkdir -p $(BUILD)
 	$(CC) $(STD) $(SAN) $(WARN) $(TEST_SRCS) tests/main.c tests/impl.c -o $@
@@ -212,9 +217,9 @@ demo: deps
 demo-nats: deps
 	@bash scripts/demo_nats.sh
 
-$(BUILD)/bench_core: bench/bench_core.c bench/bench_util.h tests/old_hash.h $(HEADERS)
+$(BUILD)/bench_core: bench/bench_core.c bench/bench_crc_small.c bench/bench_util.h tests/old_hash.h $(HEADERS)
 	@mkdir -p $(BUILD)
-	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $< -o $@
+	$(CC) -std=c99 -O2 -g $(WARN) -D_POSIX_C_SOURCE=200809L $(filter %.c,$^) -o $@
 
 $(BUILD)/bench_lmdb: bench/bench_lmdb.c bench/bench_util.h $(HEADERS)
 	@mkdir -p $(BUILD)

@@ -15,7 +15,8 @@
        >>results   result codes, error detail, version
        >>mem       mem* hooks and fallbacks (also the companions')
        >>bytes     little-endian helpers
-       >>crc       CRC32C (hardware on SSE4.2 / ARMv8-CRC, slice-by-8 otherwise)
+       >>crc       CRC32C (hardware on SSE4.2 / ARMv8-CRC, else slice-by-8 or,
+                   with OPSTATE_CRC_SMALL, a 64-byte table)
        >>ids       event ids: time-ordered and deterministic, text form
        >>subjects  subject tokens, key escape, builders and parser
        >>codec     binary event encoding, decode, JSON rendering
@@ -94,6 +95,10 @@
        OPSTATE_MEMCPY/MEMSET/MEMCMP   your own mem* functions
        OPSTATE_NO_ERROR_STRINGS  opstate_result_str() returns "" (saves flash)
        OPSTATE_NO_HW_CRC         never use CRC32C instructions
+       OPSTATE_CRC_SMALL         portable CRC32C from a 64-byte table instead
+                                 of slice-by-8's 8 KiB: same checksums,
+                                 ~10x slower (bench_core prints both), for
+                                 flash-tight firmware
        OPSTATE_HWM_CAPACITY      events in flight in the ack tracker (256)
        OPSTATE_MAX_TOKEN_LEN     longest scope / kind token (255)
        OPSTATE_MAX_KEY_LEN       longest key (1024)
@@ -163,7 +168,8 @@ extern "C" {
 #endif
 
 /* Result codes, written once: X(NAME, value, message). Codes are only ever
-   appended, never renumbered. */
+   appended, never renumbered, and stay dense from 0 (opstate_result_str
+   finds a message by its position). */
 #define OPSTATE_RESULT_LIST(X)                                                   \
     X(OK, 0, "ok")                                                               \
     X(INVALID_ARGUMENT, 1, "invalid argument")                                   \
@@ -1364,18 +1370,32 @@ OPSTATE__PRIVATE opstate_result opstate__fail(opstate_error *err, opstate_result
 
 /* >>results -------------------------------------------------------------- */
 
+/* The n-th (from 0) of the strings packed one after another, each with its
+   NUL, in list[0..size) (a string literal: size counts its own final NUL),
+   or `unknown` past the last. Every function that names an enum keeps its
+   names in one such array of its own, indexed by the enum's value, not in
+   a table of pointers to literals: compilers put the literals of every
+   such table in one shared string section, which a firmware link with
+   --gc-sections keeps whole as soon as one name is used (scripts/sizes.sh
+   measures it). */
+OPSTATE__PRIVATE const char *opstate__nth_str(const char *list, size_t size, unsigned n, const char *unknown)
+{
+    size_t i = 0;
+    for (; n > 0 && i + 1 < size; i++)
+        if (list[i] == '\0') n--;
+    return n == 0 && i + 1 < size ? list + i : unknown;
+}
+
 OPSTATE_API const char *opstate_result_str(opstate_result r)
 {
 #ifdef OPSTATE_NO_ERROR_STRINGS
     (void)r;
     return "";
 #else
-    switch (r) {
-#define OPSTATE__RESULT_CASE(name, value, msg) case OPSTATE_##name: return msg;
-        OPSTATE_RESULT_LIST(OPSTATE__RESULT_CASE)
-#undef OPSTATE__RESULT_CASE
-    default: return "unknown result";
-    }
+#define OPSTATE__RESULT_TEXT(name, value, msg) msg "\0"
+    static const char text[] = OPSTATE_RESULT_LIST(OPSTATE__RESULT_TEXT);
+#undef OPSTATE__RESULT_TEXT
+    return opstate__nth_str(text, sizeof text, (unsigned)r, "unknown result");
 #endif
 }
 
@@ -1383,6 +1403,14 @@ OPSTATE_API int opstate_version_number(void) { return OPSTATE_VERSION_NUMBER; }
 
 /* >>crc ------------------------------------------------------------------ */
 
+/* The portable CRC32C (reflected Castagnoli polynomial 0x82F63B78) is one
+   loop, opstate__crc32c_sw, over one of two tables:
+     default            slice-by-8, 8 x 256 entries (8 KiB): eight bytes per
+                        step; row 0 is the byte table, for the tail
+     OPSTATE_CRC_SMALL  16 entries (64 bytes), one per 4-bit value: a byte
+                        takes two steps (for flash-tight firmware)
+   Both give the same checksums. `crc` is always the raw (inverted) state. */
+#ifndef OPSTATE_CRC_SMALL
 static const uint32_t opstate__crc_table[8][256] = {
     {
         0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu,
@@ -1746,21 +1774,48 @@ static const uint32_t opstate__crc_table[8][256] = {
     },
 };
 
-/* Portable slice-by-8: eight bytes per step, bytes read one by one so it is
-   endian- and alignment-neutral. `crc` is the raw (already inverted) state.
-   With `copy_to`, the bytes are also copied there. */
-OPSTATE__PRIVATE uint32_t opstate__crc32c_sw(uint32_t crc, const uint8_t *p, size_t n, uint8_t *copy_to)
+/* One byte through the byte table (row 0). */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_byte(uint32_t crc, uint8_t b)
+{
+    return opstate__crc_table[0][(crc ^ b) & 0xffu] ^ (crc >> 8);
+}
+
+/* Eight bytes at once: the state and the first four bytes through rows
+   7..4, the next four through rows 3..0. */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_slice8(uint32_t crc, const uint8_t *p)
 {
     const uint32_t(*t)[256] = opstate__crc_table;
+    uint32_t lo = crc ^ opstate_get_le32(p), hi = opstate_get_le32(p + 4);
+    return t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
+           t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+}
+#else
+/* Entry i is the CRC of the 4-bit value i: the byte table's entry i << 4. */
+static const uint32_t opstate__crc_nibble[16] = {
+    0x00000000u, 0x105ec76fu, 0x20bd8edeu, 0x30e349b1u, 0x417b1dbcu, 0x5125dad3u, 0x61c69362u, 0x7198540du,
+    0x82f63b78u, 0x92a8fc17u, 0xa24bb5a6u, 0xb21572c9u, 0xc38d26c4u, 0xd3d3e1abu, 0xe330a81au, 0xf36e6f75u,
+};
+
+/* One byte as two 4-bit steps, low half first (the CRC is reflected). */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_byte(uint32_t crc, uint8_t b)
+{
+    crc ^= b;
+    crc = opstate__crc_nibble[crc & 15u] ^ (crc >> 4);
+    return opstate__crc_nibble[crc & 15u] ^ (crc >> 4);
+}
+#endif
+
+/* The portable CRC32C: bytes read one by one, so it is endian- and
+   alignment-neutral; eight at a step through the slice-by-8 tables, else
+   (the tail, or OPSTATE_CRC_SMALL) one. With `copy_to`, the bytes are also
+   copied there. */
+OPSTATE__PRIVATE uint32_t opstate__crc32c_sw(uint32_t crc, const uint8_t *p, size_t n, uint8_t *copy_to)
+{
     if (copy_to && n) OPSTATE_MEMCPY(copy_to, p, n);
-    while (n >= 8) {
-        uint32_t lo = crc ^ opstate_get_le32(p), hi = opstate_get_le32(p + 4);
-        crc = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^
-              t[3][hi & 0xff] ^ t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--) crc = t[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+#ifndef OPSTATE_CRC_SMALL
+    for (; n >= 8; p += 8, n -= 8) crc = opstate__crc32c_slice8(crc, p);
+#endif
+    for (; n; n--, p++) crc = opstate__crc32c_byte(crc, *p);
     return crc;
 }
 
@@ -2383,32 +2438,42 @@ OPSTATE__PRIVATE opstate_result opstate__event_frame(const uint8_t *b, size_t le
 OPSTATE_API opstate_result opstate_event_decode(const uint8_t *buf, size_t len, opstate_event *out,
                                                 opstate_error *err)
 {
-    opstate_event ev;
     const uint8_t *p = buf + OPSTATE__EV_HEADER;
+    size_t scope_len, kind_len;
+    uint32_t op;
+    bool has_time;
+    int64_t time;
     opstate_result r = opstate__event_frame(buf, len, err);
     if (r != OPSTATE_OK) return r;
     if (opstate_crc32c(0, buf, len - 4) != opstate_get_le32(buf + len - 4))
         return opstate__fail(err, OPSTATE_CORRUPT, len - 4, "crc");
-    OPSTATE_MEMSET(&ev, 0, sizeof ev);
-    OPSTATE_MEMCPY(ev.id.bytes, buf + 6, 16);
-    ev.op = opstate_get_le32(buf + 22);
-    ev.has_time = (buf[1] & 1u) != 0;
-    ev.time = (int64_t)opstate_get_le64(buf + 26);
-    if (ev.op == 0) return opstate__fail(err, OPSTATE_MALFORMED, 22, "op");
-    if (!ev.has_time && ev.time != 0) return opstate__fail(err, OPSTATE_MALFORMED, 26, "time");
-    ev.scope.len = opstate_get_le16(buf + 34);
-    ev.kind.len = opstate_get_le16(buf + 36);
-    ev.key.len = opstate_get_le16(buf + 38);
-    ev.data.len = opstate_get_le32(buf + 40);
-    ev.scope.ptr = p;
-    ev.kind.ptr = p += ev.scope.len;
-    ev.key.ptr = p += ev.kind.len;
-    ev.data.ptr = p += ev.key.len;
-    r = opstate__token_check(ev.scope.ptr, ev.scope.len, OPSTATE__EV_HEADER, "scope", err);
-    if (r == OPSTATE_OK)
-        r = opstate__token_check(ev.kind.ptr, ev.kind.len, OPSTATE__EV_HEADER + ev.scope.len, "kind", err);
+    scope_len = opstate_get_le16(buf + 34);
+    kind_len = opstate_get_le16(buf + 36);
+    op = opstate_get_le32(buf + 22);
+    has_time = (buf[1] & 1u) != 0;
+    time = (int64_t)opstate_get_le64(buf + 26);
+    if (op == 0) return opstate__fail(err, OPSTATE_MALFORMED, 22, "op");
+    if (!has_time && time != 0) return opstate__fail(err, OPSTATE_MALFORMED, 26, "time");
+    r = opstate__token_check(p, scope_len, OPSTATE__EV_HEADER, "scope", err);
+    if (r == OPSTATE_OK) r = opstate__token_check(p + scope_len, kind_len, OPSTATE__EV_HEADER + scope_len, "kind", err);
     if (r != OPSTATE_OK) return r;
-    *out = ev;
+    /* Every check passed: every field of *out is set in place (no event
+       built on the stack, zeroed and copied over). */
+    OPSTATE_MEMCPY(out->id.bytes, buf + 6, 16);
+    out->op = op;
+    out->has_time = has_time;
+    out->time = time;
+    out->scope.ptr = p;
+    out->scope.len = scope_len;
+    out->kind.ptr = p += scope_len;
+    out->kind.len = kind_len;
+    out->key.ptr = p += kind_len;
+    out->key.len = opstate_get_le16(buf + 38);
+    out->data.ptr = p + out->key.len;
+    out->data.len = opstate_get_le32(buf + 40);
+    out->position.seq = 0;
+    out->position.time = 0;
+    out->position.epoch = 0;
     return OPSTATE_OK;
 }
 
@@ -2876,13 +2941,11 @@ OPSTATE_API opstate_result opstate_resume_check(opstate_position cursor,
 
 OPSTATE_API const char *opstate_resume_state_str(opstate_resume_state s)
 {
-    switch (s) {
-    case OPSTATE_RESUME_OK: return "ok";
-    case OPSTATE_RESUME_CAUGHT_UP: return "caught up";
-    case OPSTATE_RESUME_EXPIRED: return "expired: events after the cursor were evicted";
-    case OPSTATE_RESUME_RESET: return "reset: the stream was recreated";
-    }
-    return "unknown resume state";
+    static const char text[] = "ok\0"                                            /* OK */
+                               "caught up\0"                                     /* CAUGHT_UP */
+                               "expired: events after the cursor were evicted\0" /* EXPIRED */
+                               "reset: the stream was recreated\0";              /* RESET */
+    return opstate__nth_str(text, sizeof text, (unsigned)s, "unknown resume state");
 }
 
 OPSTATE_API opstate_result opstate_gap_classify(uint64_t expected, uint64_t delivered,
@@ -2915,14 +2978,12 @@ OPSTATE_API opstate_result opstate_gap_classify(uint64_t expected, uint64_t deli
 
 OPSTATE_API const char *opstate_gap_kind_str(opstate_gap_kind k)
 {
-    switch (k) {
-    case OPSTATE_GAP_NONE: return "none";
-    case OPSTATE_GAP_REDELIVERY: return "redelivery of an applied event";
-    case OPSTATE_GAP_SKIPPED: return "skipped sequences are retained (other subjects)";
-    case OPSTATE_GAP_EVICTED: return "events evicted by retention";
-    case OPSTATE_GAP_RESET: return "stream recreated";
-    }
-    return "unknown gap kind";
+    static const char text[] = "none\0"                                              /* NONE */
+                               "redelivery of an applied event\0"                    /* REDELIVERY */
+                               "skipped sequences are retained (other subjects)\0" /* SKIPPED */
+                               "events evicted by retention\0"                       /* EVICTED */
+                               "stream recreated\0";                                 /* RESET */
+    return opstate__nth_str(text, sizeof text, (unsigned)k, "unknown gap kind");
 }
 
 /* >>decide --------------------------------------------------------------- */
@@ -3011,22 +3072,18 @@ OPSTATE_API opstate_result opstate_decide_restore(opstate_restore_mode mode, ops
 
 OPSTATE_API const char *opstate_reason_str(opstate_reason r)
 {
-    switch (r) {
-#define OPSTATE__REASON_CASE(name, msg) case OPSTATE_REASON_##name: return msg;
-        OPSTATE_REASON_LIST(OPSTATE__REASON_CASE)
-#undef OPSTATE__REASON_CASE
-    default: return "unknown reason";
-    }
+#define OPSTATE__REASON_TEXT(name, msg) msg "\0"
+    static const char text[] = OPSTATE_REASON_LIST(OPSTATE__REASON_TEXT);
+#undef OPSTATE__REASON_TEXT
+    return opstate__nth_str(text, sizeof text, (unsigned)r, "unknown reason");
 }
 
 OPSTATE_API const char *opstate_reason_name(opstate_reason r)
 {
-    switch (r) {
-#define OPSTATE__REASON_NAME(name, msg) case OPSTATE_REASON_##name: return #name;
-        OPSTATE_REASON_LIST(OPSTATE__REASON_NAME)
+#define OPSTATE__REASON_NAME(name, msg) #name "\0"
+    static const char text[] = OPSTATE_REASON_LIST(OPSTATE__REASON_NAME);
 #undef OPSTATE__REASON_NAME
-    default: return "UNKNOWN";
-    }
+    return opstate__nth_str(text, sizeof text, (unsigned)r, "UNKNOWN");
 }
 
 OPSTATE_API bool opstate_event_time(const opstate_event *ev, opstate_time_fallback fallback,

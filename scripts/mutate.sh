@@ -76,8 +76,8 @@ def check(path):
         if name in names:
             errors.append(f"{where}: name {name} used twice")
         names.add(name)
-        if not m["test"].split()[0] in ("unit", "unit-lmdb", "unit-nats"):
-            errors.append(f"{where}: {name}: test must start with unit, unit-lmdb or unit-nats")
+        if not m["test"].split()[0] in ("unit", "unit-nohw", "unit-smallcrc", "unit-lmdb", "unit-nats"):
+            errors.append(f"{where}: {name}: test must start with unit, unit-nohw, unit-smallcrc, unit-lmdb or unit-nats")
         if m["from"] == m["to"]:
             errors.append(f"{where}: {name}: `to` equals `from`")
         try:
@@ -162,7 +162,7 @@ objects() {
   local dir=$TMP/w$1 runner=$2 var flags srcs src o objs=()
   local odir=$dir/build/mutate-objects/$runner
   case $runner in
-    unit) var=TEST_SRCS flags="" ;;
+    unit | unit-nohw | unit-smallcrc) var=TEST_SRCS flags="" ;; # (core builds with other CRC options)
     unit-lmdb) var=LMDB_SRCS flags=$(makevar "$dir" POSIX) ;;
     unit-nats) var=NATS_SRCS flags=$(makevar "$dir" POSIX) ;;
   esac

@@ -10,6 +10,9 @@
 #               structs): core tests, static, under qemu-i386
 #   cortex-m3   opstate.h's implementation compiled freestanding (no libc,
 #   cortex-m0   no malloc); .text size reported
+#   cortex-m4   scripts/sizes.sh: each part's flash, linked with
+#               --gc-sections; fails when the firmware subset with
+#               OPSTATE_CRC_SMALL reaches 8 KiB
 #   mps2-an385  Cortex-M3 under qemu-system-arm with newlib semihosting: the
 #               runner over the core tests that fit the board (see M_FREE,
 #               M_ALLOC)
@@ -26,44 +29,20 @@ OUT=${BUILD:-build}/portability
 TIMEOUT=${PORT_TIMEOUT:-120}
 mkdir -p "$OUT"
 
+# shellcheck source=scripts/portability_lib.sh
+source scripts/portability_lib.sh
+
 # ---------------------------------------------------------------- install
 # package and a file that shows it is installed (same scheme as deps.sh)
-packages=(
-  qemu-user               /usr/bin/qemu-s390x
-  gcc-s390x-linux-gnu     /usr/bin/s390x-linux-gnu-gcc
-  libc6-dev-s390x-cross   /usr/s390x-linux-gnu/include/stdio.h
-  gcc-i686-linux-gnu      /usr/bin/i686-linux-gnu-gcc
-  libc6-dev-i386-cross    /usr/i686-linux-gnu/include/stdio.h
-  gcc-arm-none-eabi       /usr/bin/arm-none-eabi-gcc
-  libnewlib-arm-none-eabi /usr/lib/arm-none-eabi/newlib/rdimon.specs
-  qemu-system-arm         /usr/bin/qemu-system-arm
-)
-missing=()
-for ((i = 0; i < ${#packages[@]}; i += 2)); do
-  pkg=${packages[i]} file=${packages[i + 1]}
-  [[ -e $file ]] || dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  if [[ $(id -u) -eq 0 ]]; then
-    SUDO=()
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    SUDO=(sudo -n)
-  else
-    echo "portability: missing Debian packages: ${missing[*]}" >&2
-    echo "portability: run as root, or: apt-get install -y --no-install-recommends ${missing[*]}" >&2
-    exit 1
-  fi
-  echo "portability: installing ${missing[*]}"
-  t0=$(date +%s)
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { "${SUDO[@]}" apt-get update -qq &&
-         "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$OUT/apt.log" 2>&1; then
-    tail -n 20 "$OUT/apt.log" >&2
-    echo "portability: apt-get install failed (log: $OUT/apt.log)" >&2
-    exit 1
-  fi
-  echo "portability: installed in $(($(date +%s) - t0)) s"
-fi
+need_packages portability "$OUT/apt.log" \
+  qemu-user               /usr/bin/qemu-s390x \
+  gcc-s390x-linux-gnu     /usr/bin/s390x-linux-gnu-gcc \
+  libc6-dev-s390x-cross   /usr/s390x-linux-gnu/include/stdio.h \
+  gcc-i686-linux-gnu      /usr/bin/i686-linux-gnu-gcc \
+  libc6-dev-i386-cross    /usr/i686-linux-gnu/include/stdio.h \
+  gcc-arm-none-eabi       /usr/bin/arm-none-eabi-gcc \
+  libnewlib-arm-none-eabi /usr/lib/arm-none-eabi/newlib/rdimon.specs \
+  qemu-system-arm         /usr/bin/qemu-system-arm || exit 1
 
 # ---------------------------------------------------------------- sources
 # The core unit tests: the Makefile's TEST_SRCS (every tests/*.c except the
@@ -99,14 +78,11 @@ for f in $M_FREE $M_ALLOC; do
   [[ " $CORE " == *" $f "* ]] || { echo "portability: $f is not a core test any more" >&2; exit 1; }
 done
 
-WARN="-Wall -Wextra -Wpedantic -Werror"
-LIBWARN="$WARN -Wconversion -Wsign-conversion -Wcast-qual -Wundef -Wstrict-prototypes"
 # arm-none-eabi uses short enums (AAPCS): an enum whose values are all >= 0
 # is an unsigned char, so test_decide.c:430's "(int)kind >= 0" check is
 # always true and -Wtype-limits fires. Harmless; waived for the test files.
 M_TESTWARN="$WARN -Wno-type-limits"
 M_DATA='-DOPSTATE_MAX_DATA_LEN=(1024u*1024u)'
-M_FREESTANDING="-ffreestanding -DOPSTATE_NO_STDLIB -DOPSTATE_NO_MALLOC"
 
 passed=0 failed=0
 ok()  { passed=$((passed + 1)); echo "$1"; }
@@ -169,6 +145,18 @@ for cpu in cortex-m3 cortex-m0; do
     bad "$cpu (opstate.h freestanding): compile failed"; show "$log"
   fi
 done
+
+# ---------------------------------------------------------------- Cortex-M4 sizes
+# scripts/sizes.sh: every part's flash on a Cortex-M4 (-Os, --gc-sections),
+# with the default and the small CRC32C table; it fails when the firmware
+# subset with OPSTATE_CRC_SMALL reaches 8 KiB. Its table is in the log.
+log=$OUT/sizes.log
+if bash scripts/sizes.sh >"$log" 2>&1; then
+  sum=$(sed -n 's/^firmware subset: sum of its 5 lines *\([0-9]*\).*/\1/p' "$log")
+  ok "cortex-m4 (parts linked with --gc-sections, table in $log): firmware subset $sum bytes; $(tail -n 1 "$log")"
+else
+  bad "cortex-m4 sizes: $(tail -n 1 "$log")"; show "$log"
+fi
 
 # ---------------------------------------------------------------- Cortex-M run
 # mps2-an385: Cortex-M3 in qemu-system-arm, newlib rdimon semihosting; the

@@ -146,6 +146,8 @@ done
 
 echo "== unit tests, portable CRC"
 if check "build unit-nohw" make -s "$BUILD/unit-nohw"; then unit "unit (OPSTATE_NO_HW_CRC)" "./$BUILD/unit-nohw"; fi
+echo "== unit tests, small-table CRC"
+if check "build unit-smallcrc" make -s "$BUILD/unit-smallcrc"; then unit "unit (OPSTATE_CRC_SMALL)" "./$BUILD/unit-smallcrc"; fi
 echo "== unit tests under ASan+UBSan"
 if check "build unit-asan" make -s "$BUILD/unit-asan"; then unit "unit (asan+ubsan)" "./$BUILD/unit-asan"; fi
 echo "== unit tests under valgrind"

@@ -627,6 +627,30 @@ TEST(decide, reason_strings)
     }
     CASE(NULL);
     CHECK(strstr(opstate_reason_str(OPSTATE_REASON_STREAM_RECREATED), "stream recreated") != NULL);
+    CHECK_STR(opstate_reason_str(OPSTATE_REASON_COUNT), "unknown reason");
+    CHECK_STR(opstate_reason_name(OPSTATE_REASON_COUNT), "UNKNOWN");
+    CHECK_STR(opstate_reason_str((opstate_reason)-1), "unknown reason");
+    CHECK_STR(opstate_reason_name((opstate_reason)1000), "UNKNOWN");
+}
+
+/* Every resume state and gap kind has its own text (each string is kept
+   whole: the texts are packed in one array per function); values past the
+   last are unknown. */
+TEST(decide, resume_and_gap_strings)
+{
+    CHECK_STR(opstate_resume_state_str(OPSTATE_RESUME_OK), "ok");
+    CHECK_STR(opstate_resume_state_str(OPSTATE_RESUME_CAUGHT_UP), "caught up");
+    CHECK_STR(opstate_resume_state_str(OPSTATE_RESUME_EXPIRED), "expired: events after the cursor were evicted");
+    CHECK_STR(opstate_resume_state_str(OPSTATE_RESUME_RESET), "reset: the stream was recreated");
+    CHECK_STR(opstate_resume_state_str((opstate_resume_state)(OPSTATE_RESUME_RESET + 1)), "unknown resume state");
+    CHECK_STR(opstate_resume_state_str((opstate_resume_state)-1), "unknown resume state");
+    CHECK_STR(opstate_gap_kind_str(OPSTATE_GAP_NONE), "none");
+    CHECK_STR(opstate_gap_kind_str(OPSTATE_GAP_REDELIVERY), "redelivery of an applied event");
+    CHECK_STR(opstate_gap_kind_str(OPSTATE_GAP_SKIPPED), "skipped sequences are retained (other subjects)");
+    CHECK_STR(opstate_gap_kind_str(OPSTATE_GAP_EVICTED), "events evicted by retention");
+    CHECK_STR(opstate_gap_kind_str(OPSTATE_GAP_RESET), "stream recreated");
+    CHECK_STR(opstate_gap_kind_str((opstate_gap_kind)(OPSTATE_GAP_RESET + 1)), "unknown gap kind");
+    CHECK_STR(opstate_gap_kind_str((opstate_gap_kind)1000), "unknown gap kind");
 }
 
 TEST(decide, event_time_fallback)
