@@ -26,6 +26,14 @@ run core "./$BUILD/bench_core"
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of words
 run lmdb "./$BUILD/bench_lmdb" ${BENCH_ARGS:-}
 run nats "./$BUILD/bench_nats"
+# the flash footprint (DESIGN.md's last row), where the Cortex-M toolchain is
+if command -v arm-none-eabi-gcc >/dev/null 2>&1; then
+  run sizes bash scripts/sizes.sh
+  verdict=$(sed -n 's/^firmware subset with OPSTATE_CRC_SMALL: \([0-9]*\) bytes.*: \(PASS\|FAIL\)$/\1 \2/p' "${logs[-1]}")
+  read -r bytes word <<<"$verdict"
+  [[ ${word:-} == FAIL ]] && word=MISS
+  [[ -n ${bytes:-} ]] && echo "@target footprint|decision + resume + gap + hwm + codec + ids: $bytes bytes of flash with OPSTATE_CRC_SMALL (scripts/sizes.sh)|$word|" >>"${logs[-1]}"
+fi
 quick=()
 [[ $BENCH_QUICK == 0 ]] || quick=(--quick)
 python3 scripts/bench_report.py --out bench "${quick[@]}" "${logs[@]}"
