@@ -85,8 +85,11 @@ def read_ids(stream, total, sid):
     """(messages, distinct ids) from one push consumer over the whole stream."""
     subject = "_D.ids%d" % sid
     s.sendall(b"SUB %s %d\r\n" % (subject.encode(), sid))
-    request("$JS.API.CONSUMER.CREATE." + stream, json.dumps({"stream_name": stream, "config": {
-        "deliver_subject": subject, "ack_policy": "none", "deliver_policy": "all"}}).encode())
+    # the create request is sent without waiting for its reply: messages
+    # may come before it, and each one counts (the reply is skipped below)
+    body = json.dumps({"stream_name": stream, "config": {
+        "deliver_subject": subject, "ack_policy": "none", "deliver_policy": "all"}}).encode()
+    s.sendall(b"PUB $JS.API.CONSUMER.CREATE.%s _R.a %d\r\n%s\r\n" % (stream.encode(), len(body), body))
     seen, count, end = set(), 0, time.time() + 60
     while count < total and time.time() < end:
         try:
@@ -99,6 +102,7 @@ def read_ids(stream, total, sid):
         for h in headers.split(b"\r\n"):
             if h.lower().startswith(b"nats-msg-id:"):
                 seen.add(h.split(b":", 1)[1].strip())
+    s.sendall(b"UNSUB %d\r\n" % sid)  # a retry's consumer does not compete with this one's flow
     return count, len(seen)
 def ids(stream):
     total = request("$JS.API.STREAM.INFO." + stream)["state"]["messages"]
