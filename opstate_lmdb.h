@@ -155,6 +155,13 @@ typedef struct opstate_lmdb_config {
     unsigned max_readers;     /* reader slots (0: 126) */
     unsigned max_dbs;         /* named databases (0: 64; a store uses 3, a log 6) */
     opstate_lmdb_durability durability;
+    /* No OS readahead on the mapped file (MDB_NORDAHEAD): for a
+       read-through store larger than the memory it may use, whose reads
+       are random. With readahead each page fault reads up to the device's
+       read_ahead_kb (8 MiB was seen), evicted again before it is used
+       under a memory cap. Leave it off for sequential work (load-all
+       restarts, log replays from a cold cache). */
+    bool no_readahead;
     opstate_allocator allocator;
     opstate_diag diag;
 } opstate_lmdb_config;
@@ -816,6 +823,7 @@ OPSTATE_LMDB__PRIVATE unsigned opstate_lmdb__env_flags(const opstate_lmdb_config
     if (c->durability == OPSTATE_LMDB_SYNC_NO_META) flags |= MDB_NOMETASYNC;
     if (c->durability == OPSTATE_LMDB_SYNC_NONE) flags |= MDB_NOSYNC;
     if (c->access == OPSTATE_LMDB_READ_ONLY) flags |= MDB_RDONLY;
+    if (c->no_readahead) flags |= MDB_NORDAHEAD;
     return flags;
 }
 

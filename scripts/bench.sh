@@ -26,6 +26,8 @@ run core "./$BUILD/bench_core"
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of words
 run lmdb "./$BUILD/bench_lmdb" ${BENCH_ARGS:-}
 run nats "./$BUILD/bench_nats"
+# state larger than RAM under a cgroup memory cap (minutes: not quick)
+[[ $BENCH_QUICK != 0 ]] || run memcap env BIN="$PWD/$BUILD/bench_memcap" bash scripts/bench_memcap.sh
 # the flash footprint (DESIGN.md's last row), where the Cortex-M toolchain is (not quick: make test checks it too)
 if [[ $BENCH_QUICK == 0 ]] && command -v arm-none-eabi-gcc >/dev/null 2>&1; then
   run sizes bash scripts/sizes.sh

@@ -10,6 +10,7 @@
 #include "runner.h"
 #include "../opstate_lmdb.h"
 #include "lmdb_helpers.h"
+#include <ctype.h>
 
 TEST(lmdb_env, open_creates_dir_and_files_0600)
 {
@@ -177,4 +178,48 @@ TEST(lmdb_env, full_then_drop_then_flush)
     opstate_kv_destroy(loaded);
     free(val);
     rm_rf(dir);
+}
+
+/* 1 when the mapping of `file` in this process is marked for random reads
+   (MADV_RANDOM, "rr" in /proc/self/smaps' VmFlags: what LMDB asks for
+   under MDB_NORDAHEAD), 0 when not, -1 when the mapping is not found. */
+static int mapped_random(const char *file)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int in = 0, found = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f)) {
+        if (isxdigit((unsigned char)line[0]) && strchr(line, '-')) in = strstr(line, file) != NULL; /* a mapping's first line */
+        if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            found = strstr(line, " rr") != NULL;
+            in = 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* no_readahead: the data file is mapped for random reads (MDB_NORDAHEAD);
+   by default the OS reads ahead. */
+TEST(lmdb_env, no_readahead_maps_for_random_reads)
+{
+    char base[64], path[128], f[192];
+    opstate_lmdb_config c;
+    opstate_lmdb *env = NULL;
+    int i;
+    tmp_dir(base);
+    REQUIRE(base[0]);
+    join(path, sizeof path, base, "env");
+    join(f, sizeof f, path, "data.mdb");
+    for (i = 0; i < 2; i++) {
+        memset(&c, 0, sizeof c);
+        c.path = path;
+        c.access = OPSTATE_LMDB_CREATE;
+        c.no_readahead = i == 1;
+        REQUIRE(opstate_lmdb_open(&c, &env, NULL) == OPSTATE_OK);
+        CHECK(mapped_random(f) == i);
+        opstate_lmdb_close(env);
+    }
+    rm_rf(base);
 }

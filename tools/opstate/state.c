@@ -34,6 +34,7 @@ int state_env_open_at(state_handle *s, bool create)
     ec.path = s->dir;
     ec.diag = tool_logger();
     ec.access = create ? OPSTATE_LMDB_CREATE : OPSTATE_LMDB_READ_ONLY; /* looking never writes */
+    ec.no_readahead = s->no_readahead;
     r = opstate_lmdb_open(&ec, &s->env, &err);
     if (r == OPSTATE_ALREADY_OPEN)
         return fail(STATUS_USAGE, "%s %s: this directory is already open (the log's own?): give the state its own",
@@ -62,6 +63,7 @@ int state_open(const args *a, bool create, bool read_through, state_handle *s)
     int status;
     memset(s, 0, sizeof *s);
     s->name = name ? name : DEFAULT_STORE_NAME;
+    s->no_readahead = read_through; /* random reads of a state that may outgrow memory */
     if ((status = check_name("--name", s->name, "a store name")) != STATUS_OK ||
         (status = state_env_open(a, create, s)) != STATUS_OK)
         return status;

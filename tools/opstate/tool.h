@@ -272,6 +272,7 @@ typedef struct state_handle {
     const char *name;
     opstate_lmdb *env;
     opstate_lmdb_store *store;
+    bool no_readahead; /* set before the environment opens: a read-through state */
 } state_handle;
 
 /* Opens the environment at s->dir (s->label names it in messages). */
