@@ -63,7 +63,7 @@
                      copy): restart is O(deltas), ~0.2-0.3 ms whatever the
                      state size; state may exceed RAM. Best for restarts.
        load-all      (the default) the fold holds every key: restart copies
-                     the table into memory, O(state) (~10 ms for 8 MiB);
+                     the table into memory, O(state) (~15 ms for 8 MiB);
                      reads never touch LMDB afterwards.
 
    DURABILITY (opstate_lmdb_config.durability)
@@ -558,11 +558,12 @@ OPSTATE_LMDB__PRIVATE void opstate_lmdb__locate_map(opstate_lmdb *e, ino_t data_
     if (f) fclose(f);
 }
 
-/* Refreshes how much of the map the file backs (every committed page). */
+/* Refreshes how much of the map the file backs (every committed page);
+   known even where the map's address is not. */
 OPSTATE_LMDB__PRIVATE void opstate_lmdb__bound(opstate_lmdb *e)
 {
     MDB_envinfo info;
-    if (!e->map || mdb_env_info(e->env, &info) != 0) return;
+    if (mdb_env_info(e->env, &info) != 0) return;
     e->map_valid = (info.me_last_pgno + 1) * (size_t)e->page_size;
 }
 
@@ -1676,14 +1677,42 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__scan(opstate_lmdb_store *st, 
     return rc == 0 ? OPSTATE_OK : opstate_lmdb__fail(err, rc, "store records");
 }
 
+/* Load-all restores each table record a few records behind the walk and
+   fetches its key's slot when the record is read, so that the fold's
+   memory waits overlap the walk (the items point into the map, valid for
+   the read transaction). */
+#define OPSTATE_LMDB__AHEAD 8u
+
+typedef struct opstate_lmdb__table_load {
+    opstate_kv *kv;
+    opstate_kv_item ring[OPSTATE_LMDB__AHEAD]; /* records read, not yet restored */
+    uint64_t read;
+} opstate_lmdb__table_load;
+
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_table_record(void *user, opstate_bytes key, opstate_bytes rec)
 {
+    opstate_lmdb__table_load *t = (opstate_lmdb__table_load *)user;
+    opstate_kv_item *slot = &t->ring[t->read % OPSTATE_LMDB__AHEAD];
+    opstate_result r = OPSTATE_OK;
     opstate_kv_item item;
     item.key = key;
     item.deleted = false;
     item.in_base = false; /* load-all: the fold has no base */
     if (!opstate_lmdb__table_decode(key, rec, &item.value, &item.position)) return OPSTATE_CORRUPT;
-    return opstate_kv_restore((opstate_kv *)user, &item);
+    if (t->read >= OPSTATE_LMDB__AHEAD) r = opstate_kv_restore(t->kv, slot); /* the record read AHEAD before */
+    *slot = item;
+    opstate_kv_prefetch(t->kv, key);
+    t->read++;
+    return r;
+}
+
+/* Restores what the walk left in the ring, oldest first. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_table_rest(opstate_lmdb__table_load *t, opstate_error *err)
+{
+    uint64_t i = t->read > OPSTATE_LMDB__AHEAD ? t->read - OPSTATE_LMDB__AHEAD : 0;
+    opstate_result r = OPSTATE_OK;
+    for (; i < t->read && r == OPSTATE_OK; i++) r = opstate_kv_restore(t->kv, &t->ring[i % OPSTATE_LMDB__AHEAD]);
+    return r == OPSTATE_OK ? r : opstate_error_set(err, r, "store record", 0);
 }
 
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_delta_record(void *user, opstate_bytes key, opstate_bytes rec)
@@ -1714,11 +1743,15 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__load_records(opstate_lmdb_sto
     c.next_flush = m->next_flush;
     if (!st->cfg.read_through) {
         MDB_stat ms;
+        opstate_lmdb__table_load t;
         if (mdb_stat(st->rd.txn, st->table, &ms) != 0) return opstate_error_set(err, OPSTATE_IO, "store table", 0);
-        if (st->e->map && ms.ms_entries > st->e->map_valid / OPSTATE_LMDB__TABLE_FIXED) /* more than the file holds */
+        if (ms.ms_entries > st->e->map_valid / OPSTATE_LMDB__TABLE_FIXED) /* more than the file holds: never sized */
             return opstate_error_set(err, OPSTATE_CORRUPT, "store table entry count", 0);
         if ((r = opstate_kv_reserve(kv, ms.ms_entries)) != OPSTATE_OK) return opstate_error_set(err, r, "store table", 0);
-        r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, kv, err);
+        t.kv = kv;
+        t.read = 0;
+        r = opstate_lmdb__scan(st, st->table, opstate_lmdb__load_table_record, &t, err);
+        if (r == OPSTATE_OK) r = opstate_lmdb__load_table_rest(&t, err);
     }
     if (r == OPSTATE_OK) r = opstate_lmdb__scan(st, st->deltas, opstate_lmdb__load_delta_record, &c, err);
     if (r == OPSTATE_OK && c.seen != m->delta_count) r = opstate_error_set(err, OPSTATE_CORRUPT, "store delta chain", 0);

@@ -2995,3 +2995,36 @@ TEST(kv, reserve)
     CHECK_EQ_U64(opstate_kv_count(kv), 1000);
     opstate_kv_destroy(kv);
 }
+
+/* opstate_kv_prefetch is a hint: for keys present, absent or empty it
+   changes nothing the fold shows, and a restore after it behaves as
+   without it. */
+TEST(kv, prefetch_changes_nothing)
+{
+    opstate_kv *kv = NULL;
+    opstate_position pos = {1, 1, 0};
+    opstate_bytes a = {(const uint8_t *)"a", 1}, absent = {(const uint8_t *)"absent", 6}, empty = {NULL, 0};
+    opstate_bytes v = {(const uint8_t *)"v", 1};
+    opstate_kv_item item;
+    size_t memory;
+    REQUIRE(opstate_kv_create(NULL, &kv) == OPSTATE_OK);
+    CHECK(opstate_kv_put(kv, a, v, pos) == OPSTATE_OK);
+    memory = opstate_kv_memory(kv);
+    opstate_kv_prefetch(kv, a);
+    opstate_kv_prefetch(kv, absent);
+    opstate_kv_prefetch(kv, empty);
+    CHECK_EQ_U64(opstate_kv_count(kv), 1);
+    CHECK_EQ_U64(opstate_kv_dirty_count(kv), 1);
+    CHECK_EQ_U64(opstate_kv_memory(kv), memory);
+    CHECK(opstate_kv_get(kv, absent, &item) == OPSTATE_NOT_FOUND);
+    CHECK(opstate_kv_get(kv, a, &item) == OPSTATE_OK && item.value.len == 1);
+    opstate_kv_mark_clean(kv);
+    memset(&item, 0, sizeof item);
+    item.key = absent;
+    item.value = v;
+    item.position = pos;
+    CHECK(opstate_kv_restore(kv, &item) == OPSTATE_OK);
+    CHECK_EQ_U64(opstate_kv_count(kv), 2);
+    CHECK_EQ_U64(opstate_kv_dirty_count(kv), 0);
+    opstate_kv_destroy(kv);
+}

@@ -759,37 +759,68 @@ static bool damage_entry_count(const char *file, const char *name, int delta)
     return ok;
 }
 
+/* The largest allocation the fold asked for; anything above 64 MiB is
+   refused (a count trusted blindly would size the slot table from it). */
+static size_t capped_largest;
+
+static void *capped_alloc(void *user, size_t size)
+{
+    (void)user;
+    if (size > capped_largest) capped_largest = size;
+    return size > ((size_t)64 << 20) ? NULL : malloc(size);
+}
+
+static void capped_free(void *user, void *ptr)
+{
+    (void)user;
+    free(ptr);
+}
+
 /* A table whose entry count disagrees with the records a walk sees (a
    damaged page can hide records from a cursor): a load-all load and verify
-   are CORRUPT, never a smaller state. */
+   are CORRUPT, never a smaller state. A count beyond what the file can hold
+   is CORRUPT before the fold is sized from it. */
 TEST(lmdb_integrity, table_missing_counted_entries_is_corrupt)
 {
-    integ t;
-    opstate_lmdb_config ec;
-    opstate_lmdb_store_config sc;
-    opstate_lmdb_store *st = NULL;
-    opstate_kv_config kc;
-    opstate_kv *kv = NULL;
-    opstate_snapshot_meta meta;
-    opstate_store s;
-    opstate_lmdb_verify_report rep;
-    REQUIRE(integ_empty_dir(&t));
-    REQUIRE(flush_big(&t, OPSTATE_LMDB_CREATE, "small", 1) == OPSTATE_OK);
-    REQUIRE(damage_entry_count(t.file, "s:state:table", 1));
-    memset(&ec, 0, sizeof ec);
-    memset(&sc, 0, sizeof sc);
-    memset(&kc, 0, sizeof kc);
-    ec.path = t.dir;
-    ec.access = OPSTATE_LMDB_READ_ONLY;
-    sc.name = "state";
-    REQUIRE(opstate_lmdb_open(&ec, &t.env, NULL) == OPSTATE_OK);
-    REQUIRE(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_OK);
-    REQUIRE(opstate_kv_create(&kc, &kv) == OPSTATE_OK);
-    s = opstate_lmdb_store_iface(st);
-    CHECK(s.load(s.user, kv, &meta, NULL, NULL) == OPSTATE_CORRUPT);
-    CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
-    opstate_kv_destroy(kv);
-    opstate_lmdb_store_close(st);
-    opstate_lmdb_close(t.env);
-    integ_remove(&t);
+    static const struct {
+        const char *name;
+        int delta; /* added to the table's entry count */
+    } cases[] = {{"one more than the records", 1}, {"beyond what the file holds", 1 << 26}};
+    size_t i;
+    for (i = 0; i < COUNT_OF(cases); i++) {
+        integ t;
+        opstate_lmdb_config ec;
+        opstate_lmdb_store_config sc;
+        opstate_lmdb_store *st = NULL;
+        opstate_kv_config kc;
+        opstate_kv *kv = NULL;
+        opstate_snapshot_meta meta;
+        opstate_store s;
+        opstate_lmdb_verify_report rep;
+        CASE(cases[i].name);
+        REQUIRE(integ_empty_dir(&t));
+        REQUIRE(flush_big(&t, OPSTATE_LMDB_CREATE, "small", 1) == OPSTATE_OK);
+        REQUIRE(damage_entry_count(t.file, "s:state:table", cases[i].delta));
+        memset(&ec, 0, sizeof ec);
+        memset(&sc, 0, sizeof sc);
+        memset(&kc, 0, sizeof kc);
+        ec.path = t.dir;
+        ec.access = OPSTATE_LMDB_READ_ONLY;
+        sc.name = "state";
+        kc.allocator.alloc = capped_alloc;
+        kc.allocator.free = capped_free;
+        REQUIRE(opstate_lmdb_open(&ec, &t.env, NULL) == OPSTATE_OK);
+        REQUIRE(opstate_lmdb_store_open(t.env, &sc, &st, NULL) == OPSTATE_OK);
+        REQUIRE(opstate_kv_create(&kc, &kv) == OPSTATE_OK);
+        s = opstate_lmdb_store_iface(st);
+        capped_largest = 0;
+        CHECK(s.load(s.user, kv, &meta, NULL, NULL) == OPSTATE_CORRUPT);
+        CHECK(capped_largest < ((size_t)1 << 20)); /* the fold was never sized from the count */
+        CHECK_EQ_U64(opstate_kv_count(kv), 0);
+        CHECK(opstate_lmdb_verify(t.env, &rep, NULL) == OPSTATE_CORRUPT);
+        opstate_kv_destroy(kv);
+        opstate_lmdb_store_close(st);
+        opstate_lmdb_close(t.env);
+        integ_remove(&t);
+    }
 }

@@ -392,6 +392,49 @@ TEST(lmdb_store, read_through_loads_only_deltas)
     opstate_kv_destroy(full);
 }
 
+/* Load-all restores table records a few behind its walk (the fold's
+   memory waits overlap it): tables shorter than, as long as and longer
+   than that window come back whole, and a delta over the last table key
+   (still in the window when the walk ends) wins over it. */
+TEST(lmdb_store, load_all_restores_every_table_record)
+{
+    static const unsigned sizes[] = {1, 7, 8, 9, 16, 17, 100};
+    size_t i;
+    for (i = 0; i < COUNT_OF(sizes); i++) {
+        fixture fx;
+        opstate_lmdb_store *st = NULL;
+        opstate_store s;
+        opstate_kv *kv = kv_new(NULL), *oracle = kv_new(NULL), *loaded = kv_new(NULL);
+        opstate_snapshot_meta m = smeta(1, 1000, 1000, 1), got;
+        opstate_error err;
+        char name[32], last[32];
+        snprintf(name, sizeof name, "%u records", sizes[i]);
+        CASE(name);
+        REQUIRE(kv && oracle && loaded);
+        REQUIRE(fx_open(&fx));
+        REQUIRE(store_open(fx.env, "ring", false, 1000, &st, &err) == OPSTATE_OK);
+        s = opstate_lmdb_store_iface(st);
+        fill(kv, oracle, sizes[i], 1);
+        CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK);
+        CHECK(opstate_lmdb_store_compact(st, &err) == OPSTATE_OK); /* every key in the table */
+        CHECK(s.load(s.user, loaded, &got, NULL, &err) == OPSTATE_OK);
+        CHECK_EQ_U64(opstate_kv_count(loaded), sizes[i]);
+        CHECK(same_state(loaded, oracle));
+        snprintf(last, sizeof last, "k-%05u", sizes[i] - 1);
+        put2(kv, oracle, last, "newer", 2000);
+        m.position.seq = 2000;
+        CHECK(flush_cycle(&s, kv, &m, NULL, &err) == OPSTATE_OK); /* a delta record over the table */
+        opstate_kv_clear(loaded);
+        CHECK(s.load(s.user, loaded, &got, NULL, &err) == OPSTATE_OK);
+        CHECK(same_state(loaded, oracle));
+        opstate_lmdb_store_close(st);
+        fx_close(&fx);
+        opstate_kv_destroy(kv);
+        opstate_kv_destroy(oracle);
+        opstate_kv_destroy(loaded);
+    }
+}
+
 /* Compaction sorts every delta item by key with the 8 bytes after the
    prefix all keys share as a first comparison: keys that are prefixes of
    each other, that differ only past those 8 bytes or in binary bytes, and
