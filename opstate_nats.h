@@ -545,7 +545,8 @@ OPSTATE_API opstate_result opstate_nats_stream_purge(opstate_nats *n, const char
 /* A message held for the caller until the next call on the log. */
 typedef struct opstate_nats__held {
     natsMsg *msg;
-    uint8_t *event; /* the event encoding made from the message (>>wire) */
+    uint8_t *event;   /* the event encoding made from the message (>>wire) */
+    size_t event_cap; /* kept for the slot's next message (no allocation each) */
     uint64_t seq;
 } opstate_nats__held;
 
@@ -565,12 +566,19 @@ struct opstate_nats_log {
     size_t scratch_cap;
 };
 
+OPSTATE_NATS__PRIVATE void opstate_nats__drop_event(opstate_nats_log *lg, opstate_nats__held *h)
+{
+    opstate_free(&lg->n->a, h->event);
+    h->event = NULL;
+    h->event_cap = 0;
+}
+
 OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
 {
     size_t i;
     for (i = 0; i < lg->n_held; i++) {
         natsMsg_Destroy(lg->held[i].msg);
-        opstate_free(&lg->n->a, lg->held[i].event);
+        if (lg->held[i].event_cap > 65536) opstate_nats__drop_event(lg, &lg->held[i]); /* keep small buffers only */
     }
     lg->n_held = 0;
 }
@@ -599,10 +607,12 @@ OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
 OPSTATE_API void opstate_nats_log_close(opstate_nats_log *lg)
 {
     opstate_allocator a;
+    size_t i;
     if (!lg) return;
     a = lg->n->a;
     opstate_nats__release(lg);
     opstate_nats__unsubscribe(lg);
+    for (i = 0; i < lg->cap_held; i++) opstate_nats__drop_event(lg, &lg->held[i]);
     opstate_free(&a, lg->held);
     opstate_free(&a, lg->scratch);
     opstate_free(&a, lg->stream);
@@ -704,7 +714,8 @@ OPSTATE_NATS__PRIVATE bool opstate_nats__hold_room(opstate_nats_log *lg)
     size_t cap = lg->cap_held ? lg->cap_held * 2 : 64;
     if (lg->n_held < lg->cap_held) return true;
     if (!(grown = (opstate_nats__held *)opstate_alloc(&lg->n->a, cap * sizeof *grown))) return false;
-    if (lg->n_held) OPSTATE_MEMCPY(grown, lg->held, lg->n_held * sizeof *grown);
+    OPSTATE_MEMSET(grown, 0, cap * sizeof *grown);
+    if (lg->cap_held) OPSTATE_MEMCPY(grown, lg->held, lg->cap_held * sizeof *grown); /* the kept buffers too */
     opstate_free(&lg->n->a, lg->held);
     lg->held = grown;
     lg->cap_held = cap;
@@ -861,7 +872,7 @@ OPSTATE_NATS__PRIVATE bool opstate_nats__wire_op_time(natsMsg *m, const char *op
    client's, or a KV bucket's), into *out. MALFORMED when its subject does
    not fit the template or its opstate headers do not parse. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *lg, natsMsg *m, int64_t time,
-                                                              uint64_t seq, uint8_t **out, size_t *len)
+                                                              uint64_t seq, uint8_t **out, size_t *cap, size_t *len)
 {
     opstate_event ev;
     uint8_t key[OPSTATE_MAX_KEY_LEN];
@@ -882,7 +893,12 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__synthesize(opstate_nats_log *
         ev.data = opstate_nats__bytes(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
     ev.id = opstate_nats__wire_id(lg, m, seq);
     if (opstate_event_encode(&ev, NULL, 0, len, NULL) != OPSTATE_OK) return OPSTATE_MALFORMED;
-    if (!(*out = (uint8_t *)opstate_alloc(&lg->n->a, *len))) return OPSTATE_NO_MEMORY;
+    if (*len > *cap) {
+        opstate_free(&lg->n->a, *out);
+        *cap = 0;
+        if (!(*out = (uint8_t *)opstate_alloc(&lg->n->a, *len))) return OPSTATE_NO_MEMORY;
+        *cap = *len;
+    }
     return opstate_event_encode(&ev, *out, *len, len, NULL);
 }
 
@@ -949,7 +965,6 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     }
     h = &lg->held[lg->n_held++];
     h->msg = m;
-    h->event = NULL;
     h->seq = md.stream_seq;
     out->position.seq = md.stream_seq;
     out->position.time = md.time;
@@ -964,7 +979,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__take(opstate_nats_log *lg, na
     lg->last_delivery = md.consumer_seq;
     *pending = md.pending;
     if (opstate_nats__needs_event(lg, m)) { /* a message that does not map becomes empty data: poison */
-        r = opstate_nats__synthesize(lg, m, md.time, md.stream_seq, &h->event, &out->data.len);
+        r = opstate_nats__synthesize(lg, m, md.time, md.stream_seq, &h->event, &h->event_cap, &out->data.len);
         out->data.ptr = h->event;
         if (r != OPSTATE_OK) out->data.len = 0;
         if (r != OPSTATE_NO_MEMORY) r = OPSTATE_OK;

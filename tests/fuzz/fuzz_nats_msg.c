@@ -92,8 +92,8 @@ static void deliver(opstate_nats *conn, unsigned opts, natsMsg *m, const uint8_t
         int64_t time = len >= 8 ? (int64_t)opstate_get_le64(payload) : (int64_t)len;
         uint64_t seq = len >= 16 ? opstate_get_le64(payload + 8) : len;
         uint8_t *enc = NULL;
-        size_t n = 0;
-        if (opstate_nats__synthesize(lg, m, time, seq, &enc, &n) == OPSTATE_OK) {
+        size_t n = 0, cap = 0;
+        if (opstate_nats__synthesize(lg, m, time, seq, &enc, &cap, &n) == OPSTATE_OK) {
             opstate_event ev;
             const char *op = NULL;
             if (opstate_event_decode(enc, n, &ev, NULL) != OPSTATE_OK) abort(); /* what it makes must decode */
