@@ -2826,14 +2826,22 @@ TEST(nats_wire, stream_of_0_1_is_read)
     nt_teardown(&x, true);
 }
 
+/* The message at seq, read alone through log; false when the read fails or
+   gives another one. */
+static bool nt_read_message(const opstate_log *log, uint64_t seq, opstate_log_message *msg)
+{
+    size_t n = 0;
+    return log->read(log->user, str(NULL), seq, 0, msg, 1, &n, NULL) == OPSTATE_OK && n == 1 &&
+           msg->position.seq == seq;
+}
+
 /* The event of the message at seq, read through the log interface; false
    when the read fails or its data is not an event (poison). */
 static bool nt_read_event(nt_ctx *x, uint64_t seq, opstate_event *ev)
 {
     opstate_log_message msg;
-    size_t n = 0;
-    if (x->log.read(x->log.user, str(NULL), seq, 0, &msg, 1, &n, NULL) != OPSTATE_OK || n != 1) return false;
-    return msg.position.seq == seq && opstate_event_decode(msg.data.ptr, msg.data.len, ev, NULL) == OPSTATE_OK;
+    return nt_read_message(&x->log, seq, &msg) &&
+           opstate_event_decode(msg.data.ptr, msg.data.len, ev, NULL) == OPSTATE_OK;
 }
 
 /* The event at seq read through a log opened with subject template tmpl
@@ -2843,15 +2851,15 @@ static bool nt_template_event(nt_ctx *x, const char *tmpl, uint64_t seq, opstate
     static uint8_t copy[512];
     opstate_nats_log_config lc;
     opstate_nats_log *lg = NULL;
+    opstate_log log;
     opstate_log_message msg;
-    size_t n = 0;
     bool ok;
     memset(&lc, 0, sizeof lc);
     lc.stream = x->stream;
     lc.subject_template = tmpl;
     if (opstate_nats_log_open(x->n, &lc, &lg, NULL) != OPSTATE_OK) return false;
-    ok = opstate_nats_log_iface(lg).read(lg, str(NULL), seq, 0, &msg, 1, &n, NULL) == OPSTATE_OK && n == 1 &&
-         msg.data.len <= sizeof copy;
+    log = opstate_nats_log_iface(lg);
+    ok = nt_read_message(&log, seq, &msg) && msg.data.len <= sizeof copy;
     if (ok && msg.data.len) memcpy(copy, msg.data.ptr, msg.data.len); /* poison: no bytes */
     ok = ok && opstate_event_decode(copy, msg.data.len, ev, NULL) == OPSTATE_OK;
     opstate_nats_log_close(lg);
