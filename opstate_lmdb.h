@@ -343,6 +343,7 @@ OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
@@ -542,14 +543,60 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__check_file(const char *file, 
     return r;
 }
 
-/* Finds where data.mdb is mapped and how much of the map the file backs
-   (Linux: /proc/self/maps, by inode); elsewhere lengths stay unchecked. */
+/* Where data.mdb is mapped, from a leaf page LMDB hands a reader: a
+   page starts with its own number, so the map begins that many pages
+   before it. Taken only when that start is mapped (msync answers ENOMEM
+   for an address that is not) and holds LMDB's first meta page; NULL
+   otherwise. */
+OPSTATE_LMDB__PRIVATE const uint8_t *opstate_lmdb__map_from_page(const opstate_lmdb *e, const void *inside)
+{
+    const size_t ps = e->page_size, header = sizeof(size_t) + 8; /* LMDB's PAGEHDRSZ */
+    uintptr_t page = (uintptr_t)inside & ~(uintptr_t)(ps - 1);
+    size_t pgno;
+    uint16_t flags;
+    uint32_t magic;
+    const uint8_t *base;
+    if (ps < 4096 || (ps & (ps - 1))) return NULL;
+    OPSTATE_MEMCPY(&pgno, (const void *)page, sizeof pgno); /* mp_pgno */
+    if (pgno < 2 || pgno >= e->map_size / ps || pgno > page / ps) return NULL; /* pages 0 and 1 are the metas */
+    base = (const uint8_t *)(page - pgno * ps);
+    if (msync((void *)(uintptr_t)base, ps, MS_ASYNC) != 0) return NULL;
+    OPSTATE_MEMCPY(&pgno, base, sizeof pgno);
+    OPSTATE_MEMCPY(&flags, base + sizeof(size_t) + 2, sizeof flags); /* mp_flags */
+    OPSTATE_MEMCPY(&magic, base + header, sizeof magic);             /* mm_magic */
+    return pgno == 0 && (flags & 0x08u) && magic == 0xBEEFC0DEu ? base : NULL; /* P_META */
+}
+
+/* The map's start from the first record of LMDB's main table (it names
+   the environment's tables); NULL when there is none yet. */
+OPSTATE_LMDB__PRIVATE const uint8_t *opstate_lmdb__map_from_main(const opstate_lmdb *e)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi main_dbi;
+    MDB_val k, v;
+    const uint8_t *base = NULL;
+    if (mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn) != 0) return NULL;
+    if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 && mdb_cursor_open(txn, main_dbi, &cur) == 0 &&
+        mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0)
+        base = opstate_lmdb__map_from_page(e, k.mv_data);
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return base;
+}
+
+/* Finds where data.mdb is mapped: from a page of the map, else (a new
+   environment; Linux) /proc/self/maps, by inode; elsewhere lengths stay
+   unchecked. */
 OPSTATE_LMDB__PRIVATE void opstate_lmdb__locate_map(opstate_lmdb *e, ino_t data_ino)
 {
     char line[512];
     unsigned long lo, hi, ino;
-    FILE *f = fopen("/proc/self/maps", "r");
-    e->map = NULL;
+    FILE *f;
+    if ((e->map = opstate_lmdb__map_from_main(e)) != NULL) return;
+    opstate_diag_line(&e->cfg.diag, OPSTATE_DIAG_INFO, "lmdb: the start of the ", (uint64_t)e->map_size,
+                      "-byte map is not found from its pages (a new environment, or a damaged page number)");
+    f = fopen("/proc/self/maps", "r");
     while (f && fgets(line, sizeof line, f))
         if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 && (ino_t)ino == data_ino && hi - lo >= e->map_size) {
             e->map = (const uint8_t *)(uintptr_t)lo;
@@ -656,16 +703,23 @@ OPSTATE_LMDB__PRIVATE void opstate_lmdb__quiesce(opstate_lmdb *e)
     for (rd = e->readers; rd; rd = rd->next) opstate_lmdb__reader_end(rd);
 }
 
-/* Adopts a map grown by another process (MDB_MAP_RESIZED). */
-OPSTATE_LMDB__PRIVATE int opstate_lmdb__adopt_map(opstate_lmdb *e)
+/* Learns the size LMDB gave the map (at least every committed page)
+   and where it lies. */
+OPSTATE_LMDB__PRIVATE void opstate_lmdb__learn_map(opstate_lmdb *e)
 {
     MDB_envinfo info;
-    int rc;
-    opstate_lmdb__quiesce(e);
-    if ((rc = mdb_env_set_mapsize(e->env, 0)) != 0) return rc;
     mdb_env_info(e->env, &info);
     e->map_size = info.me_mapsize;
     opstate_lmdb__locate_map(e, e->data_ino);
+}
+
+/* Adopts a map grown by another process (MDB_MAP_RESIZED). */
+OPSTATE_LMDB__PRIVATE int opstate_lmdb__adopt_map(opstate_lmdb *e)
+{
+    int rc;
+    opstate_lmdb__quiesce(e);
+    if ((rc = mdb_env_set_mapsize(e->env, 0)) != 0) return rc;
+    opstate_lmdb__learn_map(e);
     return 0;
 }
 
@@ -927,7 +981,8 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__env_open(opstate_lmdb *e, ops
     if (dead) opstate_diag_line(&e->cfg.diag, OPSTATE_DIAG_INFO, "lmdb: cleared ", (uint64_t)dead, " stale readers");
     mdb_env_stat(e->env, &stat);
     e->page_size = stat.ms_psize;
-    return opstate_lmdb__adopt_map(e) == 0 ? OPSTATE_OK : opstate_error_set(err, OPSTATE_IO, "map size", 0);
+    opstate_lmdb__learn_map(e); /* mdb_env_open mapped every committed page: no remap needed */
+    return OPSTATE_OK;
 }
 
 /* Every default of an environment config, in one place. */

@@ -658,6 +658,89 @@ TEST(lmdb_integrity, first_leaf_page_damaged_is_corrupt)
     }
 }
 
+/* The page number of the main table's root page (the newer meta's
+   mm_dbs[MAIN_DBI].md_root) and of the page holding "MARK-<seq>". */
+static bool find_pages(const uint8_t *b, size_t len, int seq, uint64_t *root, uint64_t *mark_page)
+{
+    char mark[16];
+    uint64_t txn0, txn1;
+    size_t i, n;
+    if (len < 3 * 4096) return false;
+    memcpy(&txn0, b + 144, 8); /* mm_txnid of meta 0 and 1 */
+    memcpy(&txn1, b + 4096 + 144, 8);
+    memcpy(root, b + (txn1 > txn0 ? 4096 : 0) + 128, 8);
+    snprintf(mark, sizeof mark, "MARK-%03d", seq);
+    n = strlen(mark);
+    for (i = 0; i + n <= len; i++)
+        if (memcmp(b + i, mark, n) == 0) {
+            *mark_page = i / 4096;
+            return *root < len / 4096;
+        }
+    return false;
+}
+
+/* Writes `pgno` into the page header of the main table's root page;
+   *mark_page: the page holding "MARK-<seq>". */
+static bool damage_root_number(const char *file, int seq, uint64_t pgno, uint64_t *root, uint64_t *mark_page)
+{
+    size_t len = 0;
+    uint8_t *b = (uint8_t *)read_file(file, &len);
+    bool ok = b && find_pages(b, len, seq, root, mark_page);
+    if (ok) memcpy(b + *root * 4096, &pgno, 8);
+    ok = ok && write_file(file, b, len);
+    free(b);
+    return ok;
+}
+
+static void note_diag(void *user, opstate_diag_level level, const char *message)
+{
+    (void)level;
+    if (strstr(message, "not found from its pages")) *(int *)user = 1;
+}
+
+/* Whether opening the environment read-only had to look for its map
+   elsewhere than in its pages. */
+static int map_not_found_from_pages(const integ *t)
+{
+    opstate_lmdb_config c;
+    opstate_lmdb *env = NULL;
+    int noted = 0;
+    memset(&c, 0, sizeof c);
+    c.path = t->dir;
+    c.access = OPSTATE_LMDB_READ_ONLY;
+    c.diag.fn = note_diag;
+    c.diag.user = &noted;
+    if (opstate_lmdb_open(&c, &env, NULL) != OPSTATE_OK) return -1;
+    opstate_lmdb_close(env);
+    return noted;
+}
+
+/* The map's start is found from the page number LMDB keeps in each page.
+   A damaged one — pointing below the map, far outside it, or at the
+   second meta page — is never trusted: the reader does not fault, looks
+   elsewhere, and still checks pages against the right start (a damaged
+   leaf is CORRUPT). */
+TEST(lmdb_integrity, damaged_page_number_never_misplaces_the_map)
+{
+    uint64_t root = 0, mark_page = 0;
+    size_t i;
+    for (i = 0; i < 4; i++) {
+        integ t;
+        REQUIRE(integ_make(&t));
+        CHECK(map_not_found_from_pages(&t) == 0);
+        REQUIRE(damage_root_number(t.file, EVENTS, 0, &root, &mark_page)); /* learns root; 0 for now */
+        {
+            uint64_t bogus[4] = {16383, (uint64_t)1 << 40, root - 1, root + 1};
+            REQUIRE(root >= 2);
+            REQUIRE(damage_root_number(t.file, EVENTS, bogus[i], &root, &mark_page));
+        }
+        CHECK(map_not_found_from_pages(&t) == 1);
+        REQUIRE(shrink_leaf(t.file, EVENTS, -1));
+        CHECK(read_in_child(&t) == READ_CORRUPT);
+        integ_remove(&t);
+    }
+}
+
 /* Sets the page count of every overflow page whose value starts with
    `mark` 16 bytes in (a table record, and a delta record of one key of
    three bytes) to `pages`. */
