@@ -343,7 +343,6 @@ OPSTATE_API opstate_result opstate_lmdb_import(const char *dir, const char *dest
 #include <unistd.h>
 #include <dirent.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
@@ -543,46 +542,46 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__check_file(const char *file, 
     return r;
 }
 
-/* Where data.mdb is mapped, from a leaf page LMDB hands a reader: a
-   page starts with its own number, so the map begins that many pages
-   before it. Taken only when that start is mapped (msync answers ENOMEM
-   for an address that is not) and holds LMDB's first meta page; NULL
-   otherwise. */
-OPSTATE_LMDB__PRIVATE const uint8_t *opstate_lmdb__map_from_page(const opstate_lmdb *e, const void *inside)
+/* The main table's root page number as the newer meta page of data.mdb
+   names it; 0 when the metas do not read. */
+OPSTATE_LMDB__PRIVATE size_t opstate_lmdb__main_root(const opstate_lmdb *e)
 {
-    const size_t ps = e->page_size, header = sizeof(size_t) + 8; /* LMDB's PAGEHDRSZ */
-    uintptr_t page = (uintptr_t)inside & ~(uintptr_t)(ps - 1);
-    size_t pgno;
-    uint16_t flags;
-    uint32_t magic;
-    const uint8_t *base;
-    if (ps < 4096 || (ps & (ps - 1))) return NULL;
-    OPSTATE_MEMCPY(&pgno, (const void *)page, sizeof pgno); /* mp_pgno */
-    if (pgno < 2 || pgno >= e->map_size / ps || pgno > page / ps) return NULL; /* pages 0 and 1 are the metas */
-    base = (const uint8_t *)(page - pgno * ps);
-    if (msync((void *)(uintptr_t)base, ps, MS_ASYNC) != 0) return NULL;
-    OPSTATE_MEMCPY(&pgno, base, sizeof pgno);
-    OPSTATE_MEMCPY(&flags, base + sizeof(size_t) + 2, sizeof flags); /* mp_flags */
-    OPSTATE_MEMCPY(&magic, base + header, sizeof magic);             /* mm_magic */
-    return pgno == 0 && (flags & 0x08u) && magic == 0xBEEFC0DEu ? base : NULL; /* P_META */
+    uint8_t page[256];
+    opstate_lmdb__meta_page m[2];
+    int i;
+    for (i = 0; i < 2; i++) {
+        ssize_t got = pread(e->lock_fd, page, sizeof page, i ? (off_t)e->page_size : 0);
+        if (got <= 0 || opstate_lmdb__meta_page_read(page, (size_t)got, &m[i]) != OPSTATE_OK) return 0;
+    }
+    return m[m[1].txnid > m[0].txnid].roots[1];
 }
 
-/* The map's start from the first record of LMDB's main table (it names
-   the environment's tables); NULL when there is none yet. */
+/* Where data.mdb is mapped, from the first record of LMDB's main table
+   (it names the environment's tables): LMDB finds a page at map start +
+   page number x page size, so when that record lies in the root page the
+   meta names (the page says so in its header, and a table of fewer than
+   a page of names has no other), the map starts root pages before it.
+   NULL when there is no record yet or the numbers disagree (a damaged
+   page, a deeper table, a commit in between). */
 OPSTATE_LMDB__PRIVATE const uint8_t *opstate_lmdb__map_from_main(const opstate_lmdb *e)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     MDB_dbi main_dbi;
     MDB_val k, v;
-    const uint8_t *base = NULL;
-    if (mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn) != 0) return NULL;
+    uintptr_t page = 0;
+    size_t root, pgno = 0, ps = e->page_size;
+    if (ps < 512 || (ps & (ps - 1)) || mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn) != 0) return NULL;
     if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 && mdb_cursor_open(txn, main_dbi, &cur) == 0 &&
-        mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0)
-        base = opstate_lmdb__map_from_page(e, k.mv_data);
+        mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0) {
+        page = (uintptr_t)k.mv_data & ~(uintptr_t)(ps - 1);
+        OPSTATE_MEMCPY(&pgno, (const void *)page, sizeof pgno); /* mp_pgno */
+    }
     if (cur) mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    return base;
+    root = opstate_lmdb__main_root(e);
+    if (!page || pgno != root || pgno < 2 || pgno >= e->map_size / ps || pgno > page / ps) return NULL;
+    return (const uint8_t *)(page - pgno * ps);
 }
 
 /* Finds where data.mdb is mapped: from a page of the map, else (a new

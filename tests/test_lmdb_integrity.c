@@ -715,11 +715,12 @@ static int map_not_found_from_pages(const integ *t)
     return noted;
 }
 
-/* The map's start is found from the page number LMDB keeps in each page.
-   A damaged one — pointing below the map, far outside it, or at the
-   second meta page — is never trusted: the reader does not fault, looks
-   elsewhere, and still checks pages against the right start (a damaged
-   leaf is CORRUPT). */
+/* The map's start is found from the page number of the main table's root
+   page. A damaged one — pointing below the map, far outside it, or at the
+   second meta page — disagrees with the meta and is never trusted: the
+   reader looks elsewhere and still checks pages against the right start
+   (a damaged leaf is CORRUPT). An undamaged environment needs no other
+   source. */
 TEST(lmdb_integrity, damaged_page_number_never_misplaces_the_map)
 {
     uint64_t root = 0, mark_page = 0;
