@@ -3,7 +3,7 @@
    absolute numbers are context only, the ratios are the result).
 
      cc -std=c99 -O2 -D_POSIX_C_SOURCE=200809L -I. bench/bench_lmdb.c -llmdb -lsqlite3 -o build/bench_lmdb
-     ./build/bench_lmdb            (1-2 minutes; about 4 GB of temp files under $TMPDIR or /tmp, removed at exit)
+     ./build/bench_lmdb            (2-3 minutes; about 4 GB of temp files under $TMPDIR or /tmp, removed at exit)
      ./build/bench_lmdb --no-1g    (skips the 1 GiB restart point: ~35 s less, ~2.5 GB less)
      BENCH_QUICK=1 ./build/bench_lmdb   (restart points up to 16 MiB, histories up to 200k events,
                                    80 bursts in part 4: the short run of `make bench QUICK=1`)
@@ -55,19 +55,25 @@
        vs the SQLite whole-row way: open the db, read the row, decode the
        blob into an opstate_kv, apply the same event (default pages, and
        64 KiB pages + mmap; the faster is the baseline). Read-through and
-       load-all at 8 MiB, median of 15; read-through as the state grows
-       1 MiB -> 1 GiB, all sizes interleaved, median of 11, with the tail
-       pending and with it compacted. Load-all is judged against its
-       same-run bound, interleaved with it, median against median: ONE raw
-       LMDB pass doing the work any load of this table must do and nothing
-       more (the env opened as the store opens it, read-write with the same
-       flags and limits; a read txn; the entry count to reserve the map; a
-       cursor over the table checking each record's CRC32C, as the table
-       format and DESIGN.md's storage integrity demand; the same key and
-       value copies into an opstate_kv; the same event applied). Info lines
-       give the same pass checking nothing, and the former bound (the
-       fastest read-only walk plus the fastest map build from items in
-       memory, measured apart: biased low, see restart_latency).
+       load-all at 8 MiB, median of 15. As the state grows (the plot),
+       median of 11, all sizes interleaved repetition by repetition:
+       read-through 1 MiB -> 1 GiB with the tail pending and with it
+       compacted; load-all and the baseline SQLite way 1 -> 128 MiB with
+       the tail pending (at 1 GiB the SQLite row would pass SQLite's
+       maximum blob length, SQLITE_LIMIT_LENGTH, 1e9 bytes by default, and
+       load-all would copy the whole state into RAM for minutes of
+       repetitions: a line gives this run's figures). Load-all is judged
+       against its same-run bound, interleaved with it, median against
+       median: ONE raw LMDB pass doing the work any load of this table must
+       do and nothing more (the env opened as the store opens it,
+       read-write with the same flags and limits; a read txn; the entry
+       count to reserve the map; a cursor over the table checking each
+       record's CRC32C, as the table format and DESIGN.md's storage
+       integrity demand; the same key and value copies into an opstate_kv;
+       the same event applied). Info lines give the same pass checking
+       nothing, and the former bound (the fastest read-only walk plus the
+       fastest map build from items in memory, measured apart: biased low,
+       see load_all_report).
    3.  Recovery as history grows: a consumer folded 10k / 100k / 1M events
        of a memory log (10,000 keys, a flush every 1,000 events, default
        compaction); restart to the first new event, as the consumer left
@@ -1362,182 +1368,360 @@ static void load_all_report(rs la, double sqlite, const rs *vbound, const rs *vn
     report_row("restart_load_all", la.wall / bound.wall <= 1.25,
                "one raw LMDB pass checking each record's CRC32C and building the same map",
                "%.2fx its bound at 8 MiB (%.3f vs %.3f ms)", la.wall / bound.wall, la.wall, bound.wall);
-    report_data("restart_load_all", 8, la.wall);
-    report_data("restart_sqlite", 8, sqlite);
 }
 
 static uint64_t keys_for(double mib) { return (uint64_t)(mib * 1048576.0 / (KEY_LEN + VAL_LEN)); }
 
-static void restart_latency(void)
-{
-    opstate_memlog *m = restart_log();
-    opstate_log log = opstate_memlog_iface(m);
+/* What every restart of part 2 shares: the memory log holding the new
+   event, that event as read from the log (for the ways that apply it by
+   hand), the dedup window the stores are built with, and the 8 MiB store
+   (the comparison's, and the growth series' 8 MiB point). */
+typedef struct restart_env {
+    opstate_memlog *m;
     opstate_log_message msg;
     opstate_dedup dd;
     void *ddmem;
-    size_t got;
+    char state8[4096];
+} restart_env;
+
+/* The SQLite whole-row ways: default pages, and 64 KiB pages + mmap. The
+   faster at 8 MiB is the baseline, and the one the growth series measures. */
+typedef struct sql_way {
+    int page_size;
+    bool use_mmap;
+    const char *name;
+} sql_way;
+
+static const sql_way g_sql_ways[2] = {{4096, false, "default (4 KiB pages)"},
+                                      {65536, true, "tuned (64 KiB pages + mmap)"}};
+
+/* The log, the dedup window, the 8 MiB store, and its copies in the two
+   SQLite ways (sql[i] in g_sql_ways[i]; the caller removes them). */
+static void restart_setup(restart_env *e, char sql[2][4096])
+{
+    opstate_log log;
     opstate_error err;
-    char pl[4096], ps4[4096], ps64[4096];
-    static rs vrt[REPS2], vla[REPS2], v4[REPS2], v64[REPS2];
-    static rs vbound[REPS2], vnocrc[REPS2];
-    static double vwalk[REPS2], vmap[REPS2];
-    rs mrt, mla, m4, m64, ms;
-    opstate_kv *loaded;
-    opstate_kv_item *items;
-    size_t n_items;
-    double t0;
-    uint64_t n8 = keys_for(8);
-    int r;
-
-    CK(log.read(log.user, B(NULL, 0), 2, 0, &msg, 1, &got, &err));
+    size_t got;
+    double t0 = now_ms();
+    int i;
+    e->m = restart_log();
+    log = opstate_memlog_iface(e->m);
+    CK(log.read(log.user, B(NULL, 0), 2, 0, &e->msg, 1, &got, &err));
     if (got != 1) die("log read", 0, __LINE__);
-    fill_dedup(&dd, &ddmem, DEDUP_CAP);
-
-    t0 = now_ms();
-    path_of(pl, sizeof pl, "p2_state8");
-    path_of(ps4, sizeof ps4, "p2_sqlite4k.db");
-    path_of(ps64, sizeof ps64, "p2_sqlite64k.db");
-    build_state(pl, n8, &dd);
-    sql_build_restart(ps4, 4096, pl);
-    sql_build_restart(ps64, 65536, pl);
+    fill_dedup(&e->dd, &e->ddmem, DEDUP_CAP);
+    path_of(e->state8, sizeof e->state8, "p2_state8");
+    build_state(e->state8, keys_for(8), &e->dd);
+    for (i = 0; i < 2; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "p2_sqlite%dk.db", g_sql_ways[i].page_size / 1024);
+        path_of(sql[i], sizeof sql[i], name);
+        sql_build_restart(sql[i], g_sql_ways[i].page_size, e->state8);
+    }
     printf("  (setup %.1f s: %lu keys = 8 MiB of keys + values, in LMDB (4 delta records of 256 keys pending) and in "
            "two SQLite dbs)\n",
-           (now_ms() - t0) / 1e3, (unsigned long)n8);
-    { /* the loaded state as items in memory, for the map-build floor */
-        ostore o;
-        opstate_snapshot_meta meta;
-        opstate_kv_item *at;
-        ostore_open_as(&o, pl, OPSTATE_LMDB_SYNC_FULL, false, 0, 0, true);
-        CK(opstate_kv_create(NULL, &loaded));
-        CK(o.iface.load(o.iface.user, loaded, &meta, NULL, &err));
-        ostore_close(&o);
-        n_items = opstate_kv_count(loaded);
-        at = items = malloc(n_items * sizeof *items);
-        CK(opstate_kv_iterate(loaded, grab_item, &at));
-    }
-    for (r = -1; r < REPS2; r++) { /* r = -1 warms the page cache */
-        rs a = restart_opstate(pl, true, m, 2), b = restart_opstate(pl, false, m, 2), c = restart_sqlite(ps4, false, &msg),
-           d = restart_sqlite(ps64, true, &msg);
-        rs e = raw_load(pl, RAW_BOUND, &msg), f = raw_load(pl, RAW_BUILD, &msg);
-        double g = raw_load(pl, RAW_WALK_ONLY, &msg).wall, h = map_build_only(items, n_items, &msg);
-        if (r < 0) continue;
-        vrt[r] = a;
-        vla[r] = b;
-        v4[r] = c;
-        v64[r] = d;
-        vbound[r] = e;
-        vnocrc[r] = f;
-        vwalk[r] = g;
-        vmap[r] = h;
+           (now_ms() - t0) / 1e3, (unsigned long)keys_for(8));
+}
+
+static void restart_teardown(restart_env *e)
+{
+    rm_rf(e->state8);
+    opstate_memlog_destroy(e->m);
+    free(e->ddmem);
+}
+
+/* The stored state as items in memory (for the map-build floor); their
+   bytes belong to the map returned in *loaded. */
+static opstate_kv_item *state_items(const char *path, opstate_kv **loaded, size_t *n)
+{
+    ostore o;
+    opstate_snapshot_meta meta;
+    opstate_error err;
+    opstate_kv_item *items, *at;
+    ostore_open_as(&o, path, OPSTATE_LMDB_SYNC_FULL, false, 0, 0, true);
+    CK(opstate_kv_create(NULL, loaded));
+    CK(o.iface.load(o.iface.user, *loaded, &meta, NULL, &err));
+    ostore_close(&o);
+    *n = opstate_kv_count(*loaded);
+    at = items = malloc(*n * sizeof *items);
+    CK(opstate_kv_iterate(*loaded, grab_item, &at));
+    return items;
+}
+
+/* The 8 MiB comparison: REPS2 repetitions of each contender. */
+typedef struct compare8 {
+    rs read_through[REPS2], load_all[REPS2], sql[2][REPS2], bound[REPS2], nocrc[REPS2];
+    double walk[REPS2], map[REPS2];
+} compare8;
+
+/* Every contender once per repetition, interleaved; r = -1 warms the page
+   cache (its figures land in slot 0 and are overwritten). */
+static void compare8_measure(const restart_env *e, char sql[2][4096], compare8 *v)
+{
+    opstate_kv *loaded;
+    size_t n_items;
+    opstate_kv_item *items = state_items(e->state8, &loaded, &n_items);
+    int r;
+    for (r = -1; r < REPS2; r++) {
+        int k = r < 0 ? 0 : r;
+        v->read_through[k] = restart_opstate(e->state8, true, e->m, 2);
+        v->load_all[k] = restart_opstate(e->state8, false, e->m, 2);
+        v->sql[0][k] = restart_sqlite(sql[0], g_sql_ways[0].use_mmap, &e->msg);
+        v->sql[1][k] = restart_sqlite(sql[1], g_sql_ways[1].use_mmap, &e->msg);
+        v->bound[k] = raw_load(e->state8, RAW_BOUND, &e->msg);
+        v->nocrc[k] = raw_load(e->state8, RAW_BUILD, &e->msg);
+        v->walk[k] = raw_load(e->state8, RAW_WALK_ONLY, &e->msg).wall;
+        v->map[k] = map_build_only(items, n_items, &e->msg);
     }
     free(items);
     opstate_kv_destroy(loaded);
-    mrt = rs_median(vrt, REPS2);
-    mla = rs_median(vla, REPS2);
-    m4 = rs_median(v4, REPS2);
-    m64 = rs_median(v64, REPS2);
-    ms = m4.wall < m64.wall ? m4 : m64;
+}
+
+/* The 8 MiB verdicts (restart_sqlite, restart_load_all) and their info
+   lines; returns the baseline SQLite way: the faster of the two. */
+static int compare8_report(compare8 *v)
+{
+    rs rt = rs_median(v->read_through, REPS2), la = rs_median(v->load_all, REPS2);
+    rs s4 = rs_median(v->sql[0], REPS2), s64 = rs_median(v->sql[1], REPS2);
+    int way = s4.wall < s64.wall ? 0 : 1;
+    rs sq = way ? s64 : s4;
     printf("2   restart to first applied event, 8 MiB state (%lu keys), warm page cache, in-process, median of %d:\n",
-           (unsigned long)n8, REPS2);
+           (unsigned long)keys_for(8), REPS2);
     printf("2   read-through: %7.3f ms  vs SQLite whole-row way %7.3f ms  opstate %.1fx faster  (target >= 20x)  %s\n",
-           mrt.wall, ms.wall, ms.wall / mrt.wall, verdict(ms.wall / mrt.wall >= 20));
-    report_row("restart_sqlite", ms.wall / mrt.wall >= 20, NULL, "%.1fx faster at 8 MiB (%.3f vs %.3f ms)",
-               ms.wall / mrt.wall, mrt.wall, ms.wall);
-    load_all_report(mla, ms.wall, vbound, vnocrc, vwalk, vmap);
-    printf("2      info: SQLite default (4 KiB pages) %.2f ms, tuned (64 KiB pages + mmap) %.2f ms; the faster is the "
-           "baseline\n",
-           m4.wall, m64.wall);
+           rt.wall, sq.wall, sq.wall / rt.wall, verdict(sq.wall / rt.wall >= 20));
+    report_row("restart_sqlite", sq.wall / rt.wall >= 20, NULL, "%.1fx faster at 8 MiB (%.3f vs %.3f ms)",
+               sq.wall / rt.wall, rt.wall, sq.wall);
+    load_all_report(la, sq.wall, v->bound, v->nocrc, v->walk, v->map);
+    printf("2      info: SQLite %s %.2f ms, %s %.2f ms; the faster is the baseline (and the growth series' SQLite "
+           "way)\n",
+           g_sql_ways[0].name, s4.wall, g_sql_ways[1].name, s64.wall);
     printf("2      info: CPU-time ratios (immune to preemption on a loaded machine): read-through %.1fx, load-all "
            "%.1fx faster than the SQLite way\n",
-           ms.cpu / mrt.cpu, ms.cpu / mla.cpu);
+           sq.cpu / rt.cpu, sq.cpu / la.cpu);
     printf("2      info: CPU time  read-through %.3f  load-all %.3f  SQLite %.3f / %.3f ms;  minor faults  %.0f  %.0f  "
            "%.0f / %.0f;  env+store open (SQLite: open+select) %.3f  %.3f  %.3f / %.3f ms\n",
-           mrt.cpu, mla.cpu, m4.cpu, m64.cpu, mrt.faults, mla.faults, m4.faults, m64.faults, mrt.open, mla.open,
-           m4.open, m64.open);
-    rm_sqlite(ps4);
-    rm_sqlite(ps64);
+           rt.cpu, la.cpu, s4.cpu, s64.cpu, rt.faults, la.faults, s4.faults, s64.faults, rt.open, la.open, s4.open,
+           s64.open);
+    return way;
+}
 
-    /* read-through restart as the state grows: every store built first,
-       then the restarts interleaved size by size (drift hits all alike) */
-    {
-        static const double sizes[5] = {1, 8, 16, 128, 1024};
-        static rs v[5][REPS3], vc[5][REPS3];
-        rs med[5], medc[5];
-        double lo = 1e30, hi = 0, loc = 1e30, hic = 0, build_s[5];
-        int used = 0, s;
-        char pg[5][4096];
-        struct statvfs vfs;
-        for (s = 0; s < 5; s++) {
-            char name[32];
-            build_s[s] = 0;
-            if (sizes[s] == 8) {
-                snprintf(pg[s], sizeof pg[s], "%s", pl);
-            } else {
-                if (bench_quick() && sizes[s] > 100) {
-                    printf("2      points above 100 MiB skipped (quick)\n");
-                    break;
-                }
-                if (sizes[s] > 1000) {
-                    unsigned long long avail = 0;
-                    if (statvfs(g_root, &vfs) == 0) avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
-                    if (g_skip_1g || avail < (6ull << 30)) {
-                        printf("2      1 GiB point skipped (%s)\n", g_skip_1g ? "--no-1g" : "less than 6 GB free");
-                        break;
-                    }
-                }
-                snprintf(name, sizeof name, "p2_grow_%d", s);
-                path_of(pg[s], sizeof pg[s], name);
-                t0 = now_ms();
-                build_state(pg[s], keys_for(sizes[s]), &dd);
-                build_s[s] = (now_ms() - t0) / 1e3;
-            }
-            used = s + 1;
-        }
-        for (r = -1; r < REPS3; r++)
-            for (s = 0; s < used; s++) {
-                rs x = restart_opstate(pg[s], true, m, 2);
-                if (r >= 0) v[s][r] = x;
-            }
-        for (s = 0; s < used; s++) store_compact_now(pg[s]); /* the same stores with their delta tails folded in */
-        for (r = -1; r < REPS3; r++)
-            for (s = 0; s < used; s++) {
-                rs x = restart_opstate(pg[s], true, m, 2);
-                if (r >= 0) vc[s][r] = x;
-            }
-        for (s = 0; s < used; s++) {
-            med[s] = rs_median(v[s], REPS3);
-            medc[s] = rs_median(vc[s], REPS3);
-            if (med[s].wall < lo) lo = med[s].wall;
-            if (med[s].wall > hi) hi = med[s].wall;
-            if (medc[s].wall < loc) loc = medc[s].wall;
-            if (medc[s].wall > hic) hic = medc[s].wall;
-            if (sizes[s] != 8) rm_rf(pg[s]);
-        }
-        printf("2   read-through restart as the state grows, 1,024-key delta tail pending (median of %d, warm):", REPS3);
-        for (s = 0; s < used; s++) printf("  %g MiB %.3f ms", sizes[s], med[s].wall);
-        printf("  max/min %.2fx  (target: flat within 2x)  %s\n", hi / lo, verdict(hi / lo <= 2));
-        for (s = 0; s < used; s++) report_data("restart_read_through", sizes[s], med[s].wall);
-        report_row("restart_flat", hi / lo <= 2, NULL, "max/min %.2fx over %g..%g MiB", hi / lo, sizes[0],
-                   sizes[used - 1]);
-        printf("2   read-through restart as the state grows, tail compacted (no delta pending):          ");
-        for (s = 0; s < used; s++) printf("  %g MiB %.3f ms", sizes[s], medc[s].wall);
-        printf("  max/min %.2fx  (target: flat within 2x)  %s\n", hic / loc, verdict(hic / loc <= 2));
-        printf("2      info: minor page faults per restart, with tail");
-        for (s = 0; s < used; s++) printf("  %.0f", med[s].faults);
-        printf(", without");
-        for (s = 0; s < used; s++) printf("  %.0f", medc[s].faults);
-        printf("; CPU ms with tail");
-        for (s = 0; s < used; s++) printf("  %.3f", med[s].cpu);
-        printf(", without");
-        for (s = 0; s < used; s++) printf("  %.3f", medc[s].cpu);
-        printf("; states built in");
-        for (s = 0; s < used; s++)
-            if (build_s[s] > 0) printf("  %.1f", build_s[s]);
-        printf(" s (SYNC_NONE, not measured)\n");
+/* Read-through, load-all and the SQLite ways at 8 MiB; returns the index
+   of the baseline SQLite way in g_sql_ways. */
+static int restart_compare_8mib(const restart_env *e, char sql[2][4096])
+{
+    static compare8 v;
+    compare8_measure(e, sql, &v);
+    return compare8_report(&v);
+}
+
+/* ---- 2, as the state grows ---- */
+
+#define GROW_POINTS 5
+#define ALL_WAYS_MIB 128 /* load-all and SQLite measured up to this size, read-through beyond (grow_why) */
+
+/* One size of the growth series: its store and, up to ALL_WAYS_MIB, its
+   SQLite copy; the medians come from the repetitions. */
+typedef struct grow_point {
+    double mib, build_s;
+    char lmdb[4096], sql[4096]; /* sql[0] == 0: read-through only */
+    rs tail[REPS3], compacted[REPS3], load_all[REPS3], sqlite[REPS3];
+} grow_point;
+
+/* Whether a size is left out (and says why): above 100 MiB under
+   BENCH_QUICK; the 1 GiB point under --no-1g or with less than 6 GB free. */
+static bool grow_skip(double mib)
+{
+    struct statvfs vfs;
+    unsigned long long avail = 0;
+    if (bench_quick() && mib > 100) {
+        printf("2      points above 100 MiB skipped (quick)\n");
+        return true;
     }
-    rm_rf(pl);
-    opstate_memlog_destroy(m);
-    free(ddmem);
+    if (mib <= 1000) return false;
+    if (statvfs(g_root, &vfs) == 0) avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+    if (!g_skip_1g && avail >= (6ull << 30)) return false;
+    printf("2      1 GiB point skipped (%s)\n", g_skip_1g ? "--no-1g" : "less than 6 GB free");
+    return true;
+}
+
+/* The stores of the growth series (the 8 MiB one is the setup's) and, up
+   to ALL_WAYS_MIB, their copies in the baseline SQLite way; returns how
+   many sizes are measured. */
+static int grow_build(const restart_env *e, sql_way way, grow_point *p)
+{
+    static const double sizes[GROW_POINTS] = {1, 8, 16, 128, 1024};
+    int s;
+    for (s = 0; s < GROW_POINTS && !grow_skip(sizes[s]); s++) {
+        double t0 = now_ms();
+        char name[32];
+        p[s].mib = sizes[s];
+        snprintf(name, sizeof name, "p2_grow_%d", s);
+        if (sizes[s] == 8) {
+            snprintf(p[s].lmdb, sizeof p[s].lmdb, "%s", e->state8);
+        } else {
+            path_of(p[s].lmdb, sizeof p[s].lmdb, name);
+            build_state(p[s].lmdb, keys_for(sizes[s]), &e->dd);
+        }
+        p[s].sql[0] = 0;
+        if (sizes[s] <= ALL_WAYS_MIB) {
+            snprintf(name, sizeof name, "p2_grow_%d.db", s);
+            path_of(p[s].sql, sizeof p[s].sql, name);
+            sql_build_restart(p[s].sql, way.page_size, p[s].lmdb);
+        }
+        p[s].build_s = (now_ms() - t0) / 1e3;
+    }
+    return s;
+}
+
+/* The restarts of the growth series, interleaved repetition by repetition
+   (drift hits all alike); r = -1 warms the page cache (its figures land in
+   slot 0 and are overwritten). Each repetition restarts every size
+   read-through, back to back as the flatness verdict has always measured
+   them; then, while the delta tail is pending (not `compacted`), every
+   size load-all and the SQLite way, largest first, so that the next
+   read-through pass follows the small 1 MiB ones and not a restart that
+   just filled and freed hundreds of MiB (the cold caches it leaves would
+   weigh on whichever size comes next). */
+static void grow_restarts(const restart_env *e, sql_way way, grow_point *p, int used, bool compacted)
+{
+    int r, s;
+    for (r = -1; r < REPS3; r++) {
+        int k = r < 0 ? 0 : r;
+        for (s = 0; s < used; s++) {
+            rs x = restart_opstate(p[s].lmdb, true, e->m, 2);
+            if (compacted) p[s].compacted[k] = x;
+            else p[s].tail[k] = x;
+        }
+        for (s = used - 1; s >= 0 && !compacted; s--) {
+            if (!p[s].sql[0]) continue;
+            p[s].load_all[k] = restart_opstate(p[s].lmdb, false, e->m, 2);
+            p[s].sqlite[k] = restart_sqlite(p[s].sql, way.use_mmap, &e->msg);
+        }
+    }
+}
+
+/* One line of the growth series: LABEL, then "  SIZE MiB MS ms" per size
+   (the medians med) and max/min, with the flatness verdict when `flat`;
+   then the points of the plot's series (none when series is NULL).
+   Returns max/min. */
+static double grow_line(const char *label, const char *series, const grow_point *p, int used, const rs *med, bool flat)
+{
+    double lo = 1e30, hi = 0;
+    int s;
+    printf("%s", label);
+    for (s = 0; s < used; s++) {
+        printf("  %g MiB %.3f ms", p[s].mib, med[s].wall);
+        if (med[s].wall < lo) lo = med[s].wall;
+        if (med[s].wall > hi) hi = med[s].wall;
+    }
+    if (flat) printf("  max/min %.2fx  (target: flat within 2x)  %s\n", hi / lo, verdict(hi / lo <= 2));
+    else printf("  max/min %.0fx for %.0fx the state\n", hi / lo, p[used - 1].mib / p[0].mib);
+    for (s = 0; s < used && series; s++) report_data(series, p[s].mib, med[s].wall);
+    return hi / lo;
+}
+
+/* One figure of every size's median, for the info line. */
+static void grow_info(const char *label, const rs *med, int used, bool cpu)
+{
+    int s;
+    printf("%s", label);
+    for (s = 0; s < used; s++)
+        if (cpu) printf("  %.3f", med[s].cpu);
+        else printf("  %.0f", med[s].faults);
+}
+
+/* Why the growth series stops load-all and SQLite at ALL_WAYS_MIB (big:
+   the last point with all three ways, la and sq its medians), from this
+   SQLite's real limit and this run's figures. */
+static void grow_why(const grow_point *big, rs la, rs sq, double mib)
+{
+    sqlite3 *db;
+    long long blob = 8 + (long long)keys_for(mib) * SER_LEN, limit;
+    double scale = mib / big->mib;
+    CKS(sqlite3_open(":memory:", &db));
+    limit = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
+    sqlite3_close(db);
+    printf("2      %g MiB: read-through only. Load-all and SQLite stop at %g MiB: the SQLite row would hold a "
+           "%lld-byte blob, %s this SQLite's maximum length %lld (SQLITE_LIMIT_LENGTH; SQLITE_MAX_LENGTH defaults to "
+           "1e9); load-all copies the whole state into RAM (%.0f MiB of fresh pages per restart at %g MiB, ~%.1f GiB "
+           "at %g MiB); and at %g MiB one restart took %.0f ms load-all, %.0f ms SQLite: ~%.0fx that at %g MiB, "
+           "~%.0f s more for %d repetitions + a warm-up\n",
+           mib, big->mib, blob, blob > limit ? "over" : "under", limit, la.faults * 4096 / 1048576, big->mib,
+           la.faults * 4096 * scale / 1073741824, mib, big->mib, la.wall, sq.wall, scale, mib,
+           (la.wall + sq.wall) * scale * (REPS3 + 1) / 1e3, REPS3);
+}
+
+/* The growth series' lines: read-through with the tail pending (the
+   flatness verdict) and compacted, load-all and SQLite, the plot's
+   points, faults, CPU time and build times. */
+static void grow_report(const grow_point *p, int used, sql_way way)
+{
+    rs tail[GROW_POINTS], comp[GROW_POINTS], la[GROW_POINTS], sq[GROW_POINTS];
+    char label[160];
+    double flat;
+    int s, all = 0;
+    memset(tail, 0, sizeof tail); /* used >= 1 (1 MiB is never skipped); for the compiler */
+    for (s = 0; s < used; s++) {
+        tail[s] = rs_median(p[s].tail, REPS3);
+        comp[s] = rs_median(p[s].compacted, REPS3);
+        if (!p[s].sql[0]) continue;
+        la[all] = rs_median(p[s].load_all, REPS3);
+        sq[all++] = rs_median(p[s].sqlite, REPS3);
+    }
+    snprintf(label, sizeof label,
+             "2   read-through restart as the state grows, 1,024-key delta tail pending (median of %d, warm):", REPS3);
+    flat = grow_line(label, "restart_read_through", p, used, tail, true);
+    report_row("restart_flat", flat <= 2, NULL, "max/min %.2fx over %g..%g MiB", flat, p[0].mib, p[used - 1].mib);
+    grow_line("2   read-through restart as the state grows, tail compacted (no delta pending):          ", NULL, p,
+              used, comp, true);
+    grow_line("2   load-all restart as the state grows, tail pending (the same repetitions, interleaved):",
+              "restart_load_all", p, all, la, false);
+    snprintf(label, sizeof label, "2   SQLite whole-row restart as the state grows, %s (the same repetitions):",
+             way.name);
+    grow_line(label, "restart_sqlite", p, all, sq, false);
+    if (all > 0 && all < used) grow_why(&p[all - 1], la[all - 1], sq[all - 1], p[used - 1].mib);
+    grow_info("2      info: minor page faults per restart, read-through with tail", tail, used, false);
+    grow_info(", without", comp, used, false);
+    grow_info(", load-all", la, all, false);
+    grow_info(", SQLite", sq, all, false);
+    grow_info("; CPU ms with tail", tail, used, true);
+    grow_info(", without", comp, used, true);
+    grow_info("; load-all", la, all, true);
+    grow_info(", SQLite", sq, all, true);
+    printf("; states (and SQLite copies) built in");
+    for (s = 0; s < used; s++) printf("  %.1f", p[s].build_s);
+    printf(" s (SYNC_NONE, not measured)\n");
+}
+
+/* Restart time as the state grows 1 MiB -> 1 GiB: every store built
+   first, then the restarts interleaved size by size. */
+static void restart_growth(const restart_env *e, sql_way way)
+{
+    static grow_point p[GROW_POINTS];
+    int used = grow_build(e, way, p), s;
+    grow_restarts(e, way, p, used, false);
+    for (s = 0; s < used; s++) store_compact_now(p[s].lmdb); /* the same stores with their delta tails folded in */
+    grow_restarts(e, way, p, used, true);
+    grow_report(p, used, way);
+    for (s = 0; s < used; s++) {
+        if (p[s].sql[0]) rm_sqlite(p[s].sql);
+        if (p[s].mib != 8) rm_rf(p[s].lmdb);
+    }
+}
+
+/* Part 2: the 8 MiB comparison (the rows restart_sqlite and
+   restart_load_all), then restart time as the state grows (restart_flat
+   and the plot). */
+static void restart_latency(void)
+{
+    restart_env e;
+    char sql[2][4096];
+    int way;
+    restart_setup(&e, sql);
+    way = restart_compare_8mib(&e, sql);
+    rm_sqlite(sql[0]);
+    rm_sqlite(sql[1]);
+    restart_growth(&e, g_sql_ways[way]);
+    restart_teardown(&e);
 }
 
 /* ---- 3: recovery as history grows ---------------------------------------------------------------- */

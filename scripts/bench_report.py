@@ -50,13 +50,13 @@ ROWS = [
      "decision + cursor + resume check + codec + ids < 8 KiB .text"),
 ]
 
-# Plots: file, title, x label, y label, log scale on x, the series drawn.
+# Plots: file, title, x label, y label, the axes on a log scale ("x", "xy" or ""), the series drawn.
 PLOTS = [
-    ("recovery", "Recovery time as history grows", "events in the history", "ms to the first new event", True,
+    ("recovery", "Recovery time as history grows", "events in the history", "ms to the first new event", "x",
      ["recovery_snapshot_tail", "recovery_snapshot_compacted", "recovery_full_replay"]),
-    ("restart", "Restart time as the state grows", "state size (MiB)", "ms to the first applied event", True,
+    ("restart", "Restart time as the state grows", "state size (MiB)", "ms to the first applied event", "xy",
      ["restart_read_through", "restart_load_all", "restart_sqlite"]),
-    ("flush_latency", "Flush latency distribution", "percentile", "ms per flush", False,
+    ("flush_latency", "Flush latency distribution", "percentile", "ms per flush", "",
      ["flush_compaction_off", "flush_compaction_on"]),
 ]
 
@@ -121,7 +121,7 @@ def machine():
 
 def plot(out_dir, spec, data):
     """Draws one plot as SVG with gnuplot; returns the file name or None."""
-    name, title, xl, yl, logx, series = spec
+    name, title, xl, yl, logaxes, series = spec
     present = [s for s in series if data.get(s)]
     if not present or not shutil.which("gnuplot"):
         return None
@@ -138,8 +138,8 @@ def plot(out_dir, spec, data):
         f"set title '{title}'", f"set xlabel '{xl}'", f"set ylabel '{yl}'",
         "set key top left", "set grid",
     ]
-    if logx:
-        cmds.append("set logscale x")
+    if logaxes:
+        cmds.append(f"set logscale {logaxes}")
     parts = [f"'{dat}' index {i} with linespoints title '{s.replace('_', ' ')}'" for i, s in enumerate(present)]
     cmds.append("plot " + ", ".join(parts))
     r = subprocess.run(["gnuplot"], input="\n".join(cmds) + "\n", text=True, capture_output=True, check=False)
