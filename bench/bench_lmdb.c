@@ -96,6 +96,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <time.h>
 #include <errno.h>
@@ -1009,10 +1010,13 @@ static long minflt(void)
     return ru.ru_minflt;
 }
 
-/* Consolidates the free chunks the previous repetition left (glibc does it
-   on the next large request) so that no repetition pays for another's
-   frees. */
-static void heap_settle(void) { free(malloc(4096)); }
+/* Gives back to the kernel every free page the previous repetition left,
+   so that each restart starts from the heap of a fresh process (a real
+   restart is one) and pays its own page faults: otherwise whether a
+   restart reuses pages depends on glibc's trim threshold and the heap's
+   layout at that moment (load-all swung between ~130 and ~2,800 minor
+   faults per restart, and its ratio with it). Same for every side. */
+static void heap_settle(void) { malloc_trim(0); }
 
 /* A short sleep before each timed restart: on a shared, loaded machine a
    process that just burnt CPU (the previous repetition) is the first to be
