@@ -26,6 +26,8 @@
        >>hash      keyed hash (SipHash-2-4) and per-table keys for every
                    hash table fed by producer bytes
        >>dedup     bounded window of recent event ids, its serialisation
+       >>flash     a power-loss-safe store over raw flash (no malloc; its
+                   opstate_store adapter is in >>store)
        >>alloc     allocator, diagnostics (everything below allocates; compiled
                    out by OPSTATE_NO_MALLOC)
        >>kv        the KV fold: map, dirty set, ordered iteration, base
@@ -66,6 +68,10 @@
           opstate_consumer_poll from your loop, opstate_consumer_close at
           the end. The state is an opstate_kv fold; opstate_replay rebuilds
           it as of any sequence, time or count.
+       8. Firmware with no file system: keep the state, position and dedup
+          window on raw flash with opstate_flash_* (>>flash: a ring of
+          CRC-checked records that a power cut at any byte cannot tear; no
+          malloc), or give the consumer opstate_flash_store_iface().
 
    MEMORY: the pure layer takes caller buffers only. Encoders accept a NULL
    buffer and return the size needed. The dedup window runs over storage the
@@ -700,6 +706,180 @@ OPSTATE_API opstate_result opstate_dedup_encode(const opstate_dedup *d, uint8_t 
 OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t *buf, size_t len,
                                                 opstate_error *err);
 
+/* >>flash ---------------------------------------------------------------- */
+
+/* A power-loss-safe store over raw NOR-like flash for firmware (no file
+   system, no malloc, bounded stack, a caller-owned work buffer). The caller
+   describes the device; the store uses its sectors as a ring-shaped log of
+   CRC32C-checked records: a base (every live key) and deltas (the keys a
+   flush changed, puts and deletes), each ended by a commit record with the
+   position, schema version and dedup window. At open the newest complete
+   commit wins; a record torn by a power cut is never loaded. When the free
+   space cannot take the next delta and still leave room for a base, the
+   caller writes a fresh base instead (opstate_flash_plan says which); the
+   old chain's sectors are reused only after that base committed.
+
+   Layout (every number little-endian; every write a whole number of program
+   units, every field padded with the erased value to a unit boundary):
+     sector  = header | records (a record may run on into the next sector)
+     header  = "OPFL" | u8 layout version | u8 log2(prog size) | u8 flags
+               (1: restart: the previous sector's tail is torn, skip it) |
+               u8 0 | u32 sector size | u32 sector sequence | u32 erase
+               count | u32 offset of the first record that starts in this
+               sector (0: none) | u32 CRC32C of the 24 bytes before
+     record  = u8 type (1 put, 2 delete, 3 commit) | u8 0 | u16 key len |
+               u32 value len | u32 transaction | u32 CRC32C of these 12 bytes |
+               key | (put, delete: u64 seq | i64 time of the key's last
+               change) | value | u32 CRC32C of everything before it
+     commit  = a record whose key is u8 kind (1 base, 2 delta) | u8 flags
+               (1: empty: nothing is stored, after opstate_flash_drop) |
+               u16 0 | u32 schema | u64 seq | i64 time | u64 epoch |
+               u32 entries in the transaction, and whose value is the dedup
+               window's bytes (opstate_dedup_encode).
+   A transaction counts only when its commit record and every record before
+   it back to its first check. A damaged record that valid later records of
+   the live chain follow is real damage: OPSTATE_CORRUPT with its address
+   (opstate_error.offset), never loaded; a torn tail (the last thing
+   written) is the normal trace of a power cut: ignored and counted.
+
+   Threads: one thread at a time per opstate_flash. */
+
+/* The flash device. Callbacks return 0 on success, anything else is an
+   I/O error (OPSTATE_IO, the value in opstate_error.dep_status). Addresses
+   are byte offsets from the start of the store's region; read and prog
+   always get an address and a length that are multiples of prog_size;
+   erase gets a sector's first address. */
+typedef struct opstate_flash_device {
+    void *user;
+    int (*read)(void *user, uint32_t addr, void *buf, uint32_t len);
+    int (*prog)(void *user, uint32_t addr, const void *buf, uint32_t len);
+    int (*erase)(void *user, uint32_t addr);
+    uint32_t sector_size;  /* bytes, a multiple of prog_size, at least 64 */
+    uint32_t sector_count; /* at least 2 */
+    uint32_t prog_size;    /* program granularity: 1, 2, 4, 8, 16 or 32 */
+    uint8_t erased;        /* value of an erased byte: 0xFF or 0x00 */
+} opstate_flash_device;
+
+/* What a commit records besides the entries. */
+typedef struct opstate_flash_meta {
+    uint32_t schema_version;
+    opstate_position position;
+} opstate_flash_meta;
+
+/* What the last open found and what writing has done since. */
+typedef struct opstate_flash_stats {
+    uint32_t torn_tails;       /* torn records ignored (power cuts) */
+    uint32_t abandoned;        /* transactions without a commit, skipped */
+    uint32_t erases;           /* sectors erased by this handle */
+    uint32_t erase_count_min;  /* lowest / highest erase count in a valid */
+    uint32_t erase_count_max;  /* sector header */
+    uint32_t live_sectors;     /* sectors the live chain holds */
+    uint64_t live_bytes;       /* bytes from the live base to the end */
+} opstate_flash_stats;
+
+/* The store. Treat the fields as private; the struct is public so that
+   firmware can place it statically. */
+typedef struct opstate_flash {
+    opstate_flash_device dev;
+    uint8_t *work;
+    uint32_t work_size, header_size, unit_shift;
+    uint32_t run_first, run_len;          /* the newest run of sectors */
+    uint32_t wsector, woffset, wseq;      /* where the next byte goes, that sector's sequence */
+    uint32_t erase_estimate;              /* for a sector without a valid header */
+    bool have_sector, need_fresh;         /* need_fresh: a torn tail, go on in a new sector */
+    bool has_base, has_state, corrupt;
+    uint32_t corrupt_addr;
+    uint32_t base_sector, base_offset;    /* first record of the live base */
+    uint32_t commit_sector, commit_offset; /* the last commit record */
+    uint32_t commit_end_sector, commit_end_offset; /* where it ends */
+    uint32_t dedup_len;
+    opstate_flash_meta meta;
+    uint32_t next_txn, txn, txn_entries, txn_start_sector, txn_start_offset;
+    int txn_kind;                          /* 0: none */
+    bool txn_started, rec_started;         /* a first byte of it is on flash */
+    uint32_t rec_sector, rec_offset, rec_left, staged, rec_crc;
+    opstate_flash_stats stats;
+} opstate_flash;
+
+/* Kind of a write transaction. */
+typedef enum opstate_flash_kind {
+    OPSTATE_FLASH_DELTA = 1, /* the changes since the last commit */
+    OPSTATE_FLASH_BASE = 2   /* the whole state; the older chain becomes free */
+} opstate_flash_kind;
+
+/* One entry of a transaction: a key's value, or its delete, and the
+   position of its last change (the epoch is not stored: 0 on load). */
+typedef struct opstate_flash_entry {
+    opstate_bytes key;
+    opstate_bytes value; /* ignored for a delete; NULL / 0 when loaded */
+    bool deleted;
+    opstate_position position;
+} opstate_flash_entry;
+
+/* Called by opstate_flash_load for each stored entry, base first, then the
+   deltas in commit order (a later entry of a key wins). The pointers are
+   valid during the call. A result other than OK stops the load and is
+   returned. */
+typedef opstate_result (*opstate_flash_entry_fn)(void *user, const opstate_flash_entry *entry);
+
+/* Opens the store over dev with the caller's work buffer (at least 64 bytes
+   and 2 x prog_size; the largest entry, 36 bytes + key + value, must fit
+   in it). Reads every sector header and the newest run of sectors, and
+   finds the newest complete commit; writes nothing. INVALID_ARGUMENT for a
+   bad geometry, IO for a device error. Damage in the live chain does not
+   fail the open: read_meta and load then return CORRUPT, and a new base
+   (or opstate_flash_drop) starts a clean chain. */
+OPSTATE_API opstate_result opstate_flash_open(opstate_flash *fs, const opstate_flash_device *dev, void *work,
+                                              size_t work_size, opstate_error *err);
+/* The last commit's meta and dedup length: OK, NOT_FOUND (nothing stored,
+   or dropped), or CORRUPT (err->offset: the damaged record's address). */
+OPSTATE_API opstate_result opstate_flash_read_meta(const opstate_flash *fs, opstate_flash_meta *meta,
+                                                   size_t *dedup_len, opstate_error *err);
+/* Delivers the stored state: fn for each entry (base, then deltas), then
+   *meta and the dedup bytes into dedup (cap bytes; *dedup_len gets their
+   length; dedup may be NULL when the caller does not want them).
+   NOT_FOUND, CORRUPT, IO, BUFFER_TOO_SMALL (dedup), or fn's error. */
+OPSTATE_API opstate_result opstate_flash_load(opstate_flash *fs, opstate_flash_entry_fn fn, void *user,
+                                              opstate_flash_meta *meta, uint8_t *dedup, size_t cap,
+                                              size_t *dedup_len, opstate_error *err);
+/* Bytes an entry takes on flash (with its padding). */
+OPSTATE_API uint64_t opstate_flash_entry_size(const opstate_flash *fs, size_t key_len, size_t value_len);
+/* Bytes a commit record with dedup_len bytes of dedup window takes. */
+OPSTATE_API uint64_t opstate_flash_commit_size(const opstate_flash *fs, size_t dedup_len);
+/* Which transaction the next flush should write: a delta of delta_bytes
+   (entries + commit, as the two functions above count them) when it fits
+   and still leaves room for a base of base_bytes (the whole state after
+   the flush, commit included) plus two sectors (one a power cut may cost:
+   after a torn tail writing goes on in a fresh sector; one for the state
+   to grow by until the next flush); else a base when base_bytes fit in the
+   free space; else NO_SPACE (nothing written, the stored state intact).
+   An empty or damaged store always takes a base. Sizing: give the store at
+   least 2 x (sectors of the largest base) + 3 sectors. */
+OPSTATE_API opstate_result opstate_flash_plan(const opstate_flash *fs, uint64_t delta_bytes, uint64_t base_bytes,
+                                              opstate_flash_kind *kind);
+/* Starts a transaction (an unfinished one is abandoned: nothing of it
+   counts). DELTA needs a stored base (INVALID_ARGUMENT) and an undamaged
+   chain (CORRUPT). */
+OPSTATE_API opstate_result opstate_flash_begin(opstate_flash *fs, opstate_flash_kind kind, opstate_error *err);
+/* Writes one entry of the transaction: a put, or a delete.
+   INVALID_ARGUMENT (no transaction, empty key), OVERSIZED (key above 65535
+   bytes or the entry, 36 bytes + key + value, larger than the work
+   buffer), NO_SPACE (the next sector is the live base's: the transaction
+   is abandoned, the stored state intact), IO. */
+OPSTATE_API opstate_result opstate_flash_put(opstate_flash *fs, const opstate_flash_entry *entry,
+                                             opstate_error *err);
+/* Ends the transaction with its commit record (meta and dedup bytes, which
+   may be longer than the work buffer). Once it returns OK the transaction
+   survives any power cut; before that, a cut leaves the previous state. */
+OPSTATE_API opstate_result opstate_flash_commit(opstate_flash *fs, const opstate_flash_meta *meta,
+                                                opstate_bytes dedup, opstate_error *err);
+/* Forgets the stored state (an empty base: read_meta says NOT_FOUND). The
+   same all-or-nothing as a commit. */
+OPSTATE_API opstate_result opstate_flash_drop(opstate_flash *fs, opstate_error *err);
+/* What open found and what writing did since. */
+OPSTATE_API opstate_flash_stats opstate_flash_get_stats(const opstate_flash *fs);
+
+
 /* >>alloc ---------------------------------------------------------------- */
 
 /* Everything below this line allocates through an opstate_allocator and is
@@ -1072,6 +1252,16 @@ OPSTATE_API opstate_store opstate_memstore_iface(opstate_memstore *m);
 /* The committed snapshot bytes (NULL/0 when empty), e.g. to corrupt them
    in a test or export them. */
 OPSTATE_API opstate_bytes opstate_memstore_bytes(const opstate_memstore *m);
+
+/* The store interface over an open opstate_flash (>>flash), for the
+   consumer driver: valid while fs and its work buffer live. flush writes
+   the fold's dirty keys as a delta, or, when opstate_flash_plan says the
+   delta would not leave room for a base, the whole fold as a new base (the
+   compaction: it needs the live state, which only a flush holds, so
+   compact_due and compact stay NULL); NO_SPACE when not even a base fits.
+   load restores into a memory-only fold. max_key_len follows the work
+   buffer (an entry is 36 bytes + key + value). */
+OPSTATE_API opstate_store opstate_flash_store_iface(opstate_flash *fs);
 
 /* >>consumer ------------------------------------------------------------- */
 
@@ -3332,6 +3522,1048 @@ OPSTATE_API opstate_result opstate_dedup_decode(opstate_dedup *d, const uint8_t 
 }
 
 
+/* >>flash ---------------------------------------------------------------- */
+
+#define OPSTATE__FLASH_VERSION 1u
+#define OPSTATE__FLASH_SECTOR_HEADER 28u /* bytes before padding */
+#define OPSTATE__FLASH_RECORD_HEADER 16u
+#define OPSTATE__FLASH_COMMIT_META 36u
+#define OPSTATE__FLASH_ENTRY_POSITION 16u /* seq and time after an entry's key */
+#define OPSTATE__FLASH_RESTART 1u /* sector flag */
+#define OPSTATE__FLASH_EMPTY 1u   /* commit flag */
+#define OPSTATE__FLASH_PUT 1u
+#define OPSTATE__FLASH_DELETE 2u
+#define OPSTATE__FLASH_COMMIT 3u
+
+/* A place in the store: a sector of the ring and a byte offset in it. */
+typedef struct opstate__flash_pos {
+    uint32_t sector, offset;
+} opstate__flash_pos;
+
+/* A sector header as read. */
+typedef struct opstate__flash_header {
+    bool valid;
+    uint8_t flags;
+    uint32_t seq, erase_count, first;
+} opstate__flash_header;
+
+/* A record whose checksums held. */
+typedef struct opstate__flash_record {
+    uint8_t type;
+    uint32_t key_len, value_len, txn, padded;
+    opstate__flash_pos at, next;
+    bool after_damage;  /* damage lies between the previous record and this one */
+    bool after_restart; /* the log restarted (a torn tail was skipped) before it */
+} opstate__flash_record;
+
+/* Walks the records of the run in order, past damage. */
+typedef struct opstate__flash_iter {
+    opstate__flash_pos pos;
+    opstate__flash_pos damage_at; /* the first damage not yet reported */
+    bool damaged;                 /* damage seen since the last record */
+    bool resync;                  /* entering the next sector: go to its first record */
+    bool restarted;               /* crossed a restart since the last record */
+} opstate__flash_iter;
+
+/* n rounded up to whole program units. */
+OPSTATE__PRIVATE uint64_t opstate__flash_round64(const opstate_flash *fs, uint64_t n)
+{
+    uint64_t unit = fs->dev.prog_size;
+    return (n + unit - 1) & ~(unit - 1);
+}
+
+/* The same for sizes known to fit a 32-bit address space. */
+OPSTATE__PRIVATE uint32_t opstate__flash_round(const opstate_flash *fs, uint64_t n)
+{
+    return (uint32_t)opstate__flash_round64(fs, n);
+}
+
+OPSTATE__PRIVATE uint32_t opstate__flash_addr(const opstate_flash *fs, opstate__flash_pos p)
+{
+    return p.sector * fs->dev.sector_size + p.offset;
+}
+
+/* The sector after s in the ring. */
+OPSTATE__PRIVATE uint32_t opstate__flash_next_sector(const opstate_flash *fs, uint32_t s)
+{
+    return s + 1 == fs->dev.sector_count ? 0 : s + 1;
+}
+
+/* How many sectors after `from` the sector s lies in the ring. */
+OPSTATE__PRIVATE uint32_t opstate__flash_distance(const opstate_flash *fs, uint32_t from, uint32_t s)
+{
+    return (s + fs->dev.sector_count - from) % fs->dev.sector_count;
+}
+
+/* A device call's status as a result: 0 is OK, anything else IO at addr. */
+OPSTATE__PRIVATE opstate_result opstate__flash_io(int rc, uint32_t addr, const char *what, opstate_error *err)
+{
+    if (rc == 0) return OPSTATE_OK;
+    opstate__fail(err, OPSTATE_IO, addr, what);
+    if (err) err->dep_status = rc;
+    return OPSTATE_IO;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__flash_read(const opstate_flash *fs, uint32_t addr, void *buf, uint32_t len,
+                                                    opstate_error *err)
+{
+    return opstate__flash_io(fs->dev.read(fs->dev.user, addr, buf, len), addr, "read", err);
+}
+
+OPSTATE__PRIVATE bool opstate__flash_all_erased(const opstate_flash *fs, const uint8_t *p, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (p[i] != fs->dev.erased) return false;
+    return true;
+}
+
+/* Whether bytes [offset, sector end) of sector s read as erased; through
+   the work buffer, or a small stack buffer when `small` (the work buffer
+   holds staged bytes while a transaction writes). */
+OPSTATE__PRIVATE opstate_result opstate__flash_check_erased(const opstate_flash *fs, uint32_t s, uint32_t offset,
+                                                            bool small, bool *erased, opstate_error *err)
+{
+    uint8_t local[32];
+    uint8_t *buf = small ? local : fs->work;
+    uint32_t cap = small ? fs->dev.prog_size : fs->work_size, n;
+    opstate_result r;
+    if (small) cap = (uint32_t)sizeof local / cap * cap;
+    *erased = true;
+    for (; offset < fs->dev.sector_size && *erased; offset += n) {
+        n = fs->dev.sector_size - offset < cap ? fs->dev.sector_size - offset : cap;
+        if ((r = opstate__flash_read(fs, s * fs->dev.sector_size + offset, buf, n, err)) != OPSTATE_OK) return r;
+        *erased = opstate__flash_all_erased(fs, buf, n);
+    }
+    return OPSTATE_OK;
+}
+
+/* Reads and checks the header of sector s. */
+OPSTATE__PRIVATE opstate_result opstate__flash_header_read(const opstate_flash *fs, uint32_t s,
+                                                           opstate__flash_header *h, opstate_error *err)
+{
+    uint8_t b[32];
+    opstate_result r = opstate__flash_read(fs, s * fs->dev.sector_size, b, fs->header_size, err);
+    if (r != OPSTATE_OK) return r;
+    h->valid = OPSTATE_MEMCMP(b, "OPFL", 4) == 0 && b[4] == OPSTATE__FLASH_VERSION && b[5] == fs->unit_shift &&
+               b[7] == 0 && opstate_get_le32(b + 8) == fs->dev.sector_size &&
+               opstate_get_le32(b + 24) == opstate_crc32c(0, b, 24);
+    h->flags = b[6];
+    h->seq = opstate_get_le32(b + 12);
+    h->erase_count = opstate_get_le32(b + 16);
+    h->first = opstate_get_le32(b + 20);
+    if (h->valid && ((h->flags & ~OPSTATE__FLASH_RESTART) != 0 || h->first >= fs->dev.sector_size ||
+                     (h->first != 0 && (h->first < fs->header_size || h->first % fs->dev.prog_size != 0))))
+        h->valid = false;
+    return OPSTATE_OK;
+}
+
+/* Whether sector s belongs to the run (the newest chain of sectors). */
+OPSTATE__PRIVATE bool opstate__flash_in_run(const opstate_flash *fs, uint32_t s)
+{
+    return fs->run_len > 0 && opstate__flash_distance(fs, fs->run_first, s) < fs->run_len;
+}
+
+/* Moves p to the sector after its own in the run and reads that sector's
+   header: NOT_FOUND past the run's end. */
+OPSTATE__PRIVATE opstate_result opstate__flash_step(const opstate_flash *fs, opstate__flash_pos *p,
+                                                    opstate__flash_header *h, opstate_error *err)
+{
+    uint32_t s = opstate__flash_next_sector(fs, p->sector);
+    opstate__flash_header cur;
+    opstate_result r;
+    if (s == fs->run_first || !opstate__flash_in_run(fs, s)) return OPSTATE_NOT_FOUND;
+    if ((r = opstate__flash_header_read(fs, p->sector, &cur, err)) != OPSTATE_OK ||
+        (r = opstate__flash_header_read(fs, s, h, err)) != OPSTATE_OK)
+        return r;
+    /* a continuation follows its sector by one; only a restart may jump */
+    if (!h->valid || !cur.valid || h->seq <= cur.seq ||
+        (!(h->flags & OPSTATE__FLASH_RESTART) && h->seq != cur.seq + 1))
+        return OPSTATE_NOT_FOUND;
+    p->sector = s;
+    p->offset = fs->header_size;
+    return OPSTATE_OK;
+}
+
+/* Reads n bytes (a multiple of the unit) of one record from *p on,
+   following it into the next sectors of the run; *p moves past them.
+   NOT_FOUND when the record would run past the run or into a restart. */
+OPSTATE__PRIVATE opstate_result opstate__flash_read_on(const opstate_flash *fs, opstate__flash_pos *p, uint8_t *buf,
+                                                       uint32_t n, opstate_error *err)
+{
+    opstate__flash_header h;
+    opstate_result r;
+    while (n > 0) {
+        uint32_t chunk = fs->dev.sector_size - p->offset;
+        if (chunk == 0) {
+            if ((r = opstate__flash_step(fs, p, &h, err)) != OPSTATE_OK) return r;
+            if (h.flags & OPSTATE__FLASH_RESTART) return OPSTATE_NOT_FOUND;
+            continue;
+        }
+        if (chunk > n) chunk = n;
+        if ((r = opstate__flash_read(fs, opstate__flash_addr(fs, *p), buf, chunk, err)) != OPSTATE_OK) return r;
+        p->offset += chunk;
+        buf += chunk;
+        n -= chunk;
+    }
+    return OPSTATE_OK;
+}
+
+/* Bytes the work buffer can take in one program or read (whole units). */
+OPSTATE__PRIVATE uint32_t opstate__flash_chunk(const opstate_flash *fs)
+{
+    return fs->work_size & ~(fs->dev.prog_size - 1);
+}
+
+/* Checks the CRC of the record at p (len bytes before padding, padded to
+   `padded`): reads it through the work buffer, which then holds the whole
+   record when it fits. *ok false on a mismatch or a record that runs off
+   the run; *p moves past the record. */
+OPSTATE__PRIVATE opstate_result opstate__flash_body_check(const opstate_flash *fs, opstate__flash_pos *p, uint32_t len,
+                                                          uint32_t padded, bool *ok, opstate_error *err)
+{
+    uint32_t done = 0, crc = 0, cap = opstate__flash_chunk(fs);
+    uint8_t tail[4];
+    *ok = false;
+    while (done < padded) {
+        uint32_t n = padded - done < cap ? padded - done : cap, i;
+        opstate_result r = opstate__flash_read_on(fs, p, fs->work, n, err);
+        if (r == OPSTATE_NOT_FOUND) return OPSTATE_OK;
+        if (r != OPSTATE_OK) return r;
+        for (i = 0; i < n; i++) /* the stored CRC: bytes len-4 .. len-1 */
+            if (done + i >= len - 4 && done + i < len) tail[done + i - (len - 4)] = fs->work[i];
+        if (done < len - 4) crc = opstate_crc32c(crc, fs->work, (len - 4 - done) < n ? len - 4 - done : n);
+        done += n;
+    }
+    *ok = crc == opstate_get_le32(tail);
+    return OPSTATE_OK;
+}
+
+/* What sits at a record position. */
+typedef enum opstate__flash_verdict {
+    OPSTATE__FLASH_VALID = 0,
+    OPSTATE__FLASH_ERASED, /* nothing written here */
+    OPSTATE__FLASH_DAMAGED /* a torn or corrupt record */
+} opstate__flash_verdict;
+
+/* Bytes of a record header read from flash (whole units). */
+OPSTATE__PRIVATE uint32_t opstate__flash_header_read_size(const opstate_flash *fs)
+{
+    return opstate__flash_round(fs, OPSTATE__FLASH_RECORD_HEADER);
+}
+
+/* Checks the record at p (its header lies in p's sector): both CRCs, the
+   fields' bounds; fills *rec when it is valid. */
+OPSTATE__PRIVATE opstate_result opstate__flash_record_try(const opstate_flash *fs, opstate__flash_pos p,
+                                                          opstate__flash_record *rec, opstate__flash_verdict *v,
+                                                          opstate_error *err)
+{
+    uint8_t b[32];
+    uint64_t len;
+    bool ok;
+    opstate_result r = opstate__flash_read(fs, opstate__flash_addr(fs, p), b, opstate__flash_header_read_size(fs), err);
+    if (r != OPSTATE_OK) return r;
+    *v = OPSTATE__FLASH_DAMAGED;
+    if (opstate__flash_all_erased(fs, b, opstate__flash_header_read_size(fs))) *v = OPSTATE__FLASH_ERASED;
+    if (*v == OPSTATE__FLASH_ERASED || opstate_crc32c(0, b, 12) != opstate_get_le32(b + 12)) return OPSTATE_OK;
+    rec->type = b[0];
+    rec->key_len = opstate_get_le16(b + 2);
+    rec->value_len = opstate_get_le32(b + 4);
+    rec->txn = opstate_get_le32(b + 8);
+    len = (uint64_t)OPSTATE__FLASH_RECORD_HEADER + rec->key_len + rec->value_len + 4u +
+          (b[0] == OPSTATE__FLASH_COMMIT ? 0u : OPSTATE__FLASH_ENTRY_POSITION);
+    if (b[1] != 0 || rec->type < OPSTATE__FLASH_PUT || rec->type > OPSTATE__FLASH_COMMIT) return OPSTATE_OK;
+    if (rec->type == OPSTATE__FLASH_COMMIT ? rec->key_len != OPSTATE__FLASH_COMMIT_META : rec->key_len == 0)
+        return OPSTATE_OK;
+    if (rec->type == OPSTATE__FLASH_DELETE && rec->value_len != 0) return OPSTATE_OK;
+    if (len > (uint64_t)fs->dev.sector_size * fs->dev.sector_count ||
+        (rec->type != OPSTATE__FLASH_COMMIT && opstate__flash_round(fs, len) > opstate__flash_chunk(fs)))
+        return OPSTATE_OK;
+    rec->padded = opstate__flash_round(fs, len);
+    rec->at = rec->next = p;
+    if ((r = opstate__flash_body_check(fs, &rec->next, (uint32_t)len, rec->padded, &ok, err)) != OPSTATE_OK) return r;
+    if (ok) *v = OPSTATE__FLASH_VALID;
+    return OPSTATE_OK;
+}
+
+/* After damage at it->pos: looks for the next valid record in the same
+   sector (a header whose CRC holds at a unit boundary, then the whole
+   record); none: the iterator goes on at the next sector's first record. */
+OPSTATE__PRIVATE opstate_result opstate__flash_resync(const opstate_flash *fs, opstate__flash_iter *it,
+                                                      opstate_error *err)
+{
+    uint32_t unit = fs->dev.prog_size, hn = opstate__flash_header_read_size(fs), cap = opstate__flash_chunk(fs);
+    uint32_t off = it->pos.offset + unit, ss = fs->dev.sector_size;
+    while (off + hn <= ss) {
+        uint32_t n = ss - off < cap ? ss - off : cap, i;
+        opstate__flash_record rec;
+        opstate__flash_verdict v;
+        opstate_result r = opstate__flash_read(fs, it->pos.sector * ss + off, fs->work, n, err);
+        if (r != OPSTATE_OK) return r;
+        for (i = 0; i + hn <= n; i += unit)
+            if (opstate_crc32c(0, fs->work + i, 12) == opstate_get_le32(fs->work + i + 12)) break;
+        if (i + hn > n) {
+            if (off + n >= ss) break;
+            off += i;
+            continue;
+        }
+        it->pos.offset = off + i;
+        if ((r = opstate__flash_record_try(fs, it->pos, &rec, &v, err)) != OPSTATE_OK) return r;
+        if (v == OPSTATE__FLASH_VALID) return OPSTATE_OK;
+        off += i + unit;
+    }
+    it->pos.offset = ss;
+    it->resync = true;
+    return OPSTATE_OK;
+}
+
+/* Records damage at p (the first since the last record is reported) and
+   resynchronises after it. */
+OPSTATE__PRIVATE opstate_result opstate__flash_damage(const opstate_flash *fs, opstate__flash_iter *it,
+                                                      opstate__flash_pos p, opstate_error *err)
+{
+    if (!it->damaged) it->damage_at = p;
+    it->damaged = true;
+    it->pos = p;
+    return opstate__flash_resync(fs, it, err);
+}
+
+/* Moves the iterator into the next sector of the run: NOT_FOUND at the end.
+   A restart sector starts afresh; a continuation is entered at its first
+   record after damage, and must start with one at a record boundary. */
+OPSTATE__PRIVATE opstate_result opstate__flash_enter_next(const opstate_flash *fs, opstate__flash_iter *it,
+                                                          opstate_error *err)
+{
+    opstate__flash_header h;
+    opstate_result r = opstate__flash_step(fs, &it->pos, &h, err);
+    if (r != OPSTATE_OK) return r;
+    if (h.flags & OPSTATE__FLASH_RESTART) {
+        it->restarted = true;
+        it->resync = false;
+        return OPSTATE_OK;
+    }
+    if (it->resync || h.first != fs->header_size) {
+        if (!it->resync) { /* the previous sector ended at a record boundary */
+            if (!it->damaged) it->damage_at = it->pos;
+            it->damaged = true;
+        }
+        it->resync = h.first == 0;
+        it->pos.offset = h.first == 0 ? fs->dev.sector_size : h.first;
+    }
+    return OPSTATE_OK;
+}
+
+/* The next valid record of the run (OK), or NOT_FOUND at the end; damage
+   on the way is noted in the iterator and on the record. */
+OPSTATE__PRIVATE opstate_result opstate__flash_next(const opstate_flash *fs, opstate__flash_iter *it,
+                                                    opstate__flash_record *rec, opstate_error *err)
+{
+    for (;;) {
+        opstate__flash_verdict v;
+        opstate_result r;
+        if (fs->dev.sector_size - it->pos.offset < opstate__flash_header_read_size(fs)) {
+            if ((r = opstate__flash_enter_next(fs, it, err)) != OPSTATE_OK) return r;
+            continue;
+        }
+        if ((r = opstate__flash_record_try(fs, it->pos, rec, &v, err)) != OPSTATE_OK) return r;
+        if (v == OPSTATE__FLASH_VALID) {
+            rec->after_damage = it->damaged;
+            rec->after_restart = it->restarted;
+            it->damaged = it->restarted = false;
+            it->pos = rec->next;
+            return OPSTATE_OK;
+        }
+        if (v == OPSTATE__FLASH_ERASED) { /* the log goes on in a restart sector, or ends */
+            opstate__flash_pos hole = it->pos;
+            it->pos.offset = fs->dev.sector_size;
+            it->resync = true;
+            if ((r = opstate__flash_enter_next(fs, it, err)) != OPSTATE_OK) {
+                it->pos = hole;
+                return r;
+            }
+            if (!it->restarted && !it->damaged) it->damage_at = hole; /* a hole mid-chain */
+            if (!it->restarted) it->damaged = true;
+            continue;
+        }
+        if ((r = opstate__flash_damage(fs, it, it->pos, err)) != OPSTATE_OK) return r;
+    }
+}
+
+/* Starts an iterator at the first record that starts in sector s. */
+OPSTATE__PRIVATE opstate_result opstate__flash_iter_start(const opstate_flash *fs, opstate__flash_iter *it, uint32_t s,
+                                                          opstate_error *err)
+{
+    opstate__flash_header h;
+    opstate_result r = opstate__flash_header_read(fs, s, &h, err);
+    OPSTATE_MEMSET(it, 0, sizeof *it);
+    if (r != OPSTATE_OK) return r;
+    it->pos.sector = s;
+    it->pos.offset = (h.flags & OPSTATE__FLASH_RESTART) ? fs->header_size : h.first;
+    if (it->pos.offset == 0) {
+        it->pos.offset = fs->dev.sector_size;
+        it->resync = true;
+    }
+    return OPSTATE_OK;
+}
+
+/* A transaction as the open's scan follows it. */
+typedef struct opstate__flash_txn_scan {
+    bool open, committed, broken;
+    uint32_t txn, entries;
+    opstate__flash_pos start;
+} opstate__flash_txn_scan;
+
+/* Notes damage in the live chain (a later base makes it history). */
+OPSTATE__PRIVATE void opstate__flash_mark_corrupt(opstate_flash *fs, opstate__flash_pos p)
+{
+    if (fs->corrupt) return;
+    fs->corrupt = true;
+    fs->corrupt_addr = opstate__flash_addr(fs, p);
+}
+
+/* Reads a commit record's fixed part (kind, flags, entries, meta). */
+OPSTATE__PRIVATE opstate_result opstate__flash_commit_read(const opstate_flash *fs, opstate__flash_pos at,
+                                                           uint8_t head[64], opstate_flash_meta *meta,
+                                                           opstate_error *err)
+{
+    const uint8_t *m = head + OPSTATE__FLASH_RECORD_HEADER;
+    opstate_result r = opstate__flash_read_on(fs, &at, head,
+                                              opstate__flash_round(fs, OPSTATE__FLASH_RECORD_HEADER +
+                                                                           OPSTATE__FLASH_COMMIT_META),
+                                              err);
+    if (r != OPSTATE_OK) return r;
+    meta->schema_version = opstate_get_le32(m + 4);
+    meta->position.seq = opstate_get_le64(m + 8);
+    meta->position.time = (int64_t)opstate_get_le64(m + 16);
+    meta->position.epoch = opstate_get_le64(m + 24);
+    return OPSTATE_OK;
+}
+
+/* A commit record met by the scan: the transaction counts when every
+   record of it checked and the count matches. */
+OPSTATE__PRIVATE opstate_result opstate__flash_scan_commit(opstate_flash *fs, opstate__flash_txn_scan *sc,
+                                                           const opstate__flash_record *rec, opstate_error *err)
+{
+    uint8_t head[64];
+    const uint8_t *m = head + OPSTATE__FLASH_RECORD_HEADER;
+    opstate_flash_meta meta;
+    opstate_result r = opstate__flash_commit_read(fs, rec->at, head, &meta, err);
+    if (r != OPSTATE_OK) return r;
+    /* (a delta with no base before it in the run: its base is lost) */
+    if (sc->broken || (m[0] != OPSTATE_FLASH_BASE && m[0] != OPSTATE_FLASH_DELTA) ||
+        (m[1] & ~OPSTATE__FLASH_EMPTY) != 0 || opstate_get_le32(m + 32) != sc->entries ||
+        (m[0] == OPSTATE_FLASH_DELTA && !fs->has_base)) {
+        opstate__flash_mark_corrupt(fs, rec->at);
+        return OPSTATE_OK;
+    }
+    sc->committed = true;
+    if (m[0] == OPSTATE_FLASH_BASE) {
+        fs->has_base = true;
+        fs->corrupt = false; /* damage before a newer base is history */
+        fs->base_sector = sc->start.sector;
+        fs->base_offset = sc->start.offset;
+        fs->has_state = (m[1] & OPSTATE__FLASH_EMPTY) == 0;
+    } else {
+        fs->has_state = true;
+    }
+    fs->meta = meta;
+    fs->commit_sector = rec->at.sector;
+    fs->commit_offset = rec->at.offset;
+    fs->commit_end_sector = rec->next.sector;
+    fs->commit_end_offset = rec->next.offset;
+    fs->dedup_len = rec->value_len;
+    return OPSTATE_OK;
+}
+
+/* One valid record met by the scan. */
+OPSTATE__PRIVATE opstate_result opstate__flash_scan_record(opstate_flash *fs, opstate__flash_txn_scan *sc,
+                                                           const opstate__flash_record *rec,
+                                                           opstate__flash_pos damage_at, opstate_error *err)
+{
+    if (rec->after_damage && !rec->after_restart) opstate__flash_mark_corrupt(fs, damage_at);
+    if (rec->after_damage && rec->after_restart) fs->stats.torn_tails++;
+    if (!sc->open || rec->txn != sc->txn) {
+        if (sc->open && !sc->committed) fs->stats.abandoned++;
+        if (sc->open && rec->txn < sc->txn) opstate__flash_mark_corrupt(fs, rec->at); /* going back */
+        OPSTATE_MEMSET(sc, 0, sizeof *sc);
+        sc->open = true;
+        sc->txn = rec->txn;
+        sc->start = rec->at;
+    } else if (rec->after_damage || rec->after_restart || sc->committed) {
+        sc->broken = true;
+        if (sc->committed) opstate__flash_mark_corrupt(fs, rec->at); /* a record after its commit */
+    }
+    if (rec->txn >= fs->next_txn) fs->next_txn = rec->txn + 1;
+    if (rec->type == OPSTATE__FLASH_COMMIT) return opstate__flash_scan_commit(fs, sc, rec, err);
+    sc->entries++;
+    return OPSTATE_OK;
+}
+
+/* Where writing goes on after the scan: after the last record when the
+   rest of the last sector reads erased, else in a fresh sector. (After a
+   torn tail the position is the end of its sector, past the last commit:
+   the next transaction reclaims it, see opstate__flash_dirty_tail.) */
+OPSTATE__PRIVATE opstate_result opstate__flash_scan_end(opstate_flash *fs, const opstate__flash_iter *it,
+                                                        opstate_error *err)
+{
+    uint32_t last = (fs->run_first + fs->run_len - 1) % fs->dev.sector_count;
+    bool erased = false;
+    opstate_result r;
+    fs->have_sector = true;
+    fs->wsector = last;
+    fs->woffset = fs->dev.sector_size;
+    if (it->damaged) fs->stats.torn_tails++;
+    if (it->pos.sector != last) {
+        fs->need_fresh = true;
+        return OPSTATE_OK;
+    }
+    fs->woffset = it->pos.offset;
+    if ((r = opstate__flash_check_erased(fs, last, fs->woffset, false, &erased, err)) != OPSTATE_OK) return r;
+    if (!erased) {
+        fs->stats.torn_tails++;
+        fs->need_fresh = true;
+    }
+    return OPSTATE_OK;
+}
+
+/* Finds the run: the sector with the highest sequence and the sectors
+   before it in the ring whose sequences go down (by one, except before a
+   restart sector, which may follow a gap). */
+OPSTATE__PRIVATE opstate_result opstate__flash_find_run(opstate_flash *fs, opstate_error *err)
+{
+    uint32_t s, newest = 0, seq = 0;
+    opstate__flash_header h;
+    opstate_result r;
+    fs->stats.erase_count_min = UINT32_MAX;
+    for (s = 0; s < fs->dev.sector_count; s++) {
+        if ((r = opstate__flash_header_read(fs, s, &h, err)) != OPSTATE_OK) return r;
+        if (!h.valid) continue;
+        if (h.erase_count < fs->stats.erase_count_min) fs->stats.erase_count_min = h.erase_count;
+        if (h.erase_count > fs->stats.erase_count_max) fs->stats.erase_count_max = h.erase_count;
+        if (fs->run_len == 0 || h.seq > fs->wseq) {
+            fs->run_len = 1;
+            fs->wseq = h.seq;
+            newest = s;
+        }
+    }
+    if (fs->stats.erase_count_min == UINT32_MAX) fs->stats.erase_count_min = 0;
+    fs->erase_estimate = fs->stats.erase_count_max;
+    fs->run_first = newest;
+    seq = fs->wseq;
+    while (fs->run_len > 0 && fs->run_len < fs->dev.sector_count) {
+        s = (fs->run_first + fs->dev.sector_count - 1) % fs->dev.sector_count;
+        if ((r = opstate__flash_header_read(fs, s, &h, err)) != OPSTATE_OK) return r;
+        if (!h.valid || h.seq >= seq) break;
+        seq = h.seq;
+        fs->run_first = s;
+        fs->run_len++;
+    }
+    return OPSTATE_OK;
+}
+
+/* Reads the run's records in order and keeps the newest complete state. */
+OPSTATE__PRIVATE opstate_result opstate__flash_scan(opstate_flash *fs, opstate_error *err)
+{
+    opstate__flash_iter it;
+    opstate__flash_txn_scan sc;
+    opstate__flash_record rec;
+    opstate_result r = opstate__flash_iter_start(fs, &it, fs->run_first, err);
+    OPSTATE_MEMSET(&sc, 0, sizeof sc);
+    while (r == OPSTATE_OK) {
+        opstate__flash_pos damage_at = it.damage_at;
+        if ((r = opstate__flash_next(fs, &it, &rec, err)) != OPSTATE_OK) break;
+        if (rec.after_damage) damage_at = it.damage_at;
+        r = opstate__flash_scan_record(fs, &sc, &rec, damage_at, err);
+    }
+    if (r != OPSTATE_NOT_FOUND) return r;
+    if (sc.open && !sc.committed) fs->stats.abandoned++;
+    return opstate__flash_scan_end(fs, &it, err);
+}
+
+OPSTATE_API opstate_result opstate_flash_open(opstate_flash *fs, const opstate_flash_device *dev, void *work,
+                                              size_t work_size, opstate_error *err)
+{
+    uint32_t unit = dev ? dev->prog_size : 0, shift = 0;
+    opstate_result r;
+    if (!fs || !dev || !work || !dev->read || !dev->prog || !dev->erase || unit == 0 || unit > 32 ||
+        (unit & (unit - 1)) != 0 || dev->sector_count < 2 || dev->sector_size < 64 ||
+        dev->sector_size % unit != 0 || (dev->erased != 0xFF && dev->erased != 0x00) || work_size < 64 ||
+        work_size < 2u * unit || (uint64_t)dev->sector_size * dev->sector_count > UINT32_MAX)
+        return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "device");
+    while ((1u << shift) < unit) shift++;
+    OPSTATE_MEMSET(fs, 0, sizeof *fs);
+    fs->dev = *dev;
+    fs->work = (uint8_t *)work;
+    fs->work_size = work_size > UINT32_MAX ? UINT32_MAX : (uint32_t)work_size;
+    fs->unit_shift = shift;
+    fs->header_size = opstate__flash_round(fs, OPSTATE__FLASH_SECTOR_HEADER);
+    fs->next_txn = 1;
+    if ((r = opstate__flash_find_run(fs, err)) != OPSTATE_OK) return r;
+    if (fs->run_len == 0) return OPSTATE_OK;
+    return opstate__flash_scan(fs, err);
+}
+
+OPSTATE_API opstate_result opstate_flash_read_meta(const opstate_flash *fs, opstate_flash_meta *meta,
+                                                   size_t *dedup_len, opstate_error *err)
+{
+    if (fs->corrupt) return opstate__fail(err, OPSTATE_CORRUPT, fs->corrupt_addr, "record");
+    if (!fs->has_state) return OPSTATE_NOT_FOUND;
+    if (meta) *meta = fs->meta;
+    if (dedup_len) *dedup_len = fs->dedup_len;
+    return OPSTATE_OK;
+}
+
+/* Whether something follows the last commit (a torn tail, an abandoned
+   transaction): the next write then reclaims it, going on in a fresh
+   sector after the commit's. */
+OPSTATE__PRIVATE bool opstate__flash_dirty_tail(const opstate_flash *fs)
+{
+    uint32_t end = fs->commit_end_offset, limit = fs->dev.sector_size - opstate__flash_header_read_size(fs);
+    if (!fs->has_base) return fs->need_fresh;
+    if (fs->need_fresh || fs->commit_end_sector != fs->wsector) return true;
+    return end > limit ? fs->woffset <= limit : fs->woffset != end;
+}
+
+/* Sectors the live chain holds: from the live base's to the current one,
+   or to the one where the last commit ends when what follows it is to be
+   reclaimed. */
+OPSTATE__PRIVATE uint32_t opstate__flash_live_sectors(const opstate_flash *fs)
+{
+    if (!fs->have_sector) return 0;
+    if (!fs->has_base) return 1;
+    return opstate__flash_distance(fs, fs->base_sector,
+                                   opstate__flash_dirty_tail(fs) ? fs->commit_end_sector : fs->wsector) + 1;
+}
+
+/* Erases sector s and checks that it reads erased. */
+OPSTATE__PRIVATE opstate_result opstate__flash_erase(opstate_flash *fs, uint32_t s, opstate_error *err)
+{
+    uint32_t addr = s * fs->dev.sector_size;
+    bool erased;
+    opstate_result r = opstate__flash_io(fs->dev.erase(fs->dev.user, addr), addr, "erase", err);
+    if (r != OPSTATE_OK) return r;
+    fs->stats.erases++;
+    if ((r = opstate__flash_check_erased(fs, s, 0, true, &erased, err)) != OPSTATE_OK) return r;
+    return erased ? OPSTATE_OK : opstate__fail(err, OPSTATE_IO, addr, "erase");
+}
+
+/* Erases the sectors after the one where the last commit ends, newest
+   first (a cut leaves the newest remaining sector the end of the run), so
+   that the next sector goes right after it. */
+OPSTATE__PRIVATE opstate_result opstate__flash_reclaim(opstate_flash *fs, opstate_error *err)
+{
+    while (fs->has_base && fs->wsector != fs->commit_end_sector) {
+        /* (the sector right after is erased when it is taken anew) */
+        if (opstate__flash_distance(fs, fs->commit_end_sector, fs->wsector) > 1) {
+            opstate_result r = opstate__flash_erase(fs, fs->wsector, err);
+            if (r != OPSTATE_OK) return r;
+        }
+        fs->wsector = (fs->wsector + fs->dev.sector_count - 1) % fs->dev.sector_count;
+        fs->run_len--;
+    }
+    return OPSTATE_OK;
+}
+
+/* Takes the next sector of the ring: erase, then its header (`first`: the
+   offset of the first record that starts in it, 0 for none). NO_SPACE when
+   that sector holds the live base (or the start of the transaction being
+   written, when there is no base yet). */
+OPSTATE__PRIVATE opstate_result opstate__flash_open_sector(opstate_flash *fs, uint32_t first, opstate_error *err)
+{
+    uint32_t s, count;
+    uint8_t b[32];
+    opstate__flash_header old;
+    opstate_result r;
+    if (fs->need_fresh && (r = opstate__flash_reclaim(fs, err)) != OPSTATE_OK) return r;
+    s = fs->have_sector ? opstate__flash_next_sector(fs, fs->wsector) : 0;
+    if (fs->have_sector && ((fs->has_base && s == fs->base_sector) ||
+                            (!fs->has_base && fs->txn_started && s == fs->txn_start_sector)))
+        return opstate__fail(err, OPSTATE_NO_SPACE, s * fs->dev.sector_size, "sector");
+    if ((r = opstate__flash_header_read(fs, s, &old, err)) != OPSTATE_OK) return r;
+    count = (old.valid ? old.erase_count : fs->erase_estimate) + 1;
+    if ((r = opstate__flash_erase(fs, s, err)) != OPSTATE_OK) return r;
+    if (count > fs->erase_estimate) fs->erase_estimate = count;
+    if (count > fs->stats.erase_count_max) fs->stats.erase_count_max = count;
+    OPSTATE_MEMSET(b, fs->dev.erased, sizeof b);
+    OPSTATE_MEMCPY(b, "OPFL", 4);
+    b[4] = OPSTATE__FLASH_VERSION;
+    b[5] = (uint8_t)fs->unit_shift;
+    b[6] = fs->need_fresh && fs->have_sector ? OPSTATE__FLASH_RESTART : 0;
+    b[7] = 0;
+    opstate_put_le32(b + 8, fs->dev.sector_size);
+    opstate_put_le32(b + 12, fs->have_sector ? fs->wseq + 1 : 1);
+    opstate_put_le32(b + 16, count);
+    opstate_put_le32(b + 20, first);
+    opstate_put_le32(b + 24, opstate_crc32c(0, b, 24));
+    r = opstate__flash_io(fs->dev.prog(fs->dev.user, s * fs->dev.sector_size, b, fs->header_size),
+                          s * fs->dev.sector_size, "program", err);
+    if (r != OPSTATE_OK) return r;
+    if (!fs->have_sector || fs->run_len == 0) {
+        fs->run_first = s;
+        fs->run_len = 0;
+    } else if (fs->run_len == fs->dev.sector_count) { /* s was the run's oldest */
+        fs->run_first = opstate__flash_next_sector(fs, fs->run_first);
+        fs->run_len--;
+    }
+    fs->run_len++;
+    fs->wseq = opstate_get_le32(b + 12);
+    fs->wsector = s;
+    fs->woffset = fs->header_size;
+    fs->have_sector = true;
+    fs->need_fresh = false;
+    return OPSTATE_OK;
+}
+
+/* Programs n bytes (whole units) of the current record at the write
+   position, taking new sectors as it goes. A failed program leaves the
+   position unknown: writing goes on in a fresh sector. */
+OPSTATE__PRIVATE opstate_result opstate__flash_program(opstate_flash *fs, const uint8_t *data, uint32_t n,
+                                                       opstate_error *err)
+{
+    uint32_t payload = fs->dev.sector_size - fs->header_size;
+    while (n > 0) {
+        uint32_t chunk, addr;
+        opstate_result r;
+        if (!fs->have_sector || fs->need_fresh || fs->woffset == fs->dev.sector_size) {
+            uint32_t first = !fs->rec_started ? fs->header_size
+                                              : fs->rec_left < payload ? fs->header_size + fs->rec_left : 0;
+            if ((r = opstate__flash_open_sector(fs, first, err)) != OPSTATE_OK) return r;
+        }
+        if (!fs->rec_started) {
+            fs->rec_started = true;
+            fs->rec_sector = fs->wsector;
+            fs->rec_offset = fs->woffset;
+            if (!fs->txn_started) {
+                fs->txn_started = true;
+                fs->txn_start_sector = fs->wsector;
+                fs->txn_start_offset = fs->woffset;
+            }
+        }
+        chunk = fs->dev.sector_size - fs->woffset < n ? fs->dev.sector_size - fs->woffset : n;
+        addr = fs->wsector * fs->dev.sector_size + fs->woffset;
+        if ((r = opstate__flash_io(fs->dev.prog(fs->dev.user, addr, data, chunk), addr, "program", err)) != OPSTATE_OK) {
+            fs->need_fresh = true;
+            return r;
+        }
+        fs->woffset += chunk;
+        fs->rec_left -= chunk;
+        data += chunk;
+        n -= chunk;
+    }
+    return OPSTATE_OK;
+}
+
+/* Appends n bytes to the record being written (through the work buffer;
+   a full buffer is programmed), into its CRC when `sum`. */
+OPSTATE__PRIVATE opstate_result opstate__flash_stage(opstate_flash *fs, const uint8_t *p, size_t n, bool sum,
+                                                     opstate_error *err)
+{
+    uint32_t cap = opstate__flash_chunk(fs);
+    while (n > 0) {
+        uint32_t take = cap - fs->staged;
+        opstate_result r;
+        if (take > n) take = (uint32_t)n;
+        OPSTATE_MEMCPY(fs->work + fs->staged, p, take);
+        if (sum) fs->rec_crc = opstate_crc32c(fs->rec_crc, p, take);
+        fs->staged += take;
+        p += take;
+        n -= take;
+        if (fs->staged == cap) {
+            if ((r = opstate__flash_program(fs, fs->work, cap, err)) != OPSTATE_OK) return r;
+            fs->staged = 0;
+        }
+    }
+    return OPSTATE_OK;
+}
+
+/* Writes one whole record: header, key, middle (an entry's position),
+   value, CRC, padding. */
+OPSTATE__PRIVATE opstate_result opstate__flash_record_write(opstate_flash *fs, uint8_t type, opstate_bytes key,
+                                                            opstate_bytes middle, opstate_bytes value,
+                                                            opstate_error *err)
+{
+    uint8_t h[OPSTATE__FLASH_RECORD_HEADER], crc[4];
+    uint32_t len = (uint32_t)(OPSTATE__FLASH_RECORD_HEADER + key.len + middle.len + value.len + 4u), pad;
+    opstate_result r;
+    h[0] = type;
+    h[1] = 0;
+    opstate_put_le16(h + 2, (uint16_t)key.len);
+    opstate_put_le32(h + 4, (uint32_t)value.len);
+    opstate_put_le32(h + 8, fs->txn);
+    opstate_put_le32(h + 12, opstate_crc32c(0, h, 12));
+    if (fs->have_sector && !fs->need_fresh && fs->dev.sector_size - fs->woffset < opstate__flash_header_read_size(fs))
+        fs->woffset = fs->dev.sector_size; /* a record header never spans two sectors */
+    fs->rec_left = opstate__flash_round(fs, len);
+    fs->rec_started = false;
+    fs->staged = 0;
+    fs->rec_crc = 0;
+    if ((r = opstate__flash_stage(fs, h, sizeof h, true, err)) != OPSTATE_OK ||
+        (r = opstate__flash_stage(fs, key.ptr, key.len, true, err)) != OPSTATE_OK ||
+        (r = opstate__flash_stage(fs, middle.ptr, middle.len, true, err)) != OPSTATE_OK ||
+        (r = opstate__flash_stage(fs, value.ptr, value.len, true, err)) != OPSTATE_OK)
+        return r;
+    opstate_put_le32(crc, fs->rec_crc);
+    if ((r = opstate__flash_stage(fs, crc, sizeof crc, false, err)) != OPSTATE_OK) return r;
+    pad = opstate__flash_round(fs, fs->staged) - fs->staged;
+    OPSTATE_MEMSET(fs->work + fs->staged, fs->dev.erased, pad);
+    return fs->staged + pad == 0 ? OPSTATE_OK : opstate__flash_program(fs, fs->work, fs->staged + pad, err);
+}
+
+OPSTATE_API uint64_t opstate_flash_entry_size(const opstate_flash *fs, size_t key_len, size_t value_len)
+{
+    return opstate__flash_round64(fs, (uint64_t)OPSTATE__FLASH_RECORD_HEADER + key_len +
+                                          OPSTATE__FLASH_ENTRY_POSITION + value_len + 4u);
+}
+
+OPSTATE_API uint64_t opstate_flash_commit_size(const opstate_flash *fs, size_t dedup_len)
+{
+    return opstate__flash_round64(fs, (uint64_t)OPSTATE__FLASH_RECORD_HEADER + OPSTATE__FLASH_COMMIT_META + dedup_len +
+                                          4u);
+}
+
+/* Bytes that can still be written without touching the live chain; a
+   sector's tail too short for a record header counts as lost. */
+OPSTATE__PRIVATE uint64_t opstate__flash_free_bytes(const opstate_flash *fs)
+{
+    uint64_t per_sector = fs->dev.sector_size - fs->header_size - opstate__flash_header_read_size(fs);
+    uint64_t bytes = (uint64_t)(fs->dev.sector_count - opstate__flash_live_sectors(fs)) * per_sector;
+    uint32_t rest = fs->dev.sector_size - fs->woffset;
+    if (fs->have_sector && !opstate__flash_dirty_tail(fs) && rest >= opstate__flash_header_read_size(fs))
+        bytes += rest - opstate__flash_header_read_size(fs);
+    return bytes;
+}
+
+OPSTATE_API opstate_result opstate_flash_plan(const opstate_flash *fs, uint64_t delta_bytes, uint64_t base_bytes,
+                                              opstate_flash_kind *kind)
+{
+    uint64_t free_bytes = opstate__flash_free_bytes(fs);
+    uint64_t sector = fs->dev.sector_size - fs->header_size;
+    if (fs->has_base && !fs->corrupt && delta_bytes + base_bytes + 2 * sector <= free_bytes)
+        *kind = OPSTATE_FLASH_DELTA;
+    else if (base_bytes <= free_bytes)
+        *kind = OPSTATE_FLASH_BASE;
+    else
+        return OPSTATE_NO_SPACE;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_flash_begin(opstate_flash *fs, opstate_flash_kind kind, opstate_error *err)
+{
+    if (kind != OPSTATE_FLASH_BASE && kind != OPSTATE_FLASH_DELTA)
+        return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "kind");
+    if (kind == OPSTATE_FLASH_DELTA && fs->corrupt)
+        return opstate__fail(err, OPSTATE_CORRUPT, fs->corrupt_addr, "record");
+    if (kind == OPSTATE_FLASH_DELTA && !fs->has_base) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "kind");
+    if (opstate__flash_dirty_tail(fs)) fs->need_fresh = true;
+    fs->txn_kind = (int)kind;
+    fs->txn = fs->next_txn++;
+    fs->txn_entries = 0;
+    fs->txn_started = false;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_flash_put(opstate_flash *fs, const opstate_flash_entry *entry, opstate_error *err)
+{
+    uint8_t where[OPSTATE__FLASH_ENTRY_POSITION];
+    opstate_bytes middle, value = entry->value;
+    opstate_result r;
+    if (!fs->txn_kind || entry->key.len == 0 || !entry->key.ptr)
+        return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "key");
+    if (entry->deleted) value.len = 0;
+    if (entry->key.len > 0xFFFFu || opstate_flash_entry_size(fs, entry->key.len, value.len) > opstate__flash_chunk(fs))
+        return opstate__fail(err, OPSTATE_OVERSIZED, 0, "entry");
+    opstate_put_le64(where, entry->position.seq);
+    opstate_put_le64(where + 8, (uint64_t)entry->position.time);
+    middle.ptr = where;
+    middle.len = sizeof where;
+    r = opstate__flash_record_write(fs, entry->deleted ? OPSTATE__FLASH_DELETE : OPSTATE__FLASH_PUT, entry->key, middle,
+                                    value, err);
+    if (r != OPSTATE_OK) {
+        fs->txn_kind = 0; /* abandoned: nothing of it counts */
+        return r;
+    }
+    fs->txn_entries++;
+    return OPSTATE_OK;
+}
+
+/* Writes the commit record; on OK the transaction is the stored state. */
+OPSTATE__PRIVATE opstate_result opstate__flash_commit(opstate_flash *fs, const opstate_flash_meta *meta,
+                                                      opstate_bytes dedup, uint8_t flags, opstate_error *err)
+{
+    uint8_t m[OPSTATE__FLASH_COMMIT_META];
+    opstate_bytes key, none;
+    opstate_result r;
+    if (!fs->txn_kind) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "transaction");
+    if (dedup.len > UINT32_MAX / 2) return opstate__fail(err, OPSTATE_OVERSIZED, 0, "dedup");
+    m[0] = (uint8_t)fs->txn_kind;
+    m[1] = flags;
+    opstate_put_le16(m + 2, 0);
+    opstate_put_le32(m + 4, meta->schema_version);
+    opstate_put_le64(m + 8, meta->position.seq);
+    opstate_put_le64(m + 16, (uint64_t)meta->position.time);
+    opstate_put_le64(m + 24, meta->position.epoch);
+    opstate_put_le32(m + 32, fs->txn_entries);
+    key.ptr = m;
+    key.len = sizeof m;
+    none.ptr = NULL;
+    none.len = 0;
+    r = opstate__flash_record_write(fs, OPSTATE__FLASH_COMMIT, key, none, dedup, err);
+    if (r != OPSTATE_OK) {
+        fs->txn_kind = 0;
+        return r;
+    }
+    if (fs->txn_kind == OPSTATE_FLASH_BASE) {
+        fs->has_base = true;
+        fs->corrupt = false;
+        fs->base_sector = fs->txn_start_sector;
+        fs->base_offset = fs->txn_start_offset;
+    }
+    fs->has_state = (flags & OPSTATE__FLASH_EMPTY) == 0;
+    fs->meta = *meta;
+    fs->commit_sector = fs->rec_sector;
+    fs->commit_offset = fs->rec_offset;
+    fs->commit_end_sector = fs->wsector;
+    fs->commit_end_offset = fs->woffset;
+    fs->dedup_len = (uint32_t)dedup.len;
+    fs->txn_kind = 0;
+    return OPSTATE_OK;
+}
+
+OPSTATE_API opstate_result opstate_flash_commit(opstate_flash *fs, const opstate_flash_meta *meta, opstate_bytes dedup,
+                                                opstate_error *err)
+{
+    return opstate__flash_commit(fs, meta, dedup, 0, err);
+}
+
+OPSTATE_API opstate_result opstate_flash_drop(opstate_flash *fs, opstate_error *err)
+{
+    opstate_flash_meta none;
+    opstate_bytes empty;
+    opstate_result r = opstate_flash_begin(fs, OPSTATE_FLASH_BASE, err);
+    if (r != OPSTATE_OK) return r;
+    OPSTATE_MEMSET(&none, 0, sizeof none);
+    empty.ptr = NULL;
+    empty.len = 0;
+    return opstate__flash_commit(fs, &none, empty, OPSTATE__FLASH_EMPTY, err);
+}
+
+OPSTATE_API opstate_flash_stats opstate_flash_get_stats(const opstate_flash *fs)
+{
+    opstate_flash_stats st = fs->stats;
+    uint32_t payload = fs->dev.sector_size - fs->header_size;
+    st.live_sectors = opstate__flash_live_sectors(fs);
+    st.live_bytes = 0;
+    if (fs->has_base && st.live_sectors == 1)
+        st.live_bytes = fs->woffset - fs->base_offset;
+    else if (fs->has_base)
+        st.live_bytes = (uint64_t)(st.live_sectors - 2) * payload + (fs->dev.sector_size - fs->base_offset) +
+                        (fs->woffset - fs->header_size);
+    return st;
+}
+
+/* Whether the transaction whose first record is `rec` (the iterator just
+   past it) has its commit: looks ahead without moving the iterator. */
+OPSTATE__PRIVATE opstate_result opstate__flash_committed(const opstate_flash *fs, opstate__flash_iter ahead,
+                                                         const opstate__flash_record *rec, bool *committed,
+                                                         opstate_error *err)
+{
+    opstate__flash_record next;
+    opstate_result r = OPSTATE_OK;
+    *committed = rec->type == OPSTATE__FLASH_COMMIT;
+    while (!*committed) {
+        if ((r = opstate__flash_next(fs, &ahead, &next, err)) != OPSTATE_OK) break;
+        if (next.txn != rec->txn || next.after_damage || next.after_restart) break;
+        *committed = next.type == OPSTATE__FLASH_COMMIT;
+    }
+    return r == OPSTATE_NOT_FOUND ? OPSTATE_OK : r;
+}
+
+/* Copies n bytes of the record at `at`, from byte `skip` of it on, to dst. */
+OPSTATE__PRIVATE opstate_result opstate__flash_copy_out(const opstate_flash *fs, opstate__flash_pos at, uint32_t skip,
+                                                        uint8_t *dst, uint32_t n, opstate_error *err)
+{
+    uint32_t total = opstate__flash_round(fs, (uint64_t)skip + n), done = 0, cap = opstate__flash_chunk(fs);
+    while (done < total) {
+        uint32_t len = total - done < cap ? total - done : cap, from = done > skip ? done : skip;
+        uint32_t to = done + len < skip + n ? done + len : skip + n;
+        opstate_result r = opstate__flash_read_on(fs, &at, fs->work, len, err);
+        if (r != OPSTATE_OK) return r == OPSTATE_NOT_FOUND ? OPSTATE_CORRUPT : r;
+        if (to > from) OPSTATE_MEMCPY(dst + (from - skip), fs->work + (from - done), to - from);
+        done += len;
+    }
+    return OPSTATE_OK;
+}
+
+/* Hands the entry record the work buffer holds to fn. */
+OPSTATE__PRIVATE opstate_result opstate__flash_deliver(const opstate_flash *fs, const opstate__flash_record *rec,
+                                                       opstate_flash_entry_fn fn, void *user)
+{
+    opstate_flash_entry e;
+    const uint8_t *where = fs->work + OPSTATE__FLASH_RECORD_HEADER + rec->key_len;
+    e.key.ptr = fs->work + OPSTATE__FLASH_RECORD_HEADER;
+    e.key.len = rec->key_len;
+    e.deleted = rec->type == OPSTATE__FLASH_DELETE;
+    e.value.ptr = e.deleted ? NULL : where + OPSTATE__FLASH_ENTRY_POSITION;
+    e.value.len = rec->value_len;
+    e.position.seq = opstate_get_le64(where);
+    e.position.time = (int64_t)opstate_get_le64(where + 8);
+    e.position.epoch = 0;
+    return fn(user, &e);
+}
+
+/* Walks the live chain from the base to the last commit, handing the
+   entries of every committed transaction to fn. */
+OPSTATE__PRIVATE opstate_result opstate__flash_replay(opstate_flash *fs, opstate_flash_entry_fn fn, void *user,
+                                                      opstate_error *err)
+{
+    opstate__flash_iter it, saved;
+    opstate__flash_record rec;
+    bool started = false, committed = false;
+    uint32_t txn = 0;
+    opstate_result r;
+    OPSTATE_MEMSET(&it, 0, sizeof it);
+    it.pos.sector = fs->base_sector;
+    it.pos.offset = fs->base_offset;
+    for (;;) {
+        saved = it;
+        if ((r = opstate__flash_next(fs, &it, &rec, err)) != OPSTATE_OK) break;
+        if (!started || rec.txn != txn) {
+            started = true;
+            txn = rec.txn;
+            if ((r = opstate__flash_committed(fs, it, &rec, &committed, err)) != OPSTATE_OK) break;
+            it = saved; /* read it again: the look-ahead used the work buffer */
+            if ((r = opstate__flash_next(fs, &it, &rec, err)) != OPSTATE_OK) break;
+        }
+        if (committed && rec.type != OPSTATE__FLASH_COMMIT && (r = opstate__flash_deliver(fs, &rec, fn, user)) != OPSTATE_OK)
+            return r;
+        if (rec.at.sector == fs->commit_sector && rec.at.offset == fs->commit_offset) return OPSTATE_OK;
+    }
+    /* the scan saw the last commit: not finding it now is damage */
+    return r == OPSTATE_NOT_FOUND ? opstate__fail(err, OPSTATE_CORRUPT, opstate__flash_addr(fs, it.pos), "record") : r;
+}
+
+OPSTATE_API opstate_result opstate_flash_load(opstate_flash *fs, opstate_flash_entry_fn fn, void *user,
+                                              opstate_flash_meta *meta, uint8_t *dedup, size_t cap,
+                                              size_t *dedup_len, opstate_error *err)
+{
+    opstate__flash_pos at;
+    opstate_result r = opstate_flash_read_meta(fs, NULL, NULL, err);
+    if (r != OPSTATE_OK) return r;
+    if (fs->txn_kind) return opstate__fail(err, OPSTATE_INVALID_ARGUMENT, 0, "transaction");
+    if (dedup && cap < fs->dedup_len) return opstate__fail(err, OPSTATE_BUFFER_TOO_SMALL, 0, "dedup");
+    if ((r = opstate__flash_replay(fs, fn, user, err)) != OPSTATE_OK) return r;
+    at.sector = fs->commit_sector;
+    at.offset = fs->commit_offset;
+    if (dedup && fs->dedup_len > 0 &&
+        (r = opstate__flash_copy_out(fs, at, OPSTATE__FLASH_RECORD_HEADER + OPSTATE__FLASH_COMMIT_META, dedup,
+                                     fs->dedup_len, err)) != OPSTATE_OK)
+        return r;
+    if (meta) *meta = fs->meta;
+    if (dedup_len) *dedup_len = fs->dedup_len;
+    return OPSTATE_OK;
+}
+
+
 /* >>alloc ---------------------------------------------------------------- */
 
 #ifndef OPSTATE_NO_MALLOC
@@ -4945,15 +6177,174 @@ OPSTATE_API opstate_result opstate_store_compact(const opstate_store *store, ops
     return r;
 }
 
+/* A store interface with the four calls every store has (the optional
+   ones NULL). */
+OPSTATE__PRIVATE opstate_store opstate__store_iface(void *user, opstate_store *calls)
+{
+    calls->user = user;
+    calls->base = NULL;
+    calls->compact_due = NULL;
+    calls->compact = NULL;
+    calls->max_key_len = 0;
+    return *calls;
+}
+
 OPSTATE_API opstate_store opstate_memstore_iface(opstate_memstore *m)
 {
     opstate_store s;
-    OPSTATE_MEMSET(&s, 0, sizeof s);
-    s.user = m;
     s.read_meta = opstate__memstore_read_meta;
     s.load = opstate__memstore_load;
     s.flush = opstate__memstore_flush;
     s.drop = opstate__memstore_drop;
+    return opstate__store_iface(m, &s);
+}
+
+/* >>store: the flash store's adapter ------------------------------------- */
+
+/* A flush over a flash store: what the entries take, and how writing went. */
+typedef struct opstate__flash_flush {
+    opstate_flash *fs;
+    uint64_t bytes;
+    opstate_result r;
+    opstate_error *err;
+} opstate__flash_flush;
+
+OPSTATE__PRIVATE bool opstate__flash_count_entry(void *user, const opstate_kv_item *item)
+{
+    opstate__flash_flush *f = (opstate__flash_flush *)user;
+    f->bytes += opstate_flash_entry_size(f->fs, item->key.len, item->deleted ? 0 : item->value.len);
+    return true;
+}
+
+OPSTATE__PRIVATE bool opstate__flash_put_entry(void *user, const opstate_kv_item *item)
+{
+    opstate__flash_flush *f = (opstate__flash_flush *)user;
+    opstate_flash_entry e;
+    e.key = item->key;
+    e.value = item->value;
+    e.deleted = item->deleted;
+    e.position = item->position;
+    f->r = opstate_flash_put(f->fs, &e, f->err);
+    return f->r == OPSTATE_OK;
+}
+
+/* Sizes the delta and the base, picks one, writes it. */
+OPSTATE__PRIVATE opstate_result opstate__flash_write_fold(opstate_flash *fs, const opstate_kv *kv,
+                                                          const opstate_flash_meta *meta, opstate_bytes dedup,
+                                                          opstate_error *err)
+{
+    opstate__flash_flush f;
+    opstate_flash_kind kind;
+    uint64_t delta, commit = opstate_flash_commit_size(fs, dedup.len);
+    opstate_result r;
+    f.fs = fs;
+    f.bytes = 0;
+    f.r = OPSTATE_OK;
+    f.err = err;
+    opstate_kv_dirty_iterate(kv, opstate__flash_count_entry, &f);
+    delta = f.bytes + commit;
+    f.bytes = 0;
+    if ((r = opstate_kv_iterate(kv, opstate__flash_count_entry, &f)) != OPSTATE_OK) return opstate__fail(err, r, 0, "fold");
+    if ((r = opstate_flash_plan(fs, delta, f.bytes + commit, &kind)) != OPSTATE_OK)
+        return opstate__fail(err, r, 0, "flash");
+    if ((r = opstate_flash_begin(fs, kind, err)) != OPSTATE_OK) return r;
+    if (kind == OPSTATE_FLASH_DELTA)
+        opstate_kv_dirty_iterate(kv, opstate__flash_put_entry, &f);
+    else if ((r = opstate_kv_iterate(kv, opstate__flash_put_entry, &f)) != OPSTATE_OK)
+        return opstate__fail(err, r, 0, "fold");
+    if (f.r != OPSTATE_OK) return f.r;
+    return opstate_flash_commit(fs, meta, dedup, err);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__flash_store_flush(void *user, const opstate_kv *kv,
+                                                           const opstate_snapshot_meta *meta,
+                                                           const opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_flash *fs = (opstate_flash *)user;
+    opstate_allocator malloc_free;
+    opstate_flash_meta fm;
+    opstate_bytes bytes;
+    uint8_t *buf = NULL;
+    opstate_result r;
+    OPSTATE_MEMSET(&malloc_free, 0, sizeof malloc_free);
+    bytes.ptr = NULL;
+    bytes.len = 0;
+    if (dedup) {
+        opstate_dedup_encode(dedup, NULL, 0, &bytes.len);
+        if (!(buf = (uint8_t *)opstate_alloc(&malloc_free, bytes.len)))
+            return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "dedup");
+        opstate_dedup_encode(dedup, buf, bytes.len, &bytes.len);
+        bytes.ptr = buf;
+    }
+    fm.schema_version = meta->schema_version;
+    fm.position = meta->position;
+    r = opstate__flash_write_fold(fs, kv, &fm, bytes, err);
+    opstate_free(&malloc_free, buf);
+    return r;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__flash_restore_entry(void *user, const opstate_flash_entry *entry)
+{
+    opstate_kv_item item;
+    OPSTATE_MEMSET(&item, 0, sizeof item);
+    item.key = entry->key;
+    item.value = entry->value;
+    item.deleted = entry->deleted;
+    item.position = entry->position;
+    return opstate_kv_restore((opstate_kv *)user, &item);
+}
+
+OPSTATE__PRIVATE opstate_result opstate__flash_store_load(void *user, opstate_kv *kv, opstate_snapshot_meta *meta,
+                                                          opstate_dedup *dedup, opstate_error *err)
+{
+    opstate_flash *fs = (opstate_flash *)user;
+    opstate_allocator malloc_free;
+    opstate_flash_meta fm;
+    size_t len = 0;
+    uint8_t *buf = NULL;
+    opstate_result r = opstate_flash_read_meta(fs, NULL, &len, err);
+    if (r != OPSTATE_OK) return r;
+    OPSTATE_MEMSET(&malloc_free, 0, sizeof malloc_free);
+    if (dedup && len > 0 && !(buf = (uint8_t *)opstate_alloc(&malloc_free, len)))
+        return opstate__fail(err, OPSTATE_NO_MEMORY, 0, "dedup");
+    r = opstate_flash_load(fs, opstate__flash_restore_entry, kv, &fm, buf, len, &len, err);
+    if (r == OPSTATE_OK && dedup && len > 0) r = opstate_dedup_decode(dedup, buf, len, err);
+    if (r == OPSTATE_OK && dedup && len == 0) opstate_dedup_clear(dedup);
+    opstate_free(&malloc_free, buf);
+    if (r != OPSTATE_OK) return r;
+    meta->schema_version = fm.schema_version;
+    meta->position = fm.position;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__flash_store_read_meta(void *user, opstate_snapshot_meta *meta,
+                                                               opstate_error *err)
+{
+    opstate_flash_meta fm;
+    opstate_result r = opstate_flash_read_meta((const opstate_flash *)user, &fm, NULL, err);
+    if (r != OPSTATE_OK) return r;
+    meta->schema_version = fm.schema_version;
+    meta->position = fm.position;
+    return OPSTATE_OK;
+}
+
+OPSTATE__PRIVATE opstate_result opstate__flash_store_drop(void *user, opstate_error *err)
+{
+    return opstate_flash_drop((opstate_flash *)user, err);
+}
+
+OPSTATE_API opstate_store opstate_flash_store_iface(opstate_flash *fs)
+{
+    opstate_store s;
+    uint32_t longest = opstate__flash_chunk(fs) - OPSTATE__FLASH_RECORD_HEADER - OPSTATE__FLASH_ENTRY_POSITION - 4u;
+    s.read_meta = opstate__flash_store_read_meta;
+    s.load = opstate__flash_store_load;
+    s.flush = opstate__flash_store_flush;
+    s.drop = opstate__flash_store_drop;
+    /* compact_due / compact stay NULL: a base needs the live state, which
+       only a flush has; flush writes one when the space asks for it. */
+    s = opstate__store_iface(fs, &s);
+    s.max_key_len = longest > 0xFFFFu ? 0xFFFFu : longest;
     return s;
 }
 

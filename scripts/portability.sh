@@ -72,7 +72,7 @@ fi
 #   test_hash.c        wants fresh entropy (/dev/urandom) for table keys, which
 #                      the board has not; test_hash_free.c (in M_FREE) checks
 #                      the board's keys, from the seed and the address.
-M_FREE="tests/test_smoke.c tests/test_decide.c tests/test_ids.c tests/test_codec.c tests/test_hash_free.c"
+M_FREE="tests/test_smoke.c tests/test_decide.c tests/test_ids.c tests/test_codec.c tests/test_hash_free.c tests/test_flash.c"
 M_ALLOC="tests/test_kv.c"
 for f in $M_FREE $M_ALLOC; do
   [[ " $CORE " == *" $f "* ]] || { echo "portability: $f is not a core test any more" >&2; exit 1; }

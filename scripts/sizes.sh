@@ -49,6 +49,7 @@ PARTS=(
   "dedup|DEDUP|free"
   "subjects|SUBJECTS|free"
   "json|JSON|free"
+  "flash store|FLASH|free"
   "kv fold|KV|alloc"
   "snapshot|SNAPSHOT|alloc"
   "consumer driver|CONSUMER|alloc"

@@ -14,6 +14,7 @@
      SIZE_DEDUP     dedup window and its serialisation
      SIZE_SUBJECTS  tokens, key escape, subject build / filter / parse
      SIZE_JSON      JSON rendering and validation
+     SIZE_FLASH     the power-loss-safe store over raw flash (>>flash)
      SIZE_KV        the KV fold (allocates: built without OPSTATE_NO_MALLOC)
      SIZE_SNAPSHOT  snapshot codec (allocates)
      SIZE_CONSUMER  the consumer driver (allocates); it calls the log and
@@ -59,6 +60,12 @@ size_fn size_roots[] = {
 #endif
 #ifdef SIZE_JSON
     SIZE_FN(opstate_event_to_json), SIZE_FN(opstate_json_valid),
+#endif
+#ifdef SIZE_FLASH
+    SIZE_FN(opstate_flash_open), SIZE_FN(opstate_flash_read_meta), SIZE_FN(opstate_flash_load),
+    SIZE_FN(opstate_flash_entry_size), SIZE_FN(opstate_flash_commit_size), SIZE_FN(opstate_flash_plan),
+    SIZE_FN(opstate_flash_begin), SIZE_FN(opstate_flash_put), SIZE_FN(opstate_flash_commit),
+    SIZE_FN(opstate_flash_drop), SIZE_FN(opstate_flash_get_stats),
 #endif
 #ifdef SIZE_KV
     SIZE_FN(opstate_kv_create), SIZE_FN(opstate_kv_reserve), SIZE_FN(opstate_kv_destroy),
