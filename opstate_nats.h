@@ -59,8 +59,13 @@
        position stored with the snapshot is the truth; reads use ephemeral
        ordered consumers started from it.
      - nats.c 3.4.1's natsSubscription_Fetch can overflow the heap when
-       messages of a timed-out pull are still buffered (fixed in 3.9.0):
-       this companion never calls Fetch; reads use ordered push consumers.
+       messages of a timed-out pull are still buffered (fixed in 3.9.0),
+       and it waits for each pull in turn: this companion never calls
+       Fetch. Reads use ordered push consumers; durable reads publish their
+       own pull requests to a subscription of their own and count what is
+       in flight (a pull ends in full, or with a status saying what it
+       still owed); a pull lost with a server or a leader is given up at
+       its end, and the consumer is made again where the reader is.
 
    ERRORS: opstate results; the natsStatus is kept in opstate_error.dep_status
    and a JetStream jsErrCode in dep_detail. A conflict on the expected last
@@ -184,8 +189,11 @@ typedef struct opstate_nats_log_config {
     /* Durable mode (projectors): reads go through the durable pull consumer
        `durable` (AckAll), re-created at the requested start whenever the
        reader moves (the stored position is the truth, not the server's ack
-       floor); the consumer driver acks after each applied batch. NULL:
-       ephemeral ordered push consumers, no acks (the fastest; replay). */
+       floor); the consumer driver acks after each applied batch (one
+       message published, not waited for). While messages are pending, up
+       to 1,024 of them (4 MiB per pull) are pulled ahead of the reader, so
+       the next batch travels while one is applied. NULL: ephemeral ordered
+       push consumers, no acks (the fastest; replay). */
     const char *durable;
     /* How long read, info and last_per_subject ride through transients
        (a leader election, a pull answered 404/408/409/503, a timeout, a
@@ -550,6 +558,17 @@ typedef struct opstate_nats__held {
     uint64_t seq;
 } opstate_nats__held;
 
+/* Durable mode's pull requests in flight (opstate_nats__fetch): published
+   to the consumer's next-message subject with replies "<inbox>.<batch>" on
+   the log's own subscription, so the status that ends a request names
+   its size. */
+typedef struct opstate_nats__pulls {
+    natsInbox *inbox;
+    uint64_t asked;   /* messages asked for, neither taken nor ended by a status */
+    int64_t deadline; /* ms (nats_Now): every request sent has ended by then */
+    bool long_poll;   /* one of them waits for new messages (a read that waits) */
+} opstate_nats__pulls;
+
 struct opstate_nats_log {
     opstate_nats *n;
     char *stream, *bucket, *kv_prefix, *scope, *kind, *durable;
@@ -560,6 +579,7 @@ struct opstate_nats_log {
     char *sub_filter;
     uint64_t sub_next, sub_epoch, pending;
     bool pending_known;
+    opstate_nats__pulls pull; /* durable mode */
     opstate_nats__held *held;
     size_t n_held, cap_held;
     char *scratch; /* publish_async: the subject of the event being sent */
@@ -591,15 +611,17 @@ OPSTATE_NATS__PRIVATE void opstate_nats__release(opstate_nats_log *lg)
 OPSTATE_NATS__PRIVATE void opstate_nats__unsubscribe(opstate_nats_log *lg)
 {
     if (lg->sub) {
-        /* An ephemeral consumer goes with it. The durable one stays: it
-           existed before js_PullSubscribe bound to it (opstate_nats__pull_bind),
-           and nats.c deletes only a consumer its subscribe created. */
+        /* An ephemeral consumer goes with it. The durable one stays: its
+           reads are a plain subscription on an inbox (opstate_nats__pull_bind),
+           and whatever is still in flight to that inbox is never taken. */
         natsSubscription_Unsubscribe(lg->sub);
         if (natsConnection_Status(lg->n->nc) == NATS_CONN_STATUS_CONNECTED)
             natsConnection_FlushTimeout(lg->n->nc, lg->first_wait_ms);
         natsSubscription_Destroy(lg->sub);
     }
     lg->sub = NULL;
+    natsInbox_Destroy(lg->pull.inbox);
+    OPSTATE_MEMSET(&lg->pull, 0, sizeof lg->pull);
     opstate_free(&lg->n->a, lg->sub_filter);
     lg->sub_filter = NULL;
 }
@@ -1070,26 +1092,48 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__drain(opstate_nats_log *lg, i
     return r;
 }
 
-/* Durable mode: (re)creates the durable pull consumer at `from` and binds
-   to it. The server clamps a start outside the stream silently; the
-   consumer driver sees it in the first delivered sequence. */
+/* Durable mode's pulls: how many messages may be asked for ahead of the
+   reader, how many bytes one request may bring (or twice the server's
+   largest message, so any message fits an empty request), and how late
+   the status that ends a request may arrive before it is taken for lost. */
+#define OPSTATE_NATS__PULL_WINDOW 1024u
+#define OPSTATE_NATS__PULL_BYTES 4194304
+#define OPSTATE_NATS__PULL_GRACE_MS 1000
+
+/* Durable mode: the log's own subscription on a fresh inbox, replies of
+   its pull requests "<inbox>.<batch>". Nothing sent to an earlier one
+   (an earlier consumer's deliveries) can reach it. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__pull_subscribe(opstate_nats_log *lg)
+{
+    char subject[160];
+    natsStatus s = natsInbox_Create(&lg->pull.inbox);
+    if (s == NATS_OK) snprintf(subject, sizeof subject, "%s.*", lg->pull.inbox);
+    if (s == NATS_OK) s = natsConnection_SubscribeSync(&lg->sub, lg->n->nc, subject);
+    if (s == NATS_OK) s = natsSubscription_SetPendingLimits(lg->sub, -1, -1); /* bounded by the window */
+    return s;
+}
+
+/* Durable mode: (re)creates the durable pull consumer at `from` and
+   subscribes to its deliveries. The server clamps a start outside the
+   stream silently; the consumer driver sees it in the first delivered
+   sequence. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *lg, const char *filter, uint64_t from,
                                                              opstate_error *err)
 {
     jsConsumerConfig cc;
     jsConsumerInfo *ci = NULL;
-    jsSubOptions so;
     jsErrCode jerr = (jsErrCode)0;
     opstate_stream_info info;
     natsStatus s;
     opstate_result r = opstate_nats__stream_state(lg, &info, err);
-    opstate_nats__unsubscribe(lg);
+    opstate_nats__unsubscribe(lg); /* what is in flight to the old inbox goes with it */
     if (r != OPSTATE_OK) return r;
     js_DeleteConsumer(lg->n->js, lg->stream, lg->durable, NULL, NULL); /* absent is fine */
     jsConsumerConfig_Init(&cc);
     cc.Durable = lg->durable;
     cc.AckPolicy = js_AckAll;
     cc.AckWait = (int64_t)30 * 1000000000;
+    cc.MaxAckPending = 8 * OPSTATE_NATS__PULL_WINDOW; /* a window in flight and batches applied before their ack */
     cc.DeliverPolicy = from > 1 ? js_DeliverByStartSequence : js_DeliverAll;
     cc.OptStartSeq = from > 1 ? from : 0;
     cc.FilterSubject = strcmp(filter, ">") != 0 ? filter : NULL;
@@ -1100,65 +1144,171 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__pull_bind(opstate_nats_log *l
     lg->pending = s == NATS_OK ? ci->NumPending : 0;
     lg->pending_known = s == NATS_OK;
     jsConsumerInfo_Destroy(ci);
-    jsSubOptions_Init(&so);
-    so.Stream = lg->stream;
-    so.Consumer = lg->durable;
-    if (s == NATS_OK) s = js_PullSubscribe(&lg->sub, lg->n->js, filter, lg->durable, NULL, &so, &jerr);
+    if (s == NATS_OK) s = opstate_nats__pull_subscribe(lg);
     return opstate_nats__bound(lg, s, jerr, filter, info.epoch, from, err);
 }
 
-/* Durable mode: one pull, asking for exactly what is there, so a pull
-   never waits for a batch the stream cannot fill: messages still buffered
-   from an earlier pull first (a batch of exactly that many, which also
-   keeps nats.c 3.4.1's _fetch from overflowing its array; fixed upstream in
-   3.9.0), else what the last message said was pending, else one message
-   without waiting (or waiting up to wait_ns) to see whether anything new
-   arrived. */
+/* Asks the durable consumer for `batch` more messages. no_wait: answered
+   at once (what is there, ended by a 408 at the end of the stream, or a
+   404 when nothing is; with expires_ns 0 it never waits); otherwise a long
+   poll that delivers new messages as they come until expires_ns. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__pull_ask(opstate_nats_log *lg, uint64_t batch, int64_t expires_ns,
+                                                        bool no_wait)
+{
+    char api[600], reply[160], body[200];
+    int64_t bytes = natsConnection_GetMaxPayload(lg->n->nc) * 2, deadline;
+    int len = snprintf(api, sizeof api, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", lg->stream, lg->durable);
+    natsStatus s;
+    if (len < 0 || (size_t)len >= sizeof api) return NATS_INVALID_ARG;
+    if (bytes < OPSTATE_NATS__PULL_BYTES) bytes = OPSTATE_NATS__PULL_BYTES;
+    snprintf(reply, sizeof reply, "%s.%llu", lg->pull.inbox, (unsigned long long)batch);
+    snprintf(body, sizeof body, "{\"batch\":%llu,\"max_bytes\":%lld,\"expires\":%lld%s}", (unsigned long long)batch,
+             (long long)bytes, (long long)expires_ns, no_wait ? ",\"no_wait\":true" : "");
+    if ((s = natsConnection_PublishRequestString(lg->n->nc, api, reply, body)) != NATS_OK) return s;
+    /* the server ends it by expires_ns; one that never waits is answered at once */
+    deadline = nats_Now() + (expires_ns ? expires_ns / 1000000 : lg->first_wait_ms);
+    if (deadline > lg->pull.deadline) lg->pull.deadline = deadline;
+    lg->pull.asked += batch;
+    lg->pull.long_poll = lg->pull.long_poll || !no_wait;
+    return NATS_OK;
+}
+
+/* Keeps pulls in flight ahead of the reader. While the consumer has
+   messages pending, up to a window of them is asked for (again once half
+   of it is taken), so the next batch travels while this one is applied.
+   With nothing known pending and nothing in flight (not after a batch):
+   a probe answered at once, or a long poll for a read that waits. */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__pull_more(opstate_nats_log *lg, int64_t wait_ns, size_t max,
+                                                         bool after_batch)
+{
+    uint64_t want = max < OPSTATE_NATS__PULL_WINDOW ? max : OPSTATE_NATS__PULL_WINDOW;
+    if (lg->pending_known && lg->pending > 0 && !lg->pull.long_poll) {
+        want = lg->pending < OPSTATE_NATS__PULL_WINDOW ? lg->pending : OPSTATE_NATS__PULL_WINDOW;
+        if (lg->pull.asked * 2 > want) return NATS_OK; /* more than half of it still coming */
+        return opstate_nats__pull_ask(lg, want - lg->pull.asked, lg->first_wait_ms * 1000000, true);
+    }
+    if (after_batch || lg->pull.asked > 0) return NATS_OK;
+    return wait_ns > 0 ? opstate_nats__pull_ask(lg, want, wait_ns, false) : opstate_nats__pull_ask(lg, want, 0, true);
+}
+
+/* A status on the pull inbox ends the request its subject names. With
+   Nats-Pending-Messages (408 at expiry or at the end of the stream, 409
+   past max bytes) it tells what the request still owed; a 404 (nothing
+   pending: *none set) or a 408 without it (refused: other requests cover
+   what is pending) ended it owing its whole batch; a 1xx ends nothing.
+   false: what is in flight is unknown (a leadership change, a deleted
+   consumer, a refused request, a count that does not add up). */
+OPSTATE_NATS__PRIVATE bool opstate_nats__pull_status(opstate_nats_log *lg, natsMsg *m, bool *none)
+{
+    const char *code = NULL, *owed = NULL, *batch = natsMsg_GetSubject(m) + strlen(lg->pull.inbox) + 1;
+    uint64_t ended;
+    if (natsMsgHeader_Get(m, "Status", &code) != NATS_OK || !code[0]) return false;
+    if (code[0] == '1') return true;
+    if (natsMsgHeader_Get(m, "Nats-Pending-Messages", &owed) == NATS_OK) {
+        if (!opstate_nats__number(owed, strlen(owed), &ended)) return false;
+        if (code[2] == '8') lg->pending_known = false; /* expired or at the end: ask the server again */
+    } else if (strcmp(code, "404") == 0 || strcmp(code, "408") == 0) {
+        if (!opstate_nats__number(batch, strlen(batch), &ended)) return false;
+        if (code[2] == '4') { /* nothing pending now: the one proof of it */
+            lg->pending = 0;
+            lg->pending_known = *none = true;
+        }
+    } else {
+        return false;
+    }
+    if (ended > lg->pull.asked) return false;
+    lg->pull.asked -= ended;
+    if (!lg->pull.asked) lg->pull.long_poll = false;
+    return true;
+}
+
+/* How long a read waits for its messages: the caller's wait, or while
+   requests answered at once are in flight, first_message_wait_ms (a long
+   poll in flight is not waited for beyond the caller's wait). */
+OPSTATE_NATS__PRIVATE int64_t opstate_nats__pull_until(const opstate_nats_log *lg, int64_t wait_ns)
+{
+    int64_t now = nats_Now(), until = now + (wait_ns > 0 ? (wait_ns + 999999) / 1000000 : 0);
+    if (lg->pull.asked && !lg->pull.long_poll && now + lg->first_wait_ms > until) until = now + lg->first_wait_ms;
+    return until;
+}
+
+/* The next delivered message on the pull inbox (NULL: none now), the
+   statuses before it handled. A read's first message is waited for until
+   *until, asking for more whenever nothing is in flight, until a 404 shows
+   that nothing is pending; later ones are waited for while the last one
+   said more are pending and they are asked for (a read returns a full
+   batch when there is one). */
+OPSTATE_NATS__PRIVATE natsStatus opstate_nats__pull_next(opstate_nats_log *lg, int64_t wait_ns, size_t max,
+                                                         size_t taken, int64_t *until, natsMsg **out)
+{
+    bool none = false, asked = false;
+    *out = NULL;
+    for (;;) {
+        natsMsg *m = NULL;
+        natsStatus s = taken ? opstate_nats__pull_more(lg, 0, max, true) : NATS_OK; /* the next batch on its way */
+        int64_t left;
+        if (s == NATS_OK && !lg->pull.asked) { /* nothing in flight: ask (once more while the wait lasts) */
+            if (taken || none || (asked && nats_Now() >= *until)) return NATS_OK;
+            s = opstate_nats__pull_more(lg, wait_ns, max, false);
+            if (!asked && (left = opstate_nats__pull_until(lg, wait_ns)) > *until) *until = left;
+            asked = true;
+        }
+        if (s != NATS_OK) return s;
+        left = !taken || (lg->pending_known && lg->pending > 0 && !lg->pull.long_poll) ? *until - nats_Now() : 0;
+        s = natsSubscription_NextMsg(&m, lg->sub, left > 0 ? left : 0);
+        if (s == NATS_TIMEOUT) return NATS_OK;
+        if (s != NATS_OK) return s;
+        if (natsMsg_GetReply(m) && natsMsg_GetReply(m)[0]) { /* a delivery: "$JS.ACK..." */
+            lg->pull.asked -= lg->pull.asked > 0;
+            if (!lg->pull.asked) lg->pull.long_poll = false;
+            *out = m;
+            return NATS_OK;
+        }
+        s = opstate_nats__pull_status(lg, m, &none) ? NATS_OK : NATS_ERR;
+        natsMsg_Destroy(m);
+        if (s != NATS_OK) return s;
+    }
+}
+
+/* Durable mode: one read. Takes what the pulls in flight bring (waiting as
+   opstate_nats__pull_next says), and keeps the next batch in flight while
+   this one is applied. Pulls that should have ended by now, a status that
+   leaves what is in flight unknown, or a delivery from before the reader
+   (a consumer that lost its state) end the subscription: the read fails as
+   a transient, or returns what it took before, and the next one re-creates
+   the consumer where the reader is. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, int64_t wait_ns, opstate_log_message *msgs,
                                                          size_t max, size_t *count, opstate_error *err)
 {
-    natsMsgList list;
-    jsFetchRequest req;
-    int buffered = 0, bytes = 0, i;
     size_t n = 0;
-    natsStatus s;
+    int64_t until = opstate_nats__pull_until(lg, wait_ns);
     opstate_result r = OPSTATE_OK;
-    uint64_t want;
-    natsSubscription_GetPending(lg->sub, &buffered, &bytes);
-    jsFetchRequest_Init(&req); /* nats.c rewrites the request: a fresh one every call */
-    req.Expires = wait_ns > 0 ? wait_ns : (int64_t)5000000000;
-    if (lg->pending_known && lg->pending > 0) {
-        want = lg->pending;
-    } else { /* anything new? nats.c 3.4.1 waits out Expires even on NoWait, so no Expires then */
-        want = 1;
-        req.NoWait = wait_ns <= 0;
-        if (req.NoWait) req.Expires = 0;
-    }
-    if (buffered > 0) { /* left over from an earlier pull (maybe only its end-of-batch status) */
-        want = (uint64_t)buffered;
-        req.NoWait = true;
-        req.Expires = 0;
-    }
-    req.Batch = (int)(want < max ? want : max);
-    OPSTATE_MEMSET(&list, 0, sizeof list);
-    s = natsSubscription_FetchRequest(&list, lg->sub, &req);
-    for (i = 0; i < list.Count && r == OPSTATE_OK; i++) {
-        r = opstate_nats__take(lg, list.Msgs[i], &msgs[n], &lg->pending);
-        list.Msgs[i] = NULL; /* held now (or destroyed by take on failure) */
-        if (r == OPSTATE_OK) lg->sub_next = msgs[n++].position.seq + 1;
+    natsStatus s = NATS_OK;
+    if (lg->pull.asked && nats_Now() > lg->pull.deadline + OPSTATE_NATS__PULL_GRACE_MS) s = NATS_TIMEOUT; /* lost */
+    while (s == NATS_OK && n < max && r == OPSTATE_OK) {
+        natsMsg *m = NULL;
+        bool later = lg->last_delivery != 0; /* the first delivery may be a clamped start: the driver checks it */
+        s = opstate_nats__pull_next(lg, wait_ns, max, n, &until, &m);
+        if (s != NATS_OK || !m) break;
+        r = opstate_nats__take(lg, m, &msgs[n], &lg->pending); /* holds m (or destroys it on failure) */
         lg->pending_known = r == OPSTATE_OK;
+        if (r == OPSTATE_OK && later && msgs[n].position.seq < lg->sub_next)
+            s = NATS_ERR; /* the consumer went back (its state lost in a server restart): never taken twice */
+        else if (r == OPSTATE_OK)
+            lg->sub_next = msgs[n++].position.seq + 1;
     }
-    natsMsgList_Destroy(&list);
     *count = n;
-    /* 404 (nothing there for a no-wait pull) and 408 / timeout: no messages now */
-    if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NOT_FOUND && n == 0) {
+    if (s == NATS_OK && r == OPSTATE_OK) s = opstate_nats__pull_more(lg, 0, max, true);
+    if (s != NATS_OK) {
         opstate_nats__unsubscribe(lg);
-        return opstate_nats__fail(err, s, 0, "fetch");
+        if (n == 0) return opstate_nats__fail(err, s, 0, "fetch");
     }
     return r;
 }
 
-/* Durable mode: acknowledges (AckAll) every held message up to upto_seq. */
+/* Durable mode: acknowledges (AckAll) every held message up to upto_seq:
+   one "+ACK" published to the highest one's reply, no round trip (what
+   natsMsg_Ack does, which needs nats.c's own JetStream subscription). */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__ack_upto(void *user, uint64_t upto_seq, opstate_error *err)
 {
     opstate_nats_log *lg = (opstate_nats_log *)user;
@@ -1168,7 +1318,7 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__ack_upto(void *user, uint64_t
     for (i = 0; i < lg->n_held; i++)
         if (lg->held[i].seq <= upto_seq && (best == lg->n_held || lg->held[i].seq > lg->held[best].seq)) best = i;
     if (best == lg->n_held) return OPSTATE_OK;
-    s = natsMsg_Ack(lg->held[best].msg, NULL);
+    s = natsConnection_PublishString(lg->n->nc, natsMsg_GetReply(lg->held[best].msg), "+ACK");
     return s == NATS_OK ? OPSTATE_OK : opstate_nats__fail(err, s, 0, "ack");
 }
 

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <time.h>
+#include <pthread.h>
 
 #include "../opstate_nats.h"
 #include "test_bytes.h"
@@ -2298,11 +2299,31 @@ TEST(nats, durable_projector)
     nt_teardown(&x, true);
 }
 
-/* Durable mode pulls batch by batch from the server: an eviction between
-   two batches of one poll (here: a purge from the progress callback after
-   the first batch) makes the server skip to the first retained message.
-   Only the check of the first delivered sequence against the expected one
-   can see it (the check at the start of the poll has already passed). */
+/* Publishes `count` puts on keys "f0".."f49" of scope "s" without waiting
+   for each acknowledgment; 0 when every one was stored. */
+static int nt_pub_fill(nt_ctx *x, int count)
+{
+    nt_outcomes outs;
+    opstate_error err;
+    char key[16];
+    int i;
+    for (i = 0; i < count; i++) {
+        opstate_event ev;
+        snprintf(key, sizeof key, "f%d", i % 50);
+        ev = nt_ev("s", "k", key, OPSTATE_OP_PUT, "filler");
+        if (opstate_nats_publish_async(x->lg, str(x->prefix), &ev, NULL, &err) != OPSTATE_OK) return -1;
+    }
+    memset(&outs, 0, sizeof outs);
+    return opstate_nats_publish_wait(x->lg, 10000, nt_collect, &outs, &err) == OPSTATE_OK ? 0 : -1;
+}
+
+/* Durable mode pulls ahead of the batches (up to a window of 1024
+   messages): an eviction between two pulls of one poll (here: a purge
+   from the progress callback after the first batch, of messages beyond
+   what the first pull asked for) makes the server skip to the first
+   retained message. Only the check of the first delivered sequence
+   against the expected one can see it (the check at the start of the poll
+   has already passed). */
 typedef struct nt_evict {
     opstate_nats *n;
     const char *stream;
@@ -2339,15 +2360,16 @@ TEST(nats, durable_eviction_between_batches)
     REQUIRE(opstate_memstore_create(NULL, &ms) == OPSTATE_OK);
     REQUIRE(nt_pub(&x, "s", "a", OPSTATE_OP_PUT, "a1") == 1);
     REQUIRE(nt_pub(&x, "s", "b", OPSTATE_OP_PUT, "b1") == 2);
-    REQUIRE(nt_pub(&x, "s", "b", OPSTATE_OP_DELETE, "") == 3);
-    REQUIRE(nt_pub(&x, "s", "c", OPSTATE_OP_PUT, "c1") == 4);
-    REQUIRE(nt_pub(&x, "s", "d", OPSTATE_OP_PUT, "d1") == 5);
-    REQUIRE(nt_pub(&x, "s", "e", OPSTATE_OP_PUT, "e1") == 6);
+    REQUIRE(nt_pub(&x, "s", "c", OPSTATE_OP_PUT, "c1") == 3);
+    REQUIRE(nt_pub_fill(&x, 1400) == 0);                             /* 4..1403 */
+    REQUIRE(nt_pub(&x, "s", "b", OPSTATE_OP_DELETE, "") == 1404);
+    REQUIRE(nt_pub(&x, "s", "d", OPSTATE_OP_PUT, "d1") == 1405);
+    REQUIRE(nt_pub(&x, "s", "e", OPSTATE_OP_PUT, "e1") == 1406);
     REQUIRE(nt_durable_log_open(x.n, "T_DURGAP", "projgap", &lg) == OPSTATE_OK);
     memset(&ev, 0, sizeof ev);
     ev.n = x.n;
     ev.stream = "T_DURGAP";
-    ev.below = 5; /* 3 (b's delete marker) and 4 go before they are read */
+    ev.below = 1405; /* 1027.. (past the first pull's 1024) and b's delete marker go before they are read */
     memset(&cc, 0, sizeof cc);
     cc.log = opstate_nats_log_iface(lg);
     cc.store = opstate_memstore_iface(ms);
@@ -2355,15 +2377,16 @@ TEST(nats, durable_eviction_between_batches)
     cc.progress = nt_evict_after_first_batch;
     cc.progress_user = &ev;
     REQUIRE(opstate_consumer_open(&cc, &c, &err) == OPSTATE_OK);
-    end = nt_mono_ms() + 5000;
-    do { /* up to 10 events per poll: several batches of 2 in one poll */
-        CHECK(opstate_consumer_poll(c, 10, 0, &pr, &err) == OPSTATE_OK);
-    } while (opstate_consumer_position(c).seq < 6 && nt_mono_ms() < end);
+    end = nt_mono_ms() + 10000;
+    do { /* up to 100 events per poll: many batches of 2 in one poll */
+        CHECK(opstate_consumer_poll(c, 100, 0, &pr, &err) == OPSTATE_OK);
+    } while (opstate_consumer_position(c).seq < 1406 && nt_mono_ms() < end);
     CHECK(ev.calls > 0);
-    CHECK_EQ_U64(nt_info(&x).first_seq, 5);
+    CHECK_EQ_U64(nt_info(&x).first_seq, 1405);
     want = nt_oracle(x.n, x.stream, NULL, NULL, 0);
     REQUIRE(want != NULL);
     CHECK(opstate_consumer_get_status(c)->resynced);
+    CHECK(nt_has(opstate_consumer_kv(c), "s", "k", "a", NULL) == 0); /* reconciled away */
     CHECK(nt_has(opstate_consumer_kv(c), "s", "k", "b", NULL) == 0); /* its delete marker was never read */
     CHECK(nt_kv_equal(opstate_consumer_kv(c), want));
     CHECK(opstate_consumer_close(c, &err) == OPSTATE_OK);
@@ -2416,6 +2439,275 @@ TEST(nats, durable_short_waits)
     }
     CHECK_EQ_U64(next, (uint64_t)N + 1);
     CHECK_EQ_U64(bad, 0);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, true);
+}
+
+/* One read of up to `max` from *next through a durable log: every message
+   must be *next, *next + 1, ... with a contiguous delivery; the last one is
+   acknowledged. Counts a failed read or a message out of place in *bad;
+   returns how many came. */
+static size_t nt_durable_read(opstate_log *log, uint64_t *next, size_t max, int64_t wait_ns, int *bad)
+{
+    opstate_log_message msgs[64];
+    opstate_error err;
+    size_t n = 0, j;
+    if (max > 64) max = 64;
+    if (log->read(log->user, str(NULL), *next, wait_ns, msgs, max, &n, &err) != OPSTATE_OK) {
+        (*bad)++;
+        return 0;
+    }
+    for (j = 0; j < n; j++) {
+        if (msgs[j].position.seq != *next || !msgs[j].contiguous) (*bad)++;
+        *next = msgs[j].position.seq + 1;
+    }
+    if (n && log->ack(log->user, *next - 1, &err) != OPSTATE_OK) (*bad)++;
+    return n;
+}
+
+/* Reads from *next through `last` within `ms` milliseconds, riding over
+   failed reads (the server coming back); returns how many messages were
+   not the next sequence. */
+static int nt_durable_read_to(opstate_log *log, uint64_t *next, uint64_t last, int64_t ms)
+{
+    int64_t end = nt_mono_ms() + ms;
+    int bad = 0;
+    while (*next <= last && nt_mono_ms() < end) {
+        opstate_log_message msgs[64];
+        opstate_error err;
+        size_t n = 0, j;
+        if (log->read(log->user, str(NULL), *next, 0, msgs, 64, &n, &err) != OPSTATE_OK) nats_server_sleep_ms(50);
+        for (j = 0; j < n; j++) {
+            if (msgs[j].position.seq != *next) bad++;
+            *next = msgs[j].position.seq + 1;
+        }
+    }
+    return bad;
+}
+
+/* Durable mode keeps pulls in flight ahead of the reader (up to 1,024
+   messages, mostly delivered into the log's inbox before they are read).
+   A read from another place re-creates the consumer there and drops all of
+   that: nothing of the old consumer is ever taken. Many small reads then
+   take every sequence once, in order; a caught-up read answers at once. */
+TEST(nats, durable_rebind_takes_nothing_stale)
+{
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    uint64_t next = 1;
+    int bad = 0, reads = 0;
+    int64_t t0, end;
+    REQUIRE(nt_setup(&x, nt_url(), "T_DURPIPE", "dpipe", 0, 0) == 0);
+    REQUIRE(nt_pub_fill(&x, 3000) == 0);
+    REQUIRE(nt_durable_log_open(x.n, "T_DURPIPE", "pipe", &lg) == OPSTATE_OK);
+    log = opstate_nats_log_iface(lg);
+    CASE("read 10, then back to 5 with the rest of the window in flight");
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 10, 0, &bad), 10);
+    nats_server_sleep_ms(100); /* the window arrives in the inbox */
+    next = 5;
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 10, 0, &bad), 10);
+    CHECK_EQ_U64(next, 15);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 10, 0, &bad), 10);
+    CASE("forward past the window, then small reads to the end");
+    next = 2500;
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 10, 0, &bad), 10);
+    end = nt_mono_ms() + 15000;
+    while (next <= 3000 && nt_mono_ms() < end) nt_durable_read(&log, &next, (size_t)(reads++ % 9) + 1, 0, &bad);
+    CHECK_EQ_U64(next, 3001);
+    CHECK_EQ_U64(bad, 0);
+    CHECK_EQ_U64(nt_stream_consumers(x.n, "T_DURPIPE"), 1);
+    CASE("caught up: at once, and a message published then is read");
+    t0 = nt_mono_ms();
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 0, &bad), 0);
+    CHECK(nt_mono_ms() - t0 < 1000);
+    REQUIRE(nt_pub(&x, "s", "late", OPSTATE_OP_PUT, "late") == 3001);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 0, &bad), 1);
+    CHECK_EQ_U64(bad, 0);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, true);
+}
+
+/* A read that waits leaves a long poll on the server; once it expires (its
+   408 waiting in the inbox) a read still gets what was published since,
+   and a read that waits sees what is published while it waits. */
+TEST(nats, durable_read_after_expired_pull)
+{
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    uint64_t next = 1;
+    int bad = 0, i;
+    int64_t t0;
+    REQUIRE(nt_setup(&x, nt_url(), "T_DUREXP", "dexp", 0, 0) == 0);
+    REQUIRE(nt_durable_log_open(x.n, "T_DUREXP", "exp", &lg) == OPSTATE_OK);
+    log = opstate_nats_log_iface(lg);
+    t0 = nt_mono_ms();
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 100000000 /* 100 ms */, &bad), 0);
+    CHECK(nt_mono_ms() - t0 >= 90);
+    nats_server_sleep_ms(300); /* the long poll expires on the server */
+    for (i = 0; i < 5; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 0, &bad), 5);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 0, &bad), 0);
+    CASE("a long poll in flight delivers what comes while it waits");
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 200000000, &bad), 0);
+    for (i = 0; i < 3; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == (uint64_t)i + 6);
+    t0 = nt_mono_ms();
+    while (next <= 8 && nt_mono_ms() - t0 < 5000) nt_durable_read(&log, &next, 8, 1000000000, &bad);
+    CHECK_EQ_U64(next, 9);
+    CHECK_EQ_U64(bad, 0);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, true);
+}
+
+/* A server of the test's own (to be killed), stream `stream` holding
+   `fill` events, a durable log on it: 0, or -1 with everything undone. */
+static int nt_durable_own_server(nats_server *srv, nt_ctx *x, const char *stream, const char *prefix, int fill,
+                                 opstate_nats_log **lg)
+{
+    if (nt_start(srv) != 0) return -1;
+    if (nt_setup(x, srv->url, stream, prefix, 0, 0) == 0 && (!fill || nt_pub_fill(x, fill) == 0) &&
+        nt_durable_log_open(x->n, stream, prefix, lg) == OPSTATE_OK)
+        return 0;
+    nt_teardown(x, false);
+    nats_server_stop(srv);
+    return -1;
+}
+
+/* The server dies with pulls in flight (their requests and what they
+   still owed are gone with it, and the durable consumer comes back with
+   the position it last persisted, from before the reads): after the
+   restart, reads take every sequence once, in order. */
+TEST(nats, durable_pulls_lost_with_the_server)
+{
+    nats_server srv = {0};
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    uint64_t next = 1;
+    int bad = 0;
+    REQUIRE(nt_durable_own_server(&srv, &x, "T_DURKILL", "dkill", 3000, &lg) == 0);
+    log = opstate_nats_log_iface(lg);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 10, 0, &bad), 10);
+    nats_server_kill(&srv, SIGKILL);
+    REQUIRE(nt_restart(&srv) == 0);
+    bad = nt_durable_read_to(&log, &next, 3000, 30000); /* the consumer back with its acks lost: none again */
+    CHECK_EQ_U64(next, 3001);
+    CHECK_EQ_U64(bad, 0);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, false);
+    nats_server_stop(&srv);
+}
+
+/* Publishes one event to x after `ms` milliseconds, on a thread of its own. */
+typedef struct nt_later {
+    nt_ctx *x;
+    int ms;
+    uint64_t seq;
+} nt_later;
+
+static void *nt_pub_later(void *user)
+{
+    nt_later *l = (nt_later *)user;
+    nats_server_sleep_ms(l->ms);
+    l->seq = nt_pub(l->x, "s", "k", OPSTATE_OP_PUT, "later");
+    return NULL;
+}
+
+/* A long poll (a read that waits) takes one message and stays open on the
+   server; the server dies with it, so no 408 will ever end it. Reads must
+   not wait on it past its end: then the consumer is made again where the
+   reader is, and what was published since is read. */
+TEST(nats, durable_lost_long_poll_not_waited_on)
+{
+    nats_server srv = {0};
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    pthread_t t;
+    nt_later later;
+    uint64_t next = 1;
+    int bad = 0, i;
+    int64_t end;
+    REQUIRE(nt_durable_own_server(&srv, &x, "T_DURLONG", "dlong", 0, &lg) == 0);
+    log = opstate_nats_log_iface(lg);
+    later.x = &x;
+    later.ms = 300;
+    later.seq = 0;
+    REQUIRE(pthread_create(&t, NULL, nt_pub_later, &later) == 0);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 8, 2000000000 /* 2 s */, &bad), 1); /* the long poll asked for 8 */
+    pthread_join(t, NULL);
+    CHECK_EQ_U64(later.seq, 1);
+    nats_server_kill(&srv, SIGKILL);
+    REQUIRE(nt_restart(&srv) == 0);
+    end = nt_mono_ms() + 10000;
+    for (i = 0; i < 3 && nt_mono_ms() < end;) i += nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "after") != 0;
+    bad = nt_durable_read_to(&log, &next, 4, end - nt_mono_ms());
+    CHECK_EQ_U64(next, 5);
+    CHECK_EQ_U64(bad, 0);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, false);
+    nats_server_stop(&srv);
+}
+
+/* The durable consumer is made again behind the log's back, at the start
+   of the stream, while the reader is caught up: its first delivery is from
+   before the reader. It is never taken: the log makes the consumer again
+   where the reader is. */
+TEST(nats, durable_consumer_gone_back)
+{
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    jsConsumerConfig cc;
+    jsErrCode jerr = (jsErrCode)0;
+    uint64_t next = 1;
+    int bad = 0, i;
+    REQUIRE(nt_setup(&x, nt_url(), "T_DURBACK", "dback", 0, 0) == 0);
+    for (i = 0; i < 20; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
+    REQUIRE(nt_durable_log_open(x.n, "T_DURBACK", "back", &lg) == OPSTATE_OK);
+    log = opstate_nats_log_iface(lg);
+    CHECK_EQ_U64(nt_durable_read(&log, &next, 20, 0, &bad), 20);
+    CHECK(js_DeleteConsumer(opstate_nats_jetstream(x.n), "T_DURBACK", "back", NULL, &jerr) == NATS_OK);
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = "back";
+    cc.AckPolicy = js_AckAll;
+    CHECK(js_AddConsumer(NULL, opstate_nats_jetstream(x.n), "T_DURBACK", &cc, NULL, &jerr) == NATS_OK);
+    for (i = 0; i < 5; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == (uint64_t)i + 21);
+    for (i = 0; i < 20 && next <= 25; i++) nt_durable_read(&log, &next, 8, 0, &bad);
+    CHECK_EQ_U64(next, 26);
+    CHECK_EQ_U64(bad, 0);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, true);
+}
+
+/* A durable read from past the end of the stream: the server starts the
+   consumer at last + 1 without a word. Its first delivery, below the
+   sequence asked for, is handed to the caller (the consumer driver checks
+   the first delivered sequence against the one it asked for), not taken
+   for a consumer that went back. */
+TEST(nats, durable_clamped_start_reported)
+{
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    opstate_log_message msgs[8];
+    opstate_error err;
+    size_t n = 9;
+    int i;
+    int64_t t0;
+    REQUIRE(nt_setup(&x, nt_url(), "T_DURCLAMP", "dclamp", 0, 0) == 0);
+    for (i = 0; i < 5; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
+    REQUIRE(nt_durable_log_open(x.n, "T_DURCLAMP", "clamp", &lg) == OPSTATE_OK);
+    log = opstate_nats_log_iface(lg);
+    CHECK(log.read(log.user, str(NULL), 20, 0, msgs, 8, &n, &err) == OPSTATE_OK);
+    CHECK_EQ_U64(n, 0);
+    REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == 6);
+    t0 = nt_mono_ms();
+    CHECK(log.read(log.user, str(NULL), 20, 0, msgs, 8, &n, &err) == OPSTATE_OK);
+    CHECK(nt_mono_ms() - t0 < 2000);
+    REQUIRE(n == 1);
+    CHECK_EQ_U64(msgs[0].position.seq, 6);
     opstate_nats_log_close(lg);
     nt_teardown(&x, true);
 }
