@@ -1664,6 +1664,7 @@ static void grow_report(const grow_point *p, int used, sql_way way)
     double flat;
     int s, all = 0;
     memset(tail, 0, sizeof tail); /* used >= 1 (1 MiB is never skipped); for the compiler */
+    memset(comp, 0, sizeof comp);
     for (s = 0; s < used; s++) {
         tail[s] = rs_median(p[s].tail, REPS3);
         comp[s] = rs_median(p[s].compacted, REPS3);
