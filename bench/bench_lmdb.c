@@ -1665,6 +1665,8 @@ static void grow_report(const grow_point *p, int used, sql_way way)
     int s, all = 0;
     memset(tail, 0, sizeof tail); /* used >= 1 (1 MiB is never skipped); for the compiler */
     memset(comp, 0, sizeof comp);
+    memset(la, 0, sizeof la);
+    memset(sq, 0, sizeof sq);
     for (s = 0; s < used; s++) {
         tail[s] = rs_median(p[s].tail, REPS3);
         comp[s] = rs_median(p[s].compacted, REPS3);
