@@ -491,6 +491,15 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_page_read(const uint8_t 
     return OPSTATE_OK;
 }
 
+/* Reads meta page i (0 or 1) of the open data file fd into m[i]; meta 1
+   starts one page (the size meta 0 gives, in m[0]) into the file. */
+OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__meta_read(int fd, int i, opstate_lmdb__meta_page m[2])
+{
+    uint8_t page[256];
+    ssize_t got = pread(fd, page, sizeof page, i ? (off_t)m[0].page_size : 0);
+    return opstate_lmdb__meta_page_read(page, got > 0 ? (size_t)got : 0, &m[i]);
+}
+
 /* Bytes of file both metas need: every page they name, roots included. */
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__meta_fits(const opstate_lmdb__meta_page *m, uint64_t file_size)
 {
@@ -516,19 +525,16 @@ OPSTATE_LMDB__PRIVATE bool opstate_lmdb__metas_agree(const opstate_lmdb__meta_pa
    pages the metas name, UNKNOWN_VERSION for another LMDB data version. */
 OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__check_file(const char *file, opstate_error *err)
 {
-    uint8_t page[256];
     opstate_lmdb__meta_page m[2];
     struct stat sb;
     opstate_result r = OPSTATE_OK;
-    ssize_t got;
     int i, fd = open(file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? opstate_error_set(err, OPSTATE_NOT_FOUND, "data.mdb", ENOENT)
                                        : opstate_lmdb__fail(err, errno, "data.mdb");
     if (fstat(fd, &sb) != 0) r = opstate_lmdb__fail(err, errno, "data.mdb");
     else if (sb.st_size == 0) r = opstate_error_set(err, OPSTATE_NOT_FOUND, "data.mdb is empty", 0);
     for (i = 0; i < 2 && r == OPSTATE_OK; i++) {
-        got = pread(fd, page, sizeof page, i ? (off_t)m[0].page_size : 0);
-        r = opstate_lmdb__meta_page_read(page, got > 0 ? (size_t)got : 0, &m[i]);
+        r = opstate_lmdb__meta_read(fd, i, m);
         if (r == OPSTATE_OK && i && m[1].page_size != m[0].page_size) r = OPSTATE_CORRUPT;
         if (r == OPSTATE_OK && !opstate_lmdb__meta_fits(&m[i], (uint64_t)sb.st_size)) r = OPSTATE_CORRUPT;
         if (r != OPSTATE_OK)
@@ -546,13 +552,9 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__check_file(const char *file, 
    names it; 0 when the metas do not read. */
 OPSTATE_LMDB__PRIVATE size_t opstate_lmdb__main_root(const opstate_lmdb *e)
 {
-    uint8_t page[256];
     opstate_lmdb__meta_page m[2];
-    int i;
-    for (i = 0; i < 2; i++) {
-        ssize_t got = pread(e->lock_fd, page, sizeof page, i ? (off_t)e->page_size : 0);
-        if (got <= 0 || opstate_lmdb__meta_page_read(page, (size_t)got, &m[i]) != OPSTATE_OK) return 0;
-    }
+    if (opstate_lmdb__meta_read(e->lock_fd, 0, m) != OPSTATE_OK || opstate_lmdb__meta_read(e->lock_fd, 1, m) != OPSTATE_OK)
+        return 0;
     return m[m[1].txnid > m[0].txnid].roots[1];
 }
 
