@@ -47,9 +47,10 @@
    1c. opstate p50 under SYNC_FULL / SYNC_NO_META / SYNC_NONE, with (i),
        (ii) and (iii) in the matching mode (LMDB flags; SQLite synchronous
        FULL / NORMAL / OFF): shows what is left once the flush floor goes.
-   2.  Restart to first applied event, in-process, warm (the data is in the
-       page cache, as in the probe; the heap is settled before each
-       repetition): open env + store, opstate_consumer_open over a memory
+   2.  Restart to first applied event, warm (the data is in the page
+       cache, as in the probe), each restart in a fresh process (this
+       program run again with --restart WAY PATH) and timed inside it: open
+       env + store, opstate_consumer_open over a memory
        log holding one new event, poll until it is applied. The store has a
        tail of 4 delta records of 256 keys pending (and the dedup window).
        vs the SQLite whole-row way: open the db, read the row, decode the
@@ -106,6 +107,7 @@
 #include <sys/utsname.h>
 #include <sys/statvfs.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 
 #define KEY_LEN 24
@@ -1011,11 +1013,12 @@ static long minflt(void)
 }
 
 /* Gives back to the kernel every free page the previous repetition left,
-   so that each restart starts from the heap of a fresh process (a real
-   restart is one) and pays its own page faults: otherwise whether a
-   restart reuses pages depends on glibc's trim threshold and the heap's
-   layout at that moment (load-all swung between ~130 and ~2,800 minor
-   faults per restart, and its ratio with it). Same for every side. */
+   so that a measurement that stays in-process (part 3's recoveries, the
+   map build from items in memory) pays its own page faults: otherwise
+   whether it reuses pages depends on glibc's trim threshold and the
+   heap's layout at that moment (load-all swung between ~130 and ~2,800
+   minor faults per restart, and its ratio with it). It cannot give a
+   fresh process's heap back (see fresh_restart). Same for every side. */
 static void heap_settle(void) { malloc_trim(0); }
 
 /* A short sleep before each timed restart: on a shared, loaded machine a
@@ -1451,6 +1454,87 @@ static opstate_kv_item *state_items(const char *path, opstate_kv **loaded, size_
     return items;
 }
 
+/* The restarts part 2 runs, each in a fresh process (this program again,
+   with --restart WAY PATH): a real restart is one. In-process, the heap
+   the previous repetitions left decides what a restart pays: after a
+   trim, calloc clears reused pages that a fresh process would get from
+   mmap already zero (LMDB's env open callocs a 2 MiB dirty list: ~516
+   minor faults, ~5 ms here, against ~40 faults in a fresh process). */
+enum { WAY_READ_THROUGH, WAY_LOAD_ALL, WAY_SQLITE, WAY_SQLITE_MMAP, WAY_BOUND, WAY_NOCRC, WAY_WALK, WAYS };
+static const char *const g_way_names[WAYS] = {"read-through", "load-all", "sqlite", "sqlite-mmap",
+                                              "bound",        "nocrc",    "walk"};
+
+static rs restart_way(int way, const char *path, opstate_memlog *m, const opstate_log_message *msg)
+{
+    switch (way) {
+    case WAY_READ_THROUGH: return restart_opstate(path, true, m, 2);
+    case WAY_LOAD_ALL: return restart_opstate(path, false, m, 2);
+    case WAY_SQLITE: return restart_sqlite(path, false, msg);
+    case WAY_SQLITE_MMAP: return restart_sqlite(path, true, msg);
+    case WAY_BOUND: return raw_load(path, RAW_BOUND, msg);
+    case WAY_NOCRC: return raw_load(path, RAW_BUILD, msg);
+    default: return raw_load(path, RAW_WALK_ONLY, msg);
+    }
+}
+
+/* The restart way of a SQLite way (the page size is the db file's). */
+static int sql_way_of(sql_way way) { return way.use_mmap ? WAY_SQLITE_MMAP : WAY_SQLITE; }
+
+/* The fresh process's side: the log, the one restart, its figures on
+   stdout (the parent's pipe). */
+static int restart_child(const char *name, const char *path)
+{
+    opstate_memlog *m = restart_log();
+    opstate_log log = opstate_memlog_iface(m);
+    opstate_log_message msg;
+    opstate_error err;
+    size_t got;
+    int way;
+    rs x;
+    for (way = 0; way < WAYS && strcmp(g_way_names[way], name); way++) continue;
+    if (way == WAYS) die("unknown restart way", 0, __LINE__);
+    CK(log.read(log.user, B(NULL, 0), 2, 0, &msg, 1, &got, &err));
+    if (got != 1) die("log read", 0, __LINE__);
+    x = restart_way(way, path, m, &msg);
+    printf("%.9g %.9g %.9g %.9g\n", x.wall, x.cpu, x.open, x.faults);
+    opstate_memlog_destroy(m);
+    return 0;
+}
+
+/* One restart of `way` over path in a fresh process (fork + exec). */
+static rs fresh_restart(int way, const char *path)
+{
+    char *argv[5];
+    int fd[2], status = 0, got;
+    pid_t pid;
+    FILE *f;
+    rs x;
+    argv[0] = (char *)"bench_lmdb";
+    argv[1] = (char *)"--restart";
+    argv[2] = (char *)g_way_names[way];
+    argv[3] = (char *)path;
+    argv[4] = NULL;
+    fflush(stdout);
+    if (pipe(fd) != 0) die("pipe", errno, __LINE__);
+    pid = fork();
+    if (pid < 0) die("fork", errno, __LINE__);
+    if (pid == 0) {
+        if (dup2(fd[1], 1) < 0) _exit(126);
+        close(fd[0]);
+        close(fd[1]);
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    f = fdopen(fd[0], "r");
+    if (!f) die("fdopen", errno, __LINE__);
+    got = fscanf(f, "%lf %lf %lf %lf", &x.wall, &x.cpu, &x.open, &x.faults);
+    fclose(f);
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != 4)
+        die("restart in a fresh process", status, __LINE__);
+    return x;
+}
+
 /* The 8 MiB comparison: REPS2 repetitions of each contender. */
 typedef struct compare8 {
     rs read_through[REPS2], load_all[REPS2], sql[2][REPS2], bound[REPS2], nocrc[REPS2];
@@ -1467,13 +1551,13 @@ static void compare8_measure(const restart_env *e, char sql[2][4096], compare8 *
     int r;
     for (r = -1; r < REPS2; r++) {
         int k = r < 0 ? 0 : r;
-        v->read_through[k] = restart_opstate(e->state8, true, e->m, 2);
-        v->load_all[k] = restart_opstate(e->state8, false, e->m, 2);
-        v->sql[0][k] = restart_sqlite(sql[0], g_sql_ways[0].use_mmap, &e->msg);
-        v->sql[1][k] = restart_sqlite(sql[1], g_sql_ways[1].use_mmap, &e->msg);
-        v->bound[k] = raw_load(e->state8, RAW_BOUND, &e->msg);
-        v->nocrc[k] = raw_load(e->state8, RAW_BUILD, &e->msg);
-        v->walk[k] = raw_load(e->state8, RAW_WALK_ONLY, &e->msg).wall;
+        v->read_through[k] = fresh_restart(WAY_READ_THROUGH, e->state8);
+        v->load_all[k] = fresh_restart(WAY_LOAD_ALL, e->state8);
+        v->sql[0][k] = fresh_restart(sql_way_of(g_sql_ways[0]), sql[0]);
+        v->sql[1][k] = fresh_restart(sql_way_of(g_sql_ways[1]), sql[1]);
+        v->bound[k] = fresh_restart(WAY_BOUND, e->state8);
+        v->nocrc[k] = fresh_restart(WAY_NOCRC, e->state8);
+        v->walk[k] = fresh_restart(WAY_WALK, e->state8).wall;
         v->map[k] = map_build_only(items, n_items, &e->msg);
     }
     free(items);
@@ -1488,7 +1572,7 @@ static int compare8_report(compare8 *v)
     rs s4 = rs_median(v->sql[0], REPS2), s64 = rs_median(v->sql[1], REPS2);
     int way = s4.wall < s64.wall ? 0 : 1;
     rs sq = way ? s64 : s4;
-    printf("2   restart to first applied event, 8 MiB state (%lu keys), warm page cache, in-process, median of %d:\n",
+    printf("2   restart to first applied event, 8 MiB state (%lu keys), warm page cache, each in a fresh process, median of %d:\n",
            (unsigned long)keys_for(8), REPS2);
     printf("2   read-through: %7.3f ms  vs SQLite whole-row way %7.3f ms  opstate %.1fx faster  (target >= 20x)  %s\n",
            rt.wall, sq.wall, sq.wall / rt.wall, verdict(sq.wall / rt.wall >= 20));
@@ -1585,20 +1669,20 @@ static int grow_build(const restart_env *e, sql_way way, grow_point *p)
    read-through pass follows the small 1 MiB ones and not a restart that
    just filled and freed hundreds of MiB (the cold caches it leaves would
    weigh on whichever size comes next). */
-static void grow_restarts(const restart_env *e, sql_way way, grow_point *p, int used, bool compacted)
+static void grow_restarts(sql_way way, grow_point *p, int used, bool compacted)
 {
     int r, s;
     for (r = -1; r < REPS3; r++) {
         int k = r < 0 ? 0 : r;
         for (s = 0; s < used; s++) {
-            rs x = restart_opstate(p[s].lmdb, true, e->m, 2);
+            rs x = fresh_restart(WAY_READ_THROUGH, p[s].lmdb);
             if (compacted) p[s].compacted[k] = x;
             else p[s].tail[k] = x;
         }
         for (s = used - 1; s >= 0 && !compacted; s--) {
             if (!p[s].sql[0]) continue;
-            p[s].load_all[k] = restart_opstate(p[s].lmdb, false, e->m, 2);
-            p[s].sqlite[k] = restart_sqlite(p[s].sql, way.use_mmap, &e->msg);
+            p[s].load_all[k] = fresh_restart(WAY_LOAD_ALL, p[s].lmdb);
+            p[s].sqlite[k] = fresh_restart(sql_way_of(way), p[s].sql);
         }
     }
 }
@@ -1705,9 +1789,9 @@ static void restart_growth(const restart_env *e, sql_way way)
 {
     static grow_point p[GROW_POINTS];
     int used = grow_build(e, way, p), s;
-    grow_restarts(e, way, p, used, false);
+    grow_restarts(way, p, used, false);
     for (s = 0; s < used; s++) store_compact_now(p[s].lmdb); /* the same stores with their delta tails folded in */
-    grow_restarts(e, way, p, used, true);
+    grow_restarts(way, p, used, true);
     grow_report(p, used, way);
     for (s = 0; s < used; s++) {
         if (p[s].sql[0]) rm_sqlite(p[s].sql);
@@ -1989,6 +2073,7 @@ int main(int argc, char **argv)
     struct utsname u;
     double t0 = now_ms();
     int i;
+    if (argc == 4 && !strcmp(argv[1], "--restart")) return restart_child(argv[2], argv[3]);
     for (i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--no-1g")) g_skip_1g = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
@@ -2028,7 +2113,7 @@ int main(int argc, char **argv)
         unlink(p);
     }
     printf("ratios are against baselines measured in this run; durable = fsync on commit (LMDB default, SQLite "
-           "synchronous=FULL); restarts: data in the page cache (warm), in-process\n");
+           "synchronous=FULL); restarts: data in the page cache (warm), each in a fresh process, timed inside it\n");
     fflush(stdout);
     w1_init();
     for (i = 0; i < 4; i++)
