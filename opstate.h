@@ -1006,6 +1006,10 @@ OPSTATE_API opstate_result opstate_kv_iterate(const opstate_kv *kv, opstate_kv_i
 OPSTATE_API void opstate_kv_dirty_iterate(const opstate_kv *kv, opstate_kv_iter_fn fn, void *user);
 /* Number of dirty keys. */
 OPSTATE_API uint32_t opstate_kv_dirty_count(const opstate_kv *kv);
+/* Key plus value bytes of the dirty entries (a delete's value counts 0),
+   kept as they change: with the count, what a flush writes, sized without
+   walking the entries. */
+OPSTATE_API uint64_t opstate_kv_dirty_bytes(const opstate_kv *kv);
 /* After a successful flush: nothing is dirty; tombstones of a memory-only
    fold are freed. */
 OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv);
@@ -4678,6 +4682,7 @@ struct opstate_kv {
     uint32_t mask, used;
     opstate__kv_entry *dirty;
     uint32_t dirty_count;
+    uint64_t dirty_bytes; /* key + value bytes of the dirty entries */
     int64_t live_delta; /* sum over entries of live - in_base */
     size_t memory;
 };
@@ -4696,6 +4701,7 @@ OPSTATE__PRIVATE void opstate__kv_drop_value(opstate_kv *kv, opstate__kv_entry *
         opstate_free(&kv->a, e->value);
         kv->memory -= e->value_len;
     }
+    if (e->flags & OPSTATE__KV_DIRTY) kv->dirty_bytes -= e->value_len;
     e->value = NULL;
     e->value_len = 0;
 }
@@ -4714,6 +4720,7 @@ OPSTATE__PRIVATE opstate_result opstate__kv_set_value(opstate_kv *kv, opstate__k
     opstate__kv_drop_value(kv, e);
     e->value = value.len ? dst : NULL;
     e->value_len = (uint32_t)value.len;
+    if (e->flags & OPSTATE__KV_DIRTY) kv->dirty_bytes += value.len;
     return OPSTATE_OK;
 }
 
@@ -4820,6 +4827,7 @@ OPSTATE_API void opstate_kv_clear(opstate_kv *kv)
     kv->used = 0;
     kv->dirty = NULL;
     kv->dirty_count = 0;
+    kv->dirty_bytes = 0;
     kv->live_delta = 0;
 }
 
@@ -4848,6 +4856,7 @@ OPSTATE__PRIVATE void opstate__kv_touch(opstate_kv *kv, opstate__kv_entry *e, op
     e->dirty_next = kv->dirty;
     kv->dirty = e;
     kv->dirty_count++;
+    kv->dirty_bytes += (uint64_t)e->key_len + e->value_len;
 }
 
 /* Makes a new entry for key at slot *slot (growing the table first when
@@ -5058,6 +5067,8 @@ OPSTATE_API void opstate_kv_dirty_iterate(const opstate_kv *kv, opstate_kv_iter_
 
 OPSTATE_API uint32_t opstate_kv_dirty_count(const opstate_kv *kv) { return kv->dirty_count; }
 
+OPSTATE_API uint64_t opstate_kv_dirty_bytes(const opstate_kv *kv) { return kv->dirty_bytes; }
+
 /* Takes the entry at slot i out of the table (backward-shift deletion). */
 OPSTATE__PRIVATE void opstate__kv_unlink(opstate_kv *kv, uint32_t i)
 {
@@ -5095,6 +5106,7 @@ OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv)
     }
     kv->dirty = NULL;
     kv->dirty_count = 0;
+    kv->dirty_bytes = 0;
 }
 
 /* The base changed under a dirty entry (a compaction): ask it again

@@ -1358,27 +1358,22 @@ typedef struct opstate_lmdb__flush_ctx {
     const opstate_dedup *dedup;
     size_t size;   /* delta record bytes */
     uint32_t count;
-    uint8_t *at;   /* write position while encoding */
+    uint8_t *at, *end; /* write position while encoding, where the items end */
     opstate_lmdb__meta next;
     opstate_result why;
 } opstate_lmdb__flush_ctx;
 
-OPSTATE_LMDB__PRIVATE bool opstate_lmdb__flush_size(void *user, const opstate_kv_item *item)
-{
-    opstate_lmdb__flush_ctx *f = (opstate_lmdb__flush_ctx *)user;
-    if (item->key.len > OPSTATE_LMDB__MAX_KEY) {
-        f->why = OPSTATE_OVERSIZED;
-        return false;
-    }
-    f->size += OPSTATE_LMDB__ITEM_FIXED + item->key.len + item->value.len;
-    f->count++;
-    return true;
-}
-
+/* Encodes one dirty item at f->at. A key LMDB cannot hold as a table key,
+   or items past the room the fold's counters sized (the fold changed
+   under the flush), stop it: its transaction is aborted, nothing written. */
 OPSTATE_LMDB__PRIVATE bool opstate_lmdb__flush_item(void *user, const opstate_kv_item *item)
 {
     opstate_lmdb__flush_ctx *f = (opstate_lmdb__flush_ctx *)user;
     uint8_t *p = f->at;
+    if (item->key.len > OPSTATE_LMDB__MAX_KEY) f->why = OPSTATE_OVERSIZED;
+    else if ((size_t)(f->end - p) < OPSTATE_LMDB__ITEM_FIXED + item->key.len + item->value.len)
+        f->why = OPSTATE_INVALID_ARGUMENT;
+    if (f->why != OPSTATE_OK) return false;
     p[0] = (uint8_t)((item->deleted ? OPSTATE_OP_DELETE : OPSTATE_OP_PUT) | (item->in_base ? OPSTATE_LMDB__IN_TABLE : 0u));
     opstate_put_le32(p + 1, (uint32_t)item->key.len);
     OPSTATE_MEMCPY(p + 5, item->key.ptr, item->key.len);
@@ -1409,7 +1404,10 @@ OPSTATE_LMDB__PRIVATE int opstate_lmdb__flush_body(void *user, MDB_txn *txn)
         opstate_put_le32((uint8_t *)v.mv_data, f->count | OPSTATE_LMDB__KEYED_CRC |
                                                    (opstate_kv_has_base(f->kv) ? OPSTATE_LMDB__IN_TABLE_KNOWN : 0u));
         f->at = (uint8_t *)v.mv_data + 4;
+        f->end = (uint8_t *)v.mv_data + f->size - 4;
         opstate_kv_dirty_iterate(f->kv, opstate_lmdb__flush_item, f);
+        if (f->why == OPSTATE_OK && f->at != f->end) f->why = OPSTATE_INVALID_ARGUMENT;
+        if (f->why != OPSTATE_OK) return OPSTATE_LMDB__ABORT;
         opstate_put_le32(f->at, opstate_crc32c(opstate_crc32c(0, key, 8), v.mv_data, f->size - 4));
         f->next.next_flush++;
         f->next.delta_count++;
@@ -1439,12 +1437,13 @@ OPSTATE_LMDB__PRIVATE opstate_result opstate_lmdb__flush(void *user, const opsta
     f.kv = kv;
     f.snap = meta;
     f.dedup = dedup;
-    f.size = 8; /* count + CRC */
+    f.count = opstate_kv_dirty_count(kv);
+    f.size = 8 + (size_t)f.count * OPSTATE_LMDB__ITEM_FIXED + (size_t)opstate_kv_dirty_bytes(kv); /* + count, CRC */
     f.why = OPSTATE_OK;
-    opstate_kv_dirty_iterate(kv, opstate_lmdb__flush_size, &f);
-    if (f.why != OPSTATE_OK) return opstate_error_set(err, f.why, "key longer than 511 bytes (LMDB limit)", 0);
     opstate_lmdb__reader_end(&st->rd);
-    if ((r = opstate_lmdb__write(st->e, opstate_lmdb__flush_body, &f, &f.why, err)) != OPSTATE_OK) return r;
+    r = opstate_lmdb__write(st->e, opstate_lmdb__flush_body, &f, &f.why, err);
+    if (r == OPSTATE_OVERSIZED) return opstate_error_set(err, r, "key longer than 511 bytes (LMDB limit)", 0);
+    if (r != OPSTATE_OK) return r;
     st->m = f.next;
     return OPSTATE_OK;
 }

@@ -308,6 +308,15 @@ static uint32_t ora_dirty(void)
     for (i = 0; i < uni_n; i++) n += ora[i].dirty;
     return n;
 }
+/* Key + value bytes of the dirty keys (a deleted one's value: none). */
+static uint64_t ora_dirty_bytes(void)
+{
+    uint64_t n = 0;
+    size_t i;
+    for (i = 0; i < uni_n; i++)
+        if (ora[i].dirty) n += uni[i].len + (ora[i].present ? ora[i].vlen : 0);
+    return n;
+}
 static void ora_dump(buf *b)
 {
     size_t i;
@@ -696,6 +705,7 @@ TEST(kv, random_ops_vs_oracle)
         }
         if (!failed && opstate_kv_count(kv) != ora_count()) failed = 6;
         if (!failed && opstate_kv_dirty_count(kv) != ora_dirty()) failed = 7;
+        if (!failed && opstate_kv_dirty_bytes(kv) != ora_dirty_bytes()) failed = 8;
     }
     if (failed) printf("  kv random: op %u failed with code %d\n", op - 1, failed);
     CHECK_EQ_U64(failed, 0);
@@ -1642,6 +1652,7 @@ TEST(kvbase, random_ops_vs_oracle)
             }
             if (!failed && opstate_kv_count(kv) != ora_count()) failed = 6;
             if (!failed && opstate_kv_dirty_count(kv) != ora_dirty()) failed = 7;
+            if (!failed && opstate_kv_dirty_bytes(kv) != ora_dirty_bytes()) failed = 8;
         }
         if (failed) printf("  kvbase random: seed %u op %u failed with code %d\n", seed, op - 1, failed);
         CHECK(content_matches(kv));
