@@ -4655,10 +4655,14 @@ OPSTATE_API opstate_result opstate_error_set(opstate_error *err, opstate_result 
 
 /* >>kv ------------------------------------------------------------------- */
 
-#define OPSTATE__KV_DIRTY 1u
 #define OPSTATE__KV_TOMB 2u    /* deleted; kept while dirty or hiding a base key */
 #define OPSTATE__KV_IN_BASE 4u /* the base held the key when the entry was made */
 #define OPSTATE__KV_SEEN 8u    /* resync mark */
+#define OPSTATE__KV_FLAGS 15u  /* the bits above hold the generation the entry was last marked dirty in */
+#define OPSTATE__KV_GEN_SHIFT 4u
+#ifndef OPSTATE__KV_GENERATIONS /* a test shrinks it to reach the wrap */
+#define OPSTATE__KV_GENERATIONS (1u << 28)
+#endif
 #define OPSTATE__KV_MIN_SLOTS 16u
 
 typedef struct opstate__kv_entry {
@@ -4680,9 +4684,10 @@ struct opstate_kv {
     uint32_t *tags; /* high half of each slot's hash: probes compare it without touching the entry */
     uint64_t key[2]; /* the fold's SipHash key (>>hash) */
     uint32_t mask, used;
-    opstate__kv_entry *dirty;
-    uint32_t dirty_count;
+    opstate__kv_entry *dirty; /* the dirty entries: marked in generation `gen` */
+    uint32_t dirty_count, gen;
     uint64_t dirty_bytes; /* key + value bytes of the dirty entries */
+    bool dirty_tombs;     /* a delete since the last mark_clean */
     int64_t live_delta; /* sum over entries of live - in_base */
     size_t memory;
 };
@@ -4694,6 +4699,13 @@ OPSTATE__PRIVATE uint8_t *opstate__kv_key(const opstate__kv_entry *e)
 
 OPSTATE__PRIVATE uint8_t *opstate__kv_room(const opstate__kv_entry *e) { return opstate__kv_key(e) + e->key_len; }
 
+/* Dirty: marked in the fold's current generation (opstate_kv_mark_clean
+   starts a new one, so it need not visit the entries). */
+OPSTATE__PRIVATE bool opstate__kv_dirty(const opstate_kv *kv, const opstate__kv_entry *e)
+{
+    return (e->flags >> OPSTATE__KV_GEN_SHIFT) == kv->gen;
+}
+
 /* Frees the value when it has an allocation of its own; e holds none after. */
 OPSTATE__PRIVATE void opstate__kv_drop_value(opstate_kv *kv, opstate__kv_entry *e)
 {
@@ -4701,7 +4713,7 @@ OPSTATE__PRIVATE void opstate__kv_drop_value(opstate_kv *kv, opstate__kv_entry *
         opstate_free(&kv->a, e->value);
         kv->memory -= e->value_len;
     }
-    if (e->flags & OPSTATE__KV_DIRTY) kv->dirty_bytes -= e->value_len;
+    if (opstate__kv_dirty(kv, e)) kv->dirty_bytes -= e->value_len;
     e->value = NULL;
     e->value_len = 0;
 }
@@ -4720,7 +4732,7 @@ OPSTATE__PRIVATE opstate_result opstate__kv_set_value(opstate_kv *kv, opstate__k
     opstate__kv_drop_value(kv, e);
     e->value = value.len ? dst : NULL;
     e->value_len = (uint32_t)value.len;
-    if (e->flags & OPSTATE__KV_DIRTY) kv->dirty_bytes += value.len;
+    if (opstate__kv_dirty(kv, e)) kv->dirty_bytes += value.len;
     return OPSTATE_OK;
 }
 
@@ -4801,6 +4813,7 @@ OPSTATE_API opstate_result opstate_kv_create(const opstate_kv_config *cfg, opsta
     kv->base = cfg->base;
     kv->max_key_len = cfg->max_key_len && cfg->max_key_len < OPSTATE_MAX_KEY_LEN ? cfg->max_key_len : OPSTATE_MAX_KEY_LEN;
     kv->memory = sizeof *kv;
+    kv->gen = 1; /* new entries carry generation 0: clean */
     opstate__hash_key_new(kv->key, (uintptr_t)kv);
     if (opstate__kv_resize(kv, OPSTATE__KV_MIN_SLOTS) != OPSTATE_OK) {
         opstate_free(&cfg->allocator, kv);
@@ -4851,8 +4864,8 @@ OPSTATE__PRIVATE void opstate__kv_touch(opstate_kv *kv, opstate__kv_entry *e, op
 {
     e->seq = pos.seq;
     e->time = pos.time;
-    if (e->flags & OPSTATE__KV_DIRTY) return;
-    e->flags |= OPSTATE__KV_DIRTY;
+    if (opstate__kv_dirty(kv, e)) return;
+    e->flags = (e->flags & OPSTATE__KV_FLAGS) | (kv->gen << OPSTATE__KV_GEN_SHIFT);
     e->dirty_next = kv->dirty;
     kv->dirty = e;
     kv->dirty_count++;
@@ -4963,6 +4976,7 @@ OPSTATE_API opstate_result opstate_kv_delete(opstate_kv *kv, opstate_bytes key, 
     opstate__kv_drop_value(kv, e);
     e->flags |= OPSTATE__KV_TOMB;
     kv->live_delta += opstate__kv_contribution(e) - before;
+    kv->dirty_tombs = true;
     opstate__kv_touch(kv, e, position);
     return OPSTATE_OK;
 }
@@ -4979,7 +4993,7 @@ OPSTATE_API opstate_result opstate_kv_restore(opstate_kv *kv, const opstate_kv_i
     h = opstate__kv_hash(kv, item->key.ptr, item->key.len);
     slot = opstate__kv_find(kv, item->key.ptr, item->key.len, h);
     e = kv->slots[slot];
-    if (e && (e->flags & OPSTATE__KV_DIRTY)) return OPSTATE_INVALID_ARGUMENT; /* a load, not a change */
+    if (e && opstate__kv_dirty(kv, e)) return OPSTATE_INVALID_ARGUMENT; /* a load, not a change */
     if (!kv->base && item->deleted) { /* memory only: a restored delete is absence */
         if (e) opstate__kv_remove(kv, e);
         return OPSTATE_OK;
@@ -5095,18 +5109,29 @@ OPSTATE__PRIVATE void opstate__kv_remove(opstate_kv *kv, opstate__kv_entry *e)
     opstate__kv_free_entry(kv, e);
 }
 
-OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv)
+/* Starts a new generation: every entry marked in the last one is clean.
+   At the wrap no entry may keep a mark a later generation would reuse. */
+OPSTATE__PRIVATE void opstate__kv_next_generation(opstate_kv *kv)
 {
-    opstate__kv_entry *e = kv->dirty, *next;
-    for (; e; e = next) {
-        next = e->dirty_next;
-        e->dirty_next = NULL;
-        e->flags &= ~OPSTATE__KV_DIRTY;
-        if (!kv->base && (e->flags & OPSTATE__KV_TOMB)) opstate__kv_remove(kv, e);
-    }
+    uint32_t i;
     kv->dirty = NULL;
     kv->dirty_count = 0;
     kv->dirty_bytes = 0;
+    kv->dirty_tombs = false;
+    if (++kv->gen < OPSTATE__KV_GENERATIONS) return;
+    for (i = 0; i <= kv->mask; i++)
+        if (kv->slots[i]) kv->slots[i]->flags &= OPSTATE__KV_FLAGS;
+    kv->gen = 1;
+}
+
+OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv)
+{
+    opstate__kv_entry *e = kv->dirty, *next;
+    for (; e && !kv->base && kv->dirty_tombs; e = next) { /* memory only: a flushed delete is absence */
+        next = e->dirty_next;
+        if (e->flags & OPSTATE__KV_TOMB) opstate__kv_remove(kv, e);
+    }
+    opstate__kv_next_generation(kv);
 }
 
 /* The base changed under a dirty entry (a compaction): ask it again
@@ -5128,7 +5153,7 @@ OPSTATE_API void opstate_kv_forget_clean(opstate_kv *kv)
     uint32_t i = 0;
     while (i <= kv->mask) { /* a removal may shift a later entry into slot i: look again */
         opstate__kv_entry *e = kv->slots[i];
-        if (e && !(e->flags & OPSTATE__KV_DIRTY)) {
+        if (e && !opstate__kv_dirty(kv, e)) {
             kv->live_delta -= opstate__kv_contribution(e);
             opstate__kv_unlink(kv, i);
             opstate__kv_free_entry(kv, e);
