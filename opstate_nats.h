@@ -1273,10 +1273,11 @@ OPSTATE_NATS__PRIVATE natsStatus opstate_nats__pull_next(opstate_nats_log *lg, i
 /* Durable mode: one read. Takes what the pulls in flight bring (waiting as
    opstate_nats__pull_next says), and keeps the next batch in flight while
    this one is applied. Pulls that should have ended by now, a status that
-   leaves what is in flight unknown, or a delivery from before the reader
-   (a consumer that lost its state) end the subscription: the read fails as
-   a transient, or returns what it took before, and the next one re-creates
-   the consumer where the reader is. */
+   leaves what is in flight unknown, a delivery from before the reader (a
+   consumer that lost its state) or after a hole in the consumer's delivery
+   numbers (deliveries lost in transit) end the subscription: the read
+   fails as a transient, or returns what it took before, and the next one
+   re-creates the consumer where the reader is. */
 OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, int64_t wait_ns, opstate_log_message *msgs,
                                                          size_t max, size_t *count, opstate_error *err)
 {
@@ -1292,8 +1293,9 @@ OPSTATE_NATS__PRIVATE opstate_result opstate_nats__fetch(opstate_nats_log *lg, i
         if (s != NATS_OK || !m) break;
         r = opstate_nats__take(lg, m, &msgs[n], &lg->pending); /* holds m (or destroys it on failure) */
         lg->pending_known = r == OPSTATE_OK;
-        if (r == OPSTATE_OK && later && msgs[n].position.seq < lg->sub_next)
-            s = NATS_ERR; /* the consumer went back (its state lost in a server restart): never taken twice */
+        if (r == OPSTATE_OK && later && (msgs[n].position.seq < lg->sub_next || !msgs[n].contiguous))
+            s = NATS_ERR; /* the consumer went back (its state lost in a server restart), or deliveries were
+                             lost on the way (with a server or a leader): never taken twice, never skipped */
         else if (r == OPSTATE_OK)
             lg->sub_next = msgs[n++].position.seq + 1;
     }
