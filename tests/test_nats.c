@@ -2714,6 +2714,36 @@ TEST(nats, durable_delivery_hole_not_skipped)
     nt_teardown(&x, true);
 }
 
+/* The server redelivers what was never acked (the test shortens the
+   consumer's ack wait behind the log's back): the redeliveries number on
+   without a hole but are from before the reader. None is taken twice:
+   the log makes the consumer again where the reader is. */
+TEST(nats, durable_redelivery_not_taken_twice)
+{
+    nt_ctx x;
+    opstate_nats_log *lg = NULL;
+    opstate_log log;
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = (jsErrCode)0;
+    uint64_t next = 1;
+    int i;
+    REQUIRE(nt_setup(&x, nt_url(), "T_DURREDO", "dredo", 0, 0) == 0);
+    for (i = 0; i < 20; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
+    REQUIRE(nt_durable_log_open(x.n, "T_DURREDO", "redo", &lg) == OPSTATE_OK);
+    log = opstate_nats_log_iface(lg);
+    CHECK_EQ_U64(nt_durable_read_to(&log, &next, 10, 5000), 0); /* never acked */
+    REQUIRE(js_GetConsumerInfo(&ci, opstate_nats_jetstream(x.n), "T_DURREDO", "redo", NULL, &jerr) == NATS_OK);
+    ci->Config->AckWait = (int64_t)500 * 1000000;
+    CHECK(js_UpdateConsumer(NULL, opstate_nats_jetstream(x.n), "T_DURREDO", ci->Config, NULL, &jerr) == NATS_OK);
+    jsConsumerInfo_Destroy(ci);
+    nats_server_sleep_ms(1500); /* 1..20 are due again */
+    for (i = 0; i < 10; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == (uint64_t)i + 21);
+    CHECK_EQ_U64(nt_durable_read_to(&log, &next, 30, 10000), 0);
+    CHECK_EQ_U64(next, 31);
+    opstate_nats_log_close(lg);
+    nt_teardown(&x, true);
+}
+
 /* A durable read from past the end of the stream: the server starts the
    consumer at last + 1 without a word. Its first delivery, below the
    sequence asked for, is handed to the caller (the consumer driver checks
