@@ -107,8 +107,8 @@ if state["position"]["seq"] != events or replay["applied"] != events:
     print("MISMATCH: consumer position %d, replay applied %d, expected %d" % (
         state["position"]["seq"], replay["applied"], events))
     sys.exit(1)
-a = {i["key"]: i for i in state["items"]}
-b = {i["key"]: i for i in replay["items"]}
+a = {tuple(i["key"]): i for i in state["items"]}
+b = {tuple(i["key"]): i for i in replay["items"]}
 diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 if diff or state["count"] != replay["count"] or state["items"] != replay["items"]:
     print("MISMATCH: %d keys differ, e.g. %r: consumer %r, replay %r" % (

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every suite: unit tests (plain, ASan+UBSan, valgrind), the compile
 # matrix, and the fuzz seed replays; the CLI tests, the kill -9 chaos test
-# and the examples run plain and under ASan+UBSan. Each unit-test case counts
+# and the examples run plain and under ASan+UBSan; the README's two demos
+# (make demo, make demo-nats) run as a newcomer runs them. Each unit-test case counts
 # once per run; each compile-matrix entry, sanitizer run and seed replay
 # counts as one test.
 # Ends with one line: "N passed, N failed".
@@ -233,6 +234,10 @@ unit "cli-nats" bash tests/cli_nats_test.sh
 if [[ -x $BUILD/opstate-asan ]]; then
   unit "cli-nats (asan+ubsan)" env "${SAN_ENV[@]}" OPSTATE="$PWD/$BUILD/opstate-asan" bash tests/cli_nats_test.sh
 fi
+
+echo "== the README's demos: make demo (embedded LMDB, no server) and make demo-nats (a local nats-server)"
+check_show "demo" env BUILD="$BUILD" bash scripts/demo.sh
+check_show "demo-nats" env BUILD="$BUILD" bash scripts/demo_nats.sh
 
 echo "== installing: make install and cmake --install; pkg-config and find_package consumers; the man page"
 check_show "install" bash tests/install_test.sh
