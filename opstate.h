@@ -4830,6 +4830,21 @@ OPSTATE__PRIVATE void opstate__kv_free_entry(opstate_kv *kv, opstate__kv_entry *
     opstate_free(&kv->a, e);
 }
 
+/* Starts a new generation: every entry marked in the last one is clean.
+   At the wrap no entry may keep a mark a later generation would reuse. */
+OPSTATE__PRIVATE void opstate__kv_next_generation(opstate_kv *kv)
+{
+    uint32_t i;
+    kv->dirty = NULL;
+    kv->dirty_count = 0;
+    kv->dirty_bytes = 0;
+    kv->dirty_tombs = false;
+    if (++kv->gen < OPSTATE__KV_GENERATIONS) return;
+    for (i = 0; i <= kv->mask; i++)
+        if (kv->slots[i]) kv->slots[i]->flags &= OPSTATE__KV_FLAGS;
+    kv->gen = 1;
+}
+
 OPSTATE_API void opstate_kv_clear(opstate_kv *kv)
 {
     uint32_t i;
@@ -4838,10 +4853,8 @@ OPSTATE_API void opstate_kv_clear(opstate_kv *kv)
         opstate__kv_place(kv, i, NULL);
     }
     kv->used = 0;
-    kv->dirty = NULL;
-    kv->dirty_count = 0;
-    kv->dirty_bytes = 0;
     kv->live_delta = 0;
+    opstate__kv_next_generation(kv);
 }
 
 OPSTATE_API void opstate_kv_destroy(opstate_kv *kv)
@@ -5109,28 +5122,14 @@ OPSTATE__PRIVATE void opstate__kv_remove(opstate_kv *kv, opstate__kv_entry *e)
     opstate__kv_free_entry(kv, e);
 }
 
-/* Starts a new generation: every entry marked in the last one is clean.
-   At the wrap no entry may keep a mark a later generation would reuse. */
-OPSTATE__PRIVATE void opstate__kv_next_generation(opstate_kv *kv)
-{
-    uint32_t i;
-    kv->dirty = NULL;
-    kv->dirty_count = 0;
-    kv->dirty_bytes = 0;
-    kv->dirty_tombs = false;
-    if (++kv->gen < OPSTATE__KV_GENERATIONS) return;
-    for (i = 0; i <= kv->mask; i++)
-        if (kv->slots[i]) kv->slots[i]->flags &= OPSTATE__KV_FLAGS;
-    kv->gen = 1;
-}
-
 OPSTATE_API void opstate_kv_mark_clean(opstate_kv *kv)
 {
-    opstate__kv_entry *e = kv->dirty, *next;
-    for (; e && !kv->base && kv->dirty_tombs; e = next) { /* memory only: a flushed delete is absence */
-        next = e->dirty_next;
-        if (e->flags & OPSTATE__KV_TOMB) opstate__kv_remove(kv, e);
-    }
+    opstate__kv_entry *e, *next;
+    if (!kv->base && kv->dirty_tombs) /* memory only: a flushed delete is absence */
+        for (e = kv->dirty; e; e = next) {
+            next = e->dirty_next;
+            if (e->flags & OPSTATE__KV_TOMB) opstate__kv_remove(kv, e);
+        }
     opstate__kv_next_generation(kv);
 }
 

@@ -11,25 +11,8 @@
 #define OPSTATE_IMPLEMENTATION
 #include "../opstate.h"
 
-#include <string.h>
-
 #include "runner.h"
-
-static opstate_bytes text(const char *s)
-{
-    opstate_bytes b;
-    b.ptr = (const uint8_t *)s;
-    b.len = strlen(s);
-    return b;
-}
-
-static opstate_position at(uint64_t seq)
-{
-    opstate_position p;
-    memset(&p, 0, sizeof p);
-    p.seq = seq;
-    return p;
-}
+#include "test_bytes.h"
 
 static bool count_item(void *user, const opstate_kv_item *item)
 {
@@ -54,18 +37,18 @@ TEST(kv_generations, marks_clear_across_the_wrap)
     int round;
     REQUIRE(opstate_kv_create(NULL, &kv) == OPSTATE_OK);
     for (round = 0; round < 7; round++) {
-        REQUIRE(opstate_kv_put(kv, text("a"), text("one"), at(1)) == OPSTATE_OK);
+        REQUIRE(opstate_kv_put(kv, str("a"), str("one"), pos(1, 0)) == OPSTATE_OK);
         CHECK_EQ_U64(opstate_kv_dirty_count(kv), 1);
         CHECK_EQ_U64(opstate_kv_dirty_bytes(kv), 4);
         opstate_kv_mark_clean(kv);
         CHECK_EQ_U64(opstate_kv_dirty_count(kv), 0);
         CHECK_EQ_U64(dirty_walked(kv), 0);
         memset(&item, 0, sizeof item);
-        item.key = text("a");
-        item.value = text("two");
-        item.position = at(2);
+        item.key = str("a");
+        item.value = str("two");
+        item.position = pos(2, 0);
         CHECK(opstate_kv_restore(kv, &item) == OPSTATE_OK); /* refused if "a" still looked dirty */
-        REQUIRE(opstate_kv_put(kv, text("b"), text("x"), at(3)) == OPSTATE_OK);
+        REQUIRE(opstate_kv_put(kv, str("b"), str("x"), pos(3, 0)) == OPSTATE_OK);
         CHECK_EQ_U64(dirty_walked(kv), 1);
         opstate_kv_mark_clean(kv);
     }
@@ -86,13 +69,13 @@ TEST(kv_generations, flushed_delete_is_absence)
     REQUIRE(opstate_kv_create(NULL, &kv) == OPSTATE_OK);
     empty = opstate_kv_memory(kv);
     for (round = 0; round < 5; round++) {
-        REQUIRE(opstate_kv_put(kv, text("k"), text("v"), at(1)) == OPSTATE_OK);
+        REQUIRE(opstate_kv_put(kv, str("k"), str("v"), pos(1, 0)) == OPSTATE_OK);
         opstate_kv_mark_clean(kv);
-        REQUIRE(opstate_kv_delete(kv, text("k"), at(2)) == OPSTATE_OK);
+        REQUIRE(opstate_kv_delete(kv, str("k"), pos(2, 0)) == OPSTATE_OK);
         CHECK_EQ_U64(opstate_kv_dirty_count(kv), 1);
         CHECK_EQ_U64(opstate_kv_dirty_bytes(kv), 1);
         opstate_kv_mark_clean(kv);
-        CHECK(opstate_kv_get(kv, text("k"), &item) == OPSTATE_NOT_FOUND);
+        CHECK(opstate_kv_get(kv, str("k"), &item) == OPSTATE_NOT_FOUND);
         CHECK_EQ_U64(opstate_kv_memory(kv), empty);
     }
     opstate_kv_destroy(kv);

@@ -2562,16 +2562,24 @@ TEST(nats, durable_read_after_expired_pull)
     nt_teardown(&x, true);
 }
 
-/* A server of the test's own (to be killed), stream `stream` holding
-   `fill` events, a durable log on it: 0, or -1 with everything undone. */
+/* Stream `stream` on the server at `url` holding `fill` events (1..fill)
+   and a durable log named `prefix` on it: 0, or -1 with everything undone. */
+static int nt_durable_setup(nt_ctx *x, const char *url, const char *stream, const char *prefix, int fill,
+                            opstate_nats_log **lg)
+{
+    if (nt_setup(x, url, stream, prefix, 0, 0) == 0 && (!fill || nt_pub_fill(x, fill) == 0) &&
+        nt_durable_log_open(x->n, stream, prefix, lg) == OPSTATE_OK)
+        return 0;
+    nt_teardown(x, true);
+    return -1;
+}
+
+/* The same on a server of the test's own (to be killed). */
 static int nt_durable_own_server(nats_server *srv, nt_ctx *x, const char *stream, const char *prefix, int fill,
                                  opstate_nats_log **lg)
 {
     if (nt_start(srv) != 0) return -1;
-    if (nt_setup(x, srv->url, stream, prefix, 0, 0) == 0 && (!fill || nt_pub_fill(x, fill) == 0) &&
-        nt_durable_log_open(x->n, stream, prefix, lg) == OPSTATE_OK)
-        return 0;
-    nt_teardown(x, false);
+    if (nt_durable_setup(x, srv->url, stream, prefix, fill, lg) == 0) return 0;
     nats_server_stop(srv);
     return -1;
 }
@@ -2665,9 +2673,7 @@ TEST(nats, durable_consumer_gone_back)
     jsErrCode jerr = (jsErrCode)0;
     uint64_t next = 1;
     int bad = 0, i;
-    REQUIRE(nt_setup(&x, nt_url(), "T_DURBACK", "dback", 0, 0) == 0);
-    for (i = 0; i < 20; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
-    REQUIRE(nt_durable_log_open(x.n, "T_DURBACK", "back", &lg) == OPSTATE_OK);
+    REQUIRE(nt_durable_setup(&x, nt_url(), "T_DURBACK", "back", 20, &lg) == 0);
     log = opstate_nats_log_iface(lg);
     CHECK_EQ_U64(nt_durable_read(&log, &next, 20, 0, &bad), 20);
     CHECK(js_DeleteConsumer(opstate_nats_jetstream(x.n), "T_DURBACK", "back", NULL, &jerr) == NATS_OK);
@@ -2675,7 +2681,7 @@ TEST(nats, durable_consumer_gone_back)
     cc.Durable = "back";
     cc.AckPolicy = js_AckAll;
     CHECK(js_AddConsumer(NULL, opstate_nats_jetstream(x.n), "T_DURBACK", &cc, NULL, &jerr) == NATS_OK);
-    for (i = 0; i < 5; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == (uint64_t)i + 21);
+    REQUIRE(nt_pub_fill(&x, 5) == 0); /* 21..25 */
     for (i = 0; i < 20 && next <= 25; i++) nt_durable_read(&log, &next, 8, 0, &bad);
     CHECK_EQ_U64(next, 26);
     CHECK_EQ_U64(bad, 0);
@@ -2696,14 +2702,12 @@ TEST(nats, durable_delivery_hole_not_skipped)
     natsMsg *reply = NULL;
     uint64_t next = 1;
     int bad = 0, i;
-    REQUIRE(nt_setup(&x, nt_url(), "T_DURHOLE", "dhole", 0, 0) == 0);
-    for (i = 0; i < 20; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
-    REQUIRE(nt_durable_log_open(x.n, "T_DURHOLE", "hole", &lg) == OPSTATE_OK);
+    REQUIRE(nt_durable_setup(&x, nt_url(), "T_DURHOLE", "hole", 20, &lg) == 0);
     log = opstate_nats_log_iface(lg);
     for (i = 0; i < 10 && next <= 20; i++) nt_durable_read(&log, &next, 20, 0, &bad);
     CHECK_EQ_U64(next, 21);
     CHECK_EQ_U64(nt_durable_read(&log, &next, 20, 0, &bad), 0); /* caught up: no pull left waiting */
-    for (i = 0; i < 10; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == (uint64_t)i + 21);
+    REQUIRE(nt_pub_fill(&x, 10) == 0); /* 21..30 */
     CHECK(natsConnection_RequestString(&reply, opstate_nats_connection(x.n), "$JS.API.CONSUMER.MSG.NEXT.T_DURHOLE.hole",
                                        "{\"batch\":3,\"no_wait\":true}", 2000) == NATS_OK);
     natsMsg_Destroy(reply);
@@ -2726,10 +2730,7 @@ TEST(nats, durable_redelivery_not_taken_twice)
     jsConsumerInfo *ci = NULL;
     jsErrCode jerr = (jsErrCode)0;
     uint64_t next = 1;
-    int i;
-    REQUIRE(nt_setup(&x, nt_url(), "T_DURREDO", "dredo", 0, 0) == 0);
-    for (i = 0; i < 20; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "v") == (uint64_t)i + 1);
-    REQUIRE(nt_durable_log_open(x.n, "T_DURREDO", "redo", &lg) == OPSTATE_OK);
+    REQUIRE(nt_durable_setup(&x, nt_url(), "T_DURREDO", "redo", 20, &lg) == 0);
     log = opstate_nats_log_iface(lg);
     CHECK_EQ_U64(nt_durable_read_to(&log, &next, 10, 5000), 0); /* never acked */
     REQUIRE(js_GetConsumerInfo(&ci, opstate_nats_jetstream(x.n), "T_DURREDO", "redo", NULL, &jerr) == NATS_OK);
@@ -2737,7 +2738,7 @@ TEST(nats, durable_redelivery_not_taken_twice)
     CHECK(js_UpdateConsumer(NULL, opstate_nats_jetstream(x.n), "T_DURREDO", ci->Config, NULL, &jerr) == NATS_OK);
     jsConsumerInfo_Destroy(ci);
     nats_server_sleep_ms(1500); /* 1..20 are due again */
-    for (i = 0; i < 10; i++) REQUIRE(nt_pub(&x, "s", "k", OPSTATE_OP_PUT, "w") == (uint64_t)i + 21);
+    REQUIRE(nt_pub_fill(&x, 10) == 0); /* 21..30 */
     CHECK_EQ_U64(nt_durable_read_to(&log, &next, 30, 10000), 0);
     CHECK_EQ_U64(next, 31);
     opstate_nats_log_close(lg);
